@@ -1,0 +1,1 @@
+//! merkle (to be written)

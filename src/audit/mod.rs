@@ -1,0 +1,4 @@
+//! The tamper-evident audit log (DESIGN §6).
+
+pub mod checkpoint;
+pub mod merkle;

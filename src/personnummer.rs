@@ -1,0 +1,1 @@
+//! personnummer (to be written)

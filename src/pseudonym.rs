@@ -1,0 +1,1 @@
+//! pseudonym (to be written)
