@@ -1,12 +1,30 @@
 //! samgate: a consent-aware data exchange gateway for Swedish rehabilitation
-//! cooperation (samverkan). See `../shared/DESIGN.md` for the contract and
-//! `docs/architecture.md` for how the modules fit together.
+//! cooperation (samverkan). `../shared/DESIGN.md` is the contract;
+//! `docs/architecture.md` shows how the modules fit together.
+//!
+//! The library holds everything; `src/main.rs` only parses the command line.
+//! `serve`, `demo` and the tests all start the same [`server::Gateway`] from a
+//! [`state::AppState`] built from a validated [`config::Config`].
 
 pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod consent;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod init;
+pub mod keys;
 pub mod personnummer;
 pub mod pki;
 pub mod policy;
 pub mod pseudonym;
 pub mod schema;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
 pub mod vault;
-pub mod keys;

@@ -1,0 +1,130 @@
+//! Who is calling: the typed [`Principal`] (party, roles, optional user),
+//! built from the connection's pinned client certificate and, where the party
+//! has a `jwt_issuer`, its user token (DESIGN §1).
+
+pub mod jwt;
+
+use std::collections::BTreeSet;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::config::{PartyId, Role};
+use crate::error::{ApiError, ProblemCode};
+use crate::state::AppState;
+
+/// Inserted into every request by the TLS accept loop: the SHA-256 of the
+/// peer certificate's SPKI (the handshake already verified the chain).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCertificate(pub Option<[u8; 32]>);
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The party the certificate is pinned to.
+    pub party: PartyId,
+    /// The party's roles.
+    pub roles: BTreeSet<Role>,
+    /// The human user from the party's JWT, when the party has an issuer.
+    pub user: Option<String>,
+}
+
+impl Principal {
+    /// 403 `forbidden_role` unless the party has `role`; the auditor role also
+    /// needs a named user.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if !self.roles.contains(&role) {
+            return Err(ApiError::new(
+                ProblemCode::ForbiddenRole,
+                format!("party `{}` does not have the `{}` role", self.party, role.as_str()),
+            ));
+        }
+        if role == Role::Auditor && self.user.is_none() {
+            return Err(ApiError::new(
+                ProblemCode::InvalidToken,
+                "the auditor role requires a user token",
+            ));
+        }
+        Ok(())
+    }
+
+    /// 403 unless the party has at least one of `roles` (an auditor also
+    /// needs a named user).
+    pub fn require_any(&self, roles: &[Role]) -> Result<(), ApiError> {
+        let held: Vec<Role> = roles.iter().copied().filter(|r| self.roles.contains(r)).collect();
+        if held.is_empty() {
+            let names: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
+            return Err(ApiError::new(
+                ProblemCode::ForbiddenRole,
+                format!("party `{}` needs one of the roles {}", self.party, names.join(", ")),
+            ));
+        }
+        if held.iter().all(|r| *r == Role::Auditor) && self.user.is_none() {
+            return Err(ApiError::new(
+                ProblemCode::InvalidToken,
+                "the auditor role requires a user token",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the party has `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        let principal = authenticate(parts, state)?;
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
+    }
+}
+
+/// Resolves the principal of a request (also used by the rate limiter).
+pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let pin = parts
+        .extensions
+        .get::<PeerCertificate>()
+        .and_then(|p| p.0)
+        .ok_or_else(|| ApiError::new(ProblemCode::Unauthenticated, "a client certificate is required"))?;
+    let party = state.party_by_pin(&pin).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::Unauthenticated,
+            "the client certificate is not pinned to any party",
+        )
+    })?;
+    let user = match state.user_verifier(&party.id) {
+        None => None,
+        Some(verifier) => {
+            let token = parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim);
+            let result = match token {
+                None => Err(jwt::JwtError::Missing),
+                Some(t) => verifier.verify(t),
+            };
+            match result {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::info!(party.id = %party.id, reason = %e, "user token refused");
+                    return Err(ApiError::new(ProblemCode::InvalidToken, e.to_string()));
+                }
+            }
+        }
+    };
+    Ok(Principal {
+        party: party.id.clone(),
+        roles: party.roles.clone(),
+        user,
+    })
+}

@@ -1,0 +1,827 @@
+//! Configuration: TOML file -> raw structs (`deny_unknown_fields`) -> a
+//! validated [`Config`] (DESIGN §8.1).
+//!
+//! Paths in the file are relative to the file's directory. Every problem is
+//! reported with the key it concerns and the reason, all at once, and the
+//! gateway refuses to start (exit code 2). The config holds key *paths*, never
+//! key material: [`crate::keys`] loads and checks the files at start.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::SubjectMode;
+
+/// A party id such as `fk` or `kommun-kalmar` (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PartyId(String);
+
+impl PartyId {
+    /// Wraps a party id. Only config and lookups against config create these.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a party may do (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sends and receives exchanges.
+    Agency,
+    /// Records and withdraws consent, asks for register extracts.
+    Intake,
+    /// Reads and verifies the audit log (a JWT user is required).
+    Auditor,
+}
+
+impl Role {
+    /// The role's name as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agency => "agency",
+            Role::Intake => "intake",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// The kind of organisation behind a party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartyKind {
+    /// Försäkringskassan.
+    Forsakringskassan,
+    /// Arbetsförmedlingen.
+    Arbetsformedlingen,
+    /// A municipality.
+    Kommun,
+    /// A region (healthcare).
+    Region,
+    /// A samordningsförbund.
+    Samordningsforbund,
+}
+
+/// Whether a route needs the participant's consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentRequirement {
+    /// The default: an active consent must cover the exchange.
+    #[default]
+    Required,
+    /// Only allowed for `statistics-report` (aggregate data, no subject).
+    NotRequired,
+}
+
+/// A duration written as `"10s"`, `"5m"`, `"24h"` or `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("not a duration like \"10s\": {e}")))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw file structure
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    storage: RawStorage,
+    keys: RawKeys,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    consent: RawConsent,
+    #[serde(default)]
+    consent_issuer: Vec<RawConsentIssuer>,
+    #[serde(default)]
+    party: Vec<RawParty>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: SocketAddr,
+    #[serde(default)]
+    deployment_id: Option<String>,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    client_ca: PathBuf,
+    outbound_ca: PathBuf,
+    outbound_certificate: PathBuf,
+    outbound_private_key: PathBuf,
+    #[serde(default)]
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    rate_limit_per_party: Option<u32>,
+    #[serde(default)]
+    shutdown_grace: Option<HumanDuration>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    request_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: String,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
+    acquire_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    pseudonym_master: PathBuf,
+    vault: PathBuf,
+    audit_signing: PathBuf,
+    delivery_signing: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    checkpoint_interval: Option<HumanDuration>,
+    #[serde(default)]
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    connect_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    expire_after: Option<HumanDuration>,
+    #[serde(default)]
+    backoff_initial: Option<HumanDuration>,
+    #[serde(default)]
+    backoff_max: Option<HumanDuration>,
+    #[serde(default)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsent {
+    #[serde(default)]
+    max_lifetime_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsentIssuer {
+    id: String,
+    key_id: String,
+    public_key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParty {
+    id: String,
+    name: String,
+    kind: PartyKind,
+    roles: Vec<Role>,
+    certificate_sha256: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    jwt_issuer: Option<RawJwtIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtIssuer {
+    iss: String,
+    audience: String,
+    public_key: PathBuf,
+    #[serde(default)]
+    key_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    from: Vec<String>,
+    to: Vec<String>,
+    #[serde(rename = "type")]
+    msg_type: String,
+    purposes: Vec<String>,
+    fields: Vec<String>,
+    #[serde(default)]
+    subject: SubjectMode,
+    #[serde(default)]
+    consent: ConsentRequirement,
+}
+
+// ---------------------------------------------------------------------------
+// Validated configuration
+// ---------------------------------------------------------------------------
+
+/// The validated configuration. Tests build it with [`Config::from_toml_str`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory the relative paths were resolved against.
+    pub base_dir: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[keys]`, resolved to absolute paths.
+    pub keys: KeyPaths,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+    /// `[delivery]`.
+    pub delivery: DeliveryConfig,
+    /// `[consent]`.
+    pub consent: ConsentConfig,
+    /// `[[consent_issuer]]`.
+    pub consent_issuers: Vec<ConsentIssuerConfig>,
+    /// `[[party]]`, in file order.
+    pub parties: Vec<PartyConfig>,
+    /// `[[route]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// mTLS listen address.
+    pub listen: SocketAddr,
+    /// Names the log in checkpoints: `samgate/<deployment_id>`.
+    pub deployment_id: String,
+    /// Server certificate chain (PEM).
+    pub certificate: PathBuf,
+    /// Server private key (PEM).
+    pub private_key: PathBuf,
+    /// CA that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// CA that recipient endpoints' server certificates must chain to.
+    pub outbound_ca: PathBuf,
+    /// Gateway's client certificate towards recipients.
+    pub outbound_certificate: PathBuf,
+    /// Key of the outbound client certificate.
+    pub outbound_private_key: PathBuf,
+    /// Optional plain-HTTP listener for health and metrics only.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Requests per second per party (burst 2x), 0 = off.
+    pub rate_limit_per_party: u32,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Request body limit (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// `sqlite://...` (relative paths resolved against the config file) or `postgres://...`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before answering 503.
+    pub acquire_timeout: Duration,
+}
+
+/// `[keys]`: absolute paths of the key files.
+#[derive(Debug, Clone)]
+pub struct KeyPaths {
+    /// 32 raw bytes: the pseudonym master key.
+    pub pseudonym_master: PathBuf,
+    /// 32 raw bytes: AES-256-GCM vault key.
+    pub vault: PathBuf,
+    /// Ed25519 PKCS#8 PEM: signs tree heads.
+    pub audit_signing: PathBuf,
+    /// Ed25519 PKCS#8 PEM: signs `Samgate-Signature`.
+    pub delivery_signing: PathBuf,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A new tree head is signed at least this often while records arrive.
+    pub checkpoint_interval: Duration,
+    /// Most records written in one group-commit transaction.
+    pub max_batch: usize,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Whole-request timeout towards a recipient.
+    pub timeout: Duration,
+    /// Connect timeout towards a recipient.
+    pub connect_timeout: Duration,
+    /// Async exchanges not delivered by then are `expired`.
+    pub expire_after: Duration,
+    /// First retry delay (full jitter).
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// Concurrent async deliveries per instance.
+    pub workers: usize,
+}
+
+/// `[consent]`.
+#[derive(Debug, Clone)]
+pub struct ConsentConfig {
+    /// Longest accepted consent lifetime (`exp - nbf`).
+    pub max_lifetime: Duration,
+}
+
+/// `[[consent_issuer]]`.
+#[derive(Debug, Clone)]
+pub struct ConsentIssuerConfig {
+    /// The token's `iss`.
+    pub id: String,
+    /// The token header's `kid`.
+    pub key_id: String,
+    /// SPKI PEM public key (Ed25519 or P-256).
+    pub public_key: PathBuf,
+}
+
+/// `[[party]]`.
+#[derive(Debug, Clone)]
+pub struct PartyConfig {
+    /// Party id.
+    pub id: PartyId,
+    /// Display name.
+    pub name: String,
+    /// Organisation kind.
+    pub kind: PartyKind,
+    /// Roles.
+    pub roles: BTreeSet<Role>,
+    /// Pinned SPKI SHA-256 (lowercase hex, 32 bytes).
+    pub certificate_sha256: [u8; 32],
+    /// HTTPS endpoint for deliveries to this party.
+    pub endpoint: Option<String>,
+    /// Issuer of this party's user tokens; when set, every request needs one.
+    pub jwt_issuer: Option<JwtIssuerConfig>,
+}
+
+/// A party's user-token issuer (DESIGN §1, §9).
+#[derive(Debug, Clone)]
+pub struct JwtIssuerConfig {
+    /// Expected `iss`.
+    pub iss: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// SPKI PEM public key.
+    pub public_key: PathBuf,
+    /// Expected header `kid`; defaults to the key's fingerprint id.
+    pub key_id: Option<String>,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Senders.
+    pub from: Vec<PartyId>,
+    /// Recipients.
+    pub to: Vec<PartyId>,
+    /// Message type.
+    pub msg_type: String,
+    /// Allowed purposes.
+    pub purposes: Vec<String>,
+    /// Allow-list of top-level JSON pointers, or `*`.
+    pub fields: Vec<String>,
+    /// How the subject identifier travels.
+    pub subject: SubjectMode,
+    /// Whether consent is needed.
+    pub consent: ConsentRequirement,
+}
+
+/// One problem in a config file: the key and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key, e.g. `party[2].endpoint` or `route[0].to`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// I/O cause.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or has an unknown/mistyped key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// The file parsed but is not consistent.
+    #[error("config file {path} is invalid:\n{}", issues.iter().map(|i| format!("  {}: {}", i.key, i.reason)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// Every problem found.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+/// The message types the gateway knows (one schema each, DESIGN §4).
+pub fn known_types() -> &'static [&'static str] {
+    crate::schema::KNOWN_TYPES
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Self::from_toml_str(&text, &base, path)
+    }
+
+    /// Parses and validates config text whose relative paths are resolved
+    /// against `base_dir`; `origin` only names the file in errors.
+    pub fn from_toml_str(text: &str, base_dir: &Path, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut v = Validator {
+            base: base_dir.to_path_buf(),
+            issues: Vec::new(),
+        };
+        let config = v.validate(raw);
+        if v.issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_path_buf(),
+                issues: v.issues,
+            })
+        }
+    }
+
+    /// Looks a party up by id.
+    pub fn party(&self, id: &str) -> Option<&PartyConfig> {
+        self.parties.iter().find(|p| p.id.as_str() == id)
+    }
+
+    /// Every purpose some route names (DESIGN §9: the known purposes).
+    pub fn known_purposes(&self) -> BTreeSet<String> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.purposes.iter().cloned())
+            .collect()
+    }
+}
+
+struct Validator {
+    base: PathBuf,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator {
+    fn issue(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Resolves a path against the config directory and checks the file exists.
+    fn file(&mut self, key: &str, p: &Path) -> PathBuf {
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        };
+        if !full.is_file() {
+            self.issue(key, format!("file {} does not exist", full.display()));
+        }
+        full
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(raw.server);
+        let storage = self.storage(raw.storage);
+        let keys = KeyPaths {
+            pseudonym_master: self.file("keys.pseudonym_master", &raw.keys.pseudonym_master),
+            vault: self.file("keys.vault", &raw.keys.vault),
+            audit_signing: self.file("keys.audit_signing", &raw.keys.audit_signing),
+            delivery_signing: self.file("keys.delivery_signing", &raw.keys.delivery_signing),
+        };
+        let audit = AuditConfig {
+            checkpoint_interval: raw
+                .audit
+                .checkpoint_interval
+                .map_or(Duration::from_secs(1), |d| d.0),
+            max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
+        };
+        let delivery = DeliveryConfig {
+            timeout: raw.delivery.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            connect_timeout: raw
+                .delivery
+                .connect_timeout
+                .map_or(Duration::from_secs(5), |d| d.0),
+            expire_after: raw
+                .delivery
+                .expire_after
+                .map_or(Duration::from_secs(24 * 3600), |d| d.0),
+            backoff_initial: raw
+                .delivery
+                .backoff_initial
+                .map_or(Duration::from_secs(1), |d| d.0),
+            backoff_max: raw
+                .delivery
+                .backoff_max
+                .map_or(Duration::from_secs(300), |d| d.0),
+            workers: raw.delivery.workers.unwrap_or(16).max(1),
+        };
+        let days = raw.consent.max_lifetime_days.unwrap_or(730);
+        if days == 0 {
+            self.issue("consent.max_lifetime_days", "must be at least 1");
+        }
+        let consent = ConsentConfig {
+            max_lifetime: Duration::from_secs(u64::from(days) * 86_400),
+        };
+
+        let mut consent_issuers = Vec::new();
+        let mut seen_issuers = HashMap::new();
+        for (i, ci) in raw.consent_issuer.into_iter().enumerate() {
+            let key = format!("consent_issuer[{i}]");
+            if seen_issuers
+                .insert((ci.id.clone(), ci.key_id.clone()), i)
+                .is_some()
+            {
+                self.issue(format!("{key}.key_id"), "the same (id, key_id) is configured twice");
+            }
+            let public_key = self.file(&format!("{key}.public_key"), &ci.public_key);
+            consent_issuers.push(ConsentIssuerConfig {
+                id: ci.id,
+                key_id: ci.key_id,
+                public_key,
+            });
+        }
+
+        let parties = self.parties(raw.party);
+        let routes = self.routes(raw.route, &parties);
+        Config {
+            base_dir: self.base.clone(),
+            server,
+            storage,
+            keys,
+            audit,
+            delivery,
+            consent,
+            consent_issuers,
+            parties,
+            routes,
+        }
+    }
+
+    fn server(&mut self, s: RawServer) -> ServerConfig {
+        let deployment_id = s.deployment_id.unwrap_or_else(|| "default".to_owned());
+        if deployment_id.is_empty()
+            || !deployment_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            self.issue(
+                "server.deployment_id",
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            );
+        }
+        ServerConfig {
+            listen: s.listen,
+            deployment_id,
+            certificate: self.file("server.certificate", &s.certificate),
+            private_key: self.file("server.private_key", &s.private_key),
+            client_ca: self.file("server.client_ca", &s.client_ca),
+            outbound_ca: self.file("server.outbound_ca", &s.outbound_ca),
+            outbound_certificate: self.file("server.outbound_certificate", &s.outbound_certificate),
+            outbound_private_key: self.file("server.outbound_private_key", &s.outbound_private_key),
+            metrics_listen: s.metrics_listen,
+            rate_limit_per_party: s.rate_limit_per_party.unwrap_or(0),
+            shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
+            max_body_bytes: s.max_body_bytes.unwrap_or(1024 * 1024),
+            request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        }
+    }
+
+    fn storage(&mut self, s: RawStorage) -> StorageConfig {
+        let url = if let Some(rest) = s.url.strip_prefix("sqlite://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let p = Path::new(path);
+            let full = if p.is_absolute() || path.starts_with(':') {
+                p.to_path_buf()
+            } else {
+                self.base.join(p)
+            };
+            let mut url = format!("sqlite://{}", full.display());
+            if !query.is_empty() {
+                url.push('?');
+                url.push_str(query);
+            }
+            url
+        } else if s.url.starts_with("sqlite:") || s.url.starts_with("postgres://")
+            || s.url.starts_with("postgresql://")
+        {
+            s.url
+        } else {
+            self.issue("storage.url", "must start with sqlite:// or postgres://");
+            s.url
+        };
+        StorageConfig {
+            url,
+            max_connections: s.max_connections.unwrap_or(8).max(1),
+            acquire_timeout: s.acquire_timeout.map_or(Duration::from_secs(3), |d| d.0),
+        }
+    }
+
+    fn parties(&mut self, raw: Vec<RawParty>) -> Vec<PartyConfig> {
+        let mut out: Vec<PartyConfig> = Vec::new();
+        let mut pins: HashMap<[u8; 32], String> = HashMap::new();
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = format!("party[{i}]");
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                self.issue(format!("{key}.id"), "must be lowercase letters, digits and '-'");
+            }
+            if matches!(p.id.as_str(), "audit" | "consent") {
+                self.issue(
+                    format!("{key}.id"),
+                    "`audit` and `consent` are reserved pseudonym domains",
+                );
+            }
+            if out.iter().any(|q| q.id.as_str() == p.id) {
+                self.issue(format!("{key}.id"), format!("party `{}` is defined twice", p.id));
+            }
+            if p.roles.is_empty() {
+                self.issue(format!("{key}.roles"), "a party needs at least one role");
+            }
+            let mut pin = [0u8; 32];
+            match hex::decode(p.certificate_sha256.trim()) {
+                Ok(bytes) if bytes.len() == 32 => pin.copy_from_slice(&bytes),
+                _ => self.issue(
+                    format!("{key}.certificate_sha256"),
+                    "must be 64 hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
+                ),
+            }
+            if let Some(other) = pins.insert(pin, p.id.clone()) {
+                self.issue(
+                    format!("{key}.certificate_sha256"),
+                    format!("the same certificate is already pinned to party `{other}`; a certificate must map to exactly one party"),
+                );
+            }
+            if let Some(ep) = &p.endpoint {
+                if !ep.starts_with("https://") {
+                    self.issue(format!("{key}.endpoint"), "must be an https:// URL");
+                } else if reqwest::Url::parse(ep).is_err() {
+                    self.issue(format!("{key}.endpoint"), "is not a valid URL");
+                }
+            }
+            let roles: BTreeSet<Role> = p.roles.into_iter().collect();
+            let jwt_issuer = p.jwt_issuer.map(|j| JwtIssuerConfig {
+                public_key: self.file(&format!("{key}.jwt_issuer.public_key"), &j.public_key),
+                iss: j.iss,
+                audience: j.audience,
+                key_id: j.key_id,
+            });
+            if roles.contains(&Role::Auditor) && jwt_issuer.is_none() {
+                self.issue(
+                    format!("{key}.jwt_issuer"),
+                    "a party with the auditor role needs a jwt_issuer (a named human user is required)",
+                );
+            }
+            out.push(PartyConfig {
+                id: PartyId::new(p.id),
+                name: p.name,
+                kind: p.kind,
+                roles,
+                certificate_sha256: pin,
+                endpoint: p.endpoint,
+                jwt_issuer,
+            });
+        }
+        out
+    }
+
+    fn routes(&mut self, raw: Vec<RawRoute>, parties: &[PartyConfig]) -> Vec<RouteConfig> {
+        let registry = crate::schema::SchemaRegistry::builtin().ok();
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("route[{i}]");
+            let check_parties = |v: &mut Self, list: &[String], field: &str| {
+                if list.is_empty() {
+                    v.issue(format!("{key}.{field}"), "must name at least one party");
+                }
+                for id in list {
+                    if !parties.iter().any(|p| p.id.as_str() == id) {
+                        v.issue(format!("{key}.{field}"), format!("unknown party `{id}`"));
+                    }
+                }
+            };
+            check_parties(self, &r.from, "from");
+            check_parties(self, &r.to, "to");
+            for id in &r.to {
+                if let Some(p) = parties.iter().find(|p| p.id.as_str() == id) {
+                    if p.endpoint.is_none() {
+                        self.issue(
+                            format!("{key}.to"),
+                            format!("party `{id}` receives on this route but has no endpoint"),
+                        );
+                    }
+                }
+            }
+            if !known_types().contains(&r.msg_type.as_str()) {
+                self.issue(format!("{key}.type"), format!("unknown message type `{}`", r.msg_type));
+            } else if let Some(schema) = registry.as_ref().and_then(|reg| reg.get(&r.msg_type)) {
+                if let Err(bad) = crate::policy::check_allow_list(schema, &r.fields) {
+                    self.issue(
+                        format!("{key}.fields"),
+                        format!("`{bad}` is not a top-level field of `{}` (or `*`)", r.msg_type),
+                    );
+                }
+            }
+            if r.purposes.is_empty() {
+                self.issue(format!("{key}.purposes"), "must name at least one purpose");
+            }
+            if r.consent == ConsentRequirement::NotRequired && r.msg_type != "statistics-report" {
+                self.issue(
+                    format!("{key}.consent"),
+                    "\"not-required\" is only allowed for statistics-report routes",
+                );
+            }
+            if r.consent == ConsentRequirement::NotRequired && r.subject != SubjectMode::Omit {
+                self.issue(
+                    format!("{key}.subject"),
+                    "a route without consent must omit the subject",
+                );
+            }
+            out.push(RouteConfig {
+                from: r.from.into_iter().map(PartyId::new).collect(),
+                to: r.to.into_iter().map(PartyId::new).collect(),
+                msg_type: r.msg_type,
+                purposes: r.purposes,
+                fields: r.fields,
+                subject: r.subject,
+                consent: r.consent,
+            });
+        }
+        out
+    }
+}

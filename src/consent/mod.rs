@@ -1,0 +1,3 @@
+//! Consent (DESIGN §2).
+pub mod cli;
+pub mod token;

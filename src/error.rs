@@ -1,0 +1,272 @@
+//! The only place errors become RFC 9457 `application/problem+json`
+//! responses (DESIGN §5).
+//!
+//! Domain modules have their own `thiserror` enums; each converts into an
+//! [`ApiError`] that carries a stable [`ProblemCode`], a human detail that
+//! never contains personal data, and optional extension members (field paths,
+//! an exchange id). Anything unexpected becomes a 500 `internal` with a
+//! generic detail; its cause is logged once here, by type, never by value.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// The stable problem codes of DESIGN §5. `type` is `urn:samgate:problem:<code>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemCode {
+    /// The body is not JSON.
+    MalformedJson,
+    /// The body is JSON but not the expected request shape.
+    InvalidEnvelope,
+    /// No (pinned) client certificate.
+    Unauthenticated,
+    /// A user JWT is missing, forged, expired or otherwise invalid.
+    InvalidToken,
+    /// A consent JWS has a bad signature or a disallowed algorithm.
+    ConsentSignature,
+    /// A consent JWS names an unknown issuer or key id.
+    UnknownIssuer,
+    /// The caller's party lacks the role.
+    ForbiddenRole,
+    /// No route allows this exchange.
+    RouteNotAllowed,
+    /// No consent for the subject.
+    ConsentMissing,
+    /// The consent was withdrawn.
+    ConsentRevoked,
+    /// The consent has expired (or is not yet valid).
+    ConsentExpired,
+    /// The consent does not cover the parties, purpose or categories.
+    ConsentScope,
+    /// Unknown resource.
+    NotFound,
+    /// A consent `jti` was already recorded.
+    ConsentReplayed,
+    /// An `Idempotency-Key` was reused with a different request.
+    IdempotencyConflict,
+    /// Body over the limit.
+    PayloadTooLarge,
+    /// Not `application/json`.
+    UnsupportedMediaType,
+    /// A personnummer failed validation.
+    InvalidPersonnummer,
+    /// The payload does not match its schema.
+    SchemaViolation,
+    /// A consent token's claims are invalid.
+    InvalidConsentClaims,
+    /// The recipient is not a configured party.
+    UnknownParty,
+    /// The message type is unknown.
+    UnknownType,
+    /// The party exceeded its rate limit.
+    RateLimited,
+    /// The recipient failed or timed out.
+    RecipientFailed,
+    /// Storage is unreachable; nothing was forwarded.
+    Unavailable,
+    /// Unexpected server error (details only in the log).
+    Internal,
+}
+
+impl ProblemCode {
+    /// The code as it appears after `urn:samgate:problem:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::MalformedJson => "malformed_json",
+            ProblemCode::InvalidEnvelope => "invalid_envelope",
+            ProblemCode::Unauthenticated => "unauthenticated",
+            ProblemCode::InvalidToken => "invalid_token",
+            ProblemCode::ConsentSignature => "consent_signature",
+            ProblemCode::UnknownIssuer => "unknown_issuer",
+            ProblemCode::ForbiddenRole => "forbidden_role",
+            ProblemCode::RouteNotAllowed => "route_not_allowed",
+            ProblemCode::ConsentMissing => "consent_missing",
+            ProblemCode::ConsentRevoked => "consent_revoked",
+            ProblemCode::ConsentExpired => "consent_expired",
+            ProblemCode::ConsentScope => "consent_scope",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::ConsentReplayed => "consent_replayed",
+            ProblemCode::IdempotencyConflict => "idempotency_conflict",
+            ProblemCode::PayloadTooLarge => "payload_too_large",
+            ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::InvalidPersonnummer => "invalid_personnummer",
+            ProblemCode::SchemaViolation => "schema_violation",
+            ProblemCode::InvalidConsentClaims => "invalid_consent_claims",
+            ProblemCode::UnknownParty => "unknown_party",
+            ProblemCode::UnknownType => "unknown_type",
+            ProblemCode::RateLimited => "rate_limited",
+            ProblemCode::RecipientFailed => "recipient_failed",
+            ProblemCode::Unavailable => "unavailable",
+            ProblemCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of DESIGN §5's table.
+    pub fn status(self) -> StatusCode {
+        use ProblemCode::*;
+        match self {
+            MalformedJson | InvalidEnvelope => StatusCode::BAD_REQUEST,
+            Unauthenticated | InvalidToken | ConsentSignature | UnknownIssuer => {
+                StatusCode::UNAUTHORIZED
+            }
+            ForbiddenRole | RouteNotAllowed | ConsentMissing | ConsentRevoked | ConsentExpired
+            | ConsentScope => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            ConsentReplayed | IdempotencyConflict => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InvalidPersonnummer | SchemaViolation | InvalidConsentClaims | UnknownParty
+            | UnknownType => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RecipientFailed => StatusCode::BAD_GATEWAY,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, fixed title.
+    pub fn title(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            MalformedJson => "Malformed JSON",
+            InvalidEnvelope => "Invalid request",
+            Unauthenticated => "Unauthenticated",
+            InvalidToken => "Invalid user token",
+            ConsentSignature => "Invalid consent signature",
+            UnknownIssuer => "Unknown consent issuer",
+            ForbiddenRole => "Forbidden for this party's roles",
+            RouteNotAllowed => "No route allows this exchange",
+            ConsentMissing => "No consent for this participant",
+            ConsentRevoked => "Consent withdrawn",
+            ConsentExpired => "Consent expired",
+            ConsentScope => "Outside the consent's scope",
+            NotFound => "Not found",
+            ConsentReplayed => "Consent already recorded",
+            IdempotencyConflict => "Idempotency key reused with another request",
+            PayloadTooLarge => "Payload too large",
+            UnsupportedMediaType => "Unsupported media type",
+            InvalidPersonnummer => "Invalid personnummer",
+            SchemaViolation => "Payload does not match its schema",
+            InvalidConsentClaims => "Invalid consent claims",
+            UnknownParty => "Unknown party",
+            UnknownType => "Unknown message type",
+            RateLimited => "Rate limited",
+            RecipientFailed => "Recipient failed",
+            Unavailable => "Service unavailable",
+            Internal => "Internal error",
+        }
+    }
+}
+
+/// An error on the request path, ready to become a problem response.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ProblemCode,
+    /// Human-readable detail; never personal data.
+    pub detail: String,
+    /// Extension members (e.g. `errors`, `exchange_id`).
+    pub extensions: Map<String, Value>,
+    /// Extra response headers (e.g. `Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and a detail.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            extensions: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// An unexpected failure. `cause` is logged (by its Display, which must
+    /// not contain personal data: our error types never carry any) and the
+    /// client sees a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error.cause = %cause, "internal error");
+        Self::new(ProblemCode::Internal, "an internal error occurred; see the server log")
+    }
+
+    /// Storage is down or timed out: 503, nothing forwarded.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error.cause = %cause, "storage unavailable");
+        Self::new(
+            ProblemCode::Unavailable,
+            "storage is unavailable; nothing was forwarded, try again later",
+        )
+    }
+
+    /// The problem document.
+    pub fn body(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "type".into(),
+            Value::String(format!("urn:samgate:problem:{}", self.code.as_str())),
+        );
+        m.insert("title".into(), Value::String(self.code.title().into()));
+        m.insert("status".into(), Value::from(self.code.status().as_u16()));
+        m.insert("detail".into(), Value::String(self.detail.clone()));
+        m.insert("code".into(), Value::String(self.code.as_str().into()));
+        for (k, v) in &self.extensions {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut rsp = (self.code.status(), body).into_response();
+        let headers = rsp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        rsp.extensions_mut().insert(ProblemMarker(self.code));
+        rsp
+    }
+}
+
+/// Attached to problem responses so the logging layer can record the code.
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemMarker(pub ProblemCode);
+
+/// Storage errors on the request path: pool timeouts and I/O mean the
+/// database is unreachable (503); anything else is internal.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                ApiError::unavailable(e)
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,285 @@
+//! The HTTP surface: the router (every route in one place), the layers that
+//! wrap it (request id, authentication, rate limit, observation, framing
+//! checks), the JSON body extractor, and the health/metrics endpoints.
+
+use std::num::NonZeroU32;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::auth::{authenticate, Principal};
+use crate::config::PartyId;
+use crate::error::{ApiError, ProblemCode, ProblemMarker};
+use crate::state::AppState;
+
+/// The request id header, set on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id (from `X-Request-Id` if the caller sent a sane one, else a
+/// fresh UUID). It goes into the span, the response and audit records.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The mTLS router: every route of the API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authn_and_limit))
+        .layer(middleware::from_fn(framing))
+        .layer(middleware::from_fn(observe));
+    api.with_state(state)
+}
+
+/// The optional plain-HTTP operations listener: health and metrics only.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ProblemCode::NotFound, "no such resource")
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.ping(Duration::from_secs(2)).await {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(ProblemCode::Unavailable, "the database is unreachable").into_response()
+    }
+}
+
+async fn metrics_endpoint() -> Response {
+    let body = metrics_handle().render();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // A second install (several gateways in one test process) is harmless.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Request id, span, access log line and metrics for every request.
+async fn observe(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request.id = %id, http.method = %method, route = %route, party.id = tracing::field::Empty);
+    let start = Instant::now();
+    let mut rsp = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    let status = rsp.status().as_u16();
+    let problem = rsp.extensions().get::<ProblemMarker>().map(|p| p.0.as_str());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            problem = problem.unwrap_or(""),
+            "request finished"
+        );
+    });
+    let labels = [
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("samgate_http_requests_total", &labels).increment(1);
+    metrics::histogram!("samgate_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        rsp.headers_mut().insert(REQUEST_ID, v);
+    }
+    rsp
+}
+
+/// Refuses ambiguous framing (request smuggling): both `Content-Length` and
+/// `Transfer-Encoding`, or several different `Content-Length`s (DESIGN §9).
+async fn framing(req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let lengths: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    let conflicting = lengths.windows(2).any(|w| matches!(w, [a, b] if a != b));
+    if (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING)) || conflicting {
+        return ApiError::new(
+            ProblemCode::InvalidEnvelope,
+            "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting lengths)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Authenticates every request on the mTLS listener and applies the
+/// per-party rate limit.
+async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let principal = match authenticate(&parts, &state) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    tracing::Span::current().record("party.id", principal.party.as_str());
+    if let Some(limiter) = &state.rate_limiter {
+        if let Err(wait) = limiter.check(&principal.party) {
+            let mut e = ApiError::new(
+                ProblemCode::RateLimited,
+                format!("rate limit of {} requests/s exceeded", limiter.per_second),
+            );
+            e.retry_after = Some(wait.as_secs().max(1));
+            return e.into_response();
+        }
+    }
+    parts.extensions.insert::<Principal>(principal);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Per-party token bucket: `n` requests/s, burst `2n`.
+pub struct PartyRateLimiter {
+    limiter: DefaultKeyedRateLimiter<PartyId>,
+    per_second: u32,
+}
+
+impl PartyRateLimiter {
+    /// `None` when `per_second` is 0 (off).
+    pub fn new(per_second: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            per_second,
+        })
+    }
+
+    /// Ok, or how long until the next request would be allowed.
+    pub fn check(&self, party: &PartyId) -> Result<(), Duration> {
+        self.limiter.check_key(party).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+        })
+    }
+}
+
+/// A JSON request body: `application/json` required (415), at most the
+/// configured size (413), valid JSON (400 `malformed_json`) of the expected
+/// shape (400 `invalid_envelope`, naming the path but never the value).
+pub struct JsonBody<T> {
+    /// The parsed value.
+    pub value: T,
+    /// The exact bytes received (for idempotency hashing).
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.server.max_body_bytes;
+        check_json_content_type(req.headers())?;
+        let raw = read_body(req.into_body(), limit).await?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// 415 unless the content type is JSON (`application/json` or `+json`).
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "the request body must be application/json",
+        ))
+    }
+}
+
+/// Reads a body up to `limit` bytes (413 beyond).
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            ProblemCode::PayloadTooLarge,
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    })
+}
+
+/// Parses JSON into `T` with typed, value-free errors.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde's "missing field `x`" / "unknown field `x`" name only keys;
+        // other messages can quote the offending value, so they are dropped.
+        let what = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+            inner.split(", expected").next().unwrap_or("invalid field").to_owned()
+        } else {
+            "has the wrong type or value".to_owned()
+        };
+        let place = if path == "." { "the body".to_owned() } else { format!("`{path}`") };
+        ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
+            .with("errors", vec![serde_json::Value::String(path)])
+    })
+}
+
+/// Problem for a request that needs a role the caller lacks (used where a
+/// handler checks by hand).
+pub fn forbidden(detail: &str) -> ApiError {
+    ApiError::new(ProblemCode::ForbiddenRole, detail.to_owned())
+}
+
+/// Status helper for handlers that answer `201 Created`.
+pub fn created<T: serde::Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}

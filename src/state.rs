@@ -1,0 +1,126 @@
+//! `AppState`: everything a handler needs, built once at start from a
+//! validated [`Config`] and shared (cheaply cloned) across requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, PartyConfig, PartyId};
+use crate::store::{Store, StoreError};
+
+/// Why the gateway could not start (exit code 2 for config problems).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A key or certificate file is unusable.
+    #[error("{key}: {reason}")]
+    Key {
+        /// Config key.
+        key: String,
+        /// Reason.
+        reason: String,
+    },
+    /// Storage could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS material could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    /// The validated configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    pins: HashMap<[u8; 32], usize>,
+    verifiers: HashMap<PartyId, UserTokenVerifier>,
+    /// Per-party rate limiter (None = off).
+    pub rate_limiter: Option<crate::http::PartyRateLimiter>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    /// Builds the state: opens and migrates storage, loads keys.
+    pub async fn build(config: Config) -> Result<AppState, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`AppState::build`] with an injected clock (tests).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppState, StartError> {
+        let mut pins = HashMap::new();
+        let mut verifiers = HashMap::new();
+        for (i, p) in config.parties.iter().enumerate() {
+            pins.insert(p.certificate_sha256, i);
+            if let Some(j) = &p.jwt_issuer {
+                let key = format!("party[{i}].jwt_issuer.public_key");
+                let file = PublicKeyFile::load(&j.public_key).map_err(|e| StartError::Key {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                let v = UserTokenVerifier::new(&j.iss, &j.audience, &file, j.key_id.as_deref())
+                    .map_err(|e| StartError::Key {
+                        key,
+                        reason: e.to_string(),
+                    })?;
+                verifiers.insert(p.id.clone(), v);
+            }
+        }
+        let store = Store::open(&config.storage).await?;
+        let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                clock,
+                pins,
+                verifiers,
+                rate_limiter,
+            }),
+        })
+    }
+
+    /// The party a certificate pin belongs to.
+    pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
+        self.pins.get(pin).and_then(|i| self.config.parties.get(*i))
+    }
+
+    /// Finishes background work on a graceful stop (final tree head).
+    pub async fn shutdown(&self) {
+        self.store.close().await;
+    }
+
+    /// Stops background work at once (crash simulation in tests).
+    pub fn abort(&self) {}
+
+    /// The user-token verifier of a party, if it has an issuer.
+    pub fn user_verifier(&self, party: &PartyId) -> Option<&UserTokenVerifier> {
+        self.verifiers.get(party)
+    }
+}

@@ -1,0 +1,168 @@
+//! Storage: one sqlx pool over SQLite (embedded default) or PostgreSQL
+//! (scale-out), chosen by `[storage] url` (DESIGN §7).
+//!
+//! Queries are written once, with `$N` placeholders that both SQLite and
+//! PostgreSQL accept, and run through sqlx's `Any` driver. Types crossing the
+//! boundary are limited to `i64`, `String` and `Vec<u8>`; times are stored as
+//! microseconds since the Unix epoch (UTC). Where the two databases need
+//! different SQL (row locking for the audit sequencer and the outbox), the
+//! caller branches on [`Backend`]. Migrations live in `migrations/sqlite` and
+//! `migrations/postgres` with the same tables and are applied at start.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use crate::config::StorageConfig;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file, WAL mode, one writer at a time.
+    Sqlite,
+    /// Shared by several gateway instances.
+    Postgres,
+}
+
+/// Why storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one we support.
+    #[error("storage url must start with sqlite:// or postgres://")]
+    UnsupportedUrl,
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Applying migrations failed (including a database newer than this binary).
+    #[error("database migrations failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database has migrations this binary does not know: it is newer.
+    #[error("the database schema (version {found}) is newer than this samgate binary knows (up to {known}); upgrade samgate")]
+    TooNew {
+        /// Highest version in the database.
+        found: i64,
+        /// Highest version this binary carries.
+        known: i64,
+    },
+    /// Any other database error at start.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The pool plus which backend it talks to.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file if needed) without migrating.
+    pub async fn connect(cfg: &StorageConfig) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if cfg.url.starts_with("sqlite:") {
+            let mut url = cfg.url.clone();
+            if !url.contains("mode=") && !url.contains(":memory:") {
+                url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            }
+            if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .and_then(|r| r.split('?').next())
+                .map(std::path::Path::new)
+            {
+                if let Some(dir) = path.parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
+                    }
+                }
+            }
+            (Backend::Sqlite, url)
+        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            (Backend::Postgres, cfg.url.clone())
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let opts = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(cfg.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer. synchronous=FULL:
+                        // a committed audit record survives power loss, not only
+                        // a process crash (DESIGN §6: durable before delivery).
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Connects and applies the migrations of this backend.
+    pub async fn open(cfg: &StorageConfig) -> Result<Store, StoreError> {
+        let store = Self::connect(cfg).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; refuses a database newer than the binary.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = sqlx::query_scalar::<_, i64>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        if let Some(found) = applied {
+            if found > known {
+                return Err(StoreError::TooNew { found, known });
+            }
+        }
+        migrator.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// True when the database answers within `timeout` (for `/readyz`).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
