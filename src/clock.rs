@@ -73,3 +73,14 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 pub fn rfc3339_us(us: i64) -> String {
     rfc3339(from_us(us))
 }
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-23T13:22:18.123456Z`
+/// (audit record times).
+pub fn rfc3339_precise(t: OffsetDateTime) -> String {
+    let micros = t.microsecond();
+    let t = t.replace_nanosecond(micros * 1000).unwrap_or(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
+}

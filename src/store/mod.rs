@@ -166,3 +166,79 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// A bound argument of a [`Stmt`].
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// Integer (or NULL).
+    I64(Option<i64>),
+    /// Text (or NULL).
+    Text(Option<String>),
+    /// Bytes (or NULL).
+    Blob(Option<Vec<u8>>),
+}
+
+/// A statement written in the same transaction as an audit record: the
+/// decision the record documents (see [`crate::audit::log`]).
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    /// SQL with `$N` placeholders.
+    pub sql: &'static str,
+    /// Arguments in order.
+    pub args: Vec<Arg>,
+    /// When true, matching no row fails the item (a concurrent change).
+    pub expect_rows: bool,
+}
+
+impl Stmt {
+    /// A statement without arguments yet.
+    pub fn new(sql: &'static str) -> Self {
+        Self {
+            sql,
+            args: Vec::new(),
+            expect_rows: false,
+        }
+    }
+    /// Binds an integer.
+    pub fn int(mut self, v: i64) -> Self {
+        self.args.push(Arg::I64(Some(v)));
+        self
+    }
+    /// Binds an optional integer.
+    pub fn opt_int(mut self, v: Option<i64>) -> Self {
+        self.args.push(Arg::I64(v));
+        self
+    }
+    /// Binds text.
+    pub fn text(mut self, v: impl Into<String>) -> Self {
+        self.args.push(Arg::Text(Some(v.into())));
+        self
+    }
+    /// Binds optional text.
+    pub fn opt_text(mut self, v: Option<String>) -> Self {
+        self.args.push(Arg::Text(v));
+        self
+    }
+    /// Binds bytes.
+    pub fn blob(mut self, v: Vec<u8>) -> Self {
+        self.args.push(Arg::Blob(Some(v)));
+        self
+    }
+    /// Requires at least one affected row.
+    pub fn expect_rows(mut self) -> Self {
+        self.expect_rows = true;
+        self
+    }
+    /// Runs it; returns the number of affected rows.
+    pub async fn execute(&self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
+        let mut q = sqlx::query(self.sql);
+        for a in &self.args {
+            q = match a {
+                Arg::I64(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Blob(v) => q.bind(v.clone()),
+            };
+        }
+        Ok(q.execute(conn).await?.rows_affected())
+    }
+}

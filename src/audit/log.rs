@@ -1,0 +1,386 @@
+//! The audit log writer: `append` is the only way in (DESIGN §6).
+//!
+//! One writer task per instance batches concurrent appends into one
+//! transaction (group commit). Each record is written together with the
+//! decision it documents (its [`Stmt`] side effects: the consent row, the
+//! exchange row, the outbox row...) inside a savepoint, so an audit record
+//! never exists without its decision or the other way round, and one failing
+//! item does not sink the batch.
+//!
+//! Sequencing: the batch starts by updating the single `audit_state` row,
+//! which takes the database's write lock on it (SQLite: the database write
+//! lock; PostgreSQL: the row lock, held until commit). Under that lock it
+//! reads `tree_size` and the Merkle frontier, assigns `seq = size + 1, ...`,
+//! stores each record, its leaf hash and every perfect subtree node it
+//! completes, and writes the new size and frontier back. A rollback leaves
+//! nothing behind, and the next batch (of any instance) re-reads the state
+//! under the lock: `seq` is gap-free and there is one tree, whatever the
+//! number of instances. The caller is answered only after COMMIT returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Acquire;
+use tokio::sync::{mpsc, oneshot};
+
+use super::checkpoint::Checkpoint;
+use super::merkle::{self, Frontier};
+use super::record::AuditRecord;
+use crate::clock::{rfc3339_precise, Clock};
+use crate::keys::Ed25519Signer;
+use crate::store::{Backend, Stmt, Store};
+
+/// Why an append failed. Nothing was written in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// One of the item's side effects was refused by the database (e.g. a
+    /// unique key: a replayed consent id).
+    #[error("the decision could not be recorded: {0}")]
+    Effect(#[source] sqlx::Error),
+    /// A side effect matched no row where it had to (a concurrent change).
+    #[error("the decision no longer applies (a concurrent change)")]
+    Conflict,
+    /// Storage failed or is unreachable.
+    #[error("audit storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AppendError {
+    /// True for a unique-constraint violation in a side effect.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, AppendError::Effect(sqlx::Error::Database(d)) if d.is_unique_violation())
+    }
+}
+
+impl From<AppendError> for crate::error::ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Unavailable(_) => crate::error::ApiError::unavailable(e),
+            other => crate::error::ApiError::internal(other),
+        }
+    }
+}
+
+/// A committed append.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The record's time.
+    pub time: String,
+}
+
+struct Job {
+    record: AuditRecord,
+    effects: Vec<Stmt>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+enum Msg {
+    Append(Job),
+    Head(oneshot::Sender<Result<(), String>>),
+}
+
+/// Signs checkpoints with the audit key.
+pub struct HeadSigner {
+    /// `samgate/<deployment id>`: origin and key name.
+    pub origin: String,
+    /// The Ed25519 audit key.
+    pub key: Arc<Ed25519Signer>,
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditLog {
+    /// Starts the writer task.
+    pub fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        signer: Arc<HeadSigner>,
+        max_batch: usize,
+        head_interval: Duration,
+    ) -> (AuditLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
+        let writer = Writer {
+            store,
+            clock,
+            signer,
+            max_batch,
+            head_interval,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        (AuditLog { tx }, task)
+    }
+
+    /// Appends a record together with its side effects, durably. Returns
+    /// after the transaction has committed.
+    pub async fn append(&self, record: AuditRecord, effects: Vec<Stmt>) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Append(Job { record, effects, reply }))
+            .await
+            .map_err(|_| AppendError::Unavailable("the audit writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| AppendError::Unavailable("the audit writer has stopped".into()))?
+    }
+
+    /// Signs a tree head now if the latest one is behind the tree.
+    pub async fn sign_head(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Head(reply))
+            .await
+            .map_err(|_| "the audit writer has stopped".to_owned())?;
+        rx.await.map_err(|_| "the audit writer has stopped".to_owned())?
+    }
+}
+
+struct Writer {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    signer: Arc<HeadSigner>,
+    max_batch: usize,
+    head_interval: Duration,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+        let mut last_head = std::time::Instant::now();
+        let mut dirty = true; // sign once at start if the tree moved while we were down
+        let mut tick = tokio::time::interval(self.head_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if dirty && last_head.elapsed() >= self.head_interval {
+                        if self.sign_head().await.is_ok() {
+                            dirty = false;
+                            last_head = std::time::Instant::now();
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut jobs = Vec::new();
+            let mut heads = Vec::new();
+            let mut push = |m: Msg, jobs: &mut Vec<Job>, heads: &mut Vec<_>| match m {
+                Msg::Append(j) => jobs.push(j),
+                Msg::Head(h) => heads.push(h),
+            };
+            push(first, &mut jobs, &mut heads);
+            while jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => push(m, &mut jobs, &mut heads),
+                    Err(_) => break,
+                }
+            }
+            if !jobs.is_empty() {
+                self.write_batch(jobs).await;
+                dirty = true;
+                metrics::counter!("samgate_audit_batches_total").increment(1);
+            }
+            if !heads.is_empty() || (dirty && last_head.elapsed() >= self.head_interval) {
+                let r = self.sign_head().await;
+                if r.is_ok() {
+                    dirty = false;
+                    last_head = std::time::Instant::now();
+                }
+                for h in heads {
+                    let _ = h.send(r.clone());
+                }
+            }
+        }
+        // Channel closed: graceful stop. Sign the final head.
+        if dirty {
+            let _ = self.sign_head().await;
+        }
+    }
+
+    async fn write_batch(&self, jobs: Vec<Job>) {
+        let (replies, items): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.reply, (j.record, j.effects)))
+            .unzip();
+        match self.batch_tx(items).await {
+            Ok(results) => {
+                let ok = results.iter().filter(|r| r.is_ok()).count();
+                metrics::counter!("samgate_audit_records_total").increment(ok as u64);
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = replies.len(), "audit batch failed; nothing was written");
+                for reply in replies {
+                    let _ = reply.send(Err(AppendError::Unavailable(e.clone())));
+                }
+            }
+        }
+    }
+
+    /// One group-commit transaction. Either every `Ok` in the result is
+    /// committed, or the whole call fails and nothing is.
+    async fn batch_tx(
+        &self,
+        items: Vec<(AuditRecord, Vec<Stmt>)>,
+    ) -> Result<Vec<Result<Appended, AppendError>>, String> {
+        let mut conn = self.store.pool().acquire().await.map_err(|e| e.to_string())?;
+        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+        let (mut size, mut frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        let now = self.clock.now();
+        let time = rfc3339_precise(now);
+        let time_us = crate::clock::to_us(now);
+        let mut out = Vec::with_capacity(items.len());
+        for (mut record, effects) in items {
+            let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
+            let mut failed = None;
+            for stmt in &effects {
+                match stmt.execute(&mut sp).await {
+                    Ok(rows) if stmt.expect_rows && rows == 0 => {
+                        failed = Some(AppendError::Conflict);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(AppendError::Effect(e));
+                        break;
+                    }
+                }
+            }
+            if let Some(err) = failed {
+                sp.rollback().await.map_err(|e| e.to_string())?;
+                out.push(Err(err));
+                continue;
+            }
+            record.seq = size + 1;
+            record.time = time.clone();
+            let leaf = record.leaf_bytes();
+            let mut next = frontier.clone();
+            let nodes = next.push(merkle::leaf_hash(&leaf)).map_err(|e| e.to_string())?;
+            let seq = i64::try_from(record.seq).map_err(|e| e.to_string())?;
+            sqlx::query(
+                "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
+                 msg_type, subject, exchange_id, consent_id, decision, leaf) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(seq)
+            .bind(time_us)
+            .bind(record.action.clone())
+            .bind(record.actor_party.clone())
+            .bind(record.from.clone())
+            .bind(record.to.clone())
+            .bind(record.msg_type.clone())
+            .bind(record.subject.clone())
+            .bind(record.exchange_id.clone())
+            .bind(record.consent_id.clone())
+            .bind(record.decision.clone())
+            .bind(leaf)
+            .execute(&mut *sp)
+            .await
+            .map_err(|e| e.to_string())?;
+            for node in nodes {
+                sqlx::query("INSERT INTO merkle_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                    .bind(i64::from(node.level))
+                    .bind(i64::try_from(node.index).map_err(|e| e.to_string())?)
+                    .bind(node.hash.to_vec())
+                    .execute(&mut *sp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            sp.commit().await.map_err(|e| e.to_string())?;
+            frontier = next;
+            size += 1;
+            out.push(Ok(Appended {
+                seq: record.seq,
+                time: time.clone(),
+            }));
+        }
+        sqlx::query("UPDATE audit_state SET tree_size = $1, frontier = $2 WHERE id = 1")
+            .bind(i64::try_from(size).map_err(|e| e.to_string())?)
+            .bind(frontier.to_bytes())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Signs and stores a head for the current tree if it is newer than the
+    /// latest stored head.
+    async fn sign_head(&self) -> Result<(), String> {
+        let mut conn = self.store.pool().acquire().await.map_err(|e| e.to_string())?;
+        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+        let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(tree_size) FROM tree_heads")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        if latest.is_some_and(|l| l >= i64::try_from(size).unwrap_or(i64::MAX)) {
+            tx.rollback().await.map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let root = frontier.root();
+        let cp = Checkpoint {
+            origin: self.signer.origin.clone(),
+            tree_size: size,
+            root_hash: root,
+        };
+        let note = cp.sign(&*self.signer);
+        sqlx::query("INSERT INTO tree_heads (tree_size, root_hash, time_us, checkpoint) VALUES ($1, $2, $3, $4)")
+            .bind(i64::try_from(size).map_err(|e| e.to_string())?)
+            .bind(root.to_vec())
+            .bind(self.clock.now_us())
+            .bind(note)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// Takes the sequencer lock and reads the tree state (see the module doc).
+async fn lock_state(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    _backend: Backend,
+) -> Result<(u64, Frontier), String> {
+    // The no-op UPDATE is the lock on both databases: SQLite takes its write
+    // lock (waiting up to busy_timeout), PostgreSQL locks the row until
+    // commit. Reading first would risk SQLite's SQLITE_BUSY_SNAPSHOT.
+    let updated = sqlx::query("UPDATE audit_state SET tree_size = tree_size WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| e.to_string())?
+        .rows_affected();
+    if updated == 0 {
+        // First use of this database: create the row (a concurrent instance
+        // doing the same loses on the primary key and retries its batch).
+        sqlx::query("INSERT INTO audit_state (id, tree_size, frontier) VALUES (1, 0, $1)")
+            .bind(Frontier::new().to_bytes())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let (size, bytes): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT tree_size, frontier FROM audit_state WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| e.to_string())?;
+    let frontier = Frontier::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    let size = u64::try_from(size).map_err(|e| e.to_string())?;
+    if frontier.size() != size {
+        return Err(format!(
+            "audit state is inconsistent: tree_size {size} but frontier of {}",
+            frontier.size()
+        ));
+    }
+    Ok((size, frontier))
+}

@@ -1,0 +1,288 @@
+//! Foundation: mTLS refusals, user-token attacks, configuration errors,
+//! framing and body checks, health and metrics.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::harness::{Client, Db, TestGateway};
+
+both_backends!(healthz_answers_over_mtls_with_each_partys_certificate, |db| async move {
+    let Some(gw) = TestGateway::spawn(db).await else { return };
+    for party in ["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"] {
+        let rsp = gw.client(party).get("/healthz").await;
+        assert_eq!(rsp.status, 200, "{party}: {}", rsp.text);
+        assert!(rsp.headers.contains_key("x-request-id"));
+    }
+    let rsp = gw.auditor().get("/healthz").await;
+    assert_eq!(rsp.status, 200);
+    let rsp = gw.client("fk").get("/readyz").await;
+    assert_eq!(rsp.status, 200);
+});
+
+#[tokio::test]
+async fn a_client_without_certificate_is_refused_in_the_handshake() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let c = Client::new(gw.addr(), &gw.path("pki/ca.pem"), None, None);
+    let r = c.try_get("/healthz").await;
+    assert!(r.is_err(), "a request without a client certificate got an answer");
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let ca = samgate::pki::TestCa::generate("Other CA").unwrap();
+    let cert = ca.issue_client("fk").unwrap();
+    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
+    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
+    let c = Client::new(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
+        None,
+    );
+    assert!(c.try_get("/healthz").await.is_err());
+}
+
+#[tokio::test]
+async fn an_unpinned_certificate_from_the_right_ca_gets_401_unauthenticated() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let ca = samgate::pki::Ca::from_pem(
+        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
+        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
+    )
+    .unwrap();
+    let cert = ca.issue_client("fk").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
+    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
+    let c = Client::new(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
+        None,
+    );
+    let rsp = c.get("/healthz").await;
+    assert_eq!(rsp.status, 401);
+    assert_eq!(rsp.problem(), "unauthenticated");
+}
+
+/// A raw TLS 1.1 ClientHello gets a fatal protocol_version alert.
+#[tokio::test]
+async fn tls_1_1_is_refused() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.push(0); // session id
+    hello.extend_from_slice(&[0x00, 0x04, 0x00, 0x2f, 0x00, 0x35]); // two CBC suites
+    hello.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut hs = vec![0x01, 0x00, 0x00, hello.len() as u8];
+    hs.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x02, 0x00, hs.len() as u8];
+    record.extend_from_slice(&hs);
+    let addr = gw.addr();
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&record).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        buf.truncate(n);
+        buf
+    })
+    .await
+    .unwrap();
+    // An alert record (0x15) whose description is protocol_version (70).
+    assert!(reply.len() >= 7, "no alert: {reply:?}");
+    assert_eq!(reply[0], 0x15, "not an alert record: {reply:?}");
+    assert_eq!(reply[6], 70, "not protocol_version: {reply:?}");
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+fn user_claims() -> serde_json::Value {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    json!({"iss": "sfk-kalmar-audit-users", "sub": "revisor.anna", "aud": "samgate", "iat": now, "nbf": now, "exp": now + 600})
+}
+
+async fn auditor_with(gw: &TestGateway, token: &str) -> crate::harness::Rsp {
+    let mut c = gw.client("sfk-kalmar-audit");
+    c.bearer = Some(token.to_owned());
+    c.get("/healthz").await
+}
+
+fn sign_eddsa(gw: &TestGateway, header: serde_json::Value, claims: serde_json::Value) -> String {
+    let pem = std::fs::read(gw.path("keys/users-sfk-kalmar-audit.pem")).unwrap();
+    let der = pem::parse(pem).unwrap().contents().to_vec();
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+    let input = format!("{}.{}", b64(&header), b64(&claims));
+    let sig = kp.sign(input.as_bytes());
+    format!("{input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[tokio::test]
+async fn user_token_attacks_get_401_invalid_token() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    // The genuine token works (the control).
+    let good = sign_eddsa(&gw, json!({"alg": "EdDSA", "typ": "JWT"}), user_claims());
+    assert_eq!(auditor_with(&gw, &good).await.status, 200);
+
+    // No token at all.
+    let rsp = gw.client("sfk-kalmar-audit").get("/healthz").await;
+    assert_eq!((rsp.status, rsp.problem().as_str()), (401, "invalid_token"));
+
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    // alg: none
+    cases.push(("alg none", format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&user_claims()))));
+    // HS256 keyed with the public key (algorithm confusion)
+    let public_pem = std::fs::read(gw.path("keys/users-sfk-kalmar-audit.pub.pem")).unwrap();
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &user_claims(),
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+    )
+    .unwrap();
+    cases.push(("HS256 with public key", hs));
+    // wrong kid
+    cases.push(("wrong kid", sign_eddsa(&gw, json!({"alg": "EdDSA", "kid": "not-this-key"}), user_claims())));
+    // expired beyond the leeway
+    let mut c = user_claims();
+    c["exp"] = json!(now - 120);
+    c["nbf"] = json!(now - 600);
+    cases.push(("expired", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
+    // not yet valid beyond the leeway
+    let mut c = user_claims();
+    c["nbf"] = json!(now + 300);
+    cases.push(("not yet valid", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
+    // wrong issuer / audience
+    let mut c = user_claims();
+    c["iss"] = json!("someone-else");
+    cases.push(("wrong iss", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
+    let mut c = user_claims();
+    c["aud"] = json!("other-service");
+    cases.push(("wrong aud", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
+    // signed by another key
+    let other = samgate::pki::generate_ed25519().unwrap();
+    let der = pem::parse(other.pkcs8_pem.as_bytes()).unwrap().contents().to_vec();
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+    let input = format!("{}.{}", b64(&json!({"alg": "EdDSA"})), b64(&user_claims()));
+    let forged = format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(input.as_bytes()).as_ref())
+    );
+    cases.push(("forged signature", forged));
+    // tampered payload after signing
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut c = user_claims();
+    c["sub"] = json!("someone.else");
+    cases.push(("tampered", format!("{}.{}.{}", parts[0], b64(&c), parts[2])));
+
+    for (what, token) in cases {
+        let rsp = auditor_with(&gw, &token).await;
+        assert_eq!(rsp.status, 401, "{what}: {}", rsp.text);
+        assert_eq!(rsp.problem(), "invalid_token", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_framing_gets_400() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let tls = samgate::tls::client_config(&gw.path("pki/ca.pem"), &gw.path("pki/fk.pem"), &gw.path("pki/fk.key")).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = "POST /v1/consents HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    gw.client("fk").get("/healthz").await;
+    let rsp = gw.client("fk").get("/metrics").await;
+    assert_eq!(rsp.status, 200);
+    assert!(rsp.text.contains("samgate_http_requests_total"), "{}", rsp.text);
+    assert!(rsp.text.contains("route=\"/healthz\""));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_problems() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let rsp = gw.client("fk").get("/v1/nothing-here").await;
+    assert_eq!(rsp.status, 404);
+    assert_eq!(rsp.problem(), "not_found");
+}
+
+mod config_errors {
+    use samgate::config::{Config, ConfigError};
+
+    fn init_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+        dir
+    }
+
+    fn load_modified(dir: &std::path::Path, f: impl FnOnce(String) -> String) -> Result<Config, ConfigError> {
+        let path = dir.join("samgate.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, f(text)).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn the_generated_config_loads() {
+        let dir = init_dir();
+        Config::load(&dir.path().join("samgate.toml")).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let dir = init_dir();
+        let err = load_modified(dir.path(), |t| t.replacen("[server]\n", "[server]\nlisten_backlog = 5\n", 1)).unwrap_err();
+        assert!(err.to_string().contains("listen_backlog"), "{err}");
+    }
+
+    #[test]
+    fn a_route_naming_an_unknown_party_is_refused() {
+        let dir = init_dir();
+        let err = load_modified(dir.path(), |t| {
+            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"skatteverket\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\n"
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("skatteverket") && text.contains(".to"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_key_file_is_refused_by_key() {
+        let dir = init_dir();
+        std::fs::remove_file(dir.path().join("keys/vault.key")).unwrap();
+        let err = Config::load(&dir.path().join("samgate.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("keys.vault") && text.contains("vault.key"), "{text}");
+    }
+
+    #[test]
+    fn consent_not_required_is_refused_outside_statistics() {
+        let dir = init_dir();
+        let err = load_modified(dir.path(), |t| {
+            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"fk\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\nsubject = \"omit\"\nconsent = \"not-required\"\n"
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("not-required"), "{err}");
+    }
+}

@@ -1,0 +1,487 @@
+//! The test harness: a real gateway over mTLS on an ephemeral port, with the
+//! working set written by `samgate init` (the same library code), its own
+//! database (a temp SQLite file or a fresh PostgreSQL schema), and real HTTPS
+//! recipient servers on loopback that record what they receive.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use samgate::config::Config;
+use samgate::server::Gateway;
+use samgate::state::AppState;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server URL for tests, or None when it is absent and not
+/// required (a developer machine without PostgreSQL). CI sets
+/// `SAMGATE_REQUIRE_POSTGRES=1`, so there a missing server fails the run.
+pub async fn postgres_url() -> Option<String> {
+    let url = std::env::var("SAMGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let ok = tokio::time::timeout(Duration::from_secs(3), async {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&url).await
+    })
+    .await;
+    match ok {
+        Ok(Ok(_)) => Some(url),
+        _ if std::env::var("SAMGATE_REQUIRE_POSTGRES").is_ok() => {
+            panic!("PostgreSQL at {url} is required (SAMGATE_REQUIRE_POSTGRES) but unreachable")
+        }
+        _ => {
+            eprintln!("PostgreSQL unreachable at {url}: skipping the postgres variant locally");
+            None
+        }
+    }
+}
+
+/// A storage URL for a fresh, empty database of the given kind.
+pub async fn fresh_db_url(db: Db, dir: &Path) -> Option<String> {
+    match db {
+        Db::Sqlite => Some(format!("sqlite://{}", dir.join("data/samgate.db").display())),
+        Db::Postgres => {
+            let base = postgres_url().await?;
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            use sqlx::Connection;
+            let mut conn = sqlx::AnyConnection::connect(&base).await.ok()?;
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut conn)
+                .await
+                .ok()?;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+        }
+    }
+}
+
+/// Captured log output of the whole test process (for the PII scan).
+pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,hyper=info,h2=info,rustls=info,sqlx=warn"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every textual form of a personnummer (10 and 12 digits, with and without
+/// separator), for scanning logs, responses and database files.
+pub fn pnr_forms(canonical12: &str) -> Vec<String> {
+    let short = &canonical12[2..];
+    vec![
+        canonical12.to_owned(),
+        format!("{}-{}", &canonical12[..8], &canonical12[8..]),
+        short.to_owned(),
+        format!("{}-{}", &short[..6], &short[6..]),
+    ]
+}
+
+/// Asserts that no captured log line contains any form of these numbers.
+pub fn assert_logs_clean(numbers: &[&str]) {
+    let logs = captured_logs();
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    for n in numbers {
+        for form in pnr_forms(n) {
+            assert!(!text.contains(&form), "a log line contains a personnummer form");
+        }
+    }
+}
+
+/// A request a recipient received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// How a recipient answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub delay: Duration,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Self {
+            status: 200,
+            body: None,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Default)]
+struct RecipientInner {
+    received: Mutex<Vec<Received>>,
+    replies: Mutex<Vec<Reply>>,
+    default_reply: Mutex<Reply>,
+}
+
+/// A real HTTPS recipient on loopback that requires the gateway's client
+/// certificate and records every request.
+#[derive(Clone)]
+pub struct Recipient {
+    pub addr: SocketAddr,
+    inner: Arc<RecipientInner>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl Recipient {
+    /// Starts on `addr` (port 0 for any) with the party's server certificate.
+    pub async fn start(dir: &Path, party: &str, addr: SocketAddr) -> Recipient {
+        let tls = samgate::tls::server_config(
+            &dir.join(format!("pki/{party}-server.pem")),
+            &dir.join(format!("pki/{party}-server.key")),
+            &dir.join("pki/ca.pem"),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(RecipientInner::default());
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let app = axum::Router::new()
+            .route("/inbox", axum::routing::post(recipient_inbox))
+            .with_state(inner.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Ok((tcp, _)) = listener.accept() => {
+                        let acceptor = acceptor.clone();
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            let Ok(tls) = acceptor.accept(tcp).await else { return };
+                            let svc = hyper_util::service::TowerToHyperService::new(app);
+                            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                .await;
+                        });
+                    }
+                    _ = stop.notified() => break,
+                }
+            }
+        });
+        Recipient {
+            addr,
+            inner,
+            shutdown,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Queue one reply (used before the default).
+    pub fn push_reply(&self, r: Reply) {
+        self.inner.replies.lock().unwrap().push(r);
+    }
+
+    /// The reply used when none is queued.
+    pub fn set_default_reply(&self, r: Reply) {
+        *self.inner.default_reply.lock().unwrap() = r;
+    }
+
+    /// Stops accepting new connections.
+    pub fn stop(&self) {
+        self.shutdown.notify_waiters();
+    }
+}
+
+async fn recipient_inbox(
+    State(inner): State<Arc<RecipientInner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let reply = {
+        let mut q = inner.replies.lock().unwrap();
+        if q.is_empty() {
+            inner.default_reply.lock().unwrap().clone()
+        } else {
+            q.remove(0)
+        }
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    if (200..300).contains(&reply.status) {
+        inner.received.lock().unwrap().push(Received { headers, body });
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap();
+    match reply.body {
+        Some(v) => (status, axum::Json(v)).into_response(),
+        None => status.into_response(),
+    }
+}
+
+/// A gateway under test with its recipients.
+pub struct TestGateway {
+    pub dir: TempDir,
+    pub config: Config,
+    pub gw: Option<Gateway>,
+    pub recipients: HashMap<String, Recipient>,
+    pub db: Db,
+}
+
+impl TestGateway {
+    /// `samgate init` into a temp dir, fresh database, recipients, gateway.
+    /// None when the backend is unavailable locally (never in CI).
+    pub async fn spawn(db: Db) -> Option<TestGateway> {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// Like [`spawn`], letting the test adjust the configuration first.
+    pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Option<TestGateway> {
+        let _ = captured_logs();
+        let dir = tempfile::tempdir().unwrap();
+        samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+        let mut config = Config::load(&dir.path().join("samgate.toml")).unwrap();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.storage.url = fresh_db_url(db, dir.path()).await?;
+        config.server.rate_limit_per_party = 0;
+        let mut recipients = HashMap::new();
+        for party in config.parties.iter_mut() {
+            if party.endpoint.is_some() {
+                let r = Recipient::start(dir.path(), party.id.as_str(), "127.0.0.1:0".parse().unwrap()).await;
+                party.endpoint = Some(format!("https://127.0.0.1:{}/inbox", r.addr.port()));
+                recipients.insert(party.id.as_str().to_owned(), r);
+            }
+        }
+        adjust(&mut config);
+        let state = AppState::build(config.clone()).await.unwrap();
+        let gw = Gateway::start(state).await.unwrap();
+        Some(TestGateway {
+            dir,
+            config,
+            gw: Some(gw),
+            recipients,
+            db,
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gw.as_ref().unwrap().addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.gw.as_ref().unwrap().state
+    }
+
+    pub fn recipient(&self, party: &str) -> &Recipient {
+        &self.recipients[party]
+    }
+
+    /// A client presenting `party`'s certificate.
+    pub fn client(&self, party: &str) -> Client {
+        Client::new(
+            self.addr(),
+            &self.path("pki/ca.pem"),
+            Some((&self.path(&format!("pki/{party}.pem")), &self.path(&format!("pki/{party}.key")))),
+            None,
+        )
+    }
+
+    /// The auditor party's client with a fresh user token.
+    pub fn auditor(&self) -> Client {
+        let token = samgate::consent::token::sign_user_token(
+            &self.path("keys/users-sfk-kalmar-audit.pem"),
+            "sfk-kalmar-audit-users",
+            "revisor.anna",
+            "samgate",
+            10,
+        )
+        .unwrap();
+        let mut c = self.client("sfk-kalmar-audit");
+        c.bearer = Some(token);
+        c
+    }
+
+    /// Graceful stop (final tree head).
+    pub async fn stop(&mut self) {
+        if let Some(gw) = self.gw.take() {
+            gw.shutdown().await;
+        }
+    }
+
+    /// Starts the gateway again on the same config and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let state = AppState::build(self.config.clone()).await.unwrap();
+        self.gw = Some(Gateway::start(state).await.unwrap());
+    }
+}
+
+/// An HTTPS client with an optional client certificate and bearer token.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub bearer: Option<String>,
+}
+
+/// A response with its parsed JSON (if any).
+#[derive(Debug)]
+pub struct Rsp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Rsp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+    /// The problem code, from `type` = `urn:samgate:problem:<code>`.
+    pub fn problem(&self) -> String {
+        let j = self.json();
+        let t = j["type"].as_str().unwrap_or("");
+        assert_eq!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "not a problem response: {} {}",
+            self.status,
+            self.text
+        );
+        t.strip_prefix("urn:samgate:problem:").unwrap_or("").to_owned()
+    }
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, ca: &Path, identity: Option<(&Path, &Path)>, bearer: Option<String>) -> Client {
+        let tls = match identity {
+            Some((cert, key)) => samgate::tls::client_config(ca, cert, key).unwrap(),
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in samgate::tls::load_certs(ca).unwrap() {
+                    roots.add(c).unwrap();
+                }
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth()
+            }
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Client {
+            http,
+            base: format!("https://127.0.0.1:{}", addr.port()),
+            bearer,
+        }
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    pub async fn try_get(&self, path: &str) -> reqwest::Result<Rsp> {
+        let r = self.auth(self.http.get(format!("{}{}", self.base, path))).send().await?;
+        Ok(to_rsp(r).await)
+    }
+
+    pub async fn get(&self, path: &str) -> Rsp {
+        self.try_get(path).await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Rsp {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Rsp {
+        let mut rb = self.auth(self.http.post(format!("{}{}", self.base, path))).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        to_rsp(rb.send().await.unwrap()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Rsp {
+        let rb = self
+            .auth(self.http.post(format!("{}{}", self.base, path)))
+            .header("content-type", content_type)
+            .body(body);
+        to_rsp(rb.send().await.unwrap()).await
+    }
+}
+
+async fn to_rsp(r: reqwest::Response) -> Rsp {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    Rsp { status, headers, text }
+}
+
+/// Declares a test that runs on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::harness::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::harness::Db::Postgres).await
+            }
+        }
+    };
+}
