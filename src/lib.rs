@@ -3,6 +3,7 @@
 //! `docs/architecture.md` for how the modules fit together.
 
 pub mod audit;
+pub mod init;
 pub mod personnummer;
 pub mod pki;
 pub mod policy;
