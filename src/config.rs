@@ -467,7 +467,7 @@ pub enum ConfigError {
 
 /// The message types the gateway knows (one schema each, DESIGN §4).
 pub fn known_types() -> &'static [&'static str] {
-    crate::schema::KNOWN_TYPES
+    &crate::schema::KNOWN_TYPES
 }
 
 impl Config {

@@ -171,7 +171,7 @@ impl Writer {
             };
             let mut jobs = Vec::new();
             let mut heads = Vec::new();
-            let mut push = |m: Msg, jobs: &mut Vec<Job>, heads: &mut Vec<_>| match m {
+            let push = |m: Msg, jobs: &mut Vec<Job>, heads: &mut Vec<_>| match m {
                 Msg::Append(j) => jobs.push(j),
                 Msg::Head(h) => heads.push(h),
             };

@@ -1,5 +1,8 @@
-//! The tamper-evident audit log (DESIGN §6).
+//! The tamper-evident audit log (DESIGN §6): records, the group-commit
+//! writer, the Merkle tree, signed checkpoints, proofs and verification.
 
 pub mod checkpoint;
-pub mod merkle;
 pub mod cli;
+pub mod log;
+pub mod merkle;
+pub mod record;
