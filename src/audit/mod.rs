@@ -2,3 +2,4 @@
 
 pub mod checkpoint;
 pub mod merkle;
+pub mod proof;
