@@ -5,4 +5,5 @@ pub mod checkpoint;
 pub mod cli;
 pub mod log;
 pub mod merkle;
+pub mod proof;
 pub mod record;
