@@ -143,7 +143,8 @@ async fn framing(req: Request, next: Next) -> Response {
     let h = req.headers();
     let lengths: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
     let conflicting = lengths.windows(2).any(|w| matches!(w, [a, b] if a != b));
-    if (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING)) || conflicting {
+    let flagged = req.extensions().get::<crate::framing::AmbiguousFlag>().is_some();
+    if flagged || (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING)) || conflicting {
         return ApiError::new(
             ProblemCode::InvalidEnvelope,
             "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting lengths)",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod error;
+pub mod framing;
 pub mod http;
 pub mod init;
 pub mod keys;

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::PeerCertificate;
+use crate::framing::{AmbiguousFlag, HeadSniffer};
 use crate::state::{AppState, StartError};
 use crate::tls;
 
@@ -149,12 +150,18 @@ async fn accept_loop(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(tls::peer_spki_sha256);
+                    let flag = AmbiguousFlag::default();
+                    let flag2 = flag.clone();
                     let svc = app.map_request(move |mut req: http::Request<Incoming>| {
                         req.extensions_mut().insert(PeerCertificate(pin));
+                        if flag2.is_set() {
+                            req.extensions_mut().insert(flag2.clone());
+                        }
                         req
                     });
+                    let io = HeadSniffer::new(tls, flag);
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
+                    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
                     let _ = watcher.watch(conn.into_owned()).await;
                 });
             }

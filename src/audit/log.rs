@@ -89,6 +89,18 @@ pub struct HeadSigner {
     pub key: Arc<Ed25519Signer>,
 }
 
+impl super::checkpoint::NoteSigner for HeadSigner {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+    fn public_key(&self) -> [u8; 32] {
+        self.key.public_key()
+    }
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg)
+    }
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -333,7 +345,7 @@ impl Writer {
             tree_size: size,
             root_hash: root,
         };
-        let note = cp.sign(&*self.signer);
+        let note = cp.sign(&*self.signer).map_err(|e| e.to_string())?;
         sqlx::query("INSERT INTO tree_heads (tree_size, root_hash, time_us, checkpoint) VALUES ($1, $2, $3, $4)")
             .bind(i64::try_from(size).map_err(|e| e.to_string())?)
             .bind(root.to_vec())
