@@ -154,8 +154,8 @@ impl Personnummer {
             return Err(PersonnummerError::Serial);
         }
         let check = tail
-            .bytes()
-            .nth(3)
+            .as_bytes()
+            .get(3)
             .map(|b| b - b'0')
             .ok_or(PersonnummerError::Format)?;
         if luhn(short.bytes().chain(serial.bytes())) != check {
