@@ -146,7 +146,10 @@ pub enum AuditCommand {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("samgate: cannot start the runtime: {e}");
@@ -161,13 +164,27 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Demo { keep } => crate::demo::run(keep).await,
         Command::Init { dir, listen } => init(dir, listen),
         Command::Serve { config } => serve(config).await,
-        Command::Consent { command: ConsentCommand::Sign(args) } => crate::consent::cli::sign(args),
-        Command::Token { command: TokenCommand::Sign { key, iss, sub, aud, minutes } } => {
-            crate::consent::cli::token_sign(&key, &iss, &sub, &aud, minutes)
-        }
-        Command::Audit { command: AuditCommand::Verify { config, export, public_key } } => {
-            crate::audit::cli::verify(config, export, public_key).await
-        }
+        Command::Consent {
+            command: ConsentCommand::Sign(args),
+        } => crate::consent::cli::sign(args),
+        Command::Token {
+            command:
+                TokenCommand::Sign {
+                    key,
+                    iss,
+                    sub,
+                    aud,
+                    minutes,
+                },
+        } => crate::consent::cli::token_sign(&key, &iss, &sub, &aud, minutes),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    config,
+                    export,
+                    public_key,
+                },
+        } => crate::audit::cli::verify(config, export, public_key).await,
     }
 }
 
@@ -179,7 +196,10 @@ fn init(dir: PathBuf, listen: std::net::SocketAddr) -> ExitCode {
     match crate::init::init(&dir, &opts) {
         Ok(_) => {
             println!("wrote {}", dir.join("samgate.toml").display());
-            println!("start it with: samgate serve --config {}", dir.join("samgate.toml").display());
+            println!(
+                "start it with: samgate serve --config {}",
+                dir.join("samgate.toml").display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

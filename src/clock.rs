@@ -40,7 +40,8 @@ impl OffsetClock {
     }
     /// Moves the clock forward (or back) by `secs`.
     pub fn advance_secs(&self, secs: i64) {
-        self.offset_us.fetch_add(secs.saturating_mul(1_000_000), Ordering::SeqCst);
+        self.offset_us
+            .fetch_add(secs.saturating_mul(1_000_000), Ordering::SeqCst);
     }
 }
 
@@ -82,5 +83,7 @@ pub fn rfc3339_precise(t: OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_default()
 }

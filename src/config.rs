@@ -491,7 +491,11 @@ impl Config {
 
     /// Parses and validates config text whose relative paths are resolved
     /// against `base_dir`; `origin` only names the file in errors.
-    pub fn from_toml_str(text: &str, base_dir: &Path, origin: &Path) -> Result<Config, ConfigError> {
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        origin: &Path,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
             message: e.to_string(),
@@ -568,7 +572,10 @@ impl Validator {
             max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
         };
         let delivery = DeliveryConfig {
-            timeout: raw.delivery.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            timeout: raw
+                .delivery
+                .timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
             connect_timeout: raw
                 .delivery
                 .connect_timeout
@@ -603,7 +610,10 @@ impl Validator {
                 .insert((ci.id.clone(), ci.key_id.clone()), i)
                 .is_some()
             {
-                self.issue(format!("{key}.key_id"), "the same (id, key_id) is configured twice");
+                self.issue(
+                    format!("{key}.key_id"),
+                    "the same (id, key_id) is configured twice",
+                );
             }
             let public_key = self.file(&format!("{key}.public_key"), &ci.public_key);
             consent_issuers.push(ConsentIssuerConfig {
@@ -673,7 +683,8 @@ impl Validator {
                 url.push_str(query);
             }
             url
-        } else if s.url.starts_with("sqlite:") || s.url.starts_with("postgres://")
+        } else if s.url.starts_with("sqlite:")
+            || s.url.starts_with("postgres://")
             || s.url.starts_with("postgresql://")
         {
             s.url
@@ -699,7 +710,10 @@ impl Validator {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             {
-                self.issue(format!("{key}.id"), "must be lowercase letters, digits and '-'");
+                self.issue(
+                    format!("{key}.id"),
+                    "must be lowercase letters, digits and '-'",
+                );
             }
             if matches!(p.id.as_str(), "audit" | "consent") {
                 self.issue(
@@ -708,7 +722,10 @@ impl Validator {
                 );
             }
             if out.iter().any(|q| q.id.as_str() == p.id) {
-                self.issue(format!("{key}.id"), format!("party `{}` is defined twice", p.id));
+                self.issue(
+                    format!("{key}.id"),
+                    format!("party `{}` is defined twice", p.id),
+                );
             }
             if p.roles.is_empty() {
                 self.issue(format!("{key}.roles"), "a party needs at least one role");
@@ -788,12 +805,18 @@ impl Validator {
                 }
             }
             if !known_types().contains(&r.msg_type.as_str()) {
-                self.issue(format!("{key}.type"), format!("unknown message type `{}`", r.msg_type));
+                self.issue(
+                    format!("{key}.type"),
+                    format!("unknown message type `{}`", r.msg_type),
+                );
             } else if let Some(schema) = registry.as_ref().and_then(|reg| reg.get(&r.msg_type)) {
                 if let Err(bad) = crate::policy::check_allow_list(schema, &r.fields) {
                     self.issue(
                         format!("{key}.fields"),
-                        format!("`{bad}` is not a top-level field of `{}` (or `*`)", r.msg_type),
+                        format!(
+                            "`{bad}` is not a top-level field of `{}` (or `*`)",
+                            r.msg_type
+                        ),
                     );
                 }
             }

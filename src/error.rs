@@ -194,7 +194,10 @@ impl ApiError {
     /// client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error.cause = %cause, "internal error");
-        Self::new(ProblemCode::Internal, "an internal error occurred; see the server log")
+        Self::new(
+            ProblemCode::Internal,
+            "an internal error occurred; see the server log",
+        )
     }
 
     /// Storage is down or timed out: 503, nothing forwarded.

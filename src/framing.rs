@@ -58,7 +58,10 @@ impl<S> HeadSniffer<S> {
         if end.is_none() && self.head.len() < MAX_HEAD {
             return;
         }
-        let head = self.head.get(..end.unwrap_or(self.head.len())).unwrap_or(&[]);
+        let head = self
+            .head
+            .get(..end.unwrap_or(self.head.len()))
+            .unwrap_or(&[]);
         let text = String::from_utf8_lossy(head).to_ascii_lowercase();
         let mut cl = false;
         let mut te = false;
@@ -76,7 +79,11 @@ impl<S> HeadSniffer<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HeadSniffer<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if !self.done {
@@ -90,7 +97,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadSniffer<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for HeadSniffer<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -99,7 +110,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadSniffer<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -11,7 +11,7 @@ use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -37,8 +37,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
+        .route("/v1/keys", get(jwks))
+        .route("/v1/consents", post(crate::consent::api::record))
+        .route("/v1/consents/{id}", get(crate::consent::api::get))
+        .route(
+            "/v1/consents/{id}/revocation",
+            post(crate::consent::api::revoke),
+        )
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authn_and_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authn_and_limit,
+        ))
         .layer(middleware::from_fn(framing))
         .layer(middleware::from_fn(observe));
     api.with_state(state)
@@ -55,6 +65,31 @@ pub fn ops_router(state: AppState) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(ProblemCode::NotFound, "no such resource")
+}
+
+/// `GET /v1/keys`: the gateway's public keys as a JWKS (DESIGN §9): the
+/// delivery key that signs `Samgate-Signature` and the audit key that signs
+/// tree heads.
+async fn jwks(State(state): State<AppState>) -> Response {
+    use base64::Engine;
+    let jwk = |signer: &crate::keys::Ed25519Signer, purpose: &str| {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signer.public_key()),
+            "kid": signer.key_id(),
+            "use": "sig",
+            "alg": "EdDSA",
+            "samgate_purpose": purpose,
+        })
+    };
+    Json(serde_json::json!({
+        "keys": [
+            jwk(&state.crypto.delivery_signer, "delivery"),
+            jwk(&state.crypto.audit_signer, "audit"),
+        ]
+    }))
+    .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -101,7 +136,11 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
@@ -114,7 +153,10 @@ async fn observe(mut req: Request, next: Next) -> Response {
     let mut rsp = next.run(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = rsp.status().as_u16();
-    let problem = rsp.extensions().get::<ProblemMarker>().map(|p| p.0.as_str());
+    let problem = rsp
+        .extensions()
+        .get::<ProblemMarker>()
+        .map(|p| p.0.as_str());
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -143,8 +185,14 @@ async fn framing(req: Request, next: Next) -> Response {
     let h = req.headers();
     let lengths: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
     let conflicting = lengths.windows(2).any(|w| matches!(w, [a, b] if a != b));
-    let flagged = req.extensions().get::<crate::framing::AmbiguousFlag>().is_some();
-    if flagged || (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING)) || conflicting {
+    let flagged = req
+        .extensions()
+        .get::<crate::framing::AmbiguousFlag>()
+        .is_some();
+    if flagged
+        || (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING))
+        || conflicting
+    {
         return ApiError::new(
             ProblemCode::InvalidEnvelope,
             "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting lengths)",
@@ -197,7 +245,9 @@ impl PartyRateLimiter {
     /// Ok, or how long until the next request would be allowed.
     pub fn check(&self, party: &PartyId) -> Result<(), Duration> {
         self.limiter.check_key(party).map_err(|not_until| {
-            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
         })
     }
 }
@@ -230,8 +280,14 @@ pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
         })
         .unwrap_or(false);
     if ok {
@@ -256,19 +312,35 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// Parses JSON into `T` with typed, value-free errors.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(raw)
-        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            ProblemCode::MalformedJson,
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
         // serde's "missing field `x`" / "unknown field `x`" name only keys;
         // other messages can quote the offending value, so they are dropped.
         let what = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
-            inner.split(", expected").next().unwrap_or("invalid field").to_owned()
+            inner
+                .split(", expected")
+                .next()
+                .unwrap_or("invalid field")
+                .to_owned()
         } else {
             "has the wrong type or value".to_owned()
         };
-        let place = if path == "." { "the body".to_owned() } else { format!("`{path}`") };
+        let place = if path == "." {
+            "the body".to_owned()
+        } else {
+            format!("`{path}`")
+        };
         ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
             .with("errors", vec![serde_json::Value::String(path)])
     })

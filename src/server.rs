@@ -58,10 +58,12 @@ impl Gateway {
         let (ops_addr, ops_task) = match cfg.metrics_listen {
             None => (None, None),
             Some(ops) => {
-                let l = TcpListener::bind(ops).await.map_err(|source| StartError::Bind {
-                    addr: ops.to_string(),
-                    source,
-                })?;
+                let l = TcpListener::bind(ops)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: ops.to_string(),
+                        source,
+                    })?;
                 let bound = l.local_addr().ok();
                 let app = crate::http::ops_router(state.clone());
                 let mut rx2 = rx.clone();
@@ -78,7 +80,13 @@ impl Gateway {
 
         let app = crate::http::router(state.clone());
         let grace = cfg.shutdown_grace;
-        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(server_tls), app, rx, grace));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(server_tls),
+            app,
+            rx,
+            grace,
+        ));
         tracing::info!(listen = %addr, "samgate listening (mTLS)");
         Ok(Gateway {
             addr,
@@ -170,7 +178,10 @@ async fn accept_loop(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }

@@ -4,9 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::audit::log::{AuditLog, HeadSigner};
 use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PartyConfig, PartyId};
+use crate::consent::verify::ConsentVerifier;
+use crate::crypto::Crypto;
+use crate::schema::SchemaRegistry;
 use crate::store::{Store, StoreError};
 
 /// Why the gateway could not start (exit code 2 for config problems).
@@ -54,6 +58,17 @@ pub struct Inner {
     verifiers: HashMap<PartyId, UserTokenVerifier>,
     /// Per-party rate limiter (None = off).
     pub rate_limiter: Option<crate::http::PartyRateLimiter>,
+    /// Key material.
+    pub crypto: Crypto,
+    /// Compiled message schemas.
+    pub schemas: SchemaRegistry,
+    /// Consent issuers.
+    pub consents: ConsentVerifier,
+    /// The audit log writer.
+    pub audit: AuditLog,
+    audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Background tasks stopped on shutdown (the outbox worker).
+    pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,8 +107,29 @@ impl AppState {
                 verifiers.insert(p.id.clone(), v);
             }
         }
+        let _ = crate::http::metrics_handle();
+        let crypto = Crypto::load(&config)?;
+        let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
+            key: "schemas".into(),
+            reason: e.to_string(),
+        })?;
+        let consents = ConsentVerifier::from_config(&config).map_err(|reason| StartError::Key {
+            key: "consent_issuer".into(),
+            reason,
+        })?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
+        let signer = Arc::new(HeadSigner {
+            origin: format!("samgate/{}", config.server.deployment_id),
+            key: crypto.audit_signer.clone(),
+        });
+        let (audit, audit_task) = AuditLog::start(
+            store.clone(),
+            clock.clone(),
+            signer,
+            config.audit.max_batch,
+            config.audit.checkpoint_interval,
+        );
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -102,6 +138,12 @@ impl AppState {
                 pins,
                 verifiers,
                 rate_limiter,
+                crypto,
+                schemas,
+                consents,
+                audit,
+                audit_task: std::sync::Mutex::new(Some(audit_task)),
+                background: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -113,11 +155,34 @@ impl AppState {
 
     /// Finishes background work on a graceful stop (final tree head).
     pub async fn shutdown(&self) {
+        let tasks: Vec<_> = self
+            .background
+            .lock()
+            .map(|mut v| v.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        let _ = self.audit.sign_head().await;
         self.store.close().await;
     }
 
     /// Stops background work at once (crash simulation in tests).
-    pub fn abort(&self) {}
+    pub fn abort(&self) {
+        let tasks: Vec<_> = self
+            .background
+            .lock()
+            .map(|mut v| v.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        if let Ok(mut t) = self.audit_task.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+    }
 
     /// The user-token verifier of a party, if it has an issuer.
     pub fn user_verifier(&self, party: &PartyId) -> Option<&UserTokenVerifier> {

@@ -93,9 +93,10 @@ pub fn server_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -106,11 +107,7 @@ pub fn server_config(
 
 /// The outbound side: recipients verified against `outbound_ca`, and our
 /// client certificate presented.
-pub fn client_config(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<ClientConfig, TlsError> {
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig, TlsError> {
     let cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots(ca)?)
@@ -122,7 +119,10 @@ pub fn client_config(
 /// `certificate_sha256`. `None` if the certificate does not parse.
 pub fn peer_spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, parsed.tbs_certificate.subject_pki.raw);
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        parsed.tbs_certificate.subject_pki.raw,
+    );
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
     Some(out)

@@ -130,10 +130,18 @@ impl AuditLog {
 
     /// Appends a record together with its side effects, durably. Returns
     /// after the transaction has committed.
-    pub async fn append(&self, record: AuditRecord, effects: Vec<Stmt>) -> Result<Appended, AppendError> {
+    pub async fn append(
+        &self,
+        record: AuditRecord,
+        effects: Vec<Stmt>,
+    ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Append(Job { record, effects, reply }))
+            .send(Msg::Append(Job {
+                record,
+                effects,
+                reply,
+            }))
             .await
             .map_err(|_| AppendError::Unavailable("the audit writer has stopped".into()))?;
         rx.await
@@ -147,7 +155,8 @@ impl AuditLog {
             .send(Msg::Head(reply))
             .await
             .map_err(|_| "the audit writer has stopped".to_owned())?;
-        rx.await.map_err(|_| "the audit writer has stopped".to_owned())?
+        rx.await
+            .map_err(|_| "the audit writer has stopped".to_owned())?
     }
 }
 
@@ -244,7 +253,12 @@ impl Writer {
         &self,
         items: Vec<(AuditRecord, Vec<Stmt>)>,
     ) -> Result<Vec<Result<Appended, AppendError>>, String> {
-        let mut conn = self.store.pool().acquire().await.map_err(|e| e.to_string())?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
         let (mut size, mut frontier) = lock_state(&mut tx, self.store.backend()).await?;
         let now = self.clock.now();
@@ -276,7 +290,9 @@ impl Writer {
             record.time = time.clone();
             let leaf = record.leaf_bytes();
             let mut next = frontier.clone();
-            let nodes = next.push(merkle::leaf_hash(&leaf)).map_err(|e| e.to_string())?;
+            let nodes = next
+                .push(merkle::leaf_hash(&leaf))
+                .map_err(|e| e.to_string())?;
             let seq = i64::try_from(record.seq).map_err(|e| e.to_string())?;
             sqlx::query(
                 "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
@@ -328,7 +344,12 @@ impl Writer {
     /// Signs and stores a head for the current tree if it is newer than the
     /// latest stored head.
     async fn sign_head(&self) -> Result<(), String> {
-        let mut conn = self.store.pool().acquire().await.map_err(|e| e.to_string())?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
         let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(tree_size) FROM tree_heads")

@@ -29,7 +29,12 @@ pub struct PublicKeyFile {
 
 impl std::fmt::Debug for PublicKeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKeyFile({:?}, {})", self.alg, key_id_of(&self.spki_der))
+        write!(
+            f,
+            "PublicKeyFile({:?}, {})",
+            self.alg,
+            key_id_of(&self.spki_der)
+        )
     }
 }
 
@@ -178,7 +183,10 @@ impl UserTokenVerifier {
         key: &PublicKeyFile,
         key_id: Option<&str>,
     ) -> Result<Self, KeyFileError> {
-        if !matches!(key.alg, Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256) {
+        if !matches!(
+            key.alg,
+            Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256
+        ) {
             return Err(KeyFileError::Unsupported(String::new()));
         }
         Ok(Self {

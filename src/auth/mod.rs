@@ -36,7 +36,11 @@ impl Principal {
         if !self.roles.contains(&role) {
             return Err(ApiError::new(
                 ProblemCode::ForbiddenRole,
-                format!("party `{}` does not have the `{}` role", self.party, role.as_str()),
+                format!(
+                    "party `{}` does not have the `{}` role",
+                    self.party,
+                    role.as_str()
+                ),
             ));
         }
         if role == Role::Auditor && self.user.is_none() {
@@ -51,12 +55,20 @@ impl Principal {
     /// 403 unless the party has at least one of `roles` (an auditor also
     /// needs a named user).
     pub fn require_any(&self, roles: &[Role]) -> Result<(), ApiError> {
-        let held: Vec<Role> = roles.iter().copied().filter(|r| self.roles.contains(r)).collect();
+        let held: Vec<Role> = roles
+            .iter()
+            .copied()
+            .filter(|r| self.roles.contains(r))
+            .collect();
         if held.is_empty() {
             let names: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
             return Err(ApiError::new(
                 ProblemCode::ForbiddenRole,
-                format!("party `{}` needs one of the roles {}", self.party, names.join(", ")),
+                format!(
+                    "party `{}` needs one of the roles {}",
+                    self.party,
+                    names.join(", ")
+                ),
             ));
         }
         if held.iter().all(|r| *r == Role::Auditor) && self.user.is_none() {
@@ -93,7 +105,12 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
         .extensions
         .get::<PeerCertificate>()
         .and_then(|p| p.0)
-        .ok_or_else(|| ApiError::new(ProblemCode::Unauthenticated, "a client certificate is required"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::Unauthenticated,
+                "a client certificate is required",
+            )
+        })?;
     let party = state.party_by_pin(&pin).ok_or_else(|| {
         ApiError::new(
             ProblemCode::Unauthenticated,
@@ -107,7 +124,10 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim);
             let result = match token {
                 None => Err(jwt::JwtError::Missing),

@@ -1,18 +1,81 @@
-//! `samgate consent sign` and `samgate token sign`.
+//! `samgate consent sign` and `samgate token sign` (DESIGN §8.2).
+
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::ConsentSignArgs;
+use serde::Serialize;
 
-/// `samgate consent sign`.
-pub fn sign(_args: ConsentSignArgs) -> ExitCode {
-    eprintln!("samgate consent sign: not yet implemented");
-    ExitCode::from(2)
+use super::token::SigningKeyFile;
+use crate::cli::ConsentSignArgs;
+use crate::personnummer::Personnummer;
+
+/// Consent claims as signed (DESIGN §2).
+#[derive(Serialize)]
+pub struct ConsentClaims {
+    /// Consent id.
+    pub jti: String,
+    /// Issuer id.
+    pub iss: String,
+    /// Personnummer (canonical form).
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Valid from.
+    pub nbf: i64,
+    /// Valid until.
+    pub exp: i64,
+    /// Parties.
+    pub parties: Vec<String>,
+    /// Purposes.
+    pub purposes: Vec<String>,
+    /// Categories.
+    pub categories: Vec<String>,
+    /// Method.
+    pub method: String,
+    /// Staff member.
+    pub recorded_by: String,
+}
+
+/// Signs a consent (library form, used by the demo and tests).
+pub fn sign_consent(args: &ConsentSignArgs, now: i64) -> Result<String, String> {
+    let pnr = Personnummer::parse(&args.subject).map_err(|e| format!("--subject: {e}"))?;
+    let key = SigningKeyFile::load(&args.key).map_err(|e| e.to_string())?;
+    let claims = ConsentClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iss: args.issuer.clone(),
+        sub: pnr.expose().to_owned(),
+        aud: "samgate".into(),
+        iat: now,
+        nbf: now,
+        exp: now + i64::from(args.days) * 86_400,
+        parties: args.parties.clone(),
+        purposes: args.purposes.clone(),
+        categories: args.categories.clone(),
+        method: args.method.clone(),
+        recorded_by: args.recorded_by.clone(),
+    };
+    key.sign(&args.key_id, &claims).map_err(|e| e.to_string())
+}
+
+/// `samgate consent sign`: prints the compact JWS alone on one line.
+pub fn sign(args: ConsentSignArgs) -> ExitCode {
+    match sign_consent(&args, time::OffsetDateTime::now_utc().unix_timestamp()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("samgate consent sign: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `samgate token sign`: a user JWT (EdDSA) for a party's jwt_issuer.
 pub fn token_sign(key: &Path, iss: &str, sub: &str, aud: &str, minutes: u32) -> ExitCode {
-    match crate::consent::token::sign_user_token(key, iss, sub, aud, minutes) {
+    match super::token::sign_user_token(key, iss, sub, aud, minutes) {
         Ok(t) => {
             println!("{t}");
             ExitCode::SUCCESS

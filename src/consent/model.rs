@@ -130,7 +130,10 @@ impl ConsentRow {
 
     /// The categories as typed values (unknown ones are skipped).
     pub fn category_set(&self) -> std::collections::BTreeSet<Category> {
-        self.categories.iter().filter_map(|c| c.parse().ok()).collect()
+        self.categories
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
     }
 }
 
@@ -158,14 +161,21 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<ConsentRow, sqlx::Error> {
 /// One consent by id.
 pub async fn fetch(store: &Store, id: &str) -> Result<Option<ConsentRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM consents WHERE id = $1");
-    let row = sqlx::query(&sql).bind(id.to_owned()).fetch_optional(store.pool()).await?;
+    let row = sqlx::query(&sql)
+        .bind(id.to_owned())
+        .fetch_optional(store.pool())
+        .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Every consent of a subject (by `consent`-domain pseudonym), newest first.
 pub async fn for_subject(store: &Store, subject: &str) -> Result<Vec<ConsentRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM consents WHERE subject = $1 ORDER BY recorded_at_us DESC");
-    let rows = sqlx::query(&sql).bind(subject.to_owned()).fetch_all(store.pool()).await?;
+    let sql =
+        format!("SELECT {COLUMNS} FROM consents WHERE subject = $1 ORDER BY recorded_at_us DESC");
+    let rows = sqlx::query(&sql)
+        .bind(subject.to_owned())
+        .fetch_all(store.pool())
+        .await?;
     rows.iter().map(from_row).collect()
 }
 

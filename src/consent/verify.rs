@@ -109,13 +109,21 @@ impl ConsentVerifier {
             let key = file
                 .decoding_key()
                 .map_err(|e| format!("consent_issuer[{i}].public_key: {e}"))?;
-            issuers.insert((ci.id.clone(), ci.key_id.clone()), IssuerKey { alg: file.alg, key });
+            issuers.insert(
+                (ci.id.clone(), ci.key_id.clone()),
+                IssuerKey { alg: file.alg, key },
+            );
         }
         Ok(Self {
             issuers,
-            parties: config.parties.iter().map(|p| p.id.as_str().to_owned()).collect(),
+            parties: config
+                .parties
+                .iter()
+                .map(|p| p.id.as_str().to_owned())
+                .collect(),
             purposes: config.known_purposes(),
-            max_lifetime_secs: i64::try_from(config.consent.max_lifetime.as_secs()).unwrap_or(i64::MAX),
+            max_lifetime_secs: i64::try_from(config.consent.max_lifetime.as_secs())
+                .unwrap_or(i64::MAX),
         })
     }
 
@@ -125,7 +133,9 @@ impl ConsentVerifier {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| sig_err("the consent is not a well-formed compact JWS"))?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
-            return Err(sig_err("the consent's algorithm is not allowed (EdDSA or ES256)"));
+            return Err(sig_err(
+                "the consent's algorithm is not allowed (EdDSA or ES256)",
+            ));
         }
         let payload_b64 = token.split('.').nth(1).unwrap_or("");
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -142,7 +152,9 @@ impl ConsentVerifier {
             )
         })?;
         if issuer.alg != header.alg {
-            return Err(sig_err("the consent's algorithm does not match the issuer's key"));
+            return Err(sig_err(
+                "the consent's algorithm does not match the issuer's key",
+            ));
         }
         let mut v = Validation::new(issuer.alg);
         v.validate_exp = false;
@@ -157,15 +169,22 @@ impl ConsentVerifier {
     }
 
     fn claims(&self, payload: &[u8], now: OffsetDateTime) -> Result<VerifiedConsent, ApiError> {
-        let value: serde_json::Value = serde_json::from_slice(payload)
-            .map_err(|_| claims_error("the claims are not JSON"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|_| claims_error("the claims are not JSON"))?;
         let c: Claims = serde_path_to_error::deserialize(value).map_err(|e| {
-            claims_error(format!("claim `{}` is missing or has the wrong type", e.path()))
+            claims_error(format!(
+                "claim `{}` is missing or has the wrong type",
+                e.path()
+            ))
         })?;
         let subject = Personnummer::parse(&c.sub).map_err(|e| {
-            ApiError::new(ProblemCode::InvalidPersonnummer, format!("claim `sub`: {e}"))
+            ApiError::new(
+                ProblemCode::InvalidPersonnummer,
+                format!("claim `sub`: {e}"),
+            )
         })?;
-        let id = uuid::Uuid::parse_str(&c.jti).map_err(|_| claims_error("claim `jti` must be a UUID"))?;
+        let id = uuid::Uuid::parse_str(&c.jti)
+            .map_err(|_| claims_error("claim `jti` must be a UUID"))?;
         if let Some(aud) = &c.aud {
             let ok = match aud {
                 serde_json::Value::String(s) => s == "samgate",
@@ -202,7 +221,9 @@ impl ConsentVerifier {
         }
         for p in &c.parties {
             if !self.parties.contains(p) {
-                return Err(claims_error(format!("`parties` names an unknown party `{p}`")));
+                return Err(claims_error(format!(
+                    "`parties` names an unknown party `{p}`"
+                )));
             }
         }
         if c.purposes.is_empty() {
@@ -210,7 +231,9 @@ impl ConsentVerifier {
         }
         for p in &c.purposes {
             if !self.purposes.contains(p) {
-                return Err(claims_error(format!("`purposes` names an unknown purpose `{p}`")));
+                return Err(claims_error(format!(
+                    "`purposes` names an unknown purpose `{p}`"
+                )));
             }
         }
         if c.categories.is_empty() {
@@ -218,13 +241,15 @@ impl ConsentVerifier {
         }
         let mut categories = Vec::new();
         for cat in &c.categories {
-            let parsed: Category = cat
-                .parse()
-                .map_err(|_| claims_error(format!("`categories` names an unknown category `{cat}`")))?;
+            let parsed: Category = cat.parse().map_err(|_| {
+                claims_error(format!("`categories` names an unknown category `{cat}`"))
+            })?;
             categories.push(parsed);
         }
         if !METHODS.contains(&c.method.as_str()) {
-            return Err(claims_error("`method` must be bankid, written or oral-documented"));
+            return Err(claims_error(
+                "`method` must be bankid, written or oral-documented",
+            ));
         }
         if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
             return Err(claims_error("`recorded_by` must name the staff member"));

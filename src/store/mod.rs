@@ -69,7 +69,11 @@ impl Store {
         let (backend, url) = if cfg.url.starts_with("sqlite:") {
             let mut url = cfg.url.clone();
             if !url.contains("mode=") && !url.contains(":memory:") {
-                url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
             }
             if let Some(path) = url
                 .strip_prefix("sqlite://")

@@ -10,25 +10,33 @@ use serde_json::json;
 use crate::both_backends;
 use crate::harness::{Client, Db, TestGateway};
 
-both_backends!(healthz_answers_over_mtls_with_each_partys_certificate, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else { return };
-    for party in ["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"] {
-        let rsp = gw.client(party).get("/healthz").await;
-        assert_eq!(rsp.status, 200, "{party}: {}", rsp.text);
-        assert!(rsp.headers.contains_key("x-request-id"));
+both_backends!(
+    healthz_answers_over_mtls_with_each_partys_certificate,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        for party in ["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"] {
+            let rsp = gw.client(party).get("/healthz").await;
+            assert_eq!(rsp.status, 200, "{party}: {}", rsp.text);
+            assert!(rsp.headers.contains_key("x-request-id"));
+        }
+        let rsp = gw.auditor().get("/healthz").await;
+        assert_eq!(rsp.status, 200);
+        let rsp = gw.client("fk").get("/readyz").await;
+        assert_eq!(rsp.status, 200);
     }
-    let rsp = gw.auditor().get("/healthz").await;
-    assert_eq!(rsp.status, 200);
-    let rsp = gw.client("fk").get("/readyz").await;
-    assert_eq!(rsp.status, 200);
-});
+);
 
 #[tokio::test]
 async fn a_client_without_certificate_is_refused_in_the_handshake() {
     let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
     let c = Client::new(gw.addr(), &gw.path("pki/ca.pem"), None, None);
     let r = c.try_get("/healthz").await;
-    assert!(r.is_err(), "a request without a client certificate got an answer");
+    assert!(
+        r.is_err(),
+        "a request without a client certificate got an answer"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +109,10 @@ async fn tls_1_1_is_refused() {
     assert!(reply.len() >= 7, "no alert: {reply:?}");
     assert_eq!(reply[0], 0x15, "not an alert record: {reply:?}");
     assert_eq!(reply[5], 2, "not a fatal alert: {reply:?}");
-    assert!([40, 70].contains(&reply[6]), "not handshake_failure/protocol_version: {reply:?}");
+    assert!(
+        [40, 70].contains(&reply[6]),
+        "not handshake_failure/protocol_version: {reply:?}"
+    );
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -125,7 +136,10 @@ fn sign_eddsa(gw: &TestGateway, header: serde_json::Value, claims: serde_json::V
     let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
     let input = format!("{}.{}", b64(&header), b64(&claims));
     let sig = kp.sign(input.as_bytes());
-    format!("{input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref())
+    )
 }
 
 #[tokio::test]
@@ -143,7 +157,10 @@ async fn user_token_attacks_get_401_invalid_token() {
 
     let mut cases: Vec<(&str, String)> = Vec::new();
     // alg: none
-    cases.push(("alg none", format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&user_claims()))));
+    cases.push((
+        "alg none",
+        format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&user_claims())),
+    ));
     // HS256 keyed with the public key (algorithm confusion)
     let public_pem = std::fs::read(gw.path("keys/users-sfk-kalmar-audit.pub.pem")).unwrap();
     let hs = jsonwebtoken::encode(
@@ -154,7 +171,14 @@ async fn user_token_attacks_get_401_invalid_token() {
     .unwrap();
     cases.push(("HS256 with public key", hs));
     // wrong kid
-    cases.push(("wrong kid", sign_eddsa(&gw, json!({"alg": "EdDSA", "kid": "not-this-key"}), user_claims())));
+    cases.push((
+        "wrong kid",
+        sign_eddsa(
+            &gw,
+            json!({"alg": "EdDSA", "kid": "not-this-key"}),
+            user_claims(),
+        ),
+    ));
     // expired beyond the leeway
     let mut c = user_claims();
     c["exp"] = json!(now - 120);
@@ -173,7 +197,10 @@ async fn user_token_attacks_get_401_invalid_token() {
     cases.push(("wrong aud", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
     // signed by another key
     let other = samgate::pki::generate_ed25519().unwrap();
-    let der = pem::parse(other.pkcs8_pem.as_bytes()).unwrap().contents().to_vec();
+    let der = pem::parse(other.pkcs8_pem.as_bytes())
+        .unwrap()
+        .contents()
+        .to_vec();
     let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
     let input = format!("{}.{}", b64(&json!({"alg": "EdDSA"})), b64(&user_claims()));
     let forged = format!(
@@ -197,7 +224,12 @@ async fn user_token_attacks_get_401_invalid_token() {
 #[tokio::test]
 async fn ambiguous_framing_gets_400() {
     let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    let tls = samgate::tls::client_config(&gw.path("pki/ca.pem"), &gw.path("pki/fk.pem"), &gw.path("pki/fk.key")).unwrap();
+    let tls = samgate::tls::client_config(
+        &gw.path("pki/ca.pem"),
+        &gw.path("pki/fk.pem"),
+        &gw.path("pki/fk.key"),
+    )
+    .unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -206,7 +238,10 @@ async fn ambiguous_framing_gets_400() {
     let req = "POST /v1/consents HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
 }
@@ -217,7 +252,11 @@ async fn metrics_count_requests_by_route_and_status() {
     gw.client("fk").get("/healthz").await;
     let rsp = gw.client("fk").get("/metrics").await;
     assert_eq!(rsp.status, 200);
-    assert!(rsp.text.contains("samgate_http_requests_total"), "{}", rsp.text);
+    assert!(
+        rsp.text.contains("samgate_http_requests_total"),
+        "{}",
+        rsp.text
+    );
     assert!(rsp.text.contains("route=\"/healthz\""));
 }
 
@@ -238,7 +277,10 @@ mod config_errors {
         dir
     }
 
-    fn load_modified(dir: &std::path::Path, f: impl FnOnce(String) -> String) -> Result<Config, ConfigError> {
+    fn load_modified(
+        dir: &std::path::Path,
+        f: impl FnOnce(String) -> String,
+    ) -> Result<Config, ConfigError> {
         let path = dir.join("samgate.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, f(text)).unwrap();
@@ -254,7 +296,10 @@ mod config_errors {
     #[test]
     fn an_unknown_key_is_refused_by_name() {
         let dir = init_dir();
-        let err = load_modified(dir.path(), |t| t.replacen("[server]\n", "[server]\nlisten_backlog = 5\n", 1)).unwrap_err();
+        let err = load_modified(dir.path(), |t| {
+            t.replacen("[server]\n", "[server]\nlisten_backlog = 5\n", 1)
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("listen_backlog"), "{err}");
     }
 
@@ -266,7 +311,10 @@ mod config_errors {
         })
         .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("skatteverket") && text.contains(".to"), "{text}");
+        assert!(
+            text.contains("skatteverket") && text.contains(".to"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -275,7 +323,10 @@ mod config_errors {
         std::fs::remove_file(dir.path().join("keys/vault.key")).unwrap();
         let err = Config::load(&dir.path().join("samgate.toml")).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("keys.vault") && text.contains("vault.key"), "{text}");
+        assert!(
+            text.contains("keys.vault") && text.contains("vault.key"),
+            "{text}"
+        );
     }
 
     #[test]

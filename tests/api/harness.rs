@@ -53,7 +53,10 @@ pub async fn postgres_url() -> Option<String> {
 /// A storage URL for a fresh, empty database of the given kind.
 pub async fn fresh_db_url(db: Db, dir: &Path) -> Option<String> {
     match db {
-        Db::Sqlite => Some(format!("sqlite://{}", dir.join("data/samgate.db").display())),
+        Db::Sqlite => Some(format!(
+            "sqlite://{}",
+            dir.join("data/samgate.db").display()
+        )),
         Db::Postgres => {
             let base = postgres_url().await?;
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -76,7 +79,9 @@ pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = LogWriter(buf.clone());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,hyper=info,h2=info,rustls=info,sqlx=warn"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,hyper=info,h2=info,rustls=info,sqlx=warn",
+            ))
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .try_init();
@@ -117,7 +122,10 @@ pub fn assert_logs_clean(numbers: &[&str]) {
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     for n in numbers {
         for form in pnr_forms(n) {
-            assert!(!text.contains(&form), "a log line contains a personnummer form");
+            assert!(
+                !text.contains(&form),
+                "a log line contains a personnummer form"
+            );
         }
     }
 }
@@ -250,7 +258,11 @@ async fn recipient_inbox(
         tokio::time::sleep(reply.delay).await;
     }
     if (200..300).contains(&reply.status) {
-        inner.received.lock().unwrap().push(Received { headers, body });
+        inner
+            .received
+            .lock()
+            .unwrap()
+            .push(Received { headers, body });
     }
     let status = StatusCode::from_u16(reply.status).unwrap();
     match reply.body {
@@ -287,7 +299,12 @@ impl TestGateway {
         let mut recipients = HashMap::new();
         for party in config.parties.iter_mut() {
             if party.endpoint.is_some() {
-                let r = Recipient::start(dir.path(), party.id.as_str(), "127.0.0.1:0".parse().unwrap()).await;
+                let r = Recipient::start(
+                    dir.path(),
+                    party.id.as_str(),
+                    "127.0.0.1:0".parse().unwrap(),
+                )
+                .await;
                 party.endpoint = Some(format!("https://127.0.0.1:{}/inbox", r.addr.port()));
                 recipients.insert(party.id.as_str().to_owned(), r);
             }
@@ -325,7 +342,10 @@ impl TestGateway {
         Client::new(
             self.addr(),
             &self.path("pki/ca.pem"),
-            Some((&self.path(&format!("pki/{party}.pem")), &self.path(&format!("pki/{party}.key")))),
+            Some((
+                &self.path(&format!("pki/{party}.pem")),
+                &self.path(&format!("pki/{party}.key")),
+            )),
             None,
         )
     }
@@ -385,18 +405,27 @@ impl Rsp {
         let j = self.json();
         let t = j["type"].as_str().unwrap_or("");
         assert_eq!(
-            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/problem+json"),
             "not a problem response: {} {}",
             self.status,
             self.text
         );
-        t.strip_prefix("urn:samgate:problem:").unwrap_or("").to_owned()
+        t.strip_prefix("urn:samgate:problem:")
+            .unwrap_or("")
+            .to_owned()
     }
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, ca: &Path, identity: Option<(&Path, &Path)>, bearer: Option<String>) -> Client {
+    pub fn new(
+        addr: SocketAddr,
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        bearer: Option<String>,
+    ) -> Client {
         let tls = match identity {
             Some((cert, key)) => samgate::tls::client_config(ca, cert, key).unwrap(),
             None => {
@@ -404,11 +433,13 @@ impl Client {
                 for c in samgate::tls::load_certs(ca).unwrap() {
                     roots.add(c).unwrap();
                 }
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth()
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
             }
         };
         let http = reqwest::Client::builder()
@@ -431,7 +462,10 @@ impl Client {
     }
 
     pub async fn try_get(&self, path: &str) -> reqwest::Result<Rsp> {
-        let r = self.auth(self.http.get(format!("{}{}", self.base, path))).send().await?;
+        let r = self
+            .auth(self.http.get(format!("{}{}", self.base, path)))
+            .send()
+            .await?;
         Ok(to_rsp(r).await)
     }
 
@@ -444,7 +478,9 @@ impl Client {
     }
 
     pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Rsp {
-        let mut rb = self.auth(self.http.post(format!("{}{}", self.base, path))).json(body);
+        let mut rb = self
+            .auth(self.http.post(format!("{}{}", self.base, path)))
+            .json(body);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
@@ -464,7 +500,11 @@ async fn to_rsp(r: reqwest::Response) -> Rsp {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap_or_default();
-    Rsp { status, headers, text }
+    Rsp {
+        status,
+        headers,
+        text,
+    }
 }
 
 /// Declares a test that runs on SQLite and on PostgreSQL.

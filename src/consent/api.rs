@@ -1,0 +1,265 @@
+//! Consent endpoints (DESIGN §2, §9): record, read, revoke. Every recorded
+//! and revoked consent is an audit record written in the same transaction
+//! as the consent row.
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::model::{self, ConsentRow};
+use crate::audit::record::{action, decision, AuditRecord};
+use crate::auth::Principal;
+use crate::config::Role;
+use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::http::{JsonBody, RequestId};
+use crate::pseudonym::{DOMAIN_AUDIT, DOMAIN_CONSENT};
+use crate::state::AppState;
+use crate::store::Stmt;
+
+/// `POST /v1/consents` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConsent {
+    token: String,
+}
+
+/// `POST /v1/consents/{id}/revocation` body (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The vault rows for a subject in the given domains (idempotent inserts).
+pub fn vault_stmts(
+    state: &AppState,
+    p: &crate::personnummer::Personnummer,
+    domains: &[&str],
+) -> Result<Vec<Stmt>, ApiError> {
+    let mut out = Vec::new();
+    for d in domains {
+        let Some(ps) = state.crypto.pseudonym(d, p) else {
+            continue;
+        };
+        let sealed = state
+            .crypto
+            .vault
+            .seal(d, &ps, p)
+            .map_err(ApiError::internal)?;
+        out.push(
+            Stmt::new(
+                "INSERT INTO vault (domain, pseudonym, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (domain, pseudonym) DO NOTHING",
+            )
+            .text(*d)
+            .text(ps.as_str())
+            .text(sealed.key_id)
+            .blob(sealed.nonce.to_vec())
+            .blob(sealed.ciphertext),
+        );
+    }
+    Ok(out)
+}
+
+fn token_aad(id: &str) -> Vec<u8> {
+    let mut aad = b"consent-token\0".to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+/// `POST /v1/consents` (role intake).
+pub async fn record(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<axum::Extension<RequestId>>,
+    body: JsonBody<RecordConsent>,
+) -> ApiResult<Response> {
+    principal.require(Role::Intake)?;
+    let now = state.clock.now();
+    let token = body.value.token.trim();
+    let vc = state.consents.verify(token, now)?;
+    let id = vc.id.to_string();
+    if model::fetch(&state.store, &id).await?.is_some() {
+        return Err(replayed());
+    }
+    let subject = state.crypto.consent_pseudonym(&vc.subject);
+    let sealed = state
+        .crypto
+        .vault
+        .seal_bytes(&token_aad(&id), token.as_bytes())
+        .map_err(ApiError::internal)?;
+    let now_us = crate::clock::to_us(now);
+    let row = ConsentRow {
+        id: id.clone(),
+        subject: subject.clone(),
+        issuer: vc.issuer.clone(),
+        parties: vc.parties.clone(),
+        purposes: vc.purposes.clone(),
+        categories: vc
+            .categories
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        method: vc.method.clone(),
+        recorded_by: vc.recorded_by.clone(),
+        not_before_us: vc.not_before.saturating_mul(1_000_000),
+        expires_at_us: vc.expires_at.saturating_mul(1_000_000),
+        recorded_at_us: now_us,
+        revoked_at_us: None,
+    };
+    let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let mut effects = vec![Stmt::new(
+        "INSERT INTO consents (id, subject, issuer, key_id, parties, purposes, categories, method, \
+         recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .text(id.clone())
+    .text(subject)
+    .text(vc.issuer.clone())
+    .text(vc.key_id.clone())
+    .text(json(&row.parties))
+    .text(json(&row.purposes))
+    .text(json(&row.categories))
+    .text(row.method.clone())
+    .text(row.recorded_by.clone())
+    .int(row.not_before_us)
+    .int(row.expires_at_us)
+    .int(now_us)
+    .text(sealed.key_id)
+    .blob(sealed.nonce.to_vec())
+    .blob(sealed.ciphertext)];
+    effects.extend(vault_stmts(
+        &state,
+        &vc.subject,
+        &[DOMAIN_CONSENT, DOMAIN_AUDIT],
+    )?);
+    let record = AuditRecord {
+        request_id: rid.map(|r| r.0 .0.clone()),
+        action: action::CONSENT_RECORDED.into(),
+        actor_party: Some(principal.party.to_string()),
+        actor_user: principal.user.clone(),
+        subject: Some(state.crypto.audit_pseudonym(&vc.subject)),
+        consent_id: Some(id.clone()),
+        decision: decision::PERMIT.into(),
+        purpose: row.purposes.first().cloned(),
+        ..AuditRecord::default()
+    };
+    match state.audit.append(record, effects).await {
+        Ok(_) => {}
+        Err(e) if e.is_unique_violation() => return Err(replayed()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(consent.id = %id, "consent recorded");
+    Ok(crate::http::created(row.summary(state.clock.now_us())))
+}
+
+fn replayed() -> ApiError {
+    ApiError::new(
+        ProblemCode::ConsentReplayed,
+        "a consent with this id (jti) is already recorded",
+    )
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ProblemCode::NotFound, "no consent with this id")
+}
+
+/// `GET /v1/consents/{id}` (roles intake, auditor).
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    principal.require_any(&[Role::Intake, Role::Auditor])?;
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(not_found());
+    }
+    let row = model::fetch(&state.store, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(row.summary(state.clock.now_us())).into_response())
+}
+
+/// `POST /v1/consents/{id}/revocation` (role intake). Revoking twice
+/// returns the same summary.
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    principal.require(Role::Intake)?;
+    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let limit = state.config.server.max_body_bytes;
+    let has_body = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    let body: Revocation = if has_body {
+        crate::http::check_json_content_type(req.headers())?;
+        let raw = crate::http::read_body(req.into_body(), limit).await?;
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            Revocation::default()
+        } else {
+            crate::http::parse_json(&raw)?
+        }
+    } else {
+        Revocation::default()
+    };
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(not_found());
+    }
+    let row = model::fetch(&state.store, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    if row.revoked_at_us.is_none() {
+        let now_us = state.clock.now_us();
+        let reason = body.reason.map(|r| r.chars().take(500).collect::<String>());
+        let effect = Stmt::new(
+            "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
+        )
+        .int(now_us)
+        .opt_text(reason)
+        .text(id.clone())
+        .expect_rows();
+        // The audit subject: the consent row only holds the consent-domain
+        // pseudonym; the audit-domain one comes from the vault-free mapping
+        // kept in the consent-recorded record.
+        let subject = audit_subject_of(&state, &row).await?;
+        let record = AuditRecord {
+            request_id: rid,
+            action: action::CONSENT_REVOKED.into(),
+            actor_party: Some(principal.party.to_string()),
+            actor_user: principal.user.clone(),
+            subject,
+            consent_id: Some(id.clone()),
+            decision: decision::PERMIT.into(),
+            reason: Some("withdrawn by the participant".into()),
+            ..AuditRecord::default()
+        };
+        match state.audit.append(record, vec![effect]).await {
+            Ok(_) | Err(crate::audit::log::AppendError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(consent.id = %id, "consent revoked");
+    }
+    let row = model::fetch(&state.store, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(row.summary(state.clock.now_us())).into_response())
+}
+
+/// The audit-domain subject of a consent, from its consent-recorded record.
+async fn audit_subject_of(state: &AppState, row: &ConsentRow) -> Result<Option<String>, ApiError> {
+    let subject: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT subject FROM audit_records WHERE consent_id = $1 AND action = $2 ORDER BY seq LIMIT 1",
+    )
+    .bind(row.id.clone())
+    .bind(action::CONSENT_RECORDED)
+    .fetch_optional(state.store.pool())
+    .await?;
+    Ok(subject.flatten())
+}

@@ -1,0 +1,93 @@
+//! The gateway's key material, loaded once at start (DESIGN §3, §9): the
+//! pseudonym master key (with the domain keys of every party, `audit` and
+//! `consent` derived up front), the vault key, the audit tree-head key and
+//! the delivery signing key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::keys::{self, Ed25519Signer};
+use crate::personnummer::Personnummer;
+use crate::pseudonym::{DomainKey, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT};
+use crate::state::StartError;
+use crate::vault::VaultKey;
+
+/// Loaded keys.
+pub struct Crypto {
+    domains: HashMap<String, DomainKey>,
+    /// AES-256-GCM vault key.
+    pub vault: VaultKey,
+    /// Signs tree heads.
+    pub audit_signer: Arc<Ed25519Signer>,
+    /// Signs `Samgate-Signature`.
+    pub delivery_signer: Arc<Ed25519Signer>,
+}
+
+fn key_err(key: &str, e: impl std::fmt::Display) -> StartError {
+    StartError::Key {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Crypto {
+    /// Loads every key file named by the config (exit 2 on a bad file).
+    pub fn load(config: &Config) -> Result<Crypto, StartError> {
+        let k = &config.keys;
+        let master = PseudonymMaster::new(
+            keys::load_secret32(&k.pseudonym_master)
+                .map_err(|e| key_err("keys.pseudonym_master", e))?,
+        );
+        let vault =
+            VaultKey::new(keys::load_secret32(&k.vault).map_err(|e| key_err("keys.vault", e))?)
+                .map_err(|e| key_err("keys.vault", e))?;
+        let audit_signer = Arc::new(
+            keys::load_ed25519_private(&k.audit_signing)
+                .map_err(|e| key_err("keys.audit_signing", e))?,
+        );
+        let delivery_signer = Arc::new(
+            keys::load_ed25519_private(&k.delivery_signing)
+                .map_err(|e| key_err("keys.delivery_signing", e))?,
+        );
+        let mut domains = HashMap::new();
+        let names = config
+            .parties
+            .iter()
+            .map(|p| p.id.as_str().to_owned())
+            .chain([DOMAIN_AUDIT.to_owned(), DOMAIN_CONSENT.to_owned()]);
+        for name in names {
+            let dk = master
+                .domain(&name)
+                .map_err(|e| key_err("keys.pseudonym_master", e))?;
+            domains.insert(name, dk);
+        }
+        Ok(Crypto {
+            domains,
+            vault,
+            audit_signer,
+            delivery_signer,
+        })
+    }
+
+    /// The pseudonym of `p` in `domain` (a configured party id, `audit` or
+    /// `consent`; every one is derived at start, so `None` means the domain
+    /// is not configured).
+    pub fn pseudonym(&self, domain: &str, p: &Personnummer) -> Option<Pseudonym> {
+        self.domains.get(domain).map(|dk| dk.pseudonymise(p))
+    }
+
+    /// The `audit`-domain pseudonym (the only form in audit records and logs).
+    pub fn audit_pseudonym(&self, p: &Personnummer) -> String {
+        self.pseudonym(DOMAIN_AUDIT, p)
+            .map(|x| x.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The `consent`-domain pseudonym (consents are indexed by it).
+    pub fn consent_pseudonym(&self, p: &Personnummer) -> String {
+        self.pseudonym(DOMAIN_CONSENT, p)
+            .map(|x| x.as_str().to_owned())
+            .unwrap_or_default()
+    }
+}
