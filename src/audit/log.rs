@@ -77,7 +77,7 @@ struct Job {
 }
 
 enum Msg {
-    Append(Job),
+    Append(Box<Job>),
     Head(oneshot::Sender<Result<(), String>>),
 }
 
@@ -137,11 +137,11 @@ impl AuditLog {
     ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Append(Job {
+            .send(Msg::Append(Box::new(Job {
                 record,
                 effects,
                 reply,
-            }))
+            })))
             .await
             .map_err(|_| AppendError::Unavailable("the audit writer has stopped".into()))?;
         rx.await
@@ -181,11 +181,9 @@ impl Writer {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if dirty && last_head.elapsed() >= self.head_interval {
-                        if self.sign_head().await.is_ok() {
-                            dirty = false;
-                            last_head = std::time::Instant::now();
-                        }
+                    if dirty && last_head.elapsed() >= self.head_interval && self.sign_head().await.is_ok() {
+                        dirty = false;
+                        last_head = std::time::Instant::now();
                     }
                     continue;
                 }
@@ -193,7 +191,7 @@ impl Writer {
             let mut jobs = Vec::new();
             let mut heads = Vec::new();
             let push = |m: Msg, jobs: &mut Vec<Job>, heads: &mut Vec<_>| match m {
-                Msg::Append(j) => jobs.push(j),
+                Msg::Append(j) => jobs.push(*j),
                 Msg::Head(h) => heads.push(h),
             };
             push(first, &mut jobs, &mut heads);
