@@ -11,5 +11,6 @@
 
 mod harness;
 
+mod consent;
 mod exchange;
 mod foundation;
