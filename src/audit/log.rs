@@ -392,13 +392,7 @@ async fn lock_state(
         .map_err(|e| e.to_string())?
         .rows_affected();
     if updated == 0 {
-        // First use of this database: create the row (a concurrent instance
-        // doing the same loses on the primary key and retries its batch).
-        sqlx::query("INSERT INTO audit_state (id, tree_size, frontier) VALUES (1, 0, $1)")
-            .bind(Frontier::new().to_bytes())
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| e.to_string())?;
+        return Err("the audit_state row is missing (the migrations create it)".into());
     }
     let (size, bytes): (i64, Vec<u8>) =
         sqlx::query_as("SELECT tree_size, frontier FROM audit_state WHERE id = 1")

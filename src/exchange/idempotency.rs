@@ -8,6 +8,9 @@
 //! [`STALE_CLAIM_SECS`] is taken over: its request died mid-way, before any
 //! result was stored). Server errors (5xx) release the key so the client's
 //! retry runs again.
+//!
+//! The stored response is sealed with the vault key (a sync response can
+//! carry a reply payload with personal data), bound to (party, key).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -106,6 +109,9 @@ pub async fn begin(
     }
     let status =
         StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or(StatusCode::OK);
+    let response = open(state, party, key, &response).ok_or_else(|| {
+        ApiError::internal("a stored idempotent response could not be opened (vault key rotated?)")
+    })?;
     let mut rsp = (status, response).into_response();
     let ct = if status.is_success() {
         "application/json"
@@ -138,7 +144,7 @@ pub async fn finish(
             "UPDATE idempotency_keys SET status = $1, response = $2 WHERE party = $3 AND key = $4",
         )
         .bind(i64::from(status.as_u16()))
-        .bind(body.to_string())
+        .bind(seal(state, party, key, body.to_string().as_bytes()))
         .bind(party.to_string())
         .bind(key.to_owned())
         .execute(state.store.pool())
@@ -156,4 +162,43 @@ pub async fn purge(state: &AppState, max_age_us: i64) {
         .bind(cutoff)
         .execute(state.store.pool())
         .await;
+}
+
+fn aad(party: &PartyId, key: &str) -> Vec<u8> {
+    format!("idempotency\0{party}\0{key}").into_bytes()
+}
+
+/// `<key id>:<base64 nonce>:<base64 ciphertext>`.
+fn seal(state: &AppState, party: &PartyId, key: &str, plain: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match state.crypto.vault.seal_bytes(&aad(party, key), plain) {
+        Ok(s) => format!(
+            "{}:{}:{}",
+            s.key_id,
+            b64.encode(s.nonce),
+            b64.encode(s.ciphertext)
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+fn open(state: &AppState, party: &PartyId, key: &str, stored: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut parts = stored.splitn(3, ':');
+    let key_id = parts.next()?.to_owned();
+    let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
+    let ciphertext = b64.decode(parts.next()?).ok()?;
+    let sealed = crate::vault::Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    };
+    let plain = state
+        .crypto
+        .vault
+        .open_bytes(&aad(party, key), &sealed)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
 }
