@@ -504,3 +504,70 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A TCP proxy in front of PostgreSQL that a test can cut and restore, to
+/// simulate the database becoming unreachable.
+#[derive(Clone)]
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ChaosProxy {
+    pub async fn start(target: SocketAddr) -> ChaosProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, gen2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let my_gen = gen2.load(Ordering::SeqCst);
+                let gen3 = gen2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while gen3.load(Ordering::SeqCst) == my_gen {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {},
+                        _ = watch => {},
+                    }
+                });
+            }
+        });
+        ChaosProxy {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The PostgreSQL URL of `fresh_db_url`, rewritten to go through `proxy`.
+pub fn via_proxy(url: &str, proxy: &ChaosProxy) -> String {
+    url.replace("127.0.0.1:5432", &proxy.addr.to_string())
+}

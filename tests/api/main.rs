@@ -14,3 +14,4 @@ mod harness;
 mod consent;
 mod exchange;
 mod foundation;
+mod scale;
