@@ -25,8 +25,9 @@ use crate::state::AppState;
 use crate::store::{Backend, Stmt};
 use crate::vault::Sealed;
 
-/// How long a claim lasts before another worker may retry the row.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a claim lasts beyond the delivery timeout before another
+/// worker may retry the row (the lease must outlive one attempt).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
@@ -105,7 +106,8 @@ pub async fn run(state: AppState) {
 
 async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
     let now = state.clock.now_us();
-    let until = now + i64::try_from(LEASE.as_micros()).unwrap_or(60_000_000);
+    let lease = state.config.delivery.timeout + LEASE_MARGIN;
+    let until = now + i64::try_from(lease.as_micros()).unwrap_or(60_000_000);
     let sql = match state.store.backend() {
         Backend::Postgres => {
             "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id IN (SELECT exchange_id FROM outbox \

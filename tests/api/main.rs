@@ -12,6 +12,7 @@
 mod harness;
 
 mod consent;
+mod crash;
 mod exchange;
 mod foundation;
 mod scale;
