@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::both_backends;
 use crate::exchange::{now, ALVA};
-use crate::harness::{fresh_db_url, Client, Db, Recipient, Reply};
+use crate::harness::{fresh_db_url, Client, Recipient, Reply};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
