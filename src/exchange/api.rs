@@ -269,7 +269,7 @@ async fn handle(
             let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
                 .int(state.clock.now_us())
                 .text(exchange_id.clone());
-            state.audit.append(record, vec![done]).await?;
+            record_outcome(state, record, vec![done]).await;
             let (reply, reply_withheld) = reply::process(
                 state,
                 ctx,
@@ -297,12 +297,50 @@ async fn handle(
             let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
                 .text(err.to_string())
                 .text(exchange_id.clone());
-            state.audit.append(record, vec![failed]).await?;
+            record_outcome(state, record, vec![failed]).await;
             tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
             Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
                 .with("exchange_id", exchange_id))
         }
     }
+}
+
+/// Records the outcome of a delivery that has already happened. The
+/// decision itself (`exchange-forwarded`) was committed before the message
+/// left; if the outcome cannot be written now (storage just went away), the
+/// caller is still told the truth about the delivery and the record is
+/// retried in the background for up to ten minutes.
+async fn record_outcome(
+    state: &AppState,
+    record: crate::audit::record::AuditRecord,
+    effects: Vec<Stmt>,
+) {
+    if state
+        .audit
+        .append(record.clone(), effects.clone())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            if st
+                .audit
+                .append(record.clone(), effects.clone())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+        tracing::error!(exchange.id = ?record.exchange_id, action = %record.action, "could not record a delivery outcome");
+    });
 }
 
 /// How an identifier travels on a route: revealed, the recipient's

@@ -560,3 +560,68 @@ async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
         }
     }
 }
+
+both_backends!(an_expired_consent_gives_consent_expired, |db| async move {
+    let clock = samgate::clock::OffsetClock::new();
+    let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
+        return;
+    };
+    let mut args = consent_args(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES);
+    args.days = 30;
+    let token = samgate::consent::cli::sign_consent(&args, now()).unwrap();
+    let rsp = gw
+        .client("sfk-kalmar")
+        .post("/v1/consents", &json!({"token": token}))
+        .await;
+    assert_eq!(rsp.status, 201);
+    let id = rsp.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gw.client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await
+            .status,
+        200
+    );
+    clock.advance_secs(31 * 86_400);
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &attendance(ALVA))
+        .await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "consent_expired")
+    );
+    let summary = gw
+        .client("sfk-kalmar")
+        .get(&format!("/v1/consents/{id}"))
+        .await
+        .json();
+    assert_eq!(summary["state"], "expired");
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+});
+
+both_backends!(
+    a_consent_starting_beyond_the_leeway_is_refused,
+    |db| async move {
+        let clock = samgate::clock::OffsetClock::new();
+        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
+            return;
+        };
+        // Recorded "yesterday" by the gateway's clock, valid from the real now.
+        clock.advance_secs(-3600);
+        let token = samgate::consent::cli::sign_consent(
+            &consent_args(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES),
+            now(),
+        )
+        .unwrap();
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post("/v1/consents", &json!({"token": token}))
+            .await;
+        // More than the 60 s leeway before nbf (DESIGN §9): 422.
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (422, "invalid_consent_claims")
+        );
+    }
+);

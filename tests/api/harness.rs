@@ -276,6 +276,22 @@ impl TestGateway {
 
     /// Like [`spawn`], letting the test adjust the configuration first.
     pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Option<TestGateway> {
+        Self::spawn_full(db, adjust, Arc::new(samgate::clock::SystemClock)).await
+    }
+
+    /// Like [`spawn`] with an injected clock (consent expiry without sleeping).
+    pub async fn spawn_clocked(
+        db: Db,
+        clock: Arc<dyn samgate::clock::Clock>,
+    ) -> Option<TestGateway> {
+        Self::spawn_full(db, |_| {}, clock).await
+    }
+
+    async fn spawn_full(
+        db: Db,
+        adjust: impl FnOnce(&mut Config),
+        clock: Arc<dyn samgate::clock::Clock>,
+    ) -> Option<TestGateway> {
         let _ = captured_logs();
         let dir = tempfile::tempdir().unwrap();
         samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
@@ -297,7 +313,9 @@ impl TestGateway {
             }
         }
         adjust(&mut config);
-        let state = AppState::build(config.clone()).await.unwrap();
+        let state = AppState::build_with_clock(config.clone(), clock)
+            .await
+            .unwrap();
         let gw = Gateway::start(state).await.unwrap();
         Some(TestGateway {
             dir,

@@ -35,6 +35,8 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
     assert_eq!(af.post("/v1/exchanges", &attendance()).await.status, 200);
 
     proxy.cut();
+    // Let the pool notice its connections are gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
         let rsp = af.post("/v1/exchanges", &attendance()).await;
         assert_eq!(
@@ -191,4 +193,127 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     assert_eq!(heads.last().unwrap().0 as usize, hashes.len());
     gw2.shutdown().await;
     let _ = now();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() {
+    if crate::harness::postgres_url().await.is_none() {
+        return;
+    }
+    let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
+    let gw2 = samgate::server::Gateway::start(
+        samgate::state::AppState::build(gw.config.clone())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let id = record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+    let ca = gw.path("pki/ca.pem");
+    let af2 = crate::harness::Client::new(
+        gw2.addr,
+        &ca,
+        Some((&gw.path("pki/af.pem"), &gw.path("pki/af.key"))),
+        None,
+    );
+    let intake2 = crate::harness::Client::new(
+        gw2.addr,
+        &ca,
+        Some((
+            &gw.path("pki/sfk-kalmar.pem"),
+            &gw.path("pki/sfk-kalmar.key"),
+        )),
+        None,
+    );
+    // Idempotency: the same key on both instances sends once.
+    let a = gw
+        .client("af")
+        .post_with(
+            "/v1/exchanges",
+            &attendance(),
+            &[("Idempotency-Key", "x-1")],
+        )
+        .await;
+    let b = af2
+        .post_with(
+            "/v1/exchanges",
+            &attendance(),
+            &[("Idempotency-Key", "x-1")],
+        )
+        .await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.json()["exchange_id"], b.json()["exchange_id"]);
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+    // Revocation on instance 2 is effective on instance 1 for the next request.
+    assert_eq!(
+        gw.client("af")
+            .post("/v1/exchanges", &attendance())
+            .await
+            .status,
+        200
+    );
+    let rev = intake2
+        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+        .await;
+    assert_eq!(rev.status, 200);
+    let rsp = gw.client("af").post("/v1/exchanges", &attendance()).await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "consent_revoked")
+    );
+    gw2.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_binary_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+    let cfg = samgate::config::Config::load(&dir.path().join("samgate.toml")).unwrap();
+    let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    let err = samgate::store::Store::open(&cfg.storage).await.unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn secrets_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+    let key = std::fs::read(dir.path().join("keys/pseudonym.key")).unwrap();
+    let var = format!("SAMGATE_TEST_PSEUDONYM_{}", uuid::Uuid::new_v4().simple());
+    std::env::set_var(&var, hex::encode(&key));
+    let path = dir.path().join("samgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "pseudonym_master = \"keys/pseudonym.key\"",
+        &format!("pseudonym_master = \"env:{var}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = samgate::config::Config::load(&path).unwrap();
+    assert_eq!(
+        cfg.keys.pseudonym_master,
+        samgate::config::SecretSource::Env(var.clone())
+    );
+    let from_env = samgate::crypto::Crypto::load(&cfg).unwrap();
+    let mut file_cfg = cfg.clone();
+    file_cfg.keys.pseudonym_master =
+        samgate::config::SecretSource::File(dir.path().join("keys/pseudonym.key"));
+    let from_file = samgate::crypto::Crypto::load(&file_cfg).unwrap();
+    let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+    assert_eq!(from_env.audit_pseudonym(&p), from_file.audit_pseudonym(&p));
+    // An unset variable is a configuration error naming the key.
+    std::env::remove_var(&var);
+    let err = samgate::config::Config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keys.pseudonym_master") && err.contains(&var),
+        "{err}"
+    );
 }
