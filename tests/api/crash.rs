@@ -243,3 +243,63 @@ fn consent_args_for(dir: &std::path::Path) -> samgate::cli::ConsentSignArgs {
         recorded_by: "handlaggare.eva".into(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_signs_a_final_tree_head() {
+    let dir = tempfile::tempdir().unwrap();
+    samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+    let port = free_port();
+    let path = dir.path().join("samgate.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "listen = \"127.0.0.1:8443\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "checkpoint_interval = \"1s\"",
+            "checkpoint_interval = \"1h\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let intake = Client::new(
+        addr,
+        &dir.path().join("pki/ca.pem"),
+        Some((
+            &dir.path().join("pki/sfk-kalmar.pem"),
+            &dir.path().join("pki/sfk-kalmar.key"),
+        )),
+        None,
+    );
+    let mut child = serve(&path);
+    wait_healthy(&intake).await;
+    let token = samgate::consent::cli::sign_consent(&consent_args_for(dir.path()), now()).unwrap();
+    assert_eq!(
+        intake
+            .post("/v1/consents", &json!({"token": token}))
+            .await
+            .status,
+        201
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "serve did not exit 0 on SIGTERM");
+    // The final head covers the consent-recorded record even though the
+    // checkpoint interval (1 h) never elapsed.
+    let cfg = samgate::config::Config::load(&path).unwrap();
+    let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
+    let size: i64 = sqlx::query_scalar("SELECT MAX(tree_size) FROM tree_heads")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(size, records);
+    assert!(records >= 1);
+}
