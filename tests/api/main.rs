@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod cli;
 mod consent;
 mod crash;
 mod exchange;
