@@ -145,8 +145,6 @@ struct RawServer {
     shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
-    #[serde(default)]
-    request_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,8 +302,6 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Request body limit (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Whole-request timeout.
-    pub request_timeout: Duration,
 }
 
 /// `[storage]`.
@@ -688,7 +684,6 @@ impl Validator {
             rate_limit_per_party: s.rate_limit_per_party.unwrap_or(0),
             shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
             max_body_bytes: s.max_body_bytes.unwrap_or(1024 * 1024),
-            request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
         }
     }
 

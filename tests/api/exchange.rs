@@ -239,99 +239,103 @@ both_backends!(exchange_is_denied_after_revocation, |db| async move {
     assert_eq!(denied_records(&gw).await, 1);
 });
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_refusal_is_audited_and_nothing_reaches_the_recipient() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    let af = gw.client("af");
-    let mut expected = 0;
-    let mut check = |status: u16, code: &str, rsp: crate::harness::Rsp| {
-        assert_eq!(rsp.status, status, "{code}: {}", rsp.text);
-        assert_eq!(rsp.problem(), code);
-        expected += 1;
-    };
-    // consent missing
-    check(
-        403,
-        "consent_missing",
-        af.post("/v1/exchanges", &attendance(ALVA)).await,
-    );
-    // consent out of scope: does not name af
-    record_consent(&gw, ALVA, &["fk", "kommun-kalmar"], ALL_CATEGORIES).await;
-    check(
-        403,
-        "consent_scope",
-        af.post("/v1/exchanges", &attendance(ALVA)).await,
-    );
-    // categories: a consent covering none of the route's fields
-    record_consent(&gw, NILS, ALL_PARTIES, &["health"]).await;
-    check(
-        403,
-        "consent_scope",
-        af.post("/v1/exchanges", &attendance(NILS)).await,
-    );
-    // no route
-    let mut m = attendance(ALVA);
-    m["to"] = json!("region-kalmar");
-    check(403, "route_not_allowed", af.post("/v1/exchanges", &m).await);
-    // unknown party / type
-    let mut m = attendance(ALVA);
-    m["to"] = json!("skatteverket");
-    check(422, "unknown_party", af.post("/v1/exchanges", &m).await);
-    let mut m = attendance(ALVA);
-    m["type"] = json!("tax-return");
-    check(422, "unknown_type", af.post("/v1/exchanges", &m).await);
-    // schema violation names the path, never the value
-    let mut m = attendance(ALVA);
-    m["payload"]["attended_hours"] = json!("many");
-    let rsp = af.post("/v1/exchanges", &m).await;
-    assert_eq!(rsp.json()["errors"], json!(["/attended_hours"]));
-    assert!(!rsp.text.contains("many"));
-    check(422, "schema_violation", rsp);
-    // invalid personnummer, not echoed
-    let rsp = af.post("/v1/exchanges", &attendance("200203149829")).await;
-    assert!(!rsp.text.contains("200203149829"));
-    check(422, "invalid_personnummer", rsp);
-    // malformed JSON, wrong envelope, oversized, wrong media type
-    check(
-        400,
-        "malformed_json",
-        af.post_raw("/v1/exchanges", "application/json", b"{\"to\": ".to_vec())
+both_backends!(
+    every_refusal_is_audited_and_nothing_reaches_the_recipient,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let af = gw.client("af");
+        let mut expected = 0;
+        let mut check = |status: u16, code: &str, rsp: crate::harness::Rsp| {
+            assert_eq!(rsp.status, status, "{code}: {}", rsp.text);
+            assert_eq!(rsp.problem(), code);
+            expected += 1;
+        };
+        // consent missing
+        check(
+            403,
+            "consent_missing",
+            af.post("/v1/exchanges", &attendance(ALVA)).await,
+        );
+        // consent out of scope: does not name af
+        record_consent(&gw, ALVA, &["fk", "kommun-kalmar"], ALL_CATEGORIES).await;
+        check(
+            403,
+            "consent_scope",
+            af.post("/v1/exchanges", &attendance(ALVA)).await,
+        );
+        // categories: a consent covering none of the route's fields
+        record_consent(&gw, NILS, ALL_PARTIES, &["health"]).await;
+        check(
+            403,
+            "consent_scope",
+            af.post("/v1/exchanges", &attendance(NILS)).await,
+        );
+        // no route
+        let mut m = attendance(ALVA);
+        m["to"] = json!("region-kalmar");
+        check(403, "route_not_allowed", af.post("/v1/exchanges", &m).await);
+        // unknown party / type
+        let mut m = attendance(ALVA);
+        m["to"] = json!("skatteverket");
+        check(422, "unknown_party", af.post("/v1/exchanges", &m).await);
+        let mut m = attendance(ALVA);
+        m["type"] = json!("tax-return");
+        check(422, "unknown_type", af.post("/v1/exchanges", &m).await);
+        // schema violation names the path, never the value
+        let mut m = attendance(ALVA);
+        m["payload"]["attended_hours"] = json!("many");
+        let rsp = af.post("/v1/exchanges", &m).await;
+        assert_eq!(rsp.json()["errors"], json!(["/attended_hours"]));
+        assert!(!rsp.text.contains("many"));
+        check(422, "schema_violation", rsp);
+        // invalid personnummer, not echoed
+        let rsp = af.post("/v1/exchanges", &attendance("200203149829")).await;
+        assert!(!rsp.text.contains("200203149829"));
+        check(422, "invalid_personnummer", rsp);
+        // malformed JSON, wrong envelope, oversized, wrong media type
+        check(
+            400,
+            "malformed_json",
+            af.post_raw("/v1/exchanges", "application/json", b"{\"to\": ".to_vec())
+                .await,
+        );
+        check(
+            400,
+            "invalid_envelope",
+            af.post("/v1/exchanges", &json!({"to": 5})).await,
+        );
+        check(
+            413,
+            "payload_too_large",
+            af.post_raw(
+                "/v1/exchanges",
+                "application/json",
+                vec![b' '; 1024 * 1024 + 10],
+            )
             .await,
-    );
-    check(
-        400,
-        "invalid_envelope",
-        af.post("/v1/exchanges", &json!({"to": 5})).await,
-    );
-    check(
-        413,
-        "payload_too_large",
-        af.post_raw(
-            "/v1/exchanges",
-            "application/json",
-            vec![b' '; 1024 * 1024 + 10],
-        )
-        .await,
-    );
-    check(
-        415,
-        "unsupported_media_type",
-        af.post_raw("/v1/exchanges", "text/plain", b"{}".to_vec())
-            .await,
-    );
-    // a party without the agency role
-    let rsp = gw.auditor().post("/v1/exchanges", &attendance(ALVA)).await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (403, "forbidden_role")
-    );
+        );
+        check(
+            415,
+            "unsupported_media_type",
+            af.post_raw("/v1/exchanges", "text/plain", b"{}".to_vec())
+                .await,
+        );
+        // a party without the agency role
+        let rsp = gw.auditor().post("/v1/exchanges", &attendance(ALVA)).await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "forbidden_role")
+        );
 
-    for r in gw.recipients.values() {
-        assert!(r.received().is_empty());
+        for r in gw.recipients.values() {
+            assert!(r.received().is_empty());
+        }
+        assert_eq!(denied_records(&gw).await, expected);
+        assert_logs_clean(&[ALVA, NILS]);
     }
-    assert_eq!(denied_records(&gw).await, expected);
-    assert_logs_clean(&[ALVA, NILS]);
-}
+);
 
 both_backends!(
     async_exchange_is_delivered_exactly_once_after_recipient_failures,
@@ -499,30 +503,34 @@ both_backends!(
     }
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_recipient_gives_502_and_a_failed_exchange() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-    gw.recipient("fk").push_reply(Reply {
-        status: 500,
-        ..Reply::default()
-    });
-    let rsp = gw
-        .client("af")
-        .post("/v1/exchanges", &attendance(ALVA))
-        .await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (502, "recipient_failed")
-    );
-    let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-    let st = gw
-        .client("af")
-        .get(&format!("/v1/exchanges/{id}"))
-        .await
-        .json();
-    assert_eq!(st["status"], "failed");
-}
+both_backends!(
+    a_failing_recipient_gives_502_and_a_failed_exchange,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        gw.recipient("fk").push_reply(Reply {
+            status: 500,
+            ..Reply::default()
+        });
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (502, "recipient_failed")
+        );
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let st = gw
+            .client("af")
+            .get(&format!("/v1/exchanges/{id}"))
+            .await
+            .json();
+        assert_eq!(st["status"], "failed");
+    }
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
