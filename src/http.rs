@@ -58,7 +58,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/audit/proof/consistency",
             get(crate::audit::api::consistency),
         )
-        .route("/v1/audit/export", get(crate::audit::api::export))
+        .route("/v1/audit/export", get(crate::audit::export::export))
         .route(
             "/v1/disclosures",
             post(crate::audit::disclosure::disclosures),

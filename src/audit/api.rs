@@ -1,9 +1,8 @@
 //! The auditor API (DESIGN §6, §9): records with filters and cursor pages,
-//! subject search, the signed tree head, inclusion and consistency proofs and
-//! the NDJSON export. Role `auditor` with a named user; every query is itself
+//! subject search, the signed tree head, inclusion and consistency proofs (the
+//! NDJSON export is in `export.rs`). Role `auditor` with a named user; every query is itself
 //! an `audit-query` record, committed before the answer leaves.
 
-use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -20,9 +19,6 @@ use crate::http::{JsonBody, RequestId};
 use crate::personnummer::Personnummer;
 use crate::pseudonym::Pseudonym;
 use crate::state::AppState;
-
-/// Records per database read in the export.
-const EXPORT_PAGE: u64 = 1000;
 
 /// `GET /v1/audit/records` query parameters (all text, parsed below so that
 /// every error is a problem document).
@@ -62,26 +58,18 @@ pub struct ProofParams {
     second: Option<String>,
 }
 
-/// Export query parameters.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ExportParams {
-    from_seq: Option<String>,
-    to_seq: Option<String>,
-}
-
 pub(crate) fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::new(ProblemCode::InvalidEnvelope, detail)
 }
 
-fn params<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn params<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     // The rejection text may quote values; it is not passed on.
     q.map(|Query(p)| p)
         .map_err(|_| bad("the query string has an unknown, repeated or malformed parameter"))
 }
 
 /// A decimal number without sign or leading `+`.
-fn number(name: &str, v: Option<&str>) -> ApiResult<Option<u64>> {
+pub(crate) fn number(name: &str, v: Option<&str>) -> ApiResult<Option<u64>> {
     match v {
         None => Ok(None),
         Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
@@ -265,7 +253,7 @@ pub async fn subject_search(
 }
 
 /// Signs a head covering every committed record and returns the newest.
-async fn fresh_head(state: &AppState) -> ApiResult<query::StoredHead> {
+pub(crate) async fn fresh_head(state: &AppState) -> ApiResult<query::StoredHead> {
     state
         .audit
         .sign_head()
@@ -377,74 +365,4 @@ pub async fn consistency(
         "hashes": hex_list(&hashes),
     }))
     .into_response())
-}
-
-enum Phase {
-    Records(u64),
-    Done,
-}
-
-/// `GET /v1/audit/export?from_seq=&to_seq=`: NDJSON, one record per line,
-/// then `{"tree_head": {...}}`. The query is logged and a head signed
-/// first; the export stops at that head, so a full export (from seq 1)
-/// verifies completely with `samgate audit verify --export`.
-pub async fn export(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
-    q: Result<Query<ExportParams>, QueryRejection>,
-) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
-    let p = params(q)?;
-    let from = number("from_seq", p.from_seq.as_deref())?
-        .unwrap_or(1)
-        .max(1);
-    let to = number("to_seq", p.to_seq.as_deref())?.unwrap_or(u64::MAX);
-    if from > to {
-        return Err(bad("`from_seq` must not be larger than `to_seq`"));
-    }
-    let mut reason = format!("export from_seq={from}");
-    if to != u64::MAX {
-        reason.push_str(&format!(" to_seq={to}"));
-    }
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
-    let head = fresh_head(&state).await?;
-    let end = to.min(head.tree_size);
-    let mut head_line = serde_json::to_vec(&serde_json::json!({ "tree_head": head.to_json() }))
-        .map_err(ApiError::internal)?;
-    head_line.push(b'\n');
-    let store = state.store.clone();
-    let stream = futures::stream::unfold(Phase::Records(from), move |phase| {
-        let store = store.clone();
-        let head_line = head_line.clone();
-        async move {
-            match phase {
-                Phase::Records(next) if next <= end => {
-                    match query::leaves_range(&store, next, end, EXPORT_PAGE).await {
-                        Ok(rows) => {
-                            let Some(last) = rows.last().map(|r| r.seq) else {
-                                return Some((Ok(Bytes::from(head_line)), Phase::Done));
-                            };
-                            let mut buf = Vec::new();
-                            for r in &rows {
-                                if serde_json::to_writer(&mut buf, &query::record_json(r)).is_ok() {
-                                    buf.push(b'\n');
-                                }
-                            }
-                            Some((Ok(Bytes::from(buf)), Phase::Records(last.saturating_add(1))))
-                        }
-                        // Ends the body early: the client sees no tree head line.
-                        Err(e) => Some((Err(e), Phase::Done)),
-                    }
-                }
-                Phase::Records(_) => Some((Ok(Bytes::from(head_line)), Phase::Done)),
-                Phase::Done => None,
-            }
-        }
-    });
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
 }

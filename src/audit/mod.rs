@@ -6,6 +6,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod cli;
 pub mod disclosure;
+pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod proof;

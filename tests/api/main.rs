@@ -12,5 +12,6 @@
 mod harness;
 
 mod audit;
+mod audit_proofs;
 mod audit_verify;
 mod foundation;
