@@ -15,4 +15,5 @@ mod consent;
 mod crash;
 mod exchange;
 mod foundation;
+mod openapi;
 mod scale;
