@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/v1/keys", get(jwks))
+        .route("/openapi.json", get(openapi))
         .route("/v1/exchanges", post(crate::exchange::api::post))
         .route("/v1/exchanges/{id}", get(crate::exchange::api::get))
         .route("/v1/consents", post(crate::consent::api::record))
@@ -86,6 +87,16 @@ pub fn ops_router(state: AppState) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(ProblemCode::NotFound, "no such resource")
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of this API, the
+/// repository's `openapi.json` compiled in (any authenticated party).
+async fn openapi() -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
 }
 
 /// `GET /v1/keys`: the gateway's public keys as a JWKS (DESIGN §9): the

@@ -19,5 +19,6 @@ mod consent;
 mod crash;
 mod exchange;
 mod foundation;
+mod openapi;
 mod routes;
 mod scale;
