@@ -1,5 +1,6 @@
 //! Consent and exchange, end to end against real recipients.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -630,6 +631,84 @@ both_backends!(
         assert_eq!(
             (rsp.status, rsp.problem().as_str()),
             (422, "invalid_consent_claims")
+        );
+    }
+);
+
+both_backends!(
+    a_disclosure_extract_lists_only_that_participants_exchanges,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        let af = gw.client("af");
+        assert_eq!(
+            af.post("/v1/exchanges", &attendance(ALVA)).await.status,
+            200
+        );
+        assert_eq!(
+            af.post("/v1/exchanges", &attendance(NILS)).await.status,
+            200
+        );
+        let mut denied = attendance(ALVA);
+        denied["to"] = json!("region-kalmar");
+        assert_eq!(af.post("/v1/exchanges", &denied).await.status, 403);
+
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post("/v1/disclosures", &json!({"personnummer": "20020314-9828"}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        for n in [ALVA, NILS] {
+            for form in pnr_forms(n) {
+                assert!(!rsp.text.contains(&form));
+            }
+        }
+        let body = rsp.json();
+        let list = body["disclosures"].as_array().unwrap();
+        let alva_audit = gw
+            .state()
+            .crypto
+            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(ALVA).unwrap());
+        assert_eq!(body["subject"], json!(alva_audit));
+        // Forwarded + delivered for the attendance report, and the denial.
+        assert!(list.len() >= 3, "{list:?}");
+        assert!(list
+            .iter()
+            .any(|d| d["decision"] == "deny" && d["to"] == "region-kalmar"));
+        assert!(list.iter().any(|d| d["to"] == "fk"
+            && d["forwarded"]
+                == json!(["/absence_reason_category", "/attended_hours", "/period"])));
+        let times: Vec<&str> = list.iter().map(|d| d["time"].as_str().unwrap()).collect();
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(times, sorted, "not newest first");
+        // Nils's exchange is not in Alva's extract.
+        let nils_audit = gw
+            .state()
+            .crypto
+            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(NILS).unwrap());
+        let nils_ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
+                .bind(nils_audit)
+                .fetch_all(gw.state().store.pool())
+                .await
+                .unwrap();
+        assert_eq!(nils_ids.len(), 1);
+        let alva_ids: BTreeSet<String> = list
+            .iter()
+            .map(|d| d["exchange_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(!alva_ids.contains(&nils_ids[0]));
+        let rsp = gw
+            .client("af")
+            .post("/v1/disclosures", &json!({"personnummer": ALVA}))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "forbidden_role")
         );
     }
 );
