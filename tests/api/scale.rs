@@ -191,6 +191,13 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
         );
     }
     assert_eq!(heads.last().unwrap().0 as usize, hashes.len());
+    // And the offline verifier agrees.
+    let origin = format!("samgate/{}", gw.config.server.deployment_id);
+    let key = gw.state().crypto.audit_signer.public_key();
+    let summary = samgate::audit::verify::verify_store(&gw.state().store, &origin, key)
+        .await
+        .unwrap();
+    assert_eq!(summary.records as usize, hashes.len());
     gw2.shutdown().await;
     let _ = now();
 }
