@@ -1,0 +1,591 @@
+//! The story (DOMAIN §3, §7): consents recorded at referral, then the
+//! exchanges of Alva's path through the team, Nils's withdrawal and the
+//! denial that follows, Berit's protected identity, two default denials and
+//! the statistics, each sent through `POST /v1/exchanges` by the sending
+//! party's own mTLS client.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::client::Rsp;
+use super::explain::{self, Explainer};
+use super::out::Out;
+use super::setup::{Deployment, INTAKE};
+use super::{DemoError, Tally};
+use crate::clock::Clock;
+use crate::personnummer::Personnummer;
+
+/// Numbered steps in the whole demo (story and audit), for the progress
+/// counter.
+pub const STEPS: usize = 26;
+
+/// A demo persona (DOMAIN §7; fictional, Luhn-valid numbers).
+#[derive(Clone, Copy)]
+pub struct Persona {
+    /// First name, as the output names them.
+    pub name: &'static str,
+    /// Family name.
+    pub family: &'static str,
+    /// The identity number (never printed: see [`Persona::masked`]).
+    pub number: &'static str,
+}
+
+impl Persona {
+    /// `Alva (20020314-****)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.name, self.masked())
+    }
+
+    /// The masked number.
+    pub fn masked(&self) -> String {
+        Personnummer::parse(self.number)
+            .map(|p| p.masked())
+            .unwrap_or_else(|_| "invalid number".to_owned())
+    }
+}
+
+/// Alva Exempeldotter, referred by FK.
+pub const ALVA: Persona = Persona {
+    name: "Alva",
+    family: "Exempeldotter",
+    number: "200203149828",
+};
+/// Nils Exempelsson, referred by the municipality; withdraws.
+pub const NILS: Persona = Persona {
+    name: "Nils",
+    family: "Exempelsson",
+    number: "200011029915",
+};
+/// Berit Provsson, protected identity.
+pub const BERIT: Persona = Persona {
+    name: "Berit",
+    family: "Provsson",
+    number: "198209239865",
+};
+/// Omar Demosson (samordningsnummer), who has given no consent here.
+pub const OMAR: Persona = Persona {
+    name: "Omar",
+    family: "Demosson",
+    number: "199905679933",
+};
+
+const REHAB: &str = "samordnad-rehabilitering";
+const FOLLOW_UP: &str = "uppfoljning";
+const PARTIES: [&str; 5] = ["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
+
+/// What a step should end in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Delivered,
+    Denied(&'static str),
+    /// Either is a correct reading of the contract (shown, not judged).
+    Either,
+}
+
+/// One exchange of the story.
+struct Ex {
+    from: &'static str,
+    to: &'static str,
+    ty: &'static str,
+    purpose: &'static str,
+    who: Option<Persona>,
+    payload: Value,
+    expect: Expect,
+    why: &'static str,
+}
+
+struct Play<'a> {
+    d: &'a Deployment,
+    out: &'a Out,
+    tally: &'a mut Tally,
+    explain: Explainer<'a>,
+    exchanges_missing: bool,
+    consents: BTreeMap<&'static str, String>,
+}
+
+/// Plays the story. Only transport failures end it early.
+pub async fn play(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), DemoError> {
+    let mut p = Play {
+        d,
+        out,
+        tally,
+        explain: Explainer::new(&d.config),
+        exchanges_missing: false,
+        consents: BTreeMap::new(),
+    };
+    let all: Vec<&str> = crate::schema::Category::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    out.chapter("1. Consent at referral: the participant signs, the remissgrupp records it");
+    p.consent(ALVA, &all, "written consent at referral").await?;
+    p.consent(NILS, &all, "written consent at referral").await?;
+    let no_contact: Vec<&str> = all.iter().copied().filter(|c| *c != "contact").collect();
+    p.consent(
+        BERIT,
+        &no_contact,
+        "protected identity: contact data is left out",
+    )
+    .await?;
+
+    out.chapter("2. Alva's path through the team");
+    for ex in alva_path() {
+        p.exchange(ex).await?;
+    }
+
+    out.chapter("3. Nils takes part for two months, then withdraws his consent");
+    p.exchange(referral(NILS, "kommun-kalmar", "KK-REM-2025-0032"))
+        .await?;
+    p.exchange(Ex {
+        why: "his first monthly attendance report",
+        ..attendance(NILS, "kommun-kalmar", Expect::Delivered)
+    })
+    .await?;
+    p.revoke(NILS).await?;
+    p.exchange(Ex {
+        why: "the next report after the withdrawal must not leave the gateway",
+        ..attendance(NILS, "kommun-kalmar", Expect::Denied("consent_revoked"))
+    })
+    .await?;
+
+    out.chapter("4. Berit has a protected identity: her consent leaves out contact data");
+    p.exchange(Ex {
+        expect: Expect::Either,
+        why: "contact fields are not covered by her consent",
+        ..referral(BERIT, "kommun-kalmar", "KK-REM-2025-0051")
+    })
+    .await?;
+
+    out.chapter("5. Default deny");
+    p.exchange(Ex {
+        from: "af",
+        to: "region-kalmar",
+        ty: "medical-certificate",
+        purpose: REHAB,
+        who: Some(ALVA),
+        payload: example("medical-certificate"),
+        expect: Expect::Denied("route_not_allowed"),
+        why: "no route lets AF send medical certificates",
+    })
+    .await?;
+    p.exchange(Ex {
+        why: "Omar has given no consent here",
+        ..attendance(OMAR, "af", Expect::Denied("consent_missing"))
+    })
+    .await?;
+
+    out.chapter("6. Statistics for the samordningsförbund (SUS): aggregates, no person");
+    p.exchange(Ex {
+        from: "kommun-kalmar",
+        to: "sfk-kalmar",
+        ty: "statistics-report",
+        purpose: "statistik",
+        who: None,
+        payload: example("statistics-report"),
+        expect: Expect::Delivered,
+        why: "no subject, so no consent is needed",
+    })
+    .await?;
+    Ok(())
+}
+
+fn alva_path() -> Vec<Ex> {
+    let ex = |from, to, ty, purpose, why| Ex {
+        from,
+        to,
+        ty,
+        purpose,
+        who: Some(ALVA),
+        payload: example(ty),
+        expect: Expect::Delivered,
+        why,
+    };
+    vec![
+        referral(ALVA, "fk", "FK-REM-2025-0417"),
+        ex(
+            "fk",
+            "sfk-kalmar",
+            "benefit-status",
+            REHAB,
+            "FK's papers for the group meeting",
+        ),
+        ex(
+            "kommun-kalmar",
+            "fk",
+            "work-capacity-assessment",
+            REHAB,
+            "one assessment by the team...",
+        ),
+        ex(
+            "kommun-kalmar",
+            "af",
+            "work-capacity-assessment",
+            REHAB,
+            "...to both FK and AF",
+        ),
+        ex(
+            "kommun-kalmar",
+            "region-kalmar",
+            "rehabilitation-plan",
+            REHAB,
+            "the team doctor's case review sees a pseudonym",
+        ),
+        Ex {
+            why: "hours attended in the group mornings",
+            ..attendance(ALVA, "af", Expect::Delivered)
+        },
+        Ex {
+            why: "the team's monthly report to the referring officer",
+            ..attendance(ALVA, "kommun-kalmar", Expect::Delivered)
+        },
+        ex(
+            "region-kalmar",
+            "fk",
+            "medical-certificate",
+            REHAB,
+            "FK decides on benefits and gets the diagnoses",
+        ),
+        ex(
+            "region-kalmar",
+            "af",
+            "medical-certificate",
+            REHAB,
+            "AF gets only limitations and hours",
+        ),
+        ex(
+            "kommun-kalmar",
+            "fk",
+            "closure",
+            REHAB,
+            "closed after 10 months: studies",
+        ),
+        ex(
+            "kommun-kalmar",
+            "fk",
+            "follow-up",
+            FOLLOW_UP,
+            "six months after closure",
+        ),
+    ]
+}
+
+/// A referral of `who` from `from` to the remissgrupp, built on the example.
+fn referral(who: Persona, from: &'static str, id: &str) -> Ex {
+    let mut payload = example("referral");
+    if let Some(o) = payload.as_object_mut() {
+        // The decision fields belong to the group's reply, not the referral.
+        o.remove("decision");
+        o.remove("suggested_measure");
+        o.insert("referral_id".into(), json!(id));
+        o.insert("subject".into(), json!(who.number));
+        o.insert("given_name".into(), json!(who.name));
+        o.insert("family_name".into(), json!(who.family));
+        if who.name == NILS.name {
+            o.insert("lss_decision".into(), json!(true));
+            o.insert("reason_for_referral".into(), json!("Aktivitetsersättning and daglig verksamhet under LSS; wants to try work training."));
+        }
+        if who.name == BERIT.name {
+            o.insert(
+                "income_source".into(),
+                json!(["sjukpenning", "forsorjningsstod"]),
+            );
+            o.insert("diagnosis_documented".into(), json!(false));
+        }
+    }
+    Ex {
+        from,
+        to: INTAKE,
+        ty: "referral",
+        purpose: REHAB,
+        who: Some(who),
+        payload,
+        expect: Expect::Delivered,
+        why: "the referral to the remissgrupp, which answers with its decision",
+    }
+}
+
+fn attendance(who: Persona, from: &'static str, expect: Expect) -> Ex {
+    Ex {
+        from,
+        to: "fk",
+        ty: "attendance-report",
+        purpose: REHAB,
+        who: Some(who),
+        payload: example("attendance-report"),
+        expect,
+        why: "",
+    }
+}
+
+/// The built-in example payload of a type (an empty object if missing).
+fn example(ty: &str) -> Value {
+    crate::schema::builtin_example(ty)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+impl Play<'_> {
+    fn unavailable(&mut self, what: &str, rsp: &Rsp) {
+        self.out.warn(&format!(
+            "{what} is not available yet in this build ({}): skipped",
+            rsp.reason()
+        ));
+        if !self.tally.unavailable.iter().any(|u| u == what) {
+            self.tally.unavailable.push(what.to_owned());
+        }
+    }
+
+    fn surprise(&mut self, text: String) {
+        self.out
+            .warn(&format!("not what the story expects: {text}"));
+        self.tally.surprises.push(text);
+    }
+
+    async fn consent(
+        &mut self,
+        who: Persona,
+        categories: &[&str],
+        note: &str,
+    ) -> Result<(), DemoError> {
+        self.out.step(&format!(
+            "{INTAKE} records the consent of {} ({note})",
+            who.label()
+        ));
+        let args = crate::cli::ConsentSignArgs {
+            key: self.d.path().join("keys/issuer-sfk-kalmar-intake.pem"),
+            issuer: "sfk-kalmar-intake".into(),
+            key_id: crate::init::CONSENT_ISSUER_KEY_ID.into(),
+            subject: who.number.into(),
+            parties: PARTIES.iter().map(|s| (*s).to_owned()).collect(),
+            purposes: vec![REHAB.into(), FOLLOW_UP.into()],
+            categories: categories.iter().map(|s| (*s).to_owned()).collect(),
+            days: 700,
+            method: "written".into(),
+            recorded_by: "remissgrupp.kalmar".into(),
+        };
+        let now = crate::clock::SystemClock.now().unix_timestamp();
+        let token = crate::consent::cli::sign_consent(&args, now).map_err(DemoError::Setup)?;
+        let rsp = self
+            .d
+            .client(INTAKE)?
+            .post("/v1/consents", &json!({ "token": token }))
+            .await?;
+        if rsp.unavailable() {
+            self.unavailable("POST /v1/consents", &rsp);
+            return Ok(());
+        }
+        if rsp.status != 201 {
+            self.out.denied("refused", &rsp.reason());
+            self.surprise(format!(
+                "consent for {} was refused: {}",
+                who.name,
+                rsp.reason()
+            ));
+            return Ok(());
+        }
+        let s = &rsp.json;
+        let id = s.get("id").and_then(Value::as_str).unwrap_or_default();
+        self.out.ok(
+            "recorded",
+            &format!(
+                "consent {id} ({}), method {}, signed by sfk-kalmar-intake",
+                s.get("state").and_then(Value::as_str).unwrap_or("?"),
+                s.get("method").and_then(Value::as_str).unwrap_or("?"),
+            ),
+        );
+        self.out.line(&format!(
+            "between {}; for {}",
+            explain::strings(s, "parties").join(", "),
+            explain::strings(s, "purposes").join(", ")
+        ));
+        self.out.note(&format!(
+            "stored under the consent-domain {}, not the personnummer",
+            explain::identifier(s.get("subject"))
+        ));
+        self.consents.insert(who.name, id.to_owned());
+        self.tally.as_expected += 1;
+        Ok(())
+    }
+
+    async fn revoke(&mut self, who: Persona) -> Result<(), DemoError> {
+        self.out.step(&format!(
+            "{} withdraws: {INTAKE} revokes the consent",
+            who.label()
+        ));
+        let Some(id) = self.consents.get(who.name).cloned() else {
+            self.out
+                .warn("no consent was recorded, so there is nothing to revoke");
+            return Ok(());
+        };
+        let rsp = self
+            .d
+            .client(INTAKE)?
+            .post(
+                &format!("/v1/consents/{id}/revocation"),
+                &json!({ "reason": "the participant withdrew" }),
+            )
+            .await?;
+        if rsp.unavailable() {
+            self.unavailable("POST /v1/consents/{id}/revocation", &rsp);
+        } else if rsp.status == 200 {
+            let state = rsp.json.get("state").and_then(Value::as_str).unwrap_or("?");
+            self.out
+                .ok("revoked", &format!("consent {id} is now {state}"));
+            self.tally.as_expected += 1;
+        } else {
+            self.out.denied("refused", &rsp.reason());
+            self.surprise(format!(
+                "revocation for {} failed: {}",
+                who.name,
+                rsp.reason()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn exchange(&mut self, ex: Ex) -> Result<(), DemoError> {
+        let about = ex
+            .who
+            .map(|w| format!("about {}", w.label()))
+            .unwrap_or_else(|| "about no one (aggregate)".to_owned());
+        self.out
+            .step(&format!("{} → {}: {} {about}", ex.from, ex.to, ex.ty));
+        let mode = self.explain.subject_mode(ex.from, ex.to, ex.ty, ex.purpose);
+        let mut why = match mode {
+            Some(mode) => format!("purpose {}; subject {mode} by the route", ex.purpose),
+            None => format!("purpose {}; no route", ex.purpose),
+        };
+        if !ex.why.is_empty() {
+            why = format!("{}; {why}", ex.why);
+        }
+        self.out.note(&why);
+        if self.exchanges_missing {
+            self.out
+                .note("skipped: the exchange API is not available yet");
+            return Ok(());
+        }
+        let mut body = json!({
+            "to": ex.to, "type": ex.ty, "purpose": ex.purpose,
+            "delivery": "sync", "payload": ex.payload,
+        });
+        if let (Some(w), Some(o)) = (ex.who, body.as_object_mut()) {
+            o.insert("subject".into(), json!(w.number));
+        }
+        self.out.progress("sending over mTLS");
+        let rsp = self.d.client(ex.from)?.post("/v1/exchanges", &body).await?;
+        if rsp.unavailable() {
+            self.exchanges_missing = true;
+            self.unavailable("POST /v1/exchanges", &rsp);
+            return Ok(());
+        }
+        if rsp.status == 200 {
+            self.delivered(&ex, &rsp);
+            if matches!(ex.expect, Expect::Denied(_)) {
+                self.surprise(format!("{} {} → {} was delivered", ex.ty, ex.from, ex.to));
+            } else {
+                self.tally.as_expected += 1;
+            }
+            return Ok(());
+        }
+        let code = rsp.problem().unwrap_or("").to_owned();
+        self.out.denied("denied", &rsp.reason());
+        match ex.expect {
+            Expect::Denied(want) if want == code => self.tally.as_expected += 1,
+            Expect::Either if rsp.status == 403 => self.tally.as_expected += 1,
+            _ => self.surprise(format!(
+                "{} {} → {}: {}",
+                ex.ty,
+                ex.from,
+                ex.to,
+                rsp.reason()
+            )),
+        }
+        Ok(())
+    }
+
+    fn delivered(&self, ex: &Ex, rsp: &Rsp) {
+        let r = &rsp.json;
+        let id = r.get("exchange_id").and_then(Value::as_str).unwrap_or("?");
+        let status = r.get("status").and_then(Value::as_str).unwrap_or("?");
+        self.out.ok(status, &format!("exchange {id}"));
+        match self.d.inboxes.get(ex.to).and_then(|i| i.delivery(id)) {
+            Some(got) => {
+                let signed = if got.signed {
+                    "signed (Samgate-Signature)"
+                } else {
+                    "unsigned"
+                };
+                self.out.line(&format!(
+                    "{} received: subject {}, {signed}",
+                    ex.to,
+                    explain::identifier(got.body.get("subject"))
+                ));
+                let payload = got.body.get("payload");
+                self.out.line(&format!(
+                    "  fields {}",
+                    explain::list(&explain::fields(payload))
+                ));
+                if let Some(v) = payload.and_then(|p| p.get("subject")) {
+                    self.out.line(&format!(
+                        "  payload /subject: {}",
+                        explain::identifier(Some(v))
+                    ));
+                }
+            }
+            None => self
+                .out
+                .warn(&format!("{} has no record of this exchange", ex.to)),
+        }
+        self.withheld(
+            ex.from,
+            ex.to,
+            ex.ty,
+            ex.purpose,
+            &explain::strings(r, "withheld"),
+        );
+        match r.get("reply") {
+            Some(reply) if reply.is_object() => {
+                let ty = reply.get("type").and_then(Value::as_str).unwrap_or("?");
+                let p = reply.get("payload").cloned().unwrap_or(Value::Null);
+                let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+                self.out.ok(
+                    "reply",
+                    &format!(
+                        "{} → {}: {ty}: decision {}, suggested measure {}",
+                        ex.to,
+                        ex.from,
+                        field("decision"),
+                        field("suggested_measure")
+                    ),
+                );
+                self.withheld(
+                    ex.to,
+                    ex.from,
+                    ty,
+                    ex.purpose,
+                    &explain::strings(reply, "withheld"),
+                );
+            }
+            _ if r.get("reply_withheld").and_then(Value::as_bool) == Some(true) => {
+                self.out
+                    .note("the recipient's reply was withheld: no route back");
+            }
+            _ => {}
+        }
+    }
+
+    fn withheld(&self, from: &str, to: &str, ty: &str, purpose: &str, withheld: &[String]) {
+        let mut by_reason: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for w in withheld {
+            by_reason
+                .entry(self.explain.why(from, to, ty, purpose, w))
+                .or_default()
+                .push(w.clone());
+        }
+        for (reason, fields) in by_reason {
+            self.out
+                .line(&format!("withheld {}: {reason}", fields.join(", ")));
+        }
+    }
+}
