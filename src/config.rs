@@ -145,8 +145,6 @@ struct RawServer {
     shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
-    #[serde(default)]
-    request_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,8 +302,6 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Request body limit (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Whole-request timeout.
-    pub request_timeout: Duration,
 }
 
 /// `[storage]`.
@@ -319,13 +315,24 @@ pub struct StorageConfig {
     pub acquire_timeout: Duration,
 }
 
+/// Where a 32-byte secret comes from: a file of 32 raw bytes (mode 0600),
+/// or, written `"env:NAME"` in the config, an environment variable holding
+/// 64 hex characters (for deployments that inject secrets that way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A key file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
 /// `[keys]`: absolute paths of the key files.
 #[derive(Debug, Clone)]
 pub struct KeyPaths {
     /// 32 raw bytes: the pseudonym master key.
-    pub pseudonym_master: PathBuf,
+    pub pseudonym_master: SecretSource,
     /// 32 raw bytes: AES-256-GCM vault key.
-    pub vault: PathBuf,
+    pub vault: SecretSource,
     /// Ed25519 PKCS#8 PEM: signs tree heads.
     pub audit_signing: PathBuf,
     /// Ed25519 PKCS#8 PEM: signs `Samgate-Signature`.
@@ -555,12 +562,25 @@ impl Validator {
         full
     }
 
+    /// A secret: `env:NAME` (the variable must be set) or a file.
+    fn secret(&mut self, key: &str, p: &Path) -> SecretSource {
+        match p.to_str().and_then(|s| s.strip_prefix("env:")) {
+            Some(var) => {
+                if std::env::var_os(var).is_none() {
+                    self.issue(key, format!("environment variable {var} is not set"));
+                }
+                SecretSource::Env(var.to_owned())
+            }
+            None => SecretSource::File(self.file(key, p)),
+        }
+    }
+
     fn validate(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let storage = self.storage(raw.storage);
         let keys = KeyPaths {
-            pseudonym_master: self.file("keys.pseudonym_master", &raw.keys.pseudonym_master),
-            vault: self.file("keys.vault", &raw.keys.vault),
+            pseudonym_master: self.secret("keys.pseudonym_master", &raw.keys.pseudonym_master),
+            vault: self.secret("keys.vault", &raw.keys.vault),
             audit_signing: self.file("keys.audit_signing", &raw.keys.audit_signing),
             delivery_signing: self.file("keys.delivery_signing", &raw.keys.delivery_signing),
         };
@@ -664,7 +684,6 @@ impl Validator {
             rate_limit_per_party: s.rate_limit_per_party.unwrap_or(0),
             shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
             max_body_bytes: s.max_body_bytes.unwrap_or(1024 * 1024),
-            request_timeout: s.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, SecretSource};
 use crate::keys::{self, Ed25519Signer};
 use crate::personnummer::Personnummer;
 use crate::pseudonym::{DomainKey, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT};
@@ -36,12 +36,10 @@ impl Crypto {
     pub fn load(config: &Config) -> Result<Crypto, StartError> {
         let k = &config.keys;
         let master = PseudonymMaster::new(
-            keys::load_secret32(&k.pseudonym_master)
-                .map_err(|e| key_err("keys.pseudonym_master", e))?,
+            load_secret(&k.pseudonym_master).map_err(|e| key_err("keys.pseudonym_master", e))?,
         );
-        let vault =
-            VaultKey::new(keys::load_secret32(&k.vault).map_err(|e| key_err("keys.vault", e))?)
-                .map_err(|e| key_err("keys.vault", e))?;
+        let vault = VaultKey::new(load_secret(&k.vault).map_err(|e| key_err("keys.vault", e))?)
+            .map_err(|e| key_err("keys.vault", e))?;
         let audit_signer = Arc::new(
             keys::load_ed25519_private(&k.audit_signing)
                 .map_err(|e| key_err("keys.audit_signing", e))?,
@@ -89,5 +87,12 @@ impl Crypto {
         self.pseudonym(DOMAIN_CONSENT, p)
             .map(|x| x.as_str().to_owned())
             .unwrap_or_default()
+    }
+}
+
+fn load_secret(src: &SecretSource) -> Result<keys::Secret32, keys::KeyError> {
+    match src {
+        SecretSource::File(p) => keys::load_secret32(p),
+        SecretSource::Env(var) => keys::load_secret32_env(var),
     }
 }

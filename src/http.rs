@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/v1/keys", get(jwks))
+        .route("/v1/exchanges", post(crate::exchange::api::post))
+        .route("/v1/exchanges/{id}", get(crate::exchange::api::get))
         .route("/v1/consents", post(crate::consent::api::record))
         .route("/v1/consents/{id}", get(crate::consent::api::get))
         .route(

@@ -15,6 +15,7 @@ pub mod consent;
 pub mod crypto;
 pub mod demo;
 pub mod error;
+pub mod exchange;
 pub mod framing;
 pub mod http;
 pub mod init;

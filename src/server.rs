@@ -78,6 +78,10 @@ impl Gateway {
             }
         };
 
+        let worker = tokio::spawn(crate::exchange::outbox::run(state.clone()));
+        if let Ok(mut bg) = state.background.lock() {
+            bg.push(worker);
+        }
         let app = crate::http::router(state.clone());
         let grace = cfg.shutdown_grace;
         let task = tokio::spawn(accept_loop(

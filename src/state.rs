@@ -66,6 +66,10 @@ pub struct Inner {
     pub consents: ConsentVerifier,
     /// The audit log writer.
     pub audit: AuditLog,
+    /// The outbound HTTPS client towards recipients (pooled).
+    pub delivery_client: reqwest::Client,
+    /// Wakes the outbox worker when an async exchange is committed.
+    pub outbox_notify: tokio::sync::Notify,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -117,6 +121,7 @@ impl AppState {
             key: "consent_issuer".into(),
             reason,
         })?;
+        let delivery_client = crate::exchange::deliver::client(&config)?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
         let signer = Arc::new(HeadSigner {
@@ -142,6 +147,8 @@ impl AppState {
                 schemas,
                 consents,
                 audit,
+                delivery_client,
+                outbox_notify: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
             }),

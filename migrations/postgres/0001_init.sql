@@ -9,6 +9,8 @@ CREATE TABLE audit_state (
     tree_size BIGINT  NOT NULL,
     frontier  BYTEA    NOT NULL
 );
+-- The empty tree: size 0, frontier = 8-byte big-endian size and no hashes.
+INSERT INTO audit_state (id, tree_size, frontier) VALUES (1, 0, '\x0000000000000000'::bytea);
 
 CREATE TABLE audit_records (
     seq         BIGINT PRIMARY KEY,

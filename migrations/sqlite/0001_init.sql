@@ -9,6 +9,8 @@ CREATE TABLE audit_state (
     tree_size BIGINT  NOT NULL,
     frontier  BLOB    NOT NULL
 );
+-- The empty tree: size 0, frontier = 8-byte big-endian size and no hashes.
+INSERT INTO audit_state (id, tree_size, frontier) VALUES (1, 0, X'0000000000000000');
 
 CREATE TABLE audit_records (
     seq         BIGINT PRIMARY KEY,

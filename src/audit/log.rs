@@ -77,7 +77,7 @@ struct Job {
 }
 
 enum Msg {
-    Append(Job),
+    Append(Box<Job>),
     Head(oneshot::Sender<Result<(), String>>),
 }
 
@@ -137,11 +137,11 @@ impl AuditLog {
     ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Append(Job {
+            .send(Msg::Append(Box::new(Job {
                 record,
                 effects,
                 reply,
-            }))
+            })))
             .await
             .map_err(|_| AppendError::Unavailable("the audit writer has stopped".into()))?;
         rx.await
@@ -181,11 +181,9 @@ impl Writer {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if dirty && last_head.elapsed() >= self.head_interval {
-                        if self.sign_head().await.is_ok() {
-                            dirty = false;
-                            last_head = std::time::Instant::now();
-                        }
+                    if dirty && last_head.elapsed() >= self.head_interval && self.sign_head().await.is_ok() {
+                        dirty = false;
+                        last_head = std::time::Instant::now();
                     }
                     continue;
                 }
@@ -193,7 +191,7 @@ impl Writer {
             let mut jobs = Vec::new();
             let mut heads = Vec::new();
             let push = |m: Msg, jobs: &mut Vec<Job>, heads: &mut Vec<_>| match m {
-                Msg::Append(j) => jobs.push(j),
+                Msg::Append(j) => jobs.push(*j),
                 Msg::Head(h) => heads.push(h),
             };
             push(first, &mut jobs, &mut heads);
@@ -265,71 +263,90 @@ impl Writer {
         let time = rfc3339_precise(now);
         let time_us = crate::clock::to_us(now);
         let mut out = Vec::with_capacity(items.len());
+        let mut rows: Vec<(AuditRecord, Vec<u8>)> = Vec::with_capacity(items.len());
+        let mut nodes = Vec::new();
         for (mut record, effects) in items {
-            let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
-            let mut failed = None;
-            for stmt in &effects {
-                match stmt.execute(&mut sp).await {
-                    Ok(rows) if stmt.expect_rows && rows == 0 => {
-                        failed = Some(AppendError::Conflict);
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        failed = Some(AppendError::Effect(e));
-                        break;
+            // The decision's side effects run in a savepoint so that one
+            // refused item (e.g. a replayed consent id) leaves the others.
+            if !effects.is_empty() {
+                let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
+                let mut failed = None;
+                for stmt in &effects {
+                    match stmt.execute(&mut sp).await {
+                        Ok(rows) if stmt.expect_rows && rows == 0 => {
+                            failed = Some(AppendError::Conflict);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed = Some(AppendError::Effect(e));
+                            break;
+                        }
                     }
                 }
-            }
-            if let Some(err) = failed {
-                sp.rollback().await.map_err(|e| e.to_string())?;
-                out.push(Err(err));
-                continue;
+                if let Some(err) = failed {
+                    sp.rollback().await.map_err(|e| e.to_string())?;
+                    out.push(Err(err));
+                    continue;
+                }
+                sp.commit().await.map_err(|e| e.to_string())?;
             }
             record.seq = size + 1;
             record.time = time.clone();
             let leaf = record.leaf_bytes();
-            let mut next = frontier.clone();
-            let nodes = next
-                .push(merkle::leaf_hash(&leaf))
-                .map_err(|e| e.to_string())?;
-            let seq = i64::try_from(record.seq).map_err(|e| e.to_string())?;
-            sqlx::query(
-                "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
-                 msg_type, subject, exchange_id, consent_id, decision, leaf) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(seq)
-            .bind(time_us)
-            .bind(record.action.clone())
-            .bind(record.actor_party.clone())
-            .bind(record.from.clone())
-            .bind(record.to.clone())
-            .bind(record.msg_type.clone())
-            .bind(record.subject.clone())
-            .bind(record.exchange_id.clone())
-            .bind(record.consent_id.clone())
-            .bind(record.decision.clone())
-            .bind(leaf)
-            .execute(&mut *sp)
-            .await
-            .map_err(|e| e.to_string())?;
-            for node in nodes {
-                sqlx::query("INSERT INTO merkle_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                    .bind(i64::from(node.level))
-                    .bind(i64::try_from(node.index).map_err(|e| e.to_string())?)
-                    .bind(node.hash.to_vec())
-                    .execute(&mut *sp)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            sp.commit().await.map_err(|e| e.to_string())?;
-            frontier = next;
+            nodes.extend(
+                frontier
+                    .push(merkle::leaf_hash(&leaf))
+                    .map_err(|e| e.to_string())?,
+            );
             size += 1;
             out.push(Ok(Appended {
                 seq: record.seq,
                 time: time.clone(),
             }));
+            rows.push((record, leaf));
+        }
+        // Records and tree nodes go in with multi-row inserts: a handful of
+        // statements per batch instead of several per record.
+        for chunk in rows.chunks(RECORDS_PER_INSERT) {
+            let sql = multi_insert(
+                "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
+                 msg_type, subject, exchange_id, consent_id, decision, leaf) VALUES ",
+                12,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for (record, leaf) in chunk {
+                q = q
+                    .bind(i64::try_from(record.seq).map_err(|e| e.to_string())?)
+                    .bind(time_us)
+                    .bind(record.action.clone())
+                    .bind(record.actor_party.clone())
+                    .bind(record.from.clone())
+                    .bind(record.to.clone())
+                    .bind(record.msg_type.clone())
+                    .bind(record.subject.clone())
+                    .bind(record.exchange_id.clone())
+                    .bind(record.consent_id.clone())
+                    .bind(record.decision.clone())
+                    .bind(leaf.clone());
+            }
+            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
+        }
+        for chunk in nodes.chunks(NODES_PER_INSERT) {
+            let sql = multi_insert(
+                "INSERT INTO merkle_nodes (level, idx, hash) VALUES ",
+                3,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for node in chunk {
+                q = q
+                    .bind(i64::from(node.level))
+                    .bind(i64::try_from(node.index).map_err(|e| e.to_string())?)
+                    .bind(node.hash.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
         }
         sqlx::query("UPDATE audit_state SET tree_size = $1, frontier = $2 WHERE id = 1")
             .bind(i64::try_from(size).map_err(|e| e.to_string())?)
@@ -380,6 +397,34 @@ impl Writer {
     }
 }
 
+/// Rows per multi-row insert (well under SQLite's 32,766 bound parameters).
+const RECORDS_PER_INSERT: usize = 100;
+/// Tree nodes per multi-row insert.
+const NODES_PER_INSERT: usize = 300;
+
+/// `prefix` followed by `rows` groups of `cols` `$N` placeholders.
+fn multi_insert(prefix: &str, cols: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * cols * 5);
+    sql.push_str(prefix);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+            n += 1;
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Takes the sequencer lock and reads the tree state (see the module doc).
 async fn lock_state(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -394,13 +439,7 @@ async fn lock_state(
         .map_err(|e| e.to_string())?
         .rows_affected();
     if updated == 0 {
-        // First use of this database: create the row (a concurrent instance
-        // doing the same loses on the primary key and retries its batch).
-        sqlx::query("INSERT INTO audit_state (id, tree_size, frontier) VALUES (1, 0, $1)")
-            .bind(Frontier::new().to_bytes())
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| e.to_string())?;
+        return Err("the audit_state row is missing (the migrations create it)".into());
     }
     let (size, bytes): (i64, Vec<u8>) =
         sqlx::query_as("SELECT tree_size, frontier FROM audit_state WHERE id = 1")

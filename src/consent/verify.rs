@@ -71,8 +71,9 @@ struct Peek {
     iss: Option<String>,
 }
 
+/// The claims of DESIGN §2. Other claims a signer adds are ignored (JWTs
+/// commonly carry extra registered or private claims).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Claims {
     jti: String,
     iss: String,

@@ -339,3 +339,19 @@ mod config_errors {
         assert!(err.to_string().contains("not-required"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_party_over_its_rate_limit_gets_429_with_retry_after() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| c.server.rate_limit_per_party = 1)
+        .await
+        .unwrap();
+    let fk = gw.client("fk");
+    // Burst is twice the rate: two requests pass, the third is limited.
+    assert_eq!(fk.get("/healthz").await.status, 200);
+    assert_eq!(fk.get("/healthz").await.status, 200);
+    let rsp = fk.get("/healthz").await;
+    assert_eq!((rsp.status, rsp.problem().as_str()), (429, "rate_limited"));
+    assert!(rsp.headers.contains_key("retry-after"));
+    // Another party has its own bucket.
+    assert_eq!(gw.client("af").get("/healthz").await.status, 200);
+}

@@ -40,10 +40,11 @@ pub async fn postgres_url() -> Option<String> {
     .await;
     match ok {
         Ok(Ok(_)) => Some(url),
-        _ if std::env::var("SAMGATE_REQUIRE_POSTGRES").is_ok() => {
-            panic!("PostgreSQL at {url} is required (SAMGATE_REQUIRE_POSTGRES) but unreachable")
-        }
         _ => {
+            assert!(
+                std::env::var("SAMGATE_REQUIRE_POSTGRES").is_err(),
+                "PostgreSQL at {url} is required (SAMGATE_REQUIRE_POSTGRES) but unreachable"
+            );
             eprintln!("PostgreSQL unreachable at {url}: skipping the postgres variant locally");
             None
         }
@@ -174,7 +175,6 @@ struct RecipientInner {
 pub struct Recipient {
     pub addr: SocketAddr,
     inner: Arc<RecipientInner>,
-    shutdown: Arc<tokio::sync::Notify>,
 }
 
 impl Recipient {
@@ -189,12 +189,10 @@ impl Recipient {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(RecipientInner::default());
-        let shutdown = Arc::new(tokio::sync::Notify::new());
         let app = axum::Router::new()
             .route("/inbox", axum::routing::post(recipient_inbox))
             .with_state(inner.clone());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let stop = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -209,15 +207,10 @@ impl Recipient {
                                 .await;
                         });
                     }
-                    _ = stop.notified() => break,
                 }
             }
         });
-        Recipient {
-            addr,
-            inner,
-            shutdown,
-        }
+        Recipient { addr, inner }
     }
 
     /// Everything received so far.
@@ -233,11 +226,6 @@ impl Recipient {
     /// The reply used when none is queued.
     pub fn set_default_reply(&self, r: Reply) {
         *self.inner.default_reply.lock().unwrap() = r;
-    }
-
-    /// Stops accepting new connections.
-    pub fn stop(&self) {
-        self.shutdown.notify_waiters();
     }
 }
 
@@ -277,7 +265,6 @@ pub struct TestGateway {
     pub config: Config,
     pub gw: Option<Gateway>,
     pub recipients: HashMap<String, Recipient>,
-    pub db: Db,
 }
 
 impl TestGateway {
@@ -289,6 +276,22 @@ impl TestGateway {
 
     /// Like [`spawn`], letting the test adjust the configuration first.
     pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Option<TestGateway> {
+        Self::spawn_full(db, adjust, Arc::new(samgate::clock::SystemClock)).await
+    }
+
+    /// Like [`spawn`] with an injected clock (consent expiry without sleeping).
+    pub async fn spawn_clocked(
+        db: Db,
+        clock: Arc<dyn samgate::clock::Clock>,
+    ) -> Option<TestGateway> {
+        Self::spawn_full(db, |_| {}, clock).await
+    }
+
+    async fn spawn_full(
+        db: Db,
+        adjust: impl FnOnce(&mut Config),
+        clock: Arc<dyn samgate::clock::Clock>,
+    ) -> Option<TestGateway> {
         let _ = captured_logs();
         let dir = tempfile::tempdir().unwrap();
         samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
@@ -310,14 +313,15 @@ impl TestGateway {
             }
         }
         adjust(&mut config);
-        let state = AppState::build(config.clone()).await.unwrap();
+        let state = AppState::build_with_clock(config.clone(), clock)
+            .await
+            .unwrap();
         let gw = Gateway::start(state).await.unwrap();
         Some(TestGateway {
             dir,
             config,
             gw: Some(gw),
             recipients,
-            db,
         })
     }
 
@@ -370,13 +374,6 @@ impl TestGateway {
         if let Some(gw) = self.gw.take() {
             gw.shutdown().await;
         }
-    }
-
-    /// Starts the gateway again on the same config and database.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        let state = AppState::build(self.config.clone()).await.unwrap();
-        self.gw = Some(Gateway::start(state).await.unwrap());
     }
 }
 
@@ -524,4 +521,71 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut and restore, to
+/// simulate the database becoming unreachable.
+#[derive(Clone)]
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ChaosProxy {
+    pub async fn start(target: SocketAddr) -> ChaosProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, gen2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let my_gen = gen2.load(Ordering::SeqCst);
+                let gen3 = gen2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while gen3.load(Ordering::SeqCst) == my_gen {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {},
+                        _ = watch => {},
+                    }
+                });
+            }
+        });
+        ChaosProxy {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The PostgreSQL URL of `fresh_db_url`, rewritten to go through `proxy`.
+pub fn via_proxy(url: &str, proxy: &ChaosProxy) -> String {
+    url.replace("127.0.0.1:5432", &proxy.addr.to_string())
 }

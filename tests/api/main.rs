@@ -1,6 +1,20 @@
 //! One integration test binary: the real gateway over mTLS with real
 //! recipients and a real database (STYLE.md "Tests").
 
+// Test support code: a failed unwrap is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod harness;
 
+mod cli;
+mod consent;
+mod crash;
+mod exchange;
 mod foundation;
+mod routes;
+mod scale;

@@ -1,0 +1,448 @@
+//! `POST /v1/exchanges` and `GET /v1/exchanges/{id}` (DESIGN §5).
+//!
+//! The steps run in the contract's order: authenticate; validate the
+//! envelope and the payload; find the route; check consent; filter fields;
+//! pseudonymise; append the audit record and commit it (with the exchange
+//! row, and for async the sealed outbox row, in the same transaction); only
+//! then deliver. Every refusal after authentication is itself an audit
+//! record (`exchange-denied`) with the problem code as its reason.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::reply;
+use super::{deliver, idempotency, Delivery, ExchangeCtx};
+use crate::audit::record::{action, decision};
+use crate::auth::Principal;
+use crate::config::{ConsentRequirement, PartyId, Role, RouteConfig};
+use crate::consent::model;
+use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::http::RequestId;
+use crate::personnummer::Personnummer;
+use crate::policy::{self, FilterError, FilterInput, SubjectMode};
+use crate::schema::SchemaError;
+use crate::state::AppState;
+use crate::store::Stmt;
+
+/// The request envelope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    to: String,
+    #[serde(rename = "type")]
+    msg_type: String,
+    purpose: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    delivery: Option<Delivery>,
+    payload: Value,
+}
+
+/// `POST /v1/exchanges` (role agency).
+pub async fn post(State(state): State<AppState>, principal: Principal, req: Request) -> Response {
+    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    if let Err(e) = principal.require(Role::Agency) {
+        return e.into_response();
+    }
+    let headers = req.headers().clone();
+    let idem_key = match idempotency::key_from(&headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let mut ctx = ExchangeCtx::new(principal.clone(), rid);
+    let raw = match read(&state, &headers, req).await {
+        Ok(b) => b,
+        Err(e) => return deny(&state, &ctx, e).await.into_response(),
+    };
+    ctx.payload_sha256 = Some(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &raw,
+    )));
+    let request_hash = ctx.payload_sha256.clone().unwrap_or_default();
+    if let Some(key) = &idem_key {
+        match idempotency::begin(&state, &principal.party, key, &request_hash).await {
+            Ok(idempotency::Begin::Proceed) => {}
+            Ok(idempotency::Begin::Replay(rsp)) => return rsp,
+            Err(e) => return e.into_response(),
+        }
+    }
+    let result = match handle(&state, &mut ctx, &raw).await {
+        Ok(r) => Ok(r),
+        Err(e) => Err(deny(&state, &ctx, e).await),
+    };
+    let (status, body) = match &result {
+        Ok((status, body)) => (*status, body.clone()),
+        Err(e) => (e.code.status(), e.body()),
+    };
+    if let Some(key) = &idem_key {
+        idempotency::finish(&state, &principal.party, key, status, &body).await;
+    }
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn read(state: &AppState, headers: &HeaderMap, req: Request) -> Result<Bytes, ApiError> {
+    crate::http::check_json_content_type(headers)?;
+    crate::http::read_body(req.into_body(), state.config.server.max_body_bytes).await
+}
+
+/// Records a refusal (client errors only: a 5xx is not a decision) and
+/// passes the error on.
+async fn deny(state: &AppState, ctx: &ExchangeCtx, e: ApiError) -> ApiError {
+    if e.code.status().is_client_error() && e.code != ProblemCode::IdempotencyConflict {
+        let mut record = ctx.record(action::EXCHANGE_DENIED, decision::DENY);
+        record.reason = Some(e.code.as_str().to_owned());
+        if let Err(err) = state.audit.append(record, Vec::new()).await {
+            return ApiError::from(err);
+        }
+        metrics::counter!("samgate_exchanges_total", "outcome" => "denied", "reason" => e.code.as_str()).increment(1);
+    }
+    e
+}
+
+async fn handle(
+    state: &AppState,
+    ctx: &mut ExchangeCtx,
+    raw: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let env: Envelope = crate::http::parse_json(raw)?;
+    ctx.to = Some(env.to.clone());
+    ctx.msg_type = Some(env.msg_type.clone());
+    ctx.purpose = Some(env.purpose.clone());
+    ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
+    let subject = match &env.subject {
+        Some(s) => Some(Personnummer::parse(s).map_err(|e| {
+            ApiError::new(ProblemCode::InvalidPersonnummer, format!("`subject`: {e}"))
+        })?),
+        None => None,
+    };
+    if let Some(p) = &subject {
+        ctx.subject_audit = Some(state.crypto.audit_pseudonym(p));
+    }
+    let recipient = state.config.party(&env.to).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UnknownParty,
+            format!("`to`: unknown party `{}`", env.to),
+        )
+    })?;
+    let recipient_id = recipient.id.clone();
+    let schema = state.schemas.get(&env.msg_type).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UnknownType,
+            format!("`type`: unknown message type `{}`", env.msg_type),
+        )
+    })?;
+    schema.validate(&env.payload).map_err(schema_error)?;
+    policy::check_identifiers(schema, &env.payload).map_err(filter_error)?;
+    let route = find_route(
+        state,
+        &ctx.principal.party,
+        &recipient_id,
+        &env.msg_type,
+        &env.purpose,
+    )
+    .ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::RouteNotAllowed,
+            format!(
+                "no route allows `{}` to send `{}` to `{}` for `{}`",
+                ctx.principal.party, env.msg_type, recipient_id, env.purpose
+            ),
+        )
+    })?;
+    let consent = match route.consent {
+        ConsentRequirement::NotRequired => None,
+        ConsentRequirement::Required => {
+            let p = subject.as_ref().ok_or_else(|| {
+                ApiError::new(
+                    ProblemCode::InvalidEnvelope,
+                    "`subject` is required on this route",
+                )
+            })?;
+            let rows = model::for_subject(&state.store, &state.crypto.consent_pseudonym(p)).await?;
+            let c = model::decide(
+                &rows,
+                &ctx.principal.party,
+                &recipient_id,
+                &env.purpose,
+                state.clock.now_us(),
+            )
+            .map_err(model::Denial::error)?;
+            ctx.consent_id = Some(c.id.clone());
+            Some(c)
+        }
+    };
+    let categories = consent.as_ref().map(model::ConsentRow::category_set);
+    let mut ident = |p: &Personnummer| identifier(state, route.subject, &recipient_id, p);
+    let filtered = policy::filter(
+        FilterInput {
+            schema,
+            payload: &env.payload,
+            allow: &route.fields,
+            consent_categories: categories.as_ref(),
+        },
+        &mut ident,
+    )
+    .map_err(filter_error)?;
+    let subject_json = match (&subject, route.subject) {
+        (Some(p), SubjectMode::Reveal) => json!({"personnummer": p.expose()}),
+        (Some(p), SubjectMode::Pseudonymise) => {
+            json!({"pseudonym": identifier(state, SubjectMode::Pseudonymise, &recipient_id, p)})
+        }
+        _ => Value::Null,
+    };
+    let exchange_id = ctx.exchange_id.clone();
+    let message = json!({
+        "exchange_id": exchange_id,
+        "from": ctx.principal.party.as_str(),
+        "to": recipient_id.as_str(),
+        "type": env.msg_type,
+        "purpose": env.purpose,
+        "subject": subject_json,
+        "consent_id": ctx.consent_id,
+        "payload": filtered.payload,
+    });
+    let body = Bytes::from(serde_json::to_vec(&message).map_err(ApiError::internal)?);
+    let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
+    ctx.forwarded = filtered.forwarded.clone();
+    ctx.withheld = filtered.withheld.clone();
+
+    // Commit the decision before anything leaves.
+    let fwd = serde_json::to_string(&filtered.forwarded).unwrap_or_default();
+    let wh = serde_json::to_string(&filtered.withheld).unwrap_or_default();
+    let status = if ctx.delivery == Delivery::Async {
+        "queued"
+    } else {
+        "forwarded"
+    };
+    let mut effects: Vec<Stmt> =
+        vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
+    if let Some(p) = &subject {
+        effects.extend(crate::consent::api::vault_stmts(
+            state,
+            p,
+            &[crate::pseudonym::DOMAIN_AUDIT, recipient_id.as_str()],
+        )?);
+    }
+    let endpoint = recipient
+        .endpoint
+        .clone()
+        .ok_or_else(|| ApiError::internal("recipient without endpoint"))?;
+    if ctx.delivery == Delivery::Async {
+        effects.push(super::outbox::insert_stmt(
+            state,
+            &exchange_id,
+            &endpoint,
+            &body,
+            &signature,
+        )?);
+    }
+    let record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    state.audit.append(record, effects).await?;
+    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
+        .increment(1);
+
+    if ctx.delivery == Delivery::Async {
+        state.outbox_notify.notify_one();
+        return Ok((
+            StatusCode::ACCEPTED,
+            json!({
+                "exchange_id": exchange_id,
+                "status": "queued",
+                "forwarded": filtered.forwarded,
+                "withheld": filtered.withheld,
+            }),
+        ));
+    }
+    let client = &state.delivery_client;
+    match deliver::post(client, &endpoint, &exchange_id, &signature, body).await {
+        Ok(d) => {
+            let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
+            let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
+                .int(state.clock.now_us())
+                .text(exchange_id.clone());
+            record_outcome(state, record, vec![done]).await;
+            let (reply, reply_withheld) = reply::process(
+                state,
+                ctx,
+                &recipient_id,
+                &env.purpose,
+                consent.as_ref(),
+                &d,
+            )
+            .await?;
+            let mut out = json!({
+                "exchange_id": exchange_id,
+                "status": "delivered",
+                "forwarded": filtered.forwarded,
+                "withheld": filtered.withheld,
+                "reply": reply,
+            });
+            if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
+                obj.insert("reply_withheld".into(), Value::Bool(true));
+            }
+            Ok((StatusCode::OK, out))
+        }
+        Err(err) => {
+            let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
+            record.reason = Some(err.to_string());
+            let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
+                .text(err.to_string())
+                .text(exchange_id.clone());
+            record_outcome(state, record, vec![failed]).await;
+            tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+            Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
+                .with("exchange_id", exchange_id))
+        }
+    }
+}
+
+/// Records the outcome of a delivery that has already happened. The
+/// decision itself (`exchange-forwarded`) was committed before the message
+/// left; if the outcome cannot be written now (storage just went away), the
+/// caller is still told the truth about the delivery and the record is
+/// retried in the background for up to ten minutes.
+async fn record_outcome(
+    state: &AppState,
+    record: crate::audit::record::AuditRecord,
+    effects: Vec<Stmt>,
+) {
+    if state
+        .audit
+        .append(record.clone(), effects.clone())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            if st
+                .audit
+                .append(record.clone(), effects.clone())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+        tracing::error!(exchange.id = ?record.exchange_id, action = %record.action, "could not record a delivery outcome");
+    });
+}
+
+/// How an identifier travels on a route: revealed, the recipient's
+/// pseudonym, or removed.
+pub fn identifier(
+    state: &AppState,
+    mode: SubjectMode,
+    recipient: &PartyId,
+    p: &Personnummer,
+) -> Option<String> {
+    match mode {
+        SubjectMode::Reveal => Some(p.expose().to_owned()),
+        SubjectMode::Pseudonymise => state
+            .crypto
+            .pseudonym(recipient.as_str(), p)
+            .map(|x| x.as_str().to_owned()),
+        SubjectMode::Omit => None,
+    }
+}
+
+/// The route for (from, to, type, purpose), if any.
+pub fn find_route<'a>(
+    state: &'a AppState,
+    from: &PartyId,
+    to: &PartyId,
+    msg_type: &str,
+    purpose: &str,
+) -> Option<&'a RouteConfig> {
+    state.config.routes.iter().find(|r| {
+        r.msg_type == msg_type
+            && r.from.contains(from)
+            && r.to.contains(to)
+            && r.purposes.iter().any(|p| p == purpose)
+    })
+}
+
+/// Schema errors → 422 with the failing pointers (never values).
+pub fn schema_error(e: SchemaError) -> ApiError {
+    match e {
+        SchemaError::Violation { pointers } => ApiError::new(
+            ProblemCode::SchemaViolation,
+            format!(
+                "the payload does not match its schema at {} place(s)",
+                pointers.len()
+            ),
+        )
+        .with("errors", pointers),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Filter errors → problems.
+pub fn filter_error(e: FilterError) -> ApiError {
+    match e {
+        FilterError::InvalidPersonnummer { pointer } => ApiError::new(
+            ProblemCode::InvalidPersonnummer,
+            format!("`{pointer}` is not a valid personnummer or samordningsnummer"),
+        )
+        .with("errors", vec![pointer]),
+        FilterError::ConsentScope { uncovered } => {
+            ApiError::new(
+                ProblemCode::ConsentScope,
+                format!(
+                "the consent does not cover the categories of the fields this route allows ({})",
+                uncovered.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            )
+        }
+        FilterError::NotAnObject => ApiError::new(
+            ProblemCode::SchemaViolation,
+            "the payload must be a JSON object",
+        )
+        .with("errors", vec![String::new()]),
+    }
+}
+
+/// `GET /v1/exchanges/{id}` (the sender, or an auditor).
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    principal.require_any(&[Role::Agency, Role::Auditor])?;
+    let not_found = || ApiError::new(ProblemCode::NotFound, "no such exchange");
+    type Row = (String, String, i64, Option<String>, i64, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT sender, status, attempts, last_error, created_at_us, delivered_at_us FROM exchanges WHERE id = $1",
+    )
+    .bind(id.clone())
+    .fetch_optional(state.store.pool())
+    .await?;
+    let (sender, status, attempts, last_error, created, delivered) = row.ok_or_else(not_found)?;
+    if sender != principal.party.as_str() && !principal.has(Role::Auditor) {
+        return Err(not_found());
+    }
+    Ok(Json(json!({
+        "exchange_id": id,
+        "status": status,
+        "attempts": attempts,
+        "last_error": last_error,
+        "created_at": crate::clock::rfc3339_us(created),
+        "delivered_at": delivered.map(crate::clock::rfc3339_us),
+    }))
+    .into_response())
+}

@@ -1,0 +1,139 @@
+//! Delivery to recipient endpoints: the pooled HTTPS client (our client
+//! certificate, recipients verified against `outbound_ca`) and the detached
+//! signature in `Samgate-Signature` (DESIGN §5, §9).
+//!
+//! The signature is a detached compact JWS (RFC 7515 Appendix F) made with
+//! the delivery key (`keys/delivery.pem`, published at `GET /v1/keys`):
+//! `BASE64URL(header) + ".." + BASE64URL(sig)` where the signing input is
+//! `BASE64URL(header) + "." + BASE64URL(body bytes)`, header
+//! `{"alg":"EdDSA","kid":<delivery key id>,"typ":"samgate-delivery"}`. A
+//! recipient verifies by base64url-encoding the exact bytes it received.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use base64::Engine;
+
+use crate::config::Config;
+use crate::keys::Ed25519Signer;
+use crate::state::StartError;
+
+/// Header carrying the detached JWS.
+pub const SIGNATURE_HEADER: &str = "samgate-signature";
+/// Header carrying the exchange id (recipients de-duplicate on it).
+pub const EXCHANGE_ID_HEADER: &str = "samgate-exchange-id";
+
+/// Builds the outbound client.
+pub fn client(config: &Config) -> Result<reqwest::Client, StartError> {
+    let s = &config.server;
+    let tls = crate::tls::client_config(
+        &s.outbound_ca,
+        &s.outbound_certificate,
+        &s.outbound_private_key,
+    )?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(config.delivery.timeout)
+        .connect_timeout(config.delivery.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Key {
+            key: "server.outbound_certificate".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// The detached JWS over `body`.
+pub fn sign_detached(signer: &Ed25519Signer, body: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header =
+        serde_json::json!({"alg": "EdDSA", "kid": signer.key_id(), "typ": "samgate-delivery"});
+    let header_b64 = b64.encode(serde_json::to_vec(&header).unwrap_or_default());
+    let input = format!("{header_b64}.{}", b64.encode(body));
+    let sig = signer.sign(input.as_bytes());
+    format!("{header_b64}..{}", b64.encode(sig))
+}
+
+/// Verifies a detached JWS against the body (for recipients and tests).
+pub fn verify_detached(public_key: &[u8; 32], jws: &str, body: &[u8]) -> bool {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jws.split('.');
+    let (Some(h), Some(""), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(sig) = b64.decode(s) else { return false };
+    let input = format!("{h}.{}", b64.encode(body));
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+        .verify(input.as_bytes(), &sig)
+        .is_ok()
+}
+
+/// What a recipient answered.
+#[derive(Debug)]
+pub struct Delivered {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type of the reply.
+    pub json: bool,
+    /// The reply body.
+    pub body: Bytes,
+}
+
+/// Why a delivery failed (never contains the body).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Connection, TLS or timeout.
+    #[error("recipient unreachable: {0}")]
+    Transport(String),
+    /// Non-2xx answer.
+    #[error("recipient answered HTTP {0}")]
+    Status(u16),
+}
+
+/// POSTs the exact body bytes with the signature and exchange id headers.
+pub async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    exchange_id: &str,
+    signature: &str,
+    body: Bytes,
+) -> Result<Delivered, DeliveryError> {
+    let rsp = client
+        .post(endpoint)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .header(EXCHANGE_ID_HEADER, exchange_id)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Transport(without_url(&e)))?;
+    let status = rsp.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(DeliveryError::Status(status));
+    }
+    let json = rsp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+    let body = rsp
+        .bytes()
+        .await
+        .map_err(|e| DeliveryError::Transport(without_url(&e)))?;
+    Ok(Delivered { status, json, body })
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    kind.to_owned()
+}

@@ -1,0 +1,204 @@
+//! `Idempotency-Key` (DESIGN §5): per sending party, kept at least 24 h.
+//! Same key and same body: the first result, and nothing sent twice. Same
+//! key, different body: 409 `idempotency_conflict`.
+//!
+//! The key is claimed with an insert before the exchange runs, so two
+//! concurrent requests with one key cannot both deliver: the second sees the
+//! claim and gets 409 until the first has finished (a claim older than
+//! [`STALE_CLAIM_SECS`] is taken over: its request died mid-way, before any
+//! result was stored). Server errors (5xx) release the key so the client's
+//! retry runs again.
+//!
+//! The stored response is sealed with the vault key (a sync response can
+//! carry a reply payload with personal data), bound to (party, key).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::config::PartyId;
+use crate::error::{ApiError, ProblemCode};
+use crate::state::AppState;
+
+/// A claim older than this (seconds) belongs to a request that died.
+pub const STALE_CLAIM_SECS: i64 = 120;
+
+/// Outcome of claiming a key.
+pub enum Begin {
+    /// First use: run the exchange.
+    Proceed,
+    /// Seen before with the same body: the stored response.
+    Replay(Response),
+}
+
+/// The `Idempotency-Key` header, if any (1–255 visible ASCII characters).
+pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("");
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ProblemCode::InvalidEnvelope,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn conflict(detail: &str) -> ApiError {
+    ApiError::new(ProblemCode::IdempotencyConflict, detail.to_owned())
+}
+
+/// Claims the key or finds its earlier result.
+pub async fn begin(
+    state: &AppState,
+    party: &PartyId,
+    key: &str,
+    hash: &str,
+) -> Result<Begin, ApiError> {
+    let now = state.clock.now_us();
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (party, key, request_sha256, status, response, created_at_us) \
+         VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (party, key) DO NOTHING",
+    )
+    .bind(party.to_string())
+    .bind(key.to_owned())
+    .bind(hash.to_owned())
+    .bind(now)
+    .execute(state.store.pool())
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Begin::Proceed);
+    }
+    let row: Option<(String, i64, String, i64)> = sqlx::query_as(
+        "SELECT request_sha256, status, response, created_at_us FROM idempotency_keys WHERE party = $1 AND key = $2",
+    )
+    .bind(party.to_string())
+    .bind(key.to_owned())
+    .fetch_optional(state.store.pool())
+    .await?;
+    let Some((stored_hash, status, response, created)) = row else {
+        return Err(conflict("the idempotency key changed concurrently; retry"));
+    };
+    if stored_hash != hash {
+        return Err(conflict(
+            "this Idempotency-Key was used with a different request",
+        ));
+    }
+    if status == 0 {
+        if created < now - STALE_CLAIM_SECS * 1_000_000 {
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET created_at_us = $1 WHERE party = $2 AND key = $3 AND status = 0 AND created_at_us = $4",
+            )
+            .bind(now)
+            .bind(party.to_string())
+            .bind(key.to_owned())
+            .bind(created)
+            .execute(state.store.pool())
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(Begin::Proceed);
+            }
+        }
+        return Err(conflict(
+            "a request with this Idempotency-Key is still in progress",
+        ));
+    }
+    let status =
+        StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or(StatusCode::OK);
+    let response = open(state, party, key, &response).ok_or_else(|| {
+        ApiError::internal("a stored idempotent response could not be opened (vault key rotated?)")
+    })?;
+    let mut rsp = (status, response).into_response();
+    let ct = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    rsp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    rsp.headers_mut()
+        .insert("idempotent-replay", HeaderValue::from_static("true"));
+    Ok(Begin::Replay(rsp))
+}
+
+/// Stores the result (or releases the key after a server error).
+pub async fn finish(
+    state: &AppState,
+    party: &PartyId,
+    key: &str,
+    status: StatusCode,
+    body: &Value,
+) {
+    let result = if status.is_server_error() {
+        sqlx::query("DELETE FROM idempotency_keys WHERE party = $1 AND key = $2")
+            .bind(party.to_string())
+            .bind(key.to_owned())
+            .execute(state.store.pool())
+            .await
+    } else {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, response = $2 WHERE party = $3 AND key = $4",
+        )
+        .bind(i64::from(status.as_u16()))
+        .bind(seal(state, party, key, body.to_string().as_bytes()))
+        .bind(party.to_string())
+        .bind(key.to_owned())
+        .execute(state.store.pool())
+        .await
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not store the idempotency result");
+    }
+}
+
+/// Removes keys older than `max_age_us` (called by the outbox worker).
+pub async fn purge(state: &AppState, max_age_us: i64) {
+    let cutoff = state.clock.now_us() - max_age_us;
+    let _ = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_us < $1 AND status <> 0")
+        .bind(cutoff)
+        .execute(state.store.pool())
+        .await;
+}
+
+fn aad(party: &PartyId, key: &str) -> Vec<u8> {
+    format!("idempotency\0{party}\0{key}").into_bytes()
+}
+
+/// `<key id>:<base64 nonce>:<base64 ciphertext>`.
+fn seal(state: &AppState, party: &PartyId, key: &str, plain: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match state.crypto.vault.seal_bytes(&aad(party, key), plain) {
+        Ok(s) => format!(
+            "{}:{}:{}",
+            s.key_id,
+            b64.encode(s.nonce),
+            b64.encode(s.ciphertext)
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+fn open(state: &AppState, party: &PartyId, key: &str, stored: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut parts = stored.splitn(3, ':');
+    let key_id = parts.next()?.to_owned();
+    let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
+    let ciphertext = b64.decode(parts.next()?).ok()?;
+    let sealed = crate::vault::Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    };
+    let plain = state
+        .crypto
+        .vault
+        .open_bytes(&aad(party, key), &sealed)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}

@@ -1,0 +1,274 @@
+//! The async outbox (DESIGN §5, §9 "Exchange states").
+//!
+//! An async exchange's signed message is committed, sealed with the vault
+//! key, in the same transaction as its `exchange-forwarded` audit record.
+//! A worker per instance claims due rows with a lease (PostgreSQL:
+//! `FOR UPDATE SKIP LOCKED`, so racing instances never claim the same row;
+//! SQLite: one writer at a time), delivers them, and records the outcome
+//! with an audit record in the same transaction that removes the row.
+//! Failures back off exponentially from `backoff_initial` to `backoff_max`
+//! with full jitter until `expire_after`. Delivery is at-least-once: a
+//! second delivery only happens when an instance died after the recipient
+//! received the message and before the outcome was committed; the lease
+//! then runs out and another attempt carries the same `exchange_id`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use rand::Rng;
+use sqlx::Row;
+
+use super::deliver;
+use crate::audit::record::{action, decision, AuditRecord};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Backend, Stmt};
+use crate::vault::Sealed;
+
+/// How long a claim lasts beyond the delivery timeout before another
+/// worker may retry the row (the lease must outlive one attempt).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Rows claimed per round.
+const CLAIM_BATCH: i64 = 32;
+
+fn aad(exchange_id: &str) -> Vec<u8> {
+    let mut a = b"outbox\0".to_vec();
+    a.extend_from_slice(exchange_id.as_bytes());
+    a
+}
+
+/// The outbox row for an async exchange (written with its audit record).
+pub fn insert_stmt(
+    state: &AppState,
+    exchange_id: &str,
+    endpoint: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<Stmt, ApiError> {
+    let sealed = state
+        .crypto
+        .vault
+        .seal_bytes(&aad(exchange_id), body)
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now_us();
+    let expires =
+        now + i64::try_from(state.config.delivery.expire_after.as_micros()).unwrap_or(i64::MAX / 2);
+    Ok(Stmt::new(
+        "INSERT INTO outbox (exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, \
+         next_attempt_us, expires_at_us, claimed_until_us) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0)",
+    )
+    .text(exchange_id)
+    .text(endpoint)
+    .text(sealed.key_id)
+    .blob(sealed.nonce.to_vec())
+    .blob(sealed.ciphertext)
+    .text(signature)
+    .int(now)
+    .int(expires))
+}
+
+struct Claimed {
+    exchange_id: String,
+    endpoint: String,
+    sealed: Sealed,
+    signature: String,
+    attempts: i64,
+    expires_at_us: i64,
+}
+
+/// Runs the worker until the task is aborted.
+pub async fn run(state: AppState) {
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        match claim(&state).await {
+            Ok(rows) if !rows.is_empty() => {
+                let mut set = tokio::task::JoinSet::new();
+                for row in rows {
+                    let st = state.clone();
+                    set.spawn(async move { attempt(&st, row).await });
+                }
+                while set.join_next().await.is_some() {}
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
+        }
+        if last_purge.elapsed() > Duration::from_secs(600) {
+            super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
+            last_purge = std::time::Instant::now();
+        }
+        tokio::select! {
+            _ = state.outbox_notify.notified() => {},
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+        }
+    }
+}
+
+async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
+    let now = state.clock.now_us();
+    let lease = state.config.delivery.timeout + LEASE_MARGIN;
+    let until = now + i64::try_from(lease.as_micros()).unwrap_or(60_000_000);
+    let sql = match state.store.backend() {
+        Backend::Postgres => {
+            "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
+             WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, \
+             signature, attempts, expires_at_us"
+        }
+        Backend::Sqlite => {
+            "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
+             WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3) \
+             RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, expires_at_us"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(until)
+        .bind(now)
+        .bind(CLAIM_BATCH)
+        .fetch_all(state.store.pool())
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let nonce: Vec<u8> = r.try_get("body_nonce")?;
+        let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
+            continue;
+        };
+        out.push(Claimed {
+            exchange_id: r.try_get("exchange_id")?,
+            endpoint: r.try_get("endpoint")?,
+            sealed: Sealed {
+                key_id: r.try_get("body_key_id")?,
+                nonce,
+                ciphertext: r.try_get("body_sealed")?,
+            },
+            signature: r.try_get("signature")?,
+            attempts: r.try_get("attempts")?,
+            expires_at_us: r.try_get("expires_at_us")?,
+        });
+    }
+    Ok(out)
+}
+
+async fn base_record(state: &AppState, exchange_id: &str) -> AuditRecord {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT sender, recipient, msg_type, purpose, consent_id, subject, forwarded, withheld FROM exchanges WHERE id = $1",
+    )
+    .bind(exchange_id.to_owned())
+    .fetch_optional(state.store.pool())
+    .await
+    .ok()
+    .flatten();
+    let mut r = AuditRecord {
+        exchange_id: Some(exchange_id.to_owned()),
+        ..AuditRecord::default()
+    };
+    if let Some((from, to, t, purpose, consent, subject, fwd, wh)) = row {
+        r.actor_party = Some(from.clone());
+        r.from = Some(from);
+        r.to = Some(to);
+        r.msg_type = Some(t);
+        r.purpose = Some(purpose);
+        r.consent_id = consent;
+        r.subject = subject;
+        r.forwarded = serde_json::from_str(&fwd).unwrap_or_default();
+        r.withheld = serde_json::from_str(&wh).unwrap_or_default();
+    }
+    r
+}
+
+async fn attempt(state: &AppState, row: Claimed) {
+    let attempts = row.attempts + 1;
+    let now = state.clock.now_us();
+    let id = row.exchange_id.clone();
+    let result = match state.crypto.vault.open_bytes(&aad(&id), &row.sealed) {
+        Ok(body) => deliver::post(
+            &state.delivery_client,
+            &row.endpoint,
+            &id,
+            &row.signature,
+            Bytes::from(body.to_vec()),
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot open the sealed message: {e}")),
+    };
+    let mut record = base_record(state, &id).await;
+    let outcome = match result {
+        Ok(_) => {
+            record.action = action::EXCHANGE_DELIVERED.into();
+            record.decision = decision::DELIVERED.into();
+            let effects = vec![
+                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1").text(id.clone()).expect_rows(),
+                Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
+                    .int(attempts)
+                    .int(state.clock.now_us())
+                    .text(id.clone()),
+            ];
+            state
+                .audit
+                .append(record, effects)
+                .await
+                .map(|_| "delivered")
+        }
+        Err(err) if now >= row.expires_at_us => {
+            record.action = action::EXCHANGE_FAILED.into();
+            record.decision = decision::EXPIRED.into();
+            record.reason = Some(format!("expired after {attempts} attempts: {err}"));
+            let effects = vec![
+                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1").text(id.clone()).expect_rows(),
+                Stmt::new("UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3")
+                    .int(attempts)
+                    .text(err)
+                    .text(id.clone()),
+            ];
+            state.audit.append(record, effects).await.map(|_| "expired")
+        }
+        Err(err) => {
+            let delay = backoff(state, attempts);
+            let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
+            let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3")
+                .bind(attempts)
+                .bind(next)
+                .bind(id.clone())
+                .execute(state.store.pool())
+                .await;
+            let r2 =
+                sqlx::query("UPDATE exchanges SET attempts = $1, last_error = $2 WHERE id = $3")
+                    .bind(attempts)
+                    .bind(err)
+                    .bind(id.clone())
+                    .execute(state.store.pool())
+                    .await;
+            tracing::info!(exchange.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, "async delivery failed; will retry");
+            match (r1, r2) {
+                (Ok(_), Ok(_)) => Ok("retry"),
+                _ => Ok("retry-unrecorded"),
+            }
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(exchange.id = %id, error = %e, "could not record the delivery outcome; the lease will expire and it is retried");
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in [0, min(max, initial·2^(n-1))].
+fn backoff(state: &AppState, attempts: i64) -> Duration {
+    let d = &state.config.delivery;
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    let cap = d
+        .backoff_initial
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(d.backoff_max);
+    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+}

@@ -1,0 +1,212 @@
+//! Replies (DESIGN §9 "Replies"): a recipient's 2xx JSON reply
+//! `{"type": T, "payload": {...}}` is a message of type T from the recipient
+//! back to the sender, validated and filtered through the route
+//! `from = recipient, to = sender, type = T` under the same consent, and
+//! audited. With no such route (or an invalid reply) it is withheld.
+//!
+//! An identifier field in a reply may carry the recipient's own pseudonym.
+//! It is resolved to the personnummer through the vault only when the
+//! reverse route reveals the subject, and that re-identification is itself
+//! an audit record (`reidentified`); otherwise the field is withheld.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::deliver::Delivered;
+use super::ExchangeCtx;
+use crate::audit::record::{action, decision};
+use crate::config::{ConsentRequirement, PartyId};
+use crate::consent::model::ConsentRow;
+use crate::error::ApiError;
+use crate::personnummer::Personnummer;
+use crate::policy::{self, FilterInput, SubjectMode};
+use crate::pseudonym::Pseudonym;
+use crate::state::AppState;
+use crate::vault::Sealed;
+
+#[derive(Deserialize)]
+struct ReplyMessage {
+    #[serde(rename = "type")]
+    msg_type: String,
+    payload: Value,
+}
+
+/// Processes a delivery's reply: `(reply, reply_withheld)`.
+pub async fn process(
+    state: &AppState,
+    ctx: &ExchangeCtx,
+    recipient: &PartyId,
+    purpose: &str,
+    consent: Option<&ConsentRow>,
+    delivered: &Delivered,
+) -> Result<(Value, bool), ApiError> {
+    if delivered.body.iter().all(u8::is_ascii_whitespace) || !delivered.json {
+        return Ok((Value::Null, false));
+    }
+    let Ok(reply) = serde_json::from_slice::<ReplyMessage>(&delivered.body) else {
+        return Ok((Value::Null, false));
+    };
+    let sender = ctx.principal.party.clone();
+    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose)
+        .or_else(|| {
+            state.config.routes.iter().find(|r| {
+                r.msg_type == reply.msg_type && r.from.contains(recipient) && r.to.contains(&sender)
+            })
+        });
+    let schema = state.schemas.get(&reply.msg_type);
+    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
+    record.from = Some(recipient.to_string());
+    record.to = Some(sender.to_string());
+    record.msg_type = Some(reply.msg_type.clone());
+    record.actor_party = Some(recipient.to_string());
+    record.actor_user = None;
+    record.forwarded = Vec::new();
+    record.withheld = Vec::new();
+    let (Some(route), Some(schema)) = (route, schema) else {
+        record.reason = Some("no reverse route".into());
+        state.audit.append(record, Vec::new()).await?;
+        return Ok((Value::Null, true));
+    };
+    if schema.validate(&reply.payload).is_err() {
+        record.reason = Some("schema_violation".into());
+        state.audit.append(record, Vec::new()).await?;
+        return Ok((Value::Null, true));
+    }
+    let consent_ok = match route.consent {
+        ConsentRequirement::NotRequired => true,
+        ConsentRequirement::Required => {
+            consent.is_some_and(|c| c.covers(recipient, &sender, purpose))
+        }
+    };
+    if !consent_ok {
+        record.reason = Some("consent_scope".into());
+        state.audit.append(record, Vec::new()).await?;
+        return Ok((Value::Null, true));
+    }
+    let mut payload = reply.payload;
+    let mut reidentified = Vec::new();
+    resolve_pseudonyms(
+        state,
+        schema,
+        recipient,
+        route.subject,
+        &mut payload,
+        &mut reidentified,
+    )
+    .await?;
+    let categories = consent.map(ConsentRow::category_set);
+    let mut ident = |p: &Personnummer| super::api::identifier(state, route.subject, &sender, p);
+    let filtered = match policy::filter(
+        FilterInput {
+            schema,
+            payload: &payload,
+            allow: &route.fields,
+            consent_categories: categories.as_ref(),
+        },
+        &mut ident,
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            record.reason = Some(super::api::filter_error(e).code.as_str().to_owned());
+            state.audit.append(record, Vec::new()).await?;
+            return Ok((Value::Null, true));
+        }
+    };
+    for field in reidentified {
+        let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
+        r.actor_party = Some(recipient.to_string());
+        r.actor_user = None;
+        r.reason = Some(format!("reply field {field} resolved for {sender}"));
+        r.forwarded = vec![field];
+        r.withheld = Vec::new();
+        state.audit.append(r, Vec::new()).await?;
+    }
+    let mut ok = record;
+    ok.action = action::REPLY_FORWARDED.into();
+    ok.decision = decision::PERMIT.into();
+    ok.forwarded = filtered.forwarded.clone();
+    ok.withheld = filtered.withheld.clone();
+    state.audit.append(ok, Vec::new()).await?;
+    Ok((
+        json!({
+            "type": reply.msg_type,
+            "payload": filtered.payload,
+            "forwarded": filtered.forwarded,
+            "withheld": filtered.withheld,
+        }),
+        false,
+    ))
+}
+
+/// Replaces recipient-domain pseudonyms in identifier fields: with the
+/// personnummer when the route reveals (recorded in `reidentified`),
+/// otherwise the field is removed.
+async fn resolve_pseudonyms(
+    state: &AppState,
+    schema: &crate::schema::MessageSchema,
+    recipient: &PartyId,
+    mode: SubjectMode,
+    payload: &mut Value,
+    reidentified: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let Some(obj) = payload.as_object_mut() else {
+        return Ok(());
+    };
+    let names: Vec<String> = obj.keys().cloned().collect();
+    for name in names {
+        let pointer = crate::schema::field_pointer(&name);
+        if !schema.field(&pointer).is_some_and(|f| f.identifier) {
+            continue;
+        }
+        let Some(ps) = obj
+            .get(&name)
+            .and_then(Value::as_str)
+            .and_then(|s| Pseudonym::parse(s).ok())
+        else {
+            continue;
+        };
+        let resolved = if mode == SubjectMode::Reveal {
+            reidentify(state, recipient.as_str(), &ps).await?
+        } else {
+            None
+        };
+        match resolved {
+            Some(p) => {
+                obj.insert(name, Value::String(p.expose().to_owned()));
+                reidentified.push(pointer);
+            }
+            None => {
+                obj.remove(&name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The only path from a pseudonym back to the personnummer. Callers record
+/// a `reidentified` audit record before the number is released.
+async fn reidentify(
+    state: &AppState,
+    domain: &str,
+    ps: &Pseudonym,
+) -> Result<Option<Personnummer>, ApiError> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, nonce, ciphertext FROM vault WHERE domain = $1 AND pseudonym = $2",
+    )
+    .bind(domain.to_owned())
+    .bind(ps.as_str().to_owned())
+    .fetch_optional(state.store.pool())
+    .await?;
+    let Some((key_id, nonce, ciphertext)) = row else {
+        return Ok(None);
+    };
+    let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
+        return Ok(None);
+    };
+    let sealed = Sealed {
+        key_id,
+        nonce,
+        ciphertext,
+    };
+    Ok(state.crypto.vault.open(domain, ps, &sealed).ok())
+}

@@ -1,0 +1,635 @@
+//! Consent and exchange, end to end against real recipients.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::harness::{assert_logs_clean, pnr_forms, Db, Reply, TestGateway};
+
+pub const ALVA: &str = "200203149828";
+pub const NILS: &str = "200011029915";
+
+pub fn consent_args(
+    gw: &TestGateway,
+    subject: &str,
+    parties: &[&str],
+    categories: &[&str],
+) -> samgate::cli::ConsentSignArgs {
+    samgate::cli::ConsentSignArgs {
+        key: gw.path("keys/issuer-sfk-kalmar-intake.pem"),
+        issuer: "sfk-kalmar-intake".into(),
+        key_id: "2026-1".into(),
+        subject: subject.into(),
+        parties: parties.iter().map(|s| s.to_string()).collect(),
+        purposes: vec!["samordnad-rehabilitering".into(), "uppfoljning".into()],
+        categories: categories.iter().map(|s| s.to_string()).collect(),
+        days: 365,
+        method: "written".into(),
+        recorded_by: "handlaggare.eva".into(),
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Records a consent through the API and returns its id.
+pub async fn record_consent(
+    gw: &TestGateway,
+    subject: &str,
+    parties: &[&str],
+    categories: &[&str],
+) -> String {
+    let token =
+        samgate::consent::cli::sign_consent(&consent_args(gw, subject, parties, categories), now())
+            .unwrap();
+    let rsp = gw
+        .client("sfk-kalmar")
+        .post("/v1/consents", &json!({"token": token}))
+        .await;
+    assert_eq!(rsp.status, 201, "{}", rsp.text);
+    rsp.json()["id"].as_str().unwrap().to_owned()
+}
+
+const ALL_PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
+const ALL_CATEGORIES: &[&str] = &[
+    "case",
+    "identity",
+    "contact",
+    "benefit",
+    "employment",
+    "education",
+    "attendance",
+    "health",
+    "social-services",
+    "outcome",
+    "free-text",
+];
+
+fn example(t: &str) -> Value {
+    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
+}
+
+fn attendance(subject: &str) -> Value {
+    json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering",
+           "subject": subject, "delivery": "sync", "payload": example("attendance-report")})
+}
+
+async fn denied_records(gw: &TestGateway) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-denied'",
+    )
+    .fetch_one(gw.state().store.pool())
+    .await
+    .unwrap()
+}
+
+both_backends!(
+    attendance_report_is_delivered_with_exactly_the_allowed_fields,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let mut msg = attendance("20020314-9828");
+        msg["payload"]["scheduled_hours"] = json!(36);
+        let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let body = rsp.json();
+        assert_eq!(body["status"], "delivered");
+        assert_eq!(
+            body["forwarded"],
+            json!(["/absence_reason_category", "/attended_hours", "/period"])
+        );
+        assert_eq!(body["withheld"], json!(["/scheduled_hours"]));
+        let got = gw.recipient("fk").received();
+        assert_eq!(got.len(), 1);
+        let m = got[0].json();
+        assert_eq!(
+            m["payload"],
+            json!({"period": {"start": "2025-11-01", "end": "2025-11-30"}, "attended_hours": 27, "absence_reason_category": "sick"})
+        );
+        assert_eq!(m["subject"], json!({"personnummer": ALVA}));
+        assert_eq!(m["from"], "af");
+        assert_eq!(m["exchange_id"], body["exchange_id"]);
+        assert_eq!(
+            got[0].headers["samgate-exchange-id"].to_str().unwrap(),
+            body["exchange_id"].as_str().unwrap()
+        );
+
+        // The signature verifies over the received bytes with the published key.
+        let keys = gw.client("fk").get("/v1/keys").await.json();
+        let sig = got[0].headers["samgate-signature"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let header: Value = {
+            use base64::Engine;
+            let h = sig.split('.').next().unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let jwk = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == header["kid"])
+            .unwrap();
+        let x = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwk["x"].as_str().unwrap())
+                .unwrap()
+        };
+        let pk: [u8; 32] = x.try_into().unwrap();
+        assert!(samgate::exchange::deliver::verify_detached(
+            &pk,
+            &sig,
+            &got[0].body
+        ));
+        let mut tampered = got[0].body.to_vec();
+        tampered[10] ^= 1;
+        assert!(!samgate::exchange::deliver::verify_detached(
+            &pk, &sig, &tampered
+        ));
+
+        let forwarded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action IN ('exchange-forwarded','exchange-delivered')")
+        .fetch_one(gw.state().store.pool()).await.unwrap();
+        assert_eq!(forwarded, 2);
+        assert_logs_clean(&[ALVA]);
+    }
+);
+
+both_backends!(
+    pseudonymised_route_gives_each_recipient_its_own_pseudonym,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let msg = json!({"to": "region-kalmar", "type": "rehabilitation-plan", "purpose": "samordnad-rehabilitering",
+                     "subject": ALVA, "payload": example("rehabilitation-plan")});
+        let rsp = gw.client("kommun-kalmar").post("/v1/exchanges", &msg).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let got = gw.recipient("region-kalmar").received();
+        let m = got[0].json();
+        let ps = m["subject"]["pseudonym"].as_str().unwrap().to_owned();
+        assert!(ps.starts_with("ps1_"));
+        let text = String::from_utf8_lossy(&got[0].body).to_string();
+        for form in pnr_forms(ALVA) {
+            assert!(
+                !text.contains(&form),
+                "the recipient saw a personnummer form"
+            );
+        }
+        // The same person in another recipient's domain is a different pseudonym.
+        let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+        let other = gw.state().crypto.pseudonym("fk", &p).unwrap();
+        assert_ne!(other.as_str(), ps);
+        assert_eq!(
+            gw.state()
+                .crypto
+                .pseudonym("region-kalmar", &p)
+                .unwrap()
+                .as_str(),
+            ps
+        );
+    }
+);
+
+both_backends!(exchange_is_denied_after_revocation, |db| async move {
+    let Some(gw) = TestGateway::spawn(db).await else {
+        return;
+    };
+    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &attendance(NILS))
+        .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text);
+    let rev = gw
+        .client("sfk-kalmar")
+        .post(
+            &format!("/v1/consents/{id}/revocation"),
+            &json!({"reason": "wants out"}),
+        )
+        .await;
+    assert_eq!(rev.status, 200, "{}", rev.text);
+    assert_eq!(rev.json()["state"], "revoked");
+    let again = gw
+        .client("sfk-kalmar")
+        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["revoked_at"], rev.json()["revoked_at"]);
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &attendance(NILS))
+        .await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "consent_revoked")
+    );
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+    assert_eq!(denied_records(&gw).await, 1);
+});
+
+both_backends!(
+    every_refusal_is_audited_and_nothing_reaches_the_recipient,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let af = gw.client("af");
+        let mut expected = 0;
+        let mut check = |status: u16, code: &str, rsp: crate::harness::Rsp| {
+            assert_eq!(rsp.status, status, "{code}: {}", rsp.text);
+            assert_eq!(rsp.problem(), code);
+            expected += 1;
+        };
+        // consent missing
+        check(
+            403,
+            "consent_missing",
+            af.post("/v1/exchanges", &attendance(ALVA)).await,
+        );
+        // consent out of scope: does not name af
+        record_consent(&gw, ALVA, &["fk", "kommun-kalmar"], ALL_CATEGORIES).await;
+        check(
+            403,
+            "consent_scope",
+            af.post("/v1/exchanges", &attendance(ALVA)).await,
+        );
+        // categories: a consent covering none of the route's fields
+        record_consent(&gw, NILS, ALL_PARTIES, &["health"]).await;
+        check(
+            403,
+            "consent_scope",
+            af.post("/v1/exchanges", &attendance(NILS)).await,
+        );
+        // no route
+        let mut m = attendance(ALVA);
+        m["to"] = json!("region-kalmar");
+        check(403, "route_not_allowed", af.post("/v1/exchanges", &m).await);
+        // unknown party / type
+        let mut m = attendance(ALVA);
+        m["to"] = json!("skatteverket");
+        check(422, "unknown_party", af.post("/v1/exchanges", &m).await);
+        let mut m = attendance(ALVA);
+        m["type"] = json!("tax-return");
+        check(422, "unknown_type", af.post("/v1/exchanges", &m).await);
+        // schema violation names the path, never the value
+        let mut m = attendance(ALVA);
+        m["payload"]["attended_hours"] = json!("many");
+        let rsp = af.post("/v1/exchanges", &m).await;
+        assert_eq!(rsp.json()["errors"], json!(["/attended_hours"]));
+        assert!(!rsp.text.contains("many"));
+        check(422, "schema_violation", rsp);
+        // invalid personnummer, not echoed
+        let rsp = af.post("/v1/exchanges", &attendance("200203149829")).await;
+        assert!(!rsp.text.contains("200203149829"));
+        check(422, "invalid_personnummer", rsp);
+        // malformed JSON, wrong envelope, oversized, wrong media type
+        check(
+            400,
+            "malformed_json",
+            af.post_raw("/v1/exchanges", "application/json", b"{\"to\": ".to_vec())
+                .await,
+        );
+        check(
+            400,
+            "invalid_envelope",
+            af.post("/v1/exchanges", &json!({"to": 5})).await,
+        );
+        check(
+            413,
+            "payload_too_large",
+            af.post_raw(
+                "/v1/exchanges",
+                "application/json",
+                vec![b' '; 1024 * 1024 + 10],
+            )
+            .await,
+        );
+        check(
+            415,
+            "unsupported_media_type",
+            af.post_raw("/v1/exchanges", "text/plain", b"{}".to_vec())
+                .await,
+        );
+        // a party without the agency role
+        let rsp = gw.auditor().post("/v1/exchanges", &attendance(ALVA)).await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "forbidden_role")
+        );
+
+        for r in gw.recipients.values() {
+            assert!(r.received().is_empty());
+        }
+        assert_eq!(denied_records(&gw).await, expected);
+        assert_logs_clean(&[ALVA, NILS]);
+    }
+);
+
+both_backends!(
+    async_exchange_is_delivered_exactly_once_after_recipient_failures,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            c.delivery.backoff_initial = Duration::from_millis(20);
+            c.delivery.backoff_max = Duration::from_millis(100);
+        })
+        .await
+        else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let fk = gw.recipient("fk");
+        fk.push_reply(Reply {
+            status: 503,
+            ..Reply::default()
+        });
+        fk.push_reply(Reply {
+            status: 500,
+            ..Reply::default()
+        });
+        let mut msg = attendance(ALVA);
+        msg["delivery"] = json!("async");
+        let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+        assert_eq!(rsp.status, 202, "{}", rsp.text);
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let mut status = Value::Null;
+        for _ in 0..200 {
+            status = gw
+                .client("af")
+                .get(&format!("/v1/exchanges/{id}"))
+                .await
+                .json();
+            if status["status"] == "delivered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(status["status"], "delivered", "{status}");
+        assert_eq!(status["attempts"], 3);
+        assert_eq!(fk.received().len(), 1);
+        // Another party cannot read it.
+        let other = gw
+            .client("kommun-kalmar")
+            .get(&format!("/v1/exchanges/{id}"))
+            .await;
+        assert_eq!(other.status, 404);
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_exchange_survives_a_restart_before_delivery() {
+    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    // The recipient refuses until the gateway has been restarted.
+    gw.recipient("fk").set_default_reply(Reply {
+        status: 503,
+        ..Reply::default()
+    });
+    let mut msg = attendance(ALVA);
+    msg["delivery"] = json!("async");
+    let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+    assert_eq!(rsp.status, 202);
+    let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+    gw.gw.take().unwrap().abort();
+    gw.recipient("fk").set_default_reply(Reply::default());
+    let state = samgate::state::AppState::build(gw.config.clone())
+        .await
+        .unwrap();
+    // Make the retry due now: the crash left a lease and a backoff behind.
+    sqlx::query("UPDATE outbox SET next_attempt_us = 0, claimed_until_us = 0")
+        .execute(state.store.pool())
+        .await
+        .unwrap();
+    gw.gw = Some(samgate::server::Gateway::start(state).await.unwrap());
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = gw
+            .client("af")
+            .get(&format!("/v1/exchanges/{id}"))
+            .await
+            .json();
+        if status["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status["status"], "delivered");
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+}
+
+both_backends!(
+    idempotency_key_returns_the_first_result_and_sends_once,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let af = gw.client("af");
+        let msg = attendance(ALVA);
+        let a = af
+            .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "k-1")])
+            .await;
+        let b = af
+            .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "k-1")])
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(b.status, 200);
+        assert_eq!(a.json()["exchange_id"], b.json()["exchange_id"]);
+        assert_eq!(gw.recipient("fk").received().len(), 1);
+        let mut other = msg.clone();
+        other["payload"]["attended_hours"] = json!(30);
+        let c = af
+            .post_with("/v1/exchanges", &other, &[("Idempotency-Key", "k-1")])
+            .await;
+        assert_eq!(
+            (c.status, c.problem().as_str()),
+            (409, "idempotency_conflict")
+        );
+        // The same key from another party is its own key.
+        let d = gw.client("kommun-kalmar").post_with("/v1/exchanges", &json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering", "subject": ALVA, "payload": example("attendance-report")}), &[("Idempotency-Key", "k-1")]).await;
+        assert_eq!(d.status, 200, "{}", d.text);
+    }
+);
+
+both_backends!(
+    a_reply_goes_back_through_the_reverse_route,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        gw.recipient("sfk-kalmar").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": "referral", "payload": {"referral_id": "R-2026-17", "decision": "accepted", "suggested_measure": "group-activity", "health_summary": "not for the sender"}})),
+        ..Reply::default()
+    });
+        let msg = json!({"to": "sfk-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
+                     "subject": ALVA, "payload": example("referral")});
+        let rsp = gw.client("fk").post("/v1/exchanges", &msg).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let reply = &rsp.json()["reply"];
+        assert_eq!(reply["type"], "referral");
+        assert_eq!(reply["payload"]["decision"], "accepted");
+        assert!(reply["payload"].get("health_summary").is_none());
+        assert!(reply["withheld"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/health_summary")));
+
+        // A reply type with no reverse route is withheld.
+        gw.recipient("fk").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": "closure", "payload": {"closure_date": "2026-01-01", "outcome": "work"}})),
+        ..Reply::default()
+    });
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        assert_eq!(rsp.json()["reply"], Value::Null);
+        assert_eq!(rsp.json()["reply_withheld"], true);
+    }
+);
+
+both_backends!(
+    a_failing_recipient_gives_502_and_a_failed_exchange,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        gw.recipient("fk").push_reply(Reply {
+            status: 500,
+            ..Reply::default()
+        });
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (502, "recipient_failed")
+        );
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let st = gw
+            .client("af")
+            .get(&format!("/v1/exchanges/{id}"))
+            .await
+            .json();
+        assert_eq!(st["status"], "failed");
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
+    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    gw.client("af")
+        .post("/v1/exchanges", &attendance(ALVA))
+        .await;
+    let mut m = attendance(NILS);
+    m["delivery"] = json!("async");
+    gw.recipient("fk").set_default_reply(Reply {
+        status: 503,
+        ..Reply::default()
+    });
+    gw.client("af").post("/v1/exchanges", &m).await;
+    gw.client("sfk-kalmar")
+        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+        .await;
+    gw.stop().await;
+    let mut bytes = Vec::new();
+    for f in ["data/samgate.db", "data/samgate.db-wal"] {
+        if let Ok(b) = std::fs::read(gw.path(f)) {
+            bytes.extend(b);
+        }
+    }
+    assert!(bytes.len() > 10_000);
+    let text = String::from_utf8_lossy(&bytes);
+    for n in [ALVA, NILS] {
+        for form in pnr_forms(n) {
+            assert!(
+                !text.contains(&form),
+                "a personnummer form rests in clear in the database"
+            );
+        }
+    }
+}
+
+both_backends!(an_expired_consent_gives_consent_expired, |db| async move {
+    let clock = samgate::clock::OffsetClock::new();
+    let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
+        return;
+    };
+    let mut args = consent_args(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES);
+    args.days = 30;
+    let token = samgate::consent::cli::sign_consent(&args, now()).unwrap();
+    let rsp = gw
+        .client("sfk-kalmar")
+        .post("/v1/consents", &json!({"token": token}))
+        .await;
+    assert_eq!(rsp.status, 201);
+    let id = rsp.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gw.client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await
+            .status,
+        200
+    );
+    clock.advance_secs(31 * 86_400);
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &attendance(ALVA))
+        .await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "consent_expired")
+    );
+    let summary = gw
+        .client("sfk-kalmar")
+        .get(&format!("/v1/consents/{id}"))
+        .await
+        .json();
+    assert_eq!(summary["state"], "expired");
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+});
+
+both_backends!(
+    a_consent_starting_beyond_the_leeway_is_refused,
+    |db| async move {
+        let clock = samgate::clock::OffsetClock::new();
+        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
+            return;
+        };
+        // Recorded "yesterday" by the gateway's clock, valid from the real now.
+        clock.advance_secs(-3600);
+        let token = samgate::consent::cli::sign_consent(
+            &consent_args(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES),
+            now(),
+        )
+        .unwrap();
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post("/v1/consents", &json!({"token": token}))
+            .await;
+        // More than the 60 s leeway before nbf (DESIGN §9): 422.
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (422, "invalid_consent_claims")
+        );
+    }
+);

@@ -1,0 +1,319 @@
+//! Scale-out and failure (issue 9): PostgreSQL outage, several instances on
+//! one database, crash safety.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::exchange::{now, record_consent, ALVA};
+use crate::harness::{via_proxy, ChaosProxy, Db, TestGateway};
+
+const ALL_PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
+const CATEGORIES: &[&str] = &["attendance", "case", "health", "outcome", "employment"];
+
+fn attendance() -> serde_json::Value {
+    json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering", "subject": ALVA,
+           "payload": {"period": {"start": "2026-10-01", "end": "2026-10-31"}, "attended_hours": 20, "absence_reason_category": "care"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
+    if crate::harness::postgres_url().await.is_none() {
+        return;
+    }
+    let proxy = ChaosProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let p2 = proxy.clone();
+    let gw = TestGateway::spawn_with(Db::Postgres, move |c| {
+        c.storage.url = via_proxy(&c.storage.url, &p2);
+        c.storage.acquire_timeout = Duration::from_millis(500);
+    })
+    .await
+    .unwrap();
+    record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+    let af = gw.client("af");
+    assert_eq!(af.post("/v1/exchanges", &attendance()).await.status, 200);
+
+    proxy.cut();
+    // Let the pool notice its connections are gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let rsp = af.post("/v1/exchanges", &attendance()).await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (503, "unavailable"),
+            "{}",
+            rsp.text
+        );
+    }
+    let ready = gw.client("fk").get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        gw.recipient("fk").received().len(),
+        1,
+        "something was forwarded during the outage"
+    );
+
+    proxy.restore();
+    let mut ok = false;
+    for _ in 0..50 {
+        let rsp = af.post("/v1/exchanges", &attendance()).await;
+        if rsp.status == 200 {
+            ok = true;
+            break;
+        }
+        assert_eq!(rsp.status, 503, "{}", rsp.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the gateway did not recover");
+    assert_eq!(gw.client("fk").get("/readyz").await.status, 200);
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
+    )
+    .fetch_one(gw.state().store.pool())
+    .await
+    .unwrap();
+    assert_eq!(delivered as usize, gw.recipient("fk").received().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_postgres_share_one_gap_free_log() {
+    if crate::harness::postgres_url().await.is_none() {
+        return;
+    }
+    let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
+    // A second instance: its own pool, audit writer and outbox worker, same database.
+    let state2 = samgate::state::AppState::build(gw.config.clone())
+        .await
+        .unwrap();
+    let gw2 = samgate::server::Gateway::start(state2).await.unwrap();
+    record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+
+    let clients = [
+        gw.client("af"),
+        crate::harness::Client::new(
+            gw2.addr,
+            &gw.path("pki/ca.pem"),
+            Some((&gw.path("pki/af.pem"), &gw.path("pki/af.key"))),
+            None,
+        ),
+    ];
+    let total = 2000usize;
+    let per_task = total / 16;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let c = clients[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..per_task {
+                let mut m = attendance();
+                m["delivery"] = json!(if i % 4 == 0 { "async" } else { "sync" });
+                let rsp = c.post("/v1/exchanges", &m).await;
+                assert!(rsp.status == 200 || rsp.status == 202, "{}", rsp.text);
+                ids.push(rsp.json()["exchange_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), total);
+    // Wait for the async ones.
+    let fk = gw.recipient("fk");
+    for _ in 0..400 {
+        if fk.received().len() >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in fk.received() {
+        *seen
+            .entry(r.json()["exchange_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for id in &acknowledged {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "exchange not delivered exactly once"
+        );
+    }
+    assert_eq!(seen.len(), total);
+
+    let pool = gw.state().store.pool().clone();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_records ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for (i, s) in seqs.iter().enumerate() {
+        assert_eq!(*s, i as i64 + 1, "gap in seq");
+    }
+    let forwarded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-forwarded'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((forwarded as usize, delivered as usize), (total, total));
+
+    // One tree: the root over every leaf equals the root of the newest head,
+    // whichever instance signed it, and every head is a prefix of the log.
+    gw.state().audit.sign_head().await.unwrap();
+    let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let hashes: Vec<[u8; 32]> = leaves
+        .iter()
+        .map(|l| samgate::audit::merkle::leaf_hash(l))
+        .collect();
+    let heads: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT tree_size, root_hash FROM tree_heads ORDER BY tree_size")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(heads.len() >= 2);
+    for (size, root) in &heads {
+        let expect = samgate::audit::merkle::root_from_leaves(&hashes[..*size as usize]);
+        assert_eq!(
+            root.as_slice(),
+            expect.as_slice(),
+            "head {size} is not a prefix of the log"
+        );
+    }
+    assert_eq!(heads.last().unwrap().0 as usize, hashes.len());
+    gw2.shutdown().await;
+    let _ = now();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() {
+    if crate::harness::postgres_url().await.is_none() {
+        return;
+    }
+    let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
+    let gw2 = samgate::server::Gateway::start(
+        samgate::state::AppState::build(gw.config.clone())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let id = record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+    let ca = gw.path("pki/ca.pem");
+    let af2 = crate::harness::Client::new(
+        gw2.addr,
+        &ca,
+        Some((&gw.path("pki/af.pem"), &gw.path("pki/af.key"))),
+        None,
+    );
+    let intake2 = crate::harness::Client::new(
+        gw2.addr,
+        &ca,
+        Some((
+            &gw.path("pki/sfk-kalmar.pem"),
+            &gw.path("pki/sfk-kalmar.key"),
+        )),
+        None,
+    );
+    // Idempotency: the same key on both instances sends once.
+    let a = gw
+        .client("af")
+        .post_with(
+            "/v1/exchanges",
+            &attendance(),
+            &[("Idempotency-Key", "x-1")],
+        )
+        .await;
+    let b = af2
+        .post_with(
+            "/v1/exchanges",
+            &attendance(),
+            &[("Idempotency-Key", "x-1")],
+        )
+        .await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.json()["exchange_id"], b.json()["exchange_id"]);
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+    // Revocation on instance 2 is effective on instance 1 for the next request.
+    assert_eq!(
+        gw.client("af")
+            .post("/v1/exchanges", &attendance())
+            .await
+            .status,
+        200
+    );
+    let rev = intake2
+        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+        .await;
+    assert_eq!(rev.status, 200);
+    let rsp = gw.client("af").post("/v1/exchanges", &attendance()).await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "consent_revoked")
+    );
+    gw2.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_binary_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+    let cfg = samgate::config::Config::load(&dir.path().join("samgate.toml")).unwrap();
+    let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    let err = samgate::store::Store::open(&cfg.storage).await.unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn secrets_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
+    let key = std::fs::read(dir.path().join("keys/pseudonym.key")).unwrap();
+    let var = format!("SAMGATE_TEST_PSEUDONYM_{}", uuid::Uuid::new_v4().simple());
+    std::env::set_var(&var, hex::encode(&key));
+    let path = dir.path().join("samgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "pseudonym_master = \"keys/pseudonym.key\"",
+        &format!("pseudonym_master = \"env:{var}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = samgate::config::Config::load(&path).unwrap();
+    assert_eq!(
+        cfg.keys.pseudonym_master,
+        samgate::config::SecretSource::Env(var.clone())
+    );
+    let from_env = samgate::crypto::Crypto::load(&cfg).unwrap();
+    let mut file_cfg = cfg.clone();
+    file_cfg.keys.pseudonym_master =
+        samgate::config::SecretSource::File(dir.path().join("keys/pseudonym.key"));
+    let from_file = samgate::crypto::Crypto::load(&file_cfg).unwrap();
+    let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+    assert_eq!(from_env.audit_pseudonym(&p), from_file.audit_pseudonym(&p));
+    // An unset variable is a configuration error naming the key.
+    std::env::remove_var(&var);
+    let err = samgate::config::Config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keys.pseudonym_master") && err.contains(&var),
+        "{err}"
+    );
+}
