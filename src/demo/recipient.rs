@@ -22,8 +22,9 @@ use super::DemoError;
 pub struct Delivery {
     /// The JSON body (`{exchange_id, from, type, purpose, subject, consent_id, payload}`).
     pub body: Value,
-    /// Whether a `Samgate-Signature` header came with it.
-    pub signed: bool,
+    /// `Samgate-Signature`: `None` if absent, else whether the detached JWS
+    /// verifies over the body with the gateway's delivery key.
+    pub signature_valid: Option<bool>,
     /// The `Samgate-Exchange-Id` header.
     pub exchange_id_header: Option<String>,
 }
@@ -37,6 +38,7 @@ impl Delivery {
 
 struct Shared {
     party: String,
+    delivery_key: [u8; 32],
     received: Mutex<Vec<Delivery>>,
 }
 
@@ -64,6 +66,11 @@ impl Inbox {
             .first()
             .and_then(crate::tls::peer_spki_sha256)
             .ok_or_else(|| DemoError::Setup("pki/gateway-client.pem does not parse".into()))?;
+        let delivery_key: [u8; 32] =
+            crate::keys::load_public_key_pem(&dir.join("keys/delivery.pub.pem"))
+                .ok()
+                .and_then(|k| k.raw.as_slice().try_into().ok())
+                .ok_or_else(|| DemoError::Setup("keys/delivery.pub.pem is unusable".into()))?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| DemoError::Setup(format!("recipient {party}: {e}")))?;
@@ -72,6 +79,7 @@ impl Inbox {
             .map_err(|e| DemoError::Setup(format!("recipient {party}: {e}")))?;
         let shared = Arc::new(Shared {
             party: party.to_owned(),
+            delivery_key,
             received: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
@@ -139,8 +147,8 @@ impl Inbox {
     }
 }
 
-async fn inbox(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+async fn inbox(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let header = |name: &str| {
@@ -150,7 +158,8 @@ async fn inbox(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
             .map(str::to_owned)
     };
     let delivery = Delivery {
-        signed: header("samgate-signature").is_some(),
+        signature_valid: header("samgate-signature")
+            .map(|jws| crate::exchange::deliver::verify_detached(&shared.delivery_key, &jws, &raw)),
         exchange_id_header: header("samgate-exchange-id"),
         body,
     };

@@ -480,8 +480,9 @@ impl Play<'_> {
             return Ok(());
         }
         if rsp.status == 200 {
-            self.delivered(&ex, &rsp);
-            if matches!(ex.expect, Expect::Denied(_)) {
+            if let Err(problem) = self.delivered(&ex, &rsp) {
+                self.surprise(problem);
+            } else if matches!(ex.expect, Expect::Denied(_)) {
                 self.surprise(format!("{} {} → {} was delivered", ex.ty, ex.from, ex.to));
             } else {
                 self.tally.as_expected += 1;
@@ -504,17 +505,32 @@ impl Play<'_> {
         Ok(())
     }
 
-    fn delivered(&self, ex: &Ex, rsp: &Rsp) {
+    /// Prints a delivery; `Err` if the recipient's copy is missing or its
+    /// signature or exchange id header is wrong.
+    fn delivered(&self, ex: &Ex, rsp: &Rsp) -> Result<(), String> {
         let r = &rsp.json;
         let id = r.get("exchange_id").and_then(Value::as_str).unwrap_or("?");
         let status = r.get("status").and_then(Value::as_str).unwrap_or("?");
         self.out.ok(status, &format!("exchange {id}"));
+        let mut result = Ok(());
         match self.d.inboxes.get(ex.to).and_then(|i| i.delivery(id)) {
             Some(got) => {
-                let signed = if got.signed {
-                    "signed (Samgate-Signature)"
-                } else {
-                    "unsigned"
+                if got.signature_valid != Some(true) {
+                    result = Err(format!(
+                        "{} got exchange {id} without a valid signature",
+                        ex.to
+                    ));
+                }
+                if got.exchange_id_header.as_deref() != Some(id) {
+                    result = Err(format!(
+                        "{} got exchange {id} without its Samgate-Exchange-Id",
+                        ex.to
+                    ));
+                }
+                let signed = match got.signature_valid {
+                    Some(true) => "Samgate-Signature verified with keys/delivery.pub.pem",
+                    Some(false) => "Samgate-Signature does NOT verify",
+                    None => "unsigned",
                 };
                 self.out.line(&format!(
                     "{} received: subject {}, {signed}",
@@ -533,9 +549,11 @@ impl Play<'_> {
                     ));
                 }
             }
-            None => self
-                .out
-                .warn(&format!("{} has no record of this exchange", ex.to)),
+            None => {
+                self.out
+                    .warn(&format!("{} has no record of this exchange", ex.to));
+                result = Err(format!("{} has no record of exchange {id}", ex.to));
+            }
         }
         self.withheld(
             ex.from,
@@ -573,6 +591,7 @@ impl Play<'_> {
             }
             _ => {}
         }
+        result
     }
 
     fn withheld(&self, from: &str, to: &str, ty: &str, purpose: &str, withheld: &[String]) {
