@@ -9,16 +9,18 @@
 //! available yet" and skipped; anything else that goes differently from the
 //! story makes the demo exit 1.
 //!
-//! Layout: [`setup`] (directory, gateway, recipients), [`story`] (the
-//! exchanges), [`explain`] (what a recipient got and why fields were
-//! withheld), [`audit`] (tree head, whole-log check, inclusion proof,
-//! register extract), [`out`] (printing), [`client`], [`recipient`].
+//! Layout: [`setup`] (directory, gateway, recipients), [`script`]
+//! (personas and exchanges), [`story`] (playing them), [`explain`] (what a
+//! recipient got and why fields were withheld), [`audit`] (tree head,
+//! whole-log check, inclusion proof, register extract), [`out`] (printing),
+//! [`client`], [`recipient`].
 
 pub mod audit;
 pub mod client;
 pub mod explain;
 pub mod out;
 pub mod recipient;
+pub mod script;
 pub mod setup;
 pub mod story;
 
@@ -72,7 +74,7 @@ pub struct Tally {
 /// available yet), 1 when a step or the audit check went differently, 2
 /// when it could not be set up.
 pub async fn run(keep: Option<PathBuf>) -> ExitCode {
-    let out = Out::new(story::STEPS);
+    let out = Out::new(script::STEPS);
     let mut deployment = match setup::Deployment::start(keep.as_deref(), &out).await {
         Ok(d) => d,
         Err(e) => {

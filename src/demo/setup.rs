@@ -195,7 +195,7 @@ fn attendance_example() -> String {
         "to": "fk",
         "type": "attendance-report",
         "purpose": "samordnad-rehabilitering",
-        "subject": super::story::ALVA.number,
+        "subject": super::script::ALVA.number,
         "delivery": "sync",
         "payload": payload,
     });
