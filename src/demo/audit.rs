@@ -172,13 +172,14 @@ struct Export {
     head: Option<Value>,
 }
 
-/// Parses the NDJSON export: records in `seq` order from 1, each `leaf`
-/// equal to the canonical JSON of the record without it; then the head.
+/// Parses the NDJSON export: records in `seq` order from 1, each `leaf` in
+/// canonical form (RFC 8785) and agreeing with the line's own fields (and
+/// its `leaf_hash`, if given); then the tree head line.
 fn verify_export(text: &str) -> Result<Export, String> {
     let mut leaves = Vec::new();
     let mut head = None;
     for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let mut v: Value =
+        let v: Value =
             serde_json::from_str(line).map_err(|_| format!("export line {}: not JSON", n + 1))?;
         if let Some(h) = v.get("tree_head") {
             head = Some(h.clone());
@@ -188,19 +189,29 @@ fn verify_export(text: &str) -> Result<Export, String> {
         if seq != leaves.len() as u64 + 1 {
             return Err(format!("seq {seq}: expected seq {}", leaves.len() + 1));
         }
-        let leaf = v
-            .as_object_mut()
-            .and_then(|o| o.remove("leaf"))
-            .and_then(|l| l.as_str().map(str::to_owned))
-            .ok_or_else(|| format!("seq {seq}: no leaf"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(leaf)
-            .map_err(|_| format!("seq {seq}: leaf is not base64"))?;
-        let canonical = serde_json_canonicalizer::to_vec(&v).unwrap_or_default();
-        if canonical != bytes {
-            return Err(format!("seq {seq}: the record differs from its leaf"));
+        let bytes = v
+            .get("leaf")
+            .and_then(Value::as_str)
+            .and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
+            .ok_or_else(|| format!("seq {seq}: no base64 leaf"))?;
+        let record: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| format!("seq {seq}: the leaf is not JSON"))?;
+        if serde_json_canonicalizer::to_vec(&record).ok().as_deref() != Some(bytes.as_slice()) {
+            return Err(format!("seq {seq}: the leaf is not in canonical form"));
         }
-        leaves.push(Leaf { record: v, bytes });
+        let fields = record.as_object().into_iter().flatten();
+        if let Some((k, _)) = fields
+            .into_iter()
+            .find(|(k, val)| v.get(k.as_str()) != Some(val))
+        {
+            return Err(format!("seq {seq}: field `{k}` differs from the leaf"));
+        }
+        if let Some(h) = v.get("leaf_hash").and_then(Value::as_str) {
+            if h != hex::encode(leaf_hash(&bytes)) {
+                return Err(format!("seq {seq}: leaf_hash differs from the leaf"));
+            }
+        }
+        leaves.push(Leaf { record, bytes });
     }
     Ok(Export { leaves, head })
 }
@@ -368,35 +379,43 @@ async fn inclusion(
     Ok(())
 }
 
+/// One line per exchange (the newest record of each), newest first.
 fn disclosures(out: &Out, v: &Value) {
     let list = v
         .get("disclosures")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    let latest: Vec<&Value> = list
+        .iter()
+        .filter(|e| {
+            // A reply shares its exchange id; it is a message of its own.
+            let key = ["exchange_id", "from", "to"]
+                .map(|k| e.get(k).and_then(Value::as_str).unwrap_or("").to_owned());
+            key[0].is_empty() || seen.insert(key)
+        })
+        .collect();
     out.ok(
         "extract",
         &format!(
-            "{} exchanges about {}, newest first",
-            list.len(),
-            ALVA.label()
+            "{} exchanges about {} ({} records), newest first",
+            latest.len(),
+            ALVA.label(),
+            list.len()
         ),
     );
-    for e in list {
+    for e in latest {
         let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+        let time: String = s("time").replace('T', " ").chars().take(19).collect();
+        let fields = explain::strings(e, "forwarded").len();
         out.line(&format!(
-            "{}  {} → {}  {} ({}), {}",
-            s("time"),
+            "{time}  {} → {}  {} ({}): {}, {fields} fields",
             s("from"),
             s("to"),
             s("type"),
             s("purpose"),
             s("decision")
-        ));
-        out.note(&format!(
-            "  fields {}; consent {}",
-            explain::list(&explain::strings(&e, "forwarded")),
-            s("consent_id")
         ));
     }
 }
