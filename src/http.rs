@@ -46,6 +46,25 @@ pub fn router(state: AppState) -> Router {
             "/v1/consents/{id}/revocation",
             post(crate::consent::api::revoke),
         )
+        .route("/v1/audit/records", get(crate::audit::api::records))
+        .route(
+            "/v1/audit/subject-search",
+            post(crate::audit::api::subject_search),
+        )
+        .route("/v1/audit/tree-head", get(crate::audit::api::tree_head))
+        .route(
+            "/v1/audit/proof/inclusion",
+            get(crate::audit::api::inclusion),
+        )
+        .route(
+            "/v1/audit/proof/consistency",
+            get(crate::audit::api::consistency),
+        )
+        .route("/v1/audit/export", get(crate::audit::export::export))
+        .route(
+            "/v1/disclosures",
+            post(crate::audit::disclosure::disclosures),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -11,6 +11,9 @@
 
 mod harness;
 
+mod audit;
+mod audit_proofs;
+mod audit_verify;
 mod cli;
 mod consent;
 mod crash;

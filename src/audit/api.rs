@@ -1,0 +1,368 @@
+//! The auditor API (DESIGN §6, §9): records with filters and cursor pages,
+//! subject search, the signed tree head, inclusion and consistency proofs (the
+//! NDJSON export is in `export.rs`). Role `auditor` with a named user; every query is itself
+//! an `audit-query` record, committed before the answer leaves.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
+use super::record::{action, decision, AuditRecord};
+use crate::auth::Principal;
+use crate::config::Role;
+use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::http::{JsonBody, RequestId};
+use crate::personnummer::Personnummer;
+use crate::pseudonym::Pseudonym;
+use crate::state::AppState;
+
+/// `GET /v1/audit/records` query parameters (all text, parsed below so that
+/// every error is a problem document).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsParams {
+    from: Option<String>,
+    to: Option<String>,
+    party: Option<String>,
+    #[serde(rename = "type")]
+    msg_type: Option<String>,
+    action: Option<String>,
+    decision: Option<String>,
+    subject: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// `POST /v1/audit/subject-search` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectSearch {
+    personnummer: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+/// Proof query parameters.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProofParams {
+    seq: Option<String>,
+    tree_size: Option<String>,
+    first: Option<String>,
+    second: Option<String>,
+}
+
+pub(crate) fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ProblemCode::InvalidEnvelope, detail)
+}
+
+pub(crate) fn params<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    // The rejection text may quote values; it is not passed on.
+    q.map(|Query(p)| p)
+        .map_err(|_| bad("the query string has an unknown, repeated or malformed parameter"))
+}
+
+/// A decimal number without sign or leading `+`.
+pub(crate) fn number(name: &str, v: Option<&str>) -> ApiResult<Option<u64>> {
+    match v {
+        None => Ok(None),
+        Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("`{name}` is out of range"))),
+        Some(_) => Err(bad(format!("`{name}` must be a non-negative integer"))),
+    }
+}
+
+fn required(name: &str, v: Option<&str>) -> ApiResult<u64> {
+    number(name, v)?.ok_or_else(|| bad(format!("`{name}` is required")))
+}
+
+fn time_us(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+    v.map(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map(crate::clock::to_us)
+            .map_err(|_| bad(format!("`{name}` must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+/// An id-like filter value: a lowercase letter, then letters, digits, `-`,
+/// `_` or `.`, at most 64. (A personnummer never passes: it starts with a
+/// digit, so no number reaches the log through a filter.)
+fn ident(name: &str, v: Option<String>) -> ApiResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(s)
+            if s.len() <= 64
+                && s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)
+                }) =>
+        {
+            Ok(Some(s))
+        }
+        Some(_) => Err(bad(format!("`{name}` is not a valid identifier"))),
+    }
+}
+
+fn limit(v: Option<u64>) -> ApiResult<u64> {
+    match v {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(bad(format!("`limit` must be between 1 and {MAX_LIMIT}"))),
+    }
+}
+
+fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
+    v.map(|s| Cursor::decode(s).ok_or_else(|| bad("`cursor` is not a cursor of this API")))
+        .transpose()
+}
+
+/// Appends the `audit-query` record of a request; the answer is sent only
+/// once it is committed.
+pub(crate) async fn log_query(
+    state: &AppState,
+    principal: &Principal,
+    rid: Option<Extension<RequestId>>,
+    act: &str,
+    reason: String,
+    subject: Option<String>,
+) -> ApiResult<()> {
+    let record = AuditRecord {
+        request_id: rid.map(|Extension(r)| r.0),
+        action: act.to_owned(),
+        actor_party: Some(principal.party.to_string()),
+        actor_user: principal.user.clone(),
+        subject,
+        decision: decision::PERMIT.into(),
+        reason: Some(reason.chars().take(500).collect()),
+        ..AuditRecord::default()
+    };
+    state.audit.append(record, Vec::new()).await?;
+    Ok(())
+}
+
+fn page_json(page: &Page) -> Value {
+    let records: Vec<Value> = page.records.iter().map(query::record_json).collect();
+    serde_json::json!({
+        "records": records,
+        "next_cursor": page.next.map(|c| c.encode()),
+    })
+}
+
+/// `GET /v1/audit/records`.
+pub async fn records(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<Extension<RequestId>>,
+    q: Result<Query<RecordsParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    principal.require(Role::Auditor)?;
+    let p = params(q)?;
+    let subject = match p.subject {
+        None => None,
+        Some(s) => Some(
+            Pseudonym::parse(&s)
+                .map_err(|_| bad("`subject` must be an audit pseudonym (ps1_...)"))?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let filter = RecordFilter {
+        from_us: time_us("from", p.from.as_deref())?,
+        to_us: time_us("to", p.to.as_deref())?,
+        party: ident("party", p.party)?,
+        msg_type: ident("type", p.msg_type)?,
+        actions: ident("action", p.action)?.into_iter().collect(),
+        decision: ident("decision", p.decision)?,
+        subject: subject.clone(),
+    };
+    let limit = limit(number("limit", p.limit.as_deref())?)?;
+    let cursor = cursor(p.cursor.as_deref())?;
+    let page = query::records_page(&state.store, &filter, cursor, limit).await?;
+    let mut reason = String::from("records");
+    for (k, v) in [
+        ("from", &p.from),
+        ("to", &p.to),
+        ("party", &filter.party),
+        ("type", &filter.msg_type),
+        ("action", &filter.actions.first().cloned()),
+        ("decision", &filter.decision),
+    ] {
+        if let Some(v) = v {
+            reason.push_str(&format!(" {k}={v}"));
+        }
+    }
+    log_query(
+        &state,
+        &principal,
+        rid,
+        action::AUDIT_QUERY,
+        reason,
+        subject,
+    )
+    .await?;
+    Ok(Json(page_json(&page)).into_response())
+}
+
+/// Parses a personnummer from a request body: 422, never echoed.
+pub(crate) fn personnummer(state: &AppState, s: &str) -> ApiResult<Personnummer> {
+    Personnummer::parse_at(s, state.clock.now().date()).map_err(|e| {
+        ApiError::new(
+            ProblemCode::InvalidPersonnummer,
+            format!("`personnummer`: {e}"),
+        )
+    })
+}
+
+/// `POST /v1/audit/subject-search` `{"personnummer", "cursor"?, "limit"?}`.
+pub async fn subject_search(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<Extension<RequestId>>,
+    body: JsonBody<SubjectSearch>,
+) -> ApiResult<Response> {
+    principal.require(Role::Auditor)?;
+    let b = body.value;
+    let pnr = personnummer(&state, &b.personnummer)?;
+    let subject = state.crypto.audit_pseudonym(&pnr);
+    let filter = RecordFilter {
+        subject: Some(subject.clone()),
+        ..RecordFilter::default()
+    };
+    let limit = limit(b.limit)?;
+    let cursor = cursor(b.cursor.as_deref())?;
+    let page = query::records_page(&state.store, &filter, cursor, limit).await?;
+    log_query(
+        &state,
+        &principal,
+        rid,
+        action::AUDIT_QUERY,
+        "subject-search".into(),
+        Some(subject),
+    )
+    .await?;
+    Ok(Json(page_json(&page)).into_response())
+}
+
+/// Signs a head covering every committed record and returns the newest.
+pub(crate) async fn fresh_head(state: &AppState) -> ApiResult<query::StoredHead> {
+    state
+        .audit
+        .sign_head()
+        .await
+        .map_err(ApiError::unavailable)?;
+    query::latest_head(&state.store)
+        .await?
+        .ok_or_else(|| ApiError::internal("no tree head after signing one"))
+}
+
+/// `GET /v1/audit/tree-head`. The query's own record is appended first, so
+/// the head returned covers it too (and is never the empty tree).
+pub async fn tree_head(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<Extension<RequestId>>,
+) -> ApiResult<Response> {
+    principal.require(Role::Auditor)?;
+    log_query(
+        &state,
+        &principal,
+        rid,
+        action::AUDIT_QUERY,
+        "tree-head".into(),
+        None,
+    )
+    .await?;
+    let head = fresh_head(&state).await?;
+    Ok(Json(head.to_json()).into_response())
+}
+
+fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {
+    hashes.iter().map(hex::encode).collect()
+}
+
+fn not_found(detail: String) -> ApiError {
+    ApiError::new(ProblemCode::NotFound, detail)
+}
+
+/// `GET /v1/audit/proof/inclusion?seq=&tree_size=`.
+pub async fn inclusion(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<Extension<RequestId>>,
+    q: Result<Query<ProofParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    principal.require(Role::Auditor)?;
+    let p = params(q)?;
+    if p.first.is_some() || p.second.is_some() {
+        return Err(bad("an inclusion proof takes `seq` and `tree_size`"));
+    }
+    let seq = required("seq", p.seq.as_deref())?;
+    let size = required("tree_size", p.tree_size.as_deref())?;
+    if seq == 0 {
+        return Err(bad("`seq` starts at 1"));
+    }
+    let current = query::tree_size(&state.store).await?;
+    if seq > size || size > current {
+        return Err(not_found(format!(
+            "no record {seq} in a tree of size {size} (the log has {current} records)"
+        )));
+    }
+    let index = seq - 1;
+    let ids = super::proof::inclusion_proof_nodes(index, size).map_err(ApiError::internal)?;
+    let nodes = query::nodes(&state.store, &ids).await?;
+    let hashes = super::proof::inclusion_proof(index, size, &nodes).map_err(ApiError::internal)?;
+    let reason = format!("inclusion seq={seq} tree_size={size}");
+    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    Ok(Json(serde_json::json!({
+        "leaf_index": index,
+        "tree_size": size,
+        "hashes": hex_list(&hashes),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/audit/proof/consistency?first=&second=`.
+pub async fn consistency(
+    State(state): State<AppState>,
+    principal: Principal,
+    rid: Option<Extension<RequestId>>,
+    q: Result<Query<ProofParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    principal.require(Role::Auditor)?;
+    let p = params(q)?;
+    if p.seq.is_some() || p.tree_size.is_some() {
+        return Err(bad("a consistency proof takes `first` and `second`"));
+    }
+    let first = required("first", p.first.as_deref())?;
+    let second = required("second", p.second.as_deref())?;
+    if first > second {
+        return Err(bad("`first` must not be larger than `second`"));
+    }
+    let current = query::tree_size(&state.store).await?;
+    if second > current {
+        return Err(not_found(format!(
+            "no tree of size {second} (the log has {current} records)"
+        )));
+    }
+    let ids = super::proof::consistency_proof_nodes(first, second).map_err(ApiError::internal)?;
+    let nodes = query::nodes(&state.store, &ids).await?;
+    let hashes =
+        super::proof::consistency_proof(first, second, &nodes).map_err(ApiError::internal)?;
+    let reason = format!("consistency first={first} second={second}");
+    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    Ok(Json(serde_json::json!({
+        "first": first,
+        "second": second,
+        "hashes": hex_list(&hashes),
+    }))
+    .into_response())
+}
