@@ -80,6 +80,7 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
                 leaves = parsed.leaves;
                 match parsed.head.map(|n| open_head(&n, name, pk)) {
                     Some(Ok(h)) => {
+                        offline_verify(d, out, tally, &rsp.text, pk);
                         whole_log(out, tally, &leaves, h);
                         if let Some(earlier) = head.filter(|e| e.tree_size < h.tree_size) {
                             earlier_head(out, tally, &leaves, earlier);
@@ -234,9 +235,9 @@ fn whole_log(out: &Out, tally: &mut Tally, leaves: &[Leaf], head: Head) {
         );
     }
     out.ok(
-        "verified",
+        "recomputed",
         &format!(
-            "audit log: {n} records, root {} matches the signed tree head",
+            "here too: the root of the first {n} leaves matches the signed tree head {}",
             hex::encode(head.root)
         ),
     );
@@ -252,6 +253,39 @@ fn whole_log(out: &Out, tally: &mut Tally, leaves: &[Leaf], head: Head) {
     let summary: Vec<String> = actions.iter().map(|(a, c)| format!("{c} {a}")).collect();
     out.line(&summary.join(", "));
     tally.as_expected += 1;
+}
+
+/// The whole log through [`crate::audit::verify::verify_export`], the check
+/// behind `samgate audit verify --export` (every leaf, every signed head,
+/// consistency between heads), on the export saved in the working set.
+fn offline_verify(d: &Deployment, out: &Out, tally: &mut Tally, text: &str, pk: &[u8; 32]) {
+    let file = "audit-export.ndjson";
+    let path = d.path().join(file);
+    if let Err(e) = std::fs::write(&path, text) {
+        return fail(out, tally, format!("cannot save the export: {e}"));
+    }
+    match crate::audit::verify::verify_export(&path, *pk) {
+        Ok(summary) => {
+            out.ok(
+                "verified",
+                &format!(
+                    "audit log: {} records, root {}",
+                    summary.records,
+                    hex::encode(summary.root)
+                ),
+            );
+            if d.kept() {
+                out.note(&format!(
+                    "the same check offline: samgate audit verify --export {file} --public-key keys/audit.pub.pem"
+                ));
+            } else {
+                out.note(
+                    "the check of `samgate audit verify --export`: every leaf, every signed head",
+                );
+            }
+        }
+        Err(e) => fail(out, tally, format!("samgate audit verify: {e}")),
+    }
 }
 
 /// The head fetched first is a prefix of the exported log.
@@ -399,7 +433,7 @@ fn disclosures(out: &Out, v: &Value) {
     out.ok(
         "extract",
         &format!(
-            "{} exchanges about {} ({} records), newest first",
+            "{} messages about {} ({} records), newest first",
             latest.len(),
             ALVA.label(),
             list.len()

@@ -129,6 +129,11 @@ impl Deployment {
         }
     }
 
+    /// Whether the working set outlives the demo (`--keep`).
+    pub fn kept(&self) -> bool {
+        matches!(self.dir, Dir::Kept(_))
+    }
+
     /// The client of a party.
     pub fn client(&self, party: &str) -> Result<&PartyClient, DemoError> {
         self.clients
