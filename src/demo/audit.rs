@@ -14,9 +14,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::client::Rsp;
-use super::explain;
 use super::out::Out;
-use super::script::{ALVA, BERIT, NILS, OMAR};
+use super::script::ALVA;
 use super::setup::{Deployment, AUDITOR, INTAKE};
 use super::{DemoError, Tally};
 use crate::audit::checkpoint::Checkpoint;
@@ -89,7 +88,7 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
                     Some(Err(e)) => fail(out, tally, format!("export tree head: {e}")),
                     None => fail(out, tally, "the export has no tree head".into()),
                 }
-                pii_scan(out, tally, &rsp.text);
+                super::extract::pii_scan(out, tally, &rsp.text);
             }
             (Err(e), _) => fail(out, tally, format!("audit public key: {e}")),
             (_, Err(e)) => fail(out, tally, e),
@@ -109,7 +108,7 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
         .post("/v1/disclosures", &json!({ "personnummer": ALVA.number }))
         .await?;
     if gate(out, tally, "POST /v1/disclosures", &rsp) {
-        disclosures(out, &rsp.json);
+        super::extract::disclosures(out, &rsp.json);
         tally.as_expected += 1;
     }
     Ok(())
@@ -132,7 +131,7 @@ fn gate(out: &Out, tally: &mut Tally, what: &str, rsp: &Rsp) -> bool {
     false
 }
 
-fn fail(out: &Out, tally: &mut Tally, text: String) {
+pub(super) fn fail(out: &Out, tally: &mut Tally, text: String) {
     out.denied("failed", &text);
     tally.surprises.push(text);
 }
@@ -305,37 +304,6 @@ fn earlier_head(out: &Out, tally: &mut Tally, leaves: &[Leaf], head: Head) {
     }
 }
 
-/// No persona's number may appear in the exported log in any form.
-fn pii_scan(out: &Out, tally: &mut Tally, text: &str) {
-    let found = [ALVA, NILS, BERIT, OMAR].iter().any(|p| {
-        let short = p.number.get(2..).unwrap_or_default();
-        let dashed = |s: &str, at: usize| {
-            format!(
-                "{}-{}",
-                s.get(..at).unwrap_or(""),
-                s.get(at..).unwrap_or("")
-            )
-        };
-        [
-            p.number.to_owned(),
-            dashed(p.number, 8),
-            short.to_owned(),
-            dashed(short, 6),
-        ]
-        .iter()
-        .any(|f| text.contains(f.as_str()))
-    });
-    if found {
-        fail(
-            out,
-            tally,
-            "a personnummer appears in clear in the audit export".into(),
-        );
-    } else {
-        out.note("no personnummer in clear in the log: subjects are audit-domain pseudonyms");
-    }
-}
-
 async fn inclusion(
     d: &Deployment,
     out: &Out,
@@ -411,45 +379,4 @@ async fn inclusion(
         Err(e) => fail(out, tally, format!("inclusion proof for seq {seq}: {e}")),
     }
     Ok(())
-}
-
-/// One line per exchange (the newest record of each), newest first.
-fn disclosures(out: &Out, v: &Value) {
-    let list = v
-        .get("disclosures")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut seen = std::collections::BTreeSet::new();
-    let latest: Vec<&Value> = list
-        .iter()
-        .filter(|e| {
-            // A reply shares its exchange id; it is a message of its own.
-            let key = ["exchange_id", "from", "to"]
-                .map(|k| e.get(k).and_then(Value::as_str).unwrap_or("").to_owned());
-            key[0].is_empty() || seen.insert(key)
-        })
-        .collect();
-    out.ok(
-        "extract",
-        &format!(
-            "{} messages about {} ({} records), newest first",
-            latest.len(),
-            ALVA.label(),
-            list.len()
-        ),
-    );
-    for e in latest {
-        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        let time: String = s("time").replace('T', " ").chars().take(19).collect();
-        let fields = explain::strings(e, "forwarded").len();
-        out.line(&format!(
-            "{time}  {} → {}  {} ({}): {}, {fields} fields",
-            s("from"),
-            s("to"),
-            s("type"),
-            s("purpose"),
-            s("decision")
-        ));
-    }
 }

@@ -12,12 +12,13 @@
 //! Layout: [`setup`] (directory, gateway, recipients), [`script`]
 //! (personas and exchanges), [`story`] (playing them), [`explain`] (what a
 //! recipient got and why fields were withheld), [`audit`] (tree head,
-//! whole-log check, inclusion proof, register extract), [`out`] (printing),
-//! [`client`], [`recipient`].
+//! whole-log check, inclusion proof), [`extract`] (register extract, PII
+//! scan), [`out`] (printing), [`client`], [`recipient`].
 
 pub mod audit;
 pub mod client;
 pub mod explain;
+pub mod extract;
 pub mod out;
 pub mod recipient;
 pub mod script;
