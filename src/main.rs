@@ -6,6 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = samgate::cli::Cli::parse();
-    samgate::telemetry::init(cli.log_json);
+    let default_level = match cli.command {
+        samgate::cli::Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    samgate::telemetry::init_with_default(cli.log_json, default_level);
     samgate::cli::run(cli)
 }
