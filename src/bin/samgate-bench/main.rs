@@ -191,6 +191,29 @@ struct Target<'a> {
     driver: Driver,
     /// samgate: the database to count audit records in.
     audit: Option<&'a sqlx::AnyPool>,
+    /// samgate: its plain-HTTP metrics listener.
+    metrics: Option<SocketAddr>,
+}
+
+impl Target<'_> {
+    /// samgate's (audit batches, audit records) counters so far.
+    async fn metrics_audit(&self) -> Option<(f64, f64)> {
+        let addr = self.metrics?;
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next())
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum()
+        };
+        Some((sum("samgate_audit_batches_total"), sum("samgate_audit_records_total")))
+    }
 }
 
 /// Shared measurement state of one run.
@@ -231,7 +254,7 @@ impl Bench {
         let perf_child = match perf {
             Some(file) => Some(
                 std::process::Command::new("perf")
-                    .args(["record", "-F", "499", "-g", "-o"])
+                    .args(["record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf", "-o"])
                     .arg(file)
                     .args(["-p", &t.pid.to_string()])
                     .stdout(std::process::Stdio::null())
@@ -242,14 +265,16 @@ impl Bench {
             None => None,
         };
         let cpu0 = procs::cpu_ticks(t.pid);
-        let self0 = procs::cpu_ticks(std::process::id());
+        let self0 = procs::ticks_of(std::process::id()).unwrap_or(0);
+        let batches0 = t.metrics_audit().await;
         let busy0 = machine_busy_ticks();
         let st = match target_rps {
             Some(rate) => t.driver.open(conns, dur, rate).await?,
             None => t.driver.closed(conns, dur, fresh).await?,
         };
         let cpu1 = procs::cpu_ticks(t.pid);
-        let self1 = procs::cpu_ticks(std::process::id());
+        let self1 = procs::ticks_of(std::process::id()).unwrap_or(0);
+        let batches1 = t.metrics_audit().await;
         let busy1 = machine_busy_ticks();
         if let Some(mut p) = perf_child {
             let _ = std::process::Command::new("kill")
@@ -262,6 +287,10 @@ impl Bench {
         let self_s = self1.saturating_sub(self0) as f64 / self.ticks_per_s;
         let other_s = (busy1.saturating_sub(busy0) as f64 / self.ticks_per_s - cpu_s - self_s).max(0.0);
         let answered = st.ok + st.non2xx;
+        let audit_batch = match (batches0, batches1) {
+            (Some((b0, r0)), Some((b1, r1))) if b1 > b0 => Some((r1 - r0) / (b1 - b0)),
+            _ => None,
+        };
         self.delivered_2xx += st.ok;
         let audit = match t.audit {
             Some(pool) => self.check_audit(pool).await?,
@@ -280,11 +309,13 @@ impl Bench {
             cores: cpu_s / secs,
             lag_p99: target_rps.map(|_| st.lag.value_at_quantile(0.99) as f64 / 1000.0),
             audit,
+            audit_batch,
         };
         eprintln!(
-            "  {:<16} {:<15} {:>8.0} req/s  p50 {:>7.2} p99 {:>7.2} p99.9 {:>7.2} ms  errors {}  CPU {:.3} s/1k ({:.2} cores; generator+upstream {:.2}, others {:.2} cores)  audit {}",
+            "  {:<16} {:<15} {:>8.0} req/s  p50 {:>7.2} p99 {:>7.2} p99.9 {:>7.2} ms  errors {}  CPU {:.3} s/1k ({:.2} cores; generator+upstream {:.2}, others {:.2} cores)  audit {} (records/batch {})",
             row.contender, row.mode, row.rps, row.p[0], row.p[2], row.p[3], row.errors, row.cpu_per_1k, row.cores,
-            self_s / secs, other_s / secs, row.audit
+            self_s / secs, other_s / secs, row.audit,
+            row.audit_batch.map_or_else(|| "-".to_owned(), |b| format!("{b:.1}"))
         );
         if let Some(e) = &st.first_error {
             eprintln!("    first error: {e}");
@@ -355,6 +386,7 @@ fn write_config(
     listen: SocketAddr,
     db_url: &str,
     upstream: SocketAddr,
+    metrics: SocketAddr,
 ) -> anyhow::Result<PathBuf> {
     let text = std::fs::read_to_string(dir.join("samgate.toml"))?;
     let mut cfg: toml::Table = toml::from_str(&text).context("parsing samgate.toml")?;
@@ -367,6 +399,7 @@ fn write_config(
     let mut server = section(&mut cfg, "server")?;
     server.insert("listen".into(), listen.to_string().into());
     server.insert("rate_limit_per_party".into(), 0.into());
+    server.insert("metrics_listen".into(), metrics.to_string().into());
     cfg.insert("server".into(), server.into());
     let mut storage = section(&mut cfg, "storage")?;
     storage.insert("url".into(), db_url.into());
@@ -496,7 +529,8 @@ async fn run_samgate(
         }
     };
     let listen = procs::free_port()?;
-    let config = write_config(dir, name, listen, &db_url, upstream)?;
+    let metrics = procs::free_port()?;
+    let config = write_config(dir, name, listen, &db_url, upstream, metrics)?;
     let mut child = procs::spawn_samgate(name, &config, &dir.join(format!("{name}.log")))?;
     let result = async {
         wait_listening(listen, &mut child).await?;
@@ -559,6 +593,7 @@ async fn run_samgate(
             pid: child.pid(),
             driver: driver(dir, listen, body)?,
             audit: Some(&pool),
+            metrics: Some(metrics),
         };
         let perf = if backend == Backend::Sqlite {
             b.args.perf.clone()
@@ -596,6 +631,7 @@ async fn run_nginx(
             pid: child.pid(),
             driver: driver(dir, listen, body)?,
             audit: None,
+            metrics: None,
         };
         b.contender(&target, rates_from, None).await?;
         anyhow::Ok(())

@@ -29,7 +29,7 @@ pub fn clock_ticks() -> f64 {
 }
 
 /// utime + stime of one process (all its threads), in ticks.
-fn ticks_of(pid: u32) -> Option<u64> {
+pub fn ticks_of(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces.
     let rest = stat.get(stat.rfind(')')? + 2..)?;

@@ -35,17 +35,19 @@ pub struct Row {
     pub lag_p99: Option<f64>,
     /// samgate: audit check text (`ok`, or the mismatch).
     pub audit: String,
+    /// samgate: mean audit records per group-commit batch.
+    pub audit_batch: Option<f64>,
 }
 
 /// Writes the CSV.
 pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let mut s = String::from(
-        "contender,mode,target_rps,connections,rps,ok,errors,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,cpu_s_per_1k,proxy_cores,generator_lag_p99_ms,audit_check\n",
+        "contender,mode,target_rps,connections,rps,ok,errors,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,cpu_s_per_1k,proxy_cores,generator_lag_p99_ms,audit_check,audit_records_per_batch\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.4},{:.2},{},{}",
+            "{},{},{},{},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.4},{:.2},{},{},{}",
             r.contender,
             r.mode,
             r.target_rps.map(|t| format!("{t:.0}")).unwrap_or_default(),
@@ -62,6 +64,7 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
             r.cores,
             r.lag_p99.map(|t| format!("{t:.3}")).unwrap_or_default(),
             r.audit,
+            r.audit_batch.map(|b| format!("{b:.2}")).unwrap_or_default(),
         );
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
@@ -70,13 +73,13 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
 /// The Markdown table.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| contender | mode | target req/s | conns | req/s (2xx) | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU s / 1k req | proxy cores | audit check |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| contender | mode | target req/s | conns | req/s (2xx) | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU s / 1k req | proxy cores | audit check | records / batch |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {} | {} |",
             r.contender,
             r.mode,
             r.target_rps.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
@@ -91,6 +94,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
             r.cpu_per_1k,
             r.cores,
             r.audit,
+            r.audit_batch.map_or_else(|| "-".to_owned(), |b| format!("{b:.1}")),
         );
     }
     s
@@ -151,6 +155,7 @@ pub fn plot_throughput(path: &Path, rows: &[Row], contenders: &[String]) -> anyh
                 String::new()
             }
         })
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("requests per second")
         .label_style(("sans-serif", 15))
         .draw()
@@ -265,7 +270,7 @@ pub fn plot_latency(
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .draw()
             .map_err(plot_err)?;
     }
