@@ -13,12 +13,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use samgate::audit::merkle;
 use samgate::audit::record::AuditRecord;
 use samgate::config::Config;
-use samgate::schema::Category;
 use samgate::consent::verify::ConsentVerifier;
 use samgate::keys::Secret32;
 use samgate::personnummer::Personnummer;
 use samgate::policy::{self, FilterInput};
 use samgate::pseudonym::PseudonymMaster;
+use samgate::schema::Category;
 use samgate::schema::SchemaRegistry;
 use serde_json::Value;
 

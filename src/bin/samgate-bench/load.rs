@@ -209,7 +209,12 @@ impl Driver {
     }
 
     /// Closed loop for `duration` with `conns` workers.
-    pub async fn closed(&self, conns: usize, duration: Duration, fresh: bool) -> anyhow::Result<Stats> {
+    pub async fn closed(
+        &self,
+        conns: usize,
+        duration: Duration,
+        fresh: bool,
+    ) -> anyhow::Result<Stats> {
         let start = Instant::now();
         let end = start + duration;
         let mut tasks = Vec::with_capacity(conns);
@@ -273,7 +278,9 @@ impl Driver {
                         tokio::time::sleep_until(intended.into()).await;
                         let woke = Instant::now();
                         let lag = woke.saturating_duration_since(intended);
-                        let _ = st.lag.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1));
+                        let _ = st
+                            .lag
+                            .record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1));
                         intended + lag.min(TIMER_SLOP)
                     } else {
                         intended

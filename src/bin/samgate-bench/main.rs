@@ -104,7 +104,10 @@ fn main() -> ExitCode {
         return samgate::cli::run(samgate::cli::Cli::parse_from(args));
     }
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("samgate-bench: {e}");
@@ -212,7 +215,10 @@ impl Target<'_> {
                 .filter_map(|v| v.parse::<f64>().ok())
                 .sum()
         };
-        Some((sum("samgate_audit_batches_total"), sum("samgate_audit_records_total")))
+        Some((
+            sum("samgate_audit_batches_total"),
+            sum("samgate_audit_records_total"),
+        ))
     }
 }
 
@@ -229,11 +235,19 @@ struct Bench {
 
 impl Bench {
     fn duration(&self) -> Duration {
-        Duration::from_secs_f64(if self.args.quick { 1.0 } else { self.args.duration })
+        Duration::from_secs_f64(if self.args.quick {
+            1.0
+        } else {
+            self.args.duration
+        })
     }
 
     fn warmup(&self) -> Duration {
-        Duration::from_secs_f64(if self.args.quick { 0.5 } else { self.args.warmup })
+        Duration::from_secs_f64(if self.args.quick {
+            0.5
+        } else {
+            self.args.warmup
+        })
     }
 
     /// Runs one measurement with CPU accounting and records its row.
@@ -254,7 +268,16 @@ impl Bench {
         let perf_child = match perf {
             Some(file) => Some(
                 std::process::Command::new("perf")
-                    .args(["record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf", "-o"])
+                    .args([
+                        "record",
+                        "-e",
+                        "cpu-clock",
+                        "-F",
+                        "499",
+                        "--call-graph",
+                        "dwarf",
+                        "-o",
+                    ])
                     .arg(file)
                     .args(["-p", &t.pid.to_string()])
                     .stdout(std::process::Stdio::null())
@@ -285,7 +308,8 @@ impl Bench {
         let secs = st.elapsed.as_secs_f64().max(1e-9);
         let cpu_s = cpu1.saturating_sub(cpu0) as f64 / self.ticks_per_s;
         let self_s = self1.saturating_sub(self0) as f64 / self.ticks_per_s;
-        let other_s = (busy1.saturating_sub(busy0) as f64 / self.ticks_per_s - cpu_s - self_s).max(0.0);
+        let other_s =
+            (busy1.saturating_sub(busy0) as f64 / self.ticks_per_s - cpu_s - self_s).max(0.0);
         let answered = st.ok + st.non2xx;
         let audit_batch = match (batches0, batches1) {
             (Some((b0, r0)), Some((b1, r1))) if b1 > b0 => Some((r1 - r0) / (b1 - b0)),
@@ -304,8 +328,18 @@ impl Bench {
             rps: st.rps(),
             ok: st.ok,
             errors: st.non2xx + st.failed + st.not_sent,
-            p: [st.ms(0.5), st.ms(0.9), st.ms(0.99), st.ms(0.999), st.hist.max() as f64 / 1000.0],
-            cpu_per_1k: if answered > 0 { cpu_s * 1000.0 / answered as f64 } else { 0.0 },
+            p: [
+                st.ms(0.5),
+                st.ms(0.9),
+                st.ms(0.99),
+                st.ms(0.999),
+                st.hist.max() as f64 / 1000.0,
+            ],
+            cpu_per_1k: if answered > 0 {
+                cpu_s * 1000.0 / answered as f64
+            } else {
+                0.0
+            },
             cores: cpu_s / secs,
             lag_p99: target_rps.map(|_| st.lag.value_at_quantile(0.99) as f64 / 1000.0),
             audit,
@@ -344,7 +378,10 @@ impl Bench {
             Ok(format!("ok ({n} = {n})"))
         } else {
             self.audit_ok = false;
-            Ok(format!("MISMATCH ({n} records, {} 2xx)", self.delivered_2xx))
+            Ok(format!(
+                "MISMATCH ({n} records, {} 2xx)",
+                self.delivered_2xx
+            ))
         }
     }
 
@@ -356,7 +393,10 @@ impl Bench {
         perf: Option<&Path>,
     ) -> anyhow::Result<f64> {
         eprintln!("== {}", t.name);
-        let warm = t.driver.closed(self.args.connections, self.warmup(), false).await?;
+        let warm = t
+            .driver
+            .closed(self.args.connections, self.warmup(), false)
+            .await?;
         self.delivered_2xx += warm.ok;
         if warm.ok == 0 {
             bail!(
@@ -365,13 +405,22 @@ impl Bench {
                 warm.first_error.unwrap_or_default()
             );
         }
-        let max = self.measure(t, "keep-alive max", None, false, perf).await?.rps();
+        let max = self
+            .measure(t, "keep-alive max", None, false, perf)
+            .await?
+            .rps();
         let base = rates_from.unwrap_or(max);
         let fractions = self.args.rates.clone();
         for f in fractions {
             let rate = (base * f).max(1.0).round();
-            self.measure(t, &format!("rate {:.0}%", f * 100.0), Some(rate), false, None)
-                .await?;
+            self.measure(
+                t,
+                &format!("rate {:.0}%", f * 100.0),
+                Some(rate),
+                false,
+                None,
+            )
+            .await?;
         }
         self.measure(t, "new TLS conn", None, true, None).await?;
         Ok(max)
@@ -496,7 +545,10 @@ async fn pg_schema(base: &str) -> anyhow::Result<(String, String)> {
         .execute(&mut conn)
         .await?;
     let sep = if base.contains('?') { '&' } else { '?' };
-    Ok((format!("{base}{sep}options=-c%20search_path%3D{schema}"), schema))
+    Ok((
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
 }
 
 async fn pg_drop(base: &str, schema: &str) {
@@ -547,8 +599,17 @@ async fn run_samgate(
                     .to_vec(),
                 purposes: vec![PURPOSE.into()],
                 categories: [
-                    "case", "identity", "contact", "benefit", "employment", "education",
-                    "attendance", "health", "social-services", "outcome", "free-text",
+                    "case",
+                    "identity",
+                    "contact",
+                    "benefit",
+                    "employment",
+                    "education",
+                    "attendance",
+                    "health",
+                    "social-services",
+                    "outcome",
+                    "free-text",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -566,7 +627,11 @@ async fn run_samgate(
             .send()
             .await?;
         if rsp.status().as_u16() != 201 {
-            bail!("recording the consent: HTTP {} {}", rsp.status(), rsp.text().await?);
+            bail!(
+                "recording the consent: HTTP {} {}",
+                rsp.status(),
+                rsp.text().await?
+            );
         }
         // One exchange by hand, to show the shape and fail early.
         let rsp = setup_client(dir, SENDER)?
@@ -644,7 +709,9 @@ async fn run_nginx(
 async fn run(args: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let m = machine();
-    let tmp = tempfile::Builder::new().prefix("samgate-bench-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("samgate-bench-")
+        .tempdir()?;
     let out = match (&args.out, args.quick) {
         (Some(o), _) => o.clone(),
         (None, true) => tmp.path().join("results"),
@@ -652,12 +719,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     std::fs::create_dir_all(&out)?;
     let dir = tmp.path().join("deployment");
-    samgate::init::init(&dir, &samgate::init::InitOptions::default())
-        .context("samgate init")?;
+    samgate::init::init(&dir, &samgate::init::InitOptions::default()).context("samgate init")?;
     eprintln!("samgate init wrote {}", dir.display());
     let upstream = upstream::start(&dir, RECIPIENT, "127.0.0.1:0".parse()?).await?;
     let body = body()?;
-    eprintln!("upstream recipient on {upstream}; request body {} bytes", body.len());
+    eprintln!(
+        "upstream recipient on {upstream}; request body {} bytes",
+        body.len()
+    );
 
     let mut b = Bench {
         ticks_per_s: procs::clock_ticks(),
@@ -700,9 +769,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     report::register_font()?;
     report::plot_throughput(&out.join("throughput.png"), &b.rows, &contenders)?;
     report::plot_latency(&out.join("latency.png"), &b.rows, &contenders, &rate_modes)?;
-    let md = results_md(&b, &m, &contenders, &skipped, &nginx_version, body.len(), started.elapsed());
+    let md = results_md(
+        &b,
+        &m,
+        &contenders,
+        &skipped,
+        &nginx_version,
+        body.len(),
+        started.elapsed(),
+    );
     std::fs::write(out.join("results.md"), md)?;
-    eprintln!("wrote {}/results.md, results.csv, throughput.png, latency.png", out.display());
+    eprintln!(
+        "wrote {}/results.md, results.csv, throughput.png, latency.png",
+        out.display()
+    );
     if b.args.keep {
         let kept = tmp.keep();
         eprintln!("kept {}", kept.display());
@@ -733,14 +813,21 @@ fn results_md(
     let _ = writeln!(
         s,
         "- Machine: {} × {} (Linux {}), load average before the run: {}, after: {}",
-        m.cores, m.cpu, m.kernel, m.load_before, loadavg()
+        m.cores,
+        m.cpu,
+        m.kernel,
+        m.load_before,
+        loadavg()
     );
     let _ = writeln!(s, "- Contenders: {}", contenders.join(", "));
     if !skipped.is_empty() {
         let _ = writeln!(s, "- Left out: {}", skipped.join("; "));
     }
     if !nginx_version.is_empty() {
-        let _ = writeln!(s, "- nginx: {nginx_version}, `worker_processes auto`, access log on");
+        let _ = writeln!(
+            s,
+            "- nginx: {nginx_version}, `worker_processes auto`, access log on"
+        );
     }
     let _ = writeln!(
         s,
@@ -765,7 +852,10 @@ fn results_md(
     let get = |c: &str, mode: &str| b.rows.iter().find(|r| r.contender == c && r.mode == mode);
     let _ = writeln!(s, "## Targets (issue 7)\n");
     let _ = writeln!(s, "| target | reached | met |\n|---|---|---|");
-    if let (Some(sg), Some(ng)) = (get("samgate-sqlite", "keep-alive max"), get("nginx", "keep-alive max")) {
+    if let (Some(sg), Some(ng)) = (
+        get("samgate-sqlite", "keep-alive max"),
+        get("nginx", "keep-alive max"),
+    ) {
         let ratio = sg.rps / ng.rps.max(1e-9);
         let _ = writeln!(
             s,
@@ -795,14 +885,21 @@ fn results_md(
     let _ = writeln!(
         s,
         "| 0 audit mismatches | {} | {} |",
-        if b.audit_ok { "0" } else { "mismatch (see table)" },
+        if b.audit_ok {
+            "0"
+        } else {
+            "mismatch (see table)"
+        },
         yes(b.audit_ok)
     );
     let _ = writeln!(s, "\n## Machine load during the run\n");
     for n in &b.notes {
         let _ = writeln!(s, "- {n}");
     }
-    let _ = writeln!(s, "\n![throughput](throughput.png)\n\n![latency](latency.png)");
+    let _ = writeln!(
+        s,
+        "\n![throughput](throughput.png)\n\n![latency](latency.png)"
+    );
     s
 }
 

@@ -136,7 +136,10 @@ pub fn plot_throughput(path: &Path, rows: &[Row], contenders: &[String]) -> anyh
     root.fill(&WHITE).map_err(plot_err)?;
     let n = contenders.len() as f64;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Throughput (2xx req/s), loopback, same 1 KB body", ("sans-serif", 22))
+        .caption(
+            "Throughput (2xx req/s), loopback, same 1 KB body",
+            ("sans-serif", 22),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -173,7 +176,9 @@ pub fn plot_throughput(path: &Path, rows: &[Row], contenders: &[String]) -> anyh
             .draw_series(bars)
             .map_err(plot_err)?
             .label(*m)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color(mi).filled()));
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 14, y + 6)], color(mi).filled())
+            });
     }
     for (ci, c) in contenders.iter().enumerate() {
         for (mi, m) in modes.iter().enumerate() {
@@ -239,7 +244,10 @@ pub fn plot_latency(
             .x_label_formatter(&|x| {
                 let i = x.round();
                 if (x - i).abs() < 0.01 {
-                    labels.get(i as usize).map(|s| (*s).to_owned()).unwrap_or_default()
+                    labels
+                        .get(i as usize)
+                        .map(|s| (*s).to_owned())
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -260,7 +268,9 @@ pub fn plot_latency(
                 .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
                 .map_err(plot_err)?
                 .label(c.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
+                });
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, col.filled())))
                 .map_err(plot_err)?;
