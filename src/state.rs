@@ -40,6 +40,9 @@ pub enum StartError {
     },
 }
 
+/// Most vault keys remembered by [`AppState::mark_vault_stored`].
+pub const VAULT_CACHE_MAX: usize = 100_000;
+
 /// Shared application state.
 #[derive(Clone)]
 pub struct AppState {
@@ -71,6 +74,9 @@ pub struct Inner {
     /// Wakes the outbox worker when an async exchange is committed.
     pub outbox_notify: tokio::sync::Notify,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
+    /// deleted, so a positive entry cannot go stale. Bounded.
+    vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -151,6 +157,7 @@ impl AppState {
                 outbox_notify: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
+                vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -188,6 +195,28 @@ impl AppState {
             if let Some(t) = t.take() {
                 t.abort();
             }
+        }
+    }
+
+    /// Whether this vault row is known to be stored.
+    pub fn vault_is_stored(&self, key: &str) -> bool {
+        self.vault_stored
+            .read()
+            .map(|s| s.contains(key))
+            .unwrap_or(false)
+    }
+
+    /// Remembers committed vault rows (the set is cleared when it reaches
+    /// [`VAULT_CACHE_MAX`] entries; a miss only costs an idempotent insert).
+    pub fn mark_vault_stored(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut set) = self.vault_stored.write() {
+            if set.len() + keys.len() > VAULT_CACHE_MAX {
+                set.clear();
+            }
+            set.extend(keys);
         }
     }
 

@@ -61,6 +61,20 @@ impl From<AppendError> for crate::error::ApiError {
     }
 }
 
+/// Why a batch transaction did not commit.
+enum BatchError {
+    /// A side effect failed in optimistic mode: retry with savepoints.
+    EffectFailed,
+    /// Storage failed; nothing was written.
+    Storage(String),
+}
+
+impl From<String> for BatchError {
+    fn from(s: String) -> Self {
+        BatchError::Storage(s)
+    }
+}
+
 /// A committed append.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -228,7 +242,19 @@ impl Writer {
             .into_iter()
             .map(|j| (j.reply, (j.record, j.effects)))
             .unzip();
-        match self.batch_tx(items).await {
+        // Optimistic first: side effects run without savepoints. If one fails
+        // (rare: a replayed consent id, a concurrent revocation), the whole
+        // transaction is rolled back and the batch runs again with a
+        // savepoint per item, so only the failing item is refused.
+        let first = self.batch_tx(&items, false).await;
+        let outcome = match first {
+            Err(BatchError::EffectFailed) => self.batch_tx(&items, true).await,
+            other => other,
+        };
+        match outcome.map_err(|e| match e {
+            BatchError::Storage(s) => s,
+            BatchError::EffectFailed => "a side effect failed twice".to_owned(),
+        }) {
             Ok(results) => {
                 let ok = results.iter().filter(|r| r.is_ok()).count();
                 metrics::counter!("samgate_audit_records_total").increment(ok as u64);
@@ -249,8 +275,9 @@ impl Writer {
     /// committed, or the whole call fails and nothing is.
     async fn batch_tx(
         &self,
-        items: Vec<(AuditRecord, Vec<Stmt>)>,
-    ) -> Result<Vec<Result<Appended, AppendError>>, String> {
+        items: &[(AuditRecord, Vec<Stmt>)],
+        savepoints: bool,
+    ) -> Result<Vec<Result<Appended, AppendError>>, BatchError> {
         let mut conn = self
             .store
             .pool()
@@ -265,13 +292,24 @@ impl Writer {
         let mut out = Vec::with_capacity(items.len());
         let mut rows: Vec<(AuditRecord, Vec<u8>)> = Vec::with_capacity(items.len());
         let mut nodes = Vec::new();
-        for (mut record, effects) in items {
-            // The decision's side effects run in a savepoint so that one
-            // refused item (e.g. a replayed consent id) leaves the others.
-            if !effects.is_empty() {
+        for (record, effects) in items {
+            if !effects.is_empty() && !savepoints {
+                for stmt in effects {
+                    match stmt.execute(&mut tx).await {
+                        Ok(rows) if stmt.expect_rows && rows == 0 => {
+                            return Err(BatchError::EffectFailed)
+                        }
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
+                        Err(e) => return Err(BatchError::Storage(e.to_string())),
+                    }
+                }
+            } else if !effects.is_empty() {
+                // The decision's side effects run in a savepoint so that one
+                // refused item (e.g. a replayed consent id) leaves the others.
                 let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
                 let mut failed = None;
-                for stmt in &effects {
+                for stmt in effects {
                     match stmt.execute(&mut sp).await {
                         Ok(rows) if stmt.expect_rows && rows == 0 => {
                             failed = Some(AppendError::Conflict);
@@ -291,6 +329,7 @@ impl Writer {
                 }
                 sp.commit().await.map_err(|e| e.to_string())?;
             }
+            let mut record = record.clone();
             record.seq = size + 1;
             record.time = time.clone();
             let leaf = record.leaf_bytes();
@@ -433,19 +472,15 @@ async fn lock_state(
     // The no-op UPDATE is the lock on both databases: SQLite takes its write
     // lock (waiting up to busy_timeout), PostgreSQL locks the row until
     // commit. Reading first would risk SQLite's SQLITE_BUSY_SNAPSHOT.
-    let updated = sqlx::query("UPDATE audit_state SET tree_size = tree_size WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| e.to_string())?
-        .rows_affected();
-    if updated == 0 {
-        return Err("the audit_state row is missing (the migrations create it)".into());
-    }
-    let (size, bytes): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT tree_size, frontier FROM audit_state WHERE id = 1")
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(|e| e.to_string())?;
+    // RETURNING reads the state in the same statement.
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "UPDATE audit_state SET tree_size = tree_size WHERE id = 1 RETURNING tree_size, frontier",
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    let (size, bytes) =
+        row.ok_or_else(|| "the audit_state row is missing (the migrations create it)".to_owned())?;
     let frontier = Frontier::from_bytes(&bytes).map_err(|e| e.to_string())?;
     let size = u64::try_from(size).map_err(|e| e.to_string())?;
     if frontier.size() != size {

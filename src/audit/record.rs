@@ -51,50 +51,56 @@ pub mod decision {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
-    /// Position in the log, from 1; the Merkle leaf index is `seq - 1`.
-    pub seq: u64,
-    /// RFC 3339 UTC with microseconds.
-    pub time: String,
-    /// The request that caused it.
-    pub request_id: Option<String>,
     /// See [`action`].
     pub action: String,
     /// The authenticated party that acted.
     pub actor_party: Option<String>,
     /// The human user from the party's JWT.
     pub actor_user: Option<String>,
+    /// The consent the decision relied on.
+    pub consent_id: Option<String>,
+    /// See [`decision`].
+    pub decision: String,
+    /// The exchange concerned.
+    pub exchange_id: Option<String>,
+    /// Forwarded field paths.
+    pub forwarded: Vec<String>,
     /// Sending party of an exchange.
     pub from: Option<String>,
+    /// SHA-256 (hex) of the payload as received.
+    pub payload_sha256: Option<String>,
+    /// Purpose.
+    pub purpose: Option<String>,
+    /// Problem code or short reason.
+    pub reason: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// Position in the log, from 1; the Merkle leaf index is `seq - 1`.
+    pub seq: u64,
+    /// The subject's `audit`-domain pseudonym.
+    pub subject: Option<String>,
+    /// RFC 3339 UTC with microseconds.
+    pub time: String,
     /// Receiving party of an exchange.
     pub to: Option<String>,
     /// Message type.
     #[serde(rename = "type")]
     pub msg_type: Option<String>,
-    /// Purpose.
-    pub purpose: Option<String>,
-    /// The subject's `audit`-domain pseudonym.
-    pub subject: Option<String>,
-    /// The consent the decision relied on.
-    pub consent_id: Option<String>,
-    /// The exchange concerned.
-    pub exchange_id: Option<String>,
-    /// Forwarded field paths.
-    pub forwarded: Vec<String>,
     /// Withheld field paths.
     pub withheld: Vec<String>,
-    /// See [`decision`].
-    pub decision: String,
-    /// Problem code or short reason.
-    pub reason: Option<String>,
-    /// SHA-256 (hex) of the payload as received.
-    pub payload_sha256: Option<String>,
 }
 
 impl AuditRecord {
-    /// The canonical (JCS) leaf bytes.
+    /// The canonical (RFC 8785, JCS) leaf bytes.
+    ///
+    /// The fields are declared in sorted key order, and the record holds only
+    /// strings, an unsigned integer, string arrays and nulls; for those,
+    /// serde_json's compact output is exactly JCS (same key order, same
+    /// escapes). That is ten times faster than a general canonicalizer on
+    /// the hot path; `leaf_bytes_are_jcs` checks it against one.
     pub fn leaf_bytes(&self) -> Vec<u8> {
         // Serialising plain strings, integers, arrays and nulls cannot fail.
-        serde_json_canonicalizer::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Parses leaf bytes back into a record.
@@ -106,3 +112,53 @@ impl AuditRecord {
 /// What a caller hands to [`super::log::AuditLog::append`]: a record without
 /// `seq` and `time`, which the log assigns when the batch commits.
 pub type AuditEntry = AuditRecord;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Control characters, quotes, backslashes, DEL and non-ASCII.
+        proptest::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                prop::char::range('\u{0}', '\u{1f}'),
+                Just('"'),
+                Just('\\'),
+                Just('\u{7f}'),
+                Just('ö'),
+                Just('😀'),
+            ],
+            0..12,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn leaf_bytes_are_jcs(
+            // JCS numbers are IEEE doubles: integers are exact up to 2^53,
+            // far beyond any log's size.
+            seq in 0u64..(1u64 << 53),
+            a in text(),
+            b in proptest::option::of(text()),
+            list in proptest::collection::vec(text(), 0..4),
+        ) {
+            let r = AuditRecord {
+                seq,
+                time: a.clone(),
+                action: a.clone(),
+                actor_user: b.clone(),
+                msg_type: b.clone(),
+                reason: b,
+                forwarded: list.clone(),
+                withheld: list,
+                decision: a,
+                ..AuditRecord::default()
+            };
+            let jcs = serde_json_canonicalizer::to_vec(&r).unwrap();
+            prop_assert_eq!(r.leaf_bytes(), jcs);
+        }
+    }
+}

@@ -32,17 +32,25 @@ pub struct Revocation {
     reason: Option<String>,
 }
 
-/// The vault rows for a subject in the given domains (idempotent inserts).
+/// The vault rows for a subject in the given domains (idempotent inserts),
+/// leaving out rows this instance already knows are stored. Returns the
+/// statements and the keys to mark as stored once they have committed
+/// ([`AppState::mark_vault_stored`]).
 pub fn vault_stmts(
     state: &AppState,
     p: &crate::personnummer::Personnummer,
     domains: &[&str],
-) -> Result<Vec<Stmt>, ApiError> {
+) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
     let mut out = Vec::new();
+    let mut keys = Vec::new();
     for d in domains {
         let Some(ps) = state.crypto.pseudonym(d, p) else {
             continue;
         };
+        let key = format!("{d}\0{}", ps.as_str());
+        if state.vault_is_stored(&key) {
+            continue;
+        }
         let sealed = state
             .crypto
             .vault
@@ -59,8 +67,9 @@ pub fn vault_stmts(
             .blob(sealed.nonce.to_vec())
             .blob(sealed.ciphertext),
         );
+        keys.push(key);
     }
-    Ok(out)
+    Ok((out, keys))
 }
 
 fn token_aad(id: &str) -> Vec<u8> {
@@ -130,11 +139,9 @@ pub async fn record(
     .text(sealed.key_id)
     .blob(sealed.nonce.to_vec())
     .blob(sealed.ciphertext)];
-    effects.extend(vault_stmts(
-        &state,
-        &vc.subject,
-        &[DOMAIN_CONSENT, DOMAIN_AUDIT],
-    )?);
+    let (vault_rows, vault_keys) =
+        vault_stmts(&state, &vc.subject, &[DOMAIN_CONSENT, DOMAIN_AUDIT])?;
+    effects.extend(vault_rows);
     let record = AuditRecord {
         request_id: rid.map(|r| r.0 .0.clone()),
         action: action::CONSENT_RECORDED.into(),
@@ -147,7 +154,7 @@ pub async fn record(
         ..AuditRecord::default()
     };
     match state.audit.append(record, effects).await {
-        Ok(_) => {}
+        Ok(_) => state.mark_vault_stored(vault_keys),
         Err(e) if e.is_unique_violation() => return Err(replayed()),
         Err(e) => return Err(e.into()),
     }

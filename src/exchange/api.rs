@@ -225,12 +225,15 @@ async fn handle(
     };
     let mut effects: Vec<Stmt> =
         vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
+    let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
-        effects.extend(crate::consent::api::vault_stmts(
+        let (rows, keys) = crate::consent::api::vault_stmts(
             state,
             p,
             &[crate::pseudonym::DOMAIN_AUDIT, recipient_id.as_str()],
-        )?);
+        )?;
+        effects.extend(rows);
+        vault_keys = keys;
     }
     let endpoint = recipient
         .endpoint
@@ -247,6 +250,7 @@ async fn handle(
     }
     let record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
     state.audit.append(record, effects).await?;
+    state.mark_vault_stored(vault_keys);
     metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
         .increment(1);
 
