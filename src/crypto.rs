@@ -90,6 +90,39 @@ impl Crypto {
     }
 }
 
+impl Crypto {
+    /// Seals text with the vault key, bound to `aad`, as
+    /// `<key id>:<base64 nonce>:<base64 ciphertext>` for a TEXT column.
+    pub fn seal_text(&self, aad: &[u8], plain: &str) -> Option<String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let s = self.vault.seal_bytes(aad, plain.as_bytes()).ok()?;
+        Some(format!(
+            "{}:{}:{}",
+            s.key_id,
+            b64.encode(s.nonce),
+            b64.encode(s.ciphertext)
+        ))
+    }
+
+    /// Opens what [`Crypto::seal_text`] sealed with the same `aad`.
+    pub fn open_text(&self, aad: &[u8], stored: &str) -> Option<String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut parts = stored.splitn(3, ':');
+        let key_id = parts.next()?.to_owned();
+        let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
+        let ciphertext = b64.decode(parts.next()?).ok()?;
+        let sealed = crate::vault::Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        let plain = self.vault.open_bytes(aad, &sealed).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+}
+
 fn load_secret(src: &SecretSource) -> Result<keys::Secret32, keys::KeyError> {
     match src {
         SecretSource::File(p) => keys::load_secret32(p),

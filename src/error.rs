@@ -262,14 +262,46 @@ pub struct ProblemMarker(pub ProblemCode);
 /// database is unreachable (503); anything else is internal.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                ApiError::unavailable(e)
-            }
-            other => ApiError::internal(other),
+        if storage_down(&e) {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
         }
+    }
+}
+
+/// True for errors that mean the database is unreachable or busy rather
+/// than a bug: pool timeouts, I/O, a closed pool, SQLite BUSY/LOCKED
+/// (codes 5 and 6, with their extended codes) and PostgreSQL's connection
+/// and shutdown classes (08xxx, 57P0x).
+pub fn storage_down(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            let c = c.as_ref();
+            c.starts_with("08")
+                || c.starts_with("57P0")
+                || c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+        }),
+        _ => false,
     }
 }
 
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A client-supplied name for an error detail, quoted back only when it
+/// looks like an id (lowercase letters, digits, `-`); anything else could be
+/// personal data and is shown as `(not shown)`.
+pub fn quote_id(s: &str) -> String {
+    let id_like = !s.is_empty()
+        && s.len() <= 40
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if id_like {
+        format!("`{s}`")
+    } else {
+        "(not shown)".to_owned()
+    }
+}

@@ -41,16 +41,19 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/exchanges", post(crate::exchange::api::post))
         .route("/v1/exchanges/{id}", get(crate::exchange::api::get))
-        .route("/v1/consents", post(crate::consent::api::record))
+        .route(
+            "/v1/consents",
+            post(crate::consent::api::record).route_layer(middleware::from_fn(only_intake)),
+        )
         .route("/v1/consents/{id}", get(crate::consent::api::get))
         .route(
             "/v1/consents/{id}/revocation",
-            post(crate::consent::api::revoke),
+            post(crate::consent::api::revoke).route_layer(middleware::from_fn(only_intake)),
         )
         .route("/v1/audit/records", get(crate::audit::api::records))
         .route(
             "/v1/audit/subject-search",
-            post(crate::audit::api::subject_search),
+            post(crate::audit::api::subject_search).route_layer(middleware::from_fn(only_auditor)),
         )
         .route("/v1/audit/tree-head", get(crate::audit::api::tree_head))
         .route(
@@ -64,7 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/export", get(crate::audit::export::export))
         .route(
             "/v1/disclosures",
-            post(crate::audit::disclosure::disclosures),
+            post(crate::audit::disclosure::disclosures)
+                .route_layer(middleware::from_fn(only_intake)),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -74,6 +78,31 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(framing))
         .layer(middleware::from_fn(observe));
     api.with_state(state)
+}
+
+/// Route layers that answer 403 `forbidden_role` before the body is read,
+/// so a caller without the role learns nothing from body errors (the
+/// handlers check the role again).
+async fn only_intake(req: Request, next: Next) -> Response {
+    guard(req, next, crate::config::Role::Intake).await
+}
+
+async fn only_auditor(req: Request, next: Next) -> Response {
+    guard(req, next, crate::config::Role::Auditor).await
+}
+
+async fn guard(req: Request, next: Next, role: crate::config::Role) -> Response {
+    let check = match req.extensions().get::<Principal>() {
+        Some(p) => p.require(role),
+        None => Err(ApiError::new(
+            ProblemCode::Unauthenticated,
+            "a client certificate is required",
+        )),
+    };
+    match check {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The optional plain-HTTP operations listener: health and metrics only.
@@ -168,10 +197,13 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
+        // A caller's id is kept only if it cannot be a personnummer: it
+        // must hold a letter (digits, `-` and `+` alone are refused).
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
                 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && v.chars().any(|c| c.is_ascii_alphabetic())
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));

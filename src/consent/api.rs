@@ -173,10 +173,12 @@ fn not_found() -> ApiError {
     ApiError::new(ProblemCode::NotFound, "no consent with this id")
 }
 
-/// `GET /v1/consents/{id}` (roles intake, auditor).
+/// `GET /v1/consents/{id}` (roles intake, auditor). An auditor's read is
+/// itself an audit record (DESIGN §6: every auditor query).
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
+    rid: Option<axum::Extension<RequestId>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require_any(&[Role::Intake, Role::Auditor])?;
@@ -186,6 +188,17 @@ pub async fn get(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?;
+    if !principal.has(Role::Intake) {
+        crate::audit::api::log_query(
+            &state,
+            &principal,
+            rid,
+            action::AUDIT_QUERY,
+            format!("consent {id}"),
+            None,
+        )
+        .await?;
+    }
     Ok(Json(row.summary(state.clock.now_us())).into_response())
 }
 
@@ -224,7 +237,13 @@ pub async fn revoke(
         .ok_or_else(not_found)?;
     if row.revoked_at_us.is_none() {
         let now_us = state.clock.now_us();
-        let reason = body.reason.map(|r| r.chars().take(500).collect::<String>());
+        // The reason is staff free text (it may name the person): sealed.
+        let reason = body.reason.and_then(|r| {
+            let r: String = r.chars().take(500).collect();
+            let mut aad = b"revocation-reason\0".to_vec();
+            aad.extend_from_slice(id.as_bytes());
+            state.crypto.seal_text(&aad, &r)
+        });
         let effect = Stmt::new(
             "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
         )

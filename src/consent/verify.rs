@@ -142,8 +142,10 @@ impl ConsentVerifier {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload_b64)
             .map_err(|_| sig_err("the consent's payload is not base64url"))?;
+        // Nothing is read from an unverified payload but `iss` to pick the
+        // key; a payload that cannot even be read cannot be verified (401).
         let peek: Peek = serde_json::from_slice(&payload)
-            .map_err(|_| claims_error("the consent's payload is not a JSON object"))?;
+            .map_err(|_| sig_err("the consent's payload is not a JSON object"))?;
         let iss = peek.iss.unwrap_or_default();
         let kid = header.kid.unwrap_or_default();
         let issuer = self.issuers.get(&(iss, kid.clone())).ok_or_else(|| {
@@ -178,7 +180,7 @@ impl ConsentVerifier {
                 e.path()
             ))
         })?;
-        let subject = Personnummer::parse(&c.sub).map_err(|e| {
+        let subject = Personnummer::parse_at(&c.sub, now.date()).map_err(|e| {
             ApiError::new(
                 ProblemCode::InvalidPersonnummer,
                 format!("claim `sub`: {e}"),
@@ -211,19 +213,29 @@ impl ConsentVerifier {
                 return Err(claims_error("`iat` is in the future"));
             }
         }
-        if c.exp - c.nbf > self.max_lifetime_secs {
+        if c.exp
+            .checked_sub(c.nbf)
+            .is_none_or(|d| d > self.max_lifetime_secs)
+            || c.exp
+                .checked_sub(now_s)
+                .is_none_or(|d| d > self.max_lifetime_secs)
+        {
             return Err(claims_error(format!(
                 "the consent's lifetime exceeds the maximum of {} days",
                 self.max_lifetime_secs / 86_400
             )));
         }
-        if c.parties.len() < 2 {
+        let mut parties = c.parties;
+        parties.sort();
+        parties.dedup();
+        if parties.len() < 2 {
             return Err(claims_error("`parties` must name at least two parties"));
         }
-        for p in &c.parties {
+        for p in &parties {
             if !self.parties.contains(p) {
                 return Err(claims_error(format!(
-                    "`parties` names an unknown party `{p}`"
+                    "`parties` names an unknown party {}",
+                    crate::error::quote_id(p)
                 )));
             }
         }
@@ -233,7 +245,8 @@ impl ConsentVerifier {
         for p in &c.purposes {
             if !self.purposes.contains(p) {
                 return Err(claims_error(format!(
-                    "`purposes` names an unknown purpose `{p}`"
+                    "`purposes` names an unknown purpose {}",
+                    crate::error::quote_id(p)
                 )));
             }
         }
@@ -243,7 +256,10 @@ impl ConsentVerifier {
         let mut categories = Vec::new();
         for cat in &c.categories {
             let parsed: Category = cat.parse().map_err(|_| {
-                claims_error(format!("`categories` names an unknown category `{cat}`"))
+                claims_error(format!(
+                    "`categories` names an unknown category {}",
+                    crate::error::quote_id(cat)
+                ))
             })?;
             categories.push(parsed);
         }
@@ -255,9 +271,6 @@ impl ConsentVerifier {
         if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
             return Err(claims_error("`recorded_by` must name the staff member"));
         }
-        let mut parties = c.parties;
-        parties.sort();
-        parties.dedup();
         let mut purposes = c.purposes;
         purposes.sort();
         purposes.dedup();

@@ -114,9 +114,11 @@ async fn handle(
     raw: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
     let env: Envelope = crate::http::parse_json(raw)?;
-    ctx.to = Some(env.to.clone());
-    ctx.msg_type = Some(env.msg_type.clone());
-    ctx.purpose = Some(env.purpose.clone());
+    // Only validated values reach the (permanent) audit record: an unknown
+    // party, type or purpose is recorded as absent, never echoed.
+    if state.config.known_purposes().contains(&env.purpose) {
+        ctx.purpose = Some(env.purpose.clone());
+    }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
     let subject = match &env.subject {
         Some(s) => Some(Personnummer::parse(s).map_err(|e| {
@@ -130,18 +132,24 @@ async fn handle(
     let recipient = state.config.party(&env.to).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownParty,
-            format!("`to`: unknown party `{}`", env.to),
+            format!("`to`: unknown party {}", crate::error::quote_id(&env.to)),
         )
     })?;
     let recipient_id = recipient.id.clone();
+    ctx.to = Some(recipient_id.to_string());
     let schema = state.schemas.get(&env.msg_type).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownType,
-            format!("`type`: unknown message type `{}`", env.msg_type),
+            format!(
+                "`type`: unknown message type {}",
+                crate::error::quote_id(&env.msg_type)
+            ),
         )
     })?;
+    ctx.msg_type = Some(env.msg_type.clone());
     schema.validate(&env.payload).map_err(schema_error)?;
     policy::check_identifiers(schema, &env.payload).map_err(filter_error)?;
+    identifiers_name_the_subject(schema, &env.payload, subject.as_ref())?;
     let route = find_route(
         state,
         &ctx.principal.party,
@@ -153,8 +161,11 @@ async fn handle(
         ApiError::new(
             ProblemCode::RouteNotAllowed,
             format!(
-                "no route allows `{}` to send `{}` to `{}` for `{}`",
-                ctx.principal.party, env.msg_type, recipient_id, env.purpose
+                "no route allows `{}` to send `{}` to `{}` for {}",
+                ctx.principal.party,
+                env.msg_type,
+                recipient_id,
+                crate::error::quote_id(&env.purpose)
             ),
         )
     })?;
@@ -227,11 +238,14 @@ async fn handle(
         vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
     let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
-        let (rows, keys) = crate::consent::api::vault_stmts(
-            state,
-            p,
-            &[crate::pseudonym::DOMAIN_AUDIT, recipient_id.as_str()],
-        )?;
+        // The recipient's domain only when its pseudonym leaves the gateway:
+        // that is what a reply may need to resolve.
+        let domains: &[&str] = if route.subject == SubjectMode::Pseudonymise {
+            &[crate::pseudonym::DOMAIN_AUDIT, recipient_id.as_str()]
+        } else {
+            &[crate::pseudonym::DOMAIN_AUDIT]
+        };
+        let (rows, keys) = crate::consent::api::vault_stmts(state, p, domains)?;
         effects.extend(rows);
         vault_keys = keys;
     }
@@ -274,15 +288,26 @@ async fn handle(
                 .int(state.clock.now_us())
                 .text(exchange_id.clone());
             record_outcome(state, record, vec![done]).await;
-            let (reply, reply_withheld) = reply::process(
+            // The message is delivered: from here on the sender is told so,
+            // whatever happens to the reply (a reply that cannot be processed
+            // or audited is withheld, never an error that invites a resend).
+            let (reply, reply_withheld) = match reply::process(
                 state,
                 ctx,
                 &recipient_id,
                 &env.purpose,
                 consent.as_ref(),
+                subject.as_ref(),
                 &d,
             )
-            .await?;
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
+                    (Value::Null, true)
+                }
+            };
             let mut out = json!({
                 "exchange_id": exchange_id,
                 "status": "delivered",
@@ -347,6 +372,44 @@ async fn record_outcome(
     });
 }
 
+/// Identifier fields in a payload (e.g. a referral's `/subject`) must name
+/// the envelope's subject: consent is checked for that person only, so a
+/// payload about anyone else is refused (422, with the pointer, no value).
+fn identifiers_name_the_subject(
+    schema: &crate::schema::MessageSchema,
+    payload: &Value,
+    subject: Option<&Personnummer>,
+) -> Result<(), ApiError> {
+    let Some(obj) = payload.as_object() else {
+        return Ok(());
+    };
+    for (name, value) in obj {
+        let pointer = crate::schema::field_pointer(name);
+        if !schema.field(&pointer).is_some_and(|f| f.identifier) {
+            continue;
+        }
+        let Some(subject) = subject else {
+            return Err(ApiError::new(
+                ProblemCode::InvalidEnvelope,
+                format!("`subject` is required when the payload names a person (`{pointer}`)"),
+            )
+            .with("errors", vec![pointer]));
+        };
+        let same = value
+            .as_str()
+            .and_then(|v| Personnummer::parse(v).ok())
+            .is_some_and(|p| p.expose() == subject.expose());
+        if !same {
+            return Err(ApiError::new(
+                ProblemCode::InvalidPersonnummer,
+                format!("`{pointer}` names another person than the envelope's `subject`"),
+            )
+            .with("errors", vec![pointer]));
+        }
+    }
+    Ok(())
+}
+
 /// How an identifier travels on a route: revealed, the recipient's
 /// pseudonym, or removed.
 pub fn identifier(
@@ -381,17 +444,26 @@ pub fn find_route<'a>(
     })
 }
 
+/// Most failing pointers listed in a schema_violation problem.
+const MAX_ERRORS: usize = 50;
+
 /// Schema errors → 422 with the failing pointers (never values).
 pub fn schema_error(e: SchemaError) -> ApiError {
     match e {
-        SchemaError::Violation { pointers } => ApiError::new(
-            ProblemCode::SchemaViolation,
-            format!(
-                "the payload does not match its schema at {} place(s)",
-                pointers.len()
-            ),
-        )
-        .with("errors", pointers),
+        SchemaError::Violation { mut pointers } => {
+            let total = pointers.len();
+            let truncated = total > MAX_ERRORS;
+            pointers.truncate(MAX_ERRORS);
+            let mut e = ApiError::new(
+                ProblemCode::SchemaViolation,
+                format!("the payload does not match its schema at {total} place(s)"),
+            )
+            .with("errors", pointers);
+            if truncated {
+                e = e.with("truncated", true);
+            }
+            e
+        }
         other => ApiError::internal(other),
     }
 }
@@ -425,6 +497,7 @@ pub fn filter_error(e: FilterError) -> ApiError {
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
+    rid: Option<axum::Extension<RequestId>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require_any(&[Role::Agency, Role::Auditor])?;
@@ -437,8 +510,20 @@ pub async fn get(
     .fetch_optional(state.store.pool())
     .await?;
     let (sender, status, attempts, last_error, created, delivered) = row.ok_or_else(not_found)?;
-    if sender != principal.party.as_str() && !principal.has(Role::Auditor) {
-        return Err(not_found());
+    if sender != principal.party.as_str() {
+        if !principal.has(Role::Auditor) {
+            return Err(not_found());
+        }
+        // An auditor's read is itself an audit record (DESIGN §6).
+        crate::audit::api::log_query(
+            &state,
+            &principal,
+            rid,
+            action::AUDIT_QUERY,
+            format!("exchange {id}"),
+            None,
+        )
+        .await?;
     }
     Ok(Json(json!({
         "exchange_id": id,

@@ -168,37 +168,14 @@ fn aad(party: &PartyId, key: &str) -> Vec<u8> {
     format!("idempotency\0{party}\0{key}").into_bytes()
 }
 
-/// `<key id>:<base64 nonce>:<base64 ciphertext>`.
 fn seal(state: &AppState, party: &PartyId, key: &str, plain: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    match state.crypto.vault.seal_bytes(&aad(party, key), plain) {
-        Ok(s) => format!(
-            "{}:{}:{}",
-            s.key_id,
-            b64.encode(s.nonce),
-            b64.encode(s.ciphertext)
-        ),
-        Err(_) => String::new(),
-    }
+    let text = String::from_utf8_lossy(plain);
+    state
+        .crypto
+        .seal_text(&aad(party, key), &text)
+        .unwrap_or_default()
 }
 
 fn open(state: &AppState, party: &PartyId, key: &str, stored: &str) -> Option<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut parts = stored.splitn(3, ':');
-    let key_id = parts.next()?.to_owned();
-    let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
-    let ciphertext = b64.decode(parts.next()?).ok()?;
-    let sealed = crate::vault::Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    };
-    let plain = state
-        .crypto
-        .vault
-        .open_bytes(&aad(party, key), &sealed)
-        .ok()?;
-    String::from_utf8(plain.to_vec()).ok()
+    state.crypto.open_text(&aad(party, key), stored)
 }

@@ -38,6 +38,7 @@ pub async fn process(
     recipient: &PartyId,
     purpose: &str,
     consent: Option<&ConsentRow>,
+    subject: Option<&Personnummer>,
     delivered: &Delivered,
 ) -> Result<(Value, bool), ApiError> {
     if delivered.body.iter().all(u8::is_ascii_whitespace) || !delivered.json {
@@ -67,7 +68,21 @@ pub async fn process(
         state.audit.append(record, Vec::new()).await?;
         return Ok((Value::Null, true));
     };
-    if schema.validate(&reply.payload).is_err() {
+    // Identifier fields first: a reply may carry the recipient's pseudonym
+    // where the schema expects a personnummer.
+    let mut payload = reply.payload;
+    let mut reidentified = Vec::new();
+    resolve_identifiers(
+        state,
+        schema,
+        recipient,
+        route.subject,
+        subject,
+        &mut payload,
+        &mut reidentified,
+    )
+    .await?;
+    if schema.validate(&payload).is_err() {
         record.reason = Some("schema_violation".into());
         state.audit.append(record, Vec::new()).await?;
         return Ok((Value::Null, true));
@@ -83,17 +98,6 @@ pub async fn process(
         state.audit.append(record, Vec::new()).await?;
         return Ok((Value::Null, true));
     }
-    let mut payload = reply.payload;
-    let mut reidentified = Vec::new();
-    resolve_pseudonyms(
-        state,
-        schema,
-        recipient,
-        route.subject,
-        &mut payload,
-        &mut reidentified,
-    )
-    .await?;
     let categories = consent.map(ConsentRow::category_set);
     let mut ident = |p: &Personnummer| super::api::identifier(state, route.subject, &sender, p);
     let filtered = match policy::filter(
@@ -112,6 +116,9 @@ pub async fn process(
             return Ok((Value::Null, true));
         }
     };
+    // Re-identification records only for identifier fields that actually
+    // went back to the sender.
+    reidentified.retain(|f| filtered.forwarded.contains(f));
     for field in reidentified {
         let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
         r.actor_party = Some(recipient.to_string());
@@ -138,37 +145,43 @@ pub async fn process(
     ))
 }
 
-/// Replaces recipient-domain pseudonyms in identifier fields: with the
-/// personnummer when the route reveals (recorded in `reidentified`),
-/// otherwise the field is removed.
-async fn resolve_pseudonyms(
+/// Identifier fields of a reply may only name the exchange's own subject:
+/// either as the recipient's pseudonym of that subject (resolved through the
+/// vault only when the route reveals, recorded in `reidentified`) or as the
+/// subject's personnummer. Any other value — another person's pseudonym or
+/// number — is removed, so a reply can never re-identify or introduce a
+/// participant whose consent was not checked for this exchange.
+async fn resolve_identifiers(
     state: &AppState,
     schema: &crate::schema::MessageSchema,
     recipient: &PartyId,
     mode: SubjectMode,
+    subject: Option<&Personnummer>,
     payload: &mut Value,
     reidentified: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     let Some(obj) = payload.as_object_mut() else {
         return Ok(());
     };
+    let expected = subject.and_then(|p| state.crypto.pseudonym(recipient.as_str(), p));
     let names: Vec<String> = obj.keys().cloned().collect();
     for name in names {
         let pointer = crate::schema::field_pointer(&name);
         if !schema.field(&pointer).is_some_and(|f| f.identifier) {
             continue;
         }
-        let Some(ps) = obj
-            .get(&name)
-            .and_then(Value::as_str)
-            .and_then(|s| Pseudonym::parse(s).ok())
-        else {
+        let value = obj.get(&name).and_then(Value::as_str).unwrap_or("");
+        let own_number = subject
+            .is_some_and(|p| Personnummer::parse(value).is_ok_and(|v| v.expose() == p.expose()));
+        if own_number {
             continue;
-        };
-        let resolved = if mode == SubjectMode::Reveal {
-            reidentify(state, recipient.as_str(), &ps).await?
-        } else {
-            None
+        }
+        let own_pseudonym = Pseudonym::parse(value)
+            .ok()
+            .filter(|ps| expected.as_ref().is_some_and(|e| e.as_str() == ps.as_str()));
+        let resolved = match (own_pseudonym, mode) {
+            (Some(ps), SubjectMode::Reveal) => reidentify(state, recipient.as_str(), &ps).await?,
+            _ => None,
         };
         match resolved {
             Some(p) => {

@@ -712,3 +712,116 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_payload_naming_another_person_than_the_subject_is_refused,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let mut payload = example("referral");
+        payload["subject"] = json!(NILS);
+        let msg = json!({"to": "sfk-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
+                     "subject": ALVA, "payload": payload});
+        let rsp = gw.client("fk").post("/v1/exchanges", &msg).await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (422, "invalid_personnummer")
+        );
+        assert_eq!(rsp.json()["errors"], json!(["/subject"]));
+        for form in pnr_forms(NILS) {
+            assert!(!rsp.text.contains(&form));
+        }
+        assert!(gw.recipient("sfk-kalmar").received().is_empty());
+    }
+);
+
+both_backends!(
+    a_reply_can_only_re_identify_the_exchanges_own_subject,
+    |db| async move {
+        use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            let route = |from: &str, to: &str, fields: &[&str], subject| RouteConfig {
+                from: vec![PartyId::new(from)],
+                to: vec![PartyId::new(to)],
+                msg_type: "referral".into(),
+                purposes: vec!["samordnad-rehabilitering".into()],
+                fields: fields.iter().map(|s| s.to_string()).collect(),
+                subject,
+                consent: ConsentRequirement::Required,
+            };
+            c.routes.push(route(
+                "fk",
+                "region-kalmar",
+                &["/subject", "/referral_id"],
+                samgate::policy::SubjectMode::Pseudonymise,
+            ));
+            c.routes.push(route(
+                "region-kalmar",
+                "fk",
+                &["/subject", "/decision"],
+                samgate::policy::SubjectMode::Reveal,
+            ));
+        })
+        .await
+        else {
+            return;
+        };
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        let referral = |who: &str| {
+            json!({"to": "region-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
+        "subject": who, "payload": {"referral_id": "R-1", "subject": who}})
+        };
+        // Nils's referral gives the region his pseudonym in its domain.
+        assert_eq!(
+            gw.client("fk")
+                .post("/v1/exchanges", &referral(NILS))
+                .await
+                .status,
+            200
+        );
+        let nils_ps = gw.recipient("region-kalmar").received()[0].json()["payload"]["subject"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(nils_ps.starts_with("ps1_"));
+
+        // A reply about Alva that smuggles Nils's pseudonym: the field is removed.
+        gw.recipient("region-kalmar").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": "referral", "payload": {"subject": nils_ps, "decision": "accepted"}})),
+        ..Reply::default()
+    });
+        let rsp = gw.client("fk").post("/v1/exchanges", &referral(ALVA)).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let reply = &rsp.json()["reply"];
+        assert_eq!(reply["payload"], json!({"decision": "accepted"}));
+        for form in pnr_forms(NILS) {
+            assert!(
+                !rsp.text.contains(&form),
+                "another participant was re-identified"
+            );
+        }
+
+        // Alva's own pseudonym is resolved, and that is an audit record.
+        let alva_ps = gw.recipient("region-kalmar").received()[1].json()["payload"]["subject"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        gw.recipient("region-kalmar").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": "referral", "payload": {"subject": alva_ps, "decision": "accepted"}})),
+        ..Reply::default()
+    });
+        let rsp = gw.client("fk").post("/v1/exchanges", &referral(ALVA)).await;
+        assert_eq!(rsp.json()["reply"]["payload"]["subject"], json!(ALVA));
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action = 'reidentified'")
+                .fetch_one(gw.state().store.pool())
+                .await
+                .unwrap();
+        assert_eq!(n, 1);
+    }
+);
