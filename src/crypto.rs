@@ -22,6 +22,8 @@ pub struct Crypto {
     pub audit_signer: Arc<Ed25519Signer>,
     /// Signs `Samgate-Signature`.
     pub delivery_signer: Arc<Ed25519Signer>,
+    /// Keys the payload digest of audit records (see [`Crypto::payload_digest`]).
+    payload_key: ring::hmac::Key,
 }
 
 fn key_err(key: &str, e: impl std::fmt::Display) -> StartError {
@@ -35,9 +37,10 @@ impl Crypto {
     /// Loads every key file named by the config (exit 2 on a bad file).
     pub fn load(config: &Config) -> Result<Crypto, StartError> {
         let k = &config.keys;
-        let master = PseudonymMaster::new(
-            load_secret(&k.pseudonym_master).map_err(|e| key_err("keys.pseudonym_master", e))?,
-        );
+        let master_secret =
+            load_secret(&k.pseudonym_master).map_err(|e| key_err("keys.pseudonym_master", e))?;
+        let payload_key = derive_payload_key(master_secret.expose());
+        let master = PseudonymMaster::new(master_secret);
         let vault = VaultKey::new(load_secret(&k.vault).map_err(|e| key_err("keys.vault", e))?)
             .map_err(|e| key_err("keys.vault", e))?;
         let audit_signer = Arc::new(
@@ -61,6 +64,7 @@ impl Crypto {
             domains.insert(name, dk);
         }
         Ok(Crypto {
+            payload_key,
             domains,
             vault,
             audit_signer,
@@ -90,7 +94,27 @@ impl Crypto {
     }
 }
 
+/// `K_payload = HKDF-SHA256(salt = empty, master, info = "samgate/payload-digest/v1")`.
+fn derive_payload_key(master: &[u8; 32]) -> ring::hmac::Key {
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(master);
+    match prk.expand(&[b"samgate/payload-digest/v1"], ring::hmac::HMAC_SHA256) {
+        Ok(okm) => okm.into(),
+        // Cannot fail for a 32-byte output; fall back to a key that is
+        // still secret (the master itself) rather than panic.
+        Err(_) => ring::hmac::Key::new(ring::hmac::HMAC_SHA256, master),
+    }
+}
+
 impl Crypto {
+    /// The `payload_sha256` of audit records: HMAC-SHA256 of the request
+    /// body under a key derived from the pseudonym master. A plain SHA-256
+    /// of a body that contains a personnummer could be brute-forced over
+    /// the ~10^8 possible numbers; the keyed digest cannot, yet it still
+    /// lets the operator prove which bytes a record refers to.
+    pub fn payload_digest(&self, body: &[u8]) -> String {
+        hex::encode(ring::hmac::sign(&self.payload_key, body).as_ref())
+    }
+
     /// Seals text with the vault key, bound to `aad`, as
     /// `<key id>:<base64 nonce>:<base64 ciphertext>` for a TEXT column.
     pub fn seal_text(&self, aad: &[u8], plain: &str) -> Option<String> {

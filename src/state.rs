@@ -69,6 +69,8 @@ pub struct Inner {
     pub consents: ConsentVerifier,
     /// The audit log writer.
     pub audit: AuditLog,
+    /// This process's id (outbox claims are recorded with it).
+    pub instance_id: String,
     /// The outbound HTTPS client towards recipients (pooled).
     pub delivery_client: reqwest::Client,
     /// Wakes the outbox worker when an async exchange is committed.
@@ -153,6 +155,7 @@ impl AppState {
                 schemas,
                 consents,
                 audit,
+                instance_id: uuid::Uuid::new_v4().to_string(),
                 delivery_client,
                 outbox_notify: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),

@@ -106,7 +106,9 @@ CREATE TABLE outbox (
     attempts         BIGINT NOT NULL DEFAULT 0,
     next_attempt_us  BIGINT NOT NULL,
     expires_at_us    BIGINT NOT NULL,
-    claimed_until_us BIGINT NOT NULL DEFAULT 0
+    claimed_until_us BIGINT NOT NULL DEFAULT 0,
+    -- The instance that holds the claim: outcomes are recorded only by it.
+    claimed_by       TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_us);
 
@@ -114,6 +116,7 @@ CREATE TABLE idempotency_keys (
     party          TEXT   NOT NULL,
     key            TEXT   NOT NULL,
     request_sha256 TEXT   NOT NULL,
+    exchange_id    TEXT,
     status         BIGINT NOT NULL,
     response       TEXT   NOT NULL,
     created_at_us  BIGINT NOT NULL,

@@ -56,14 +56,13 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
         Err(e) => return e.into_response(),
     };
     let mut ctx = ExchangeCtx::new(principal.clone(), rid);
+    ctx.idempotency_key = idem_key.clone();
     let raw = match read(&state, &headers, req).await {
         Ok(b) => b,
         Err(e) => return deny(&state, &ctx, e).await.into_response(),
     };
-    ctx.payload_sha256 = Some(hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        &raw,
-    )));
+    // Keyed digest: the body holds a personnummer (see Crypto::payload_digest).
+    ctx.payload_sha256 = Some(state.crypto.payload_digest(&raw));
     let request_hash = ctx.payload_sha256.clone().unwrap_or_default();
     if let Some(key) = &idem_key {
         match idempotency::begin(&state, &principal.party, key, &request_hash).await {
@@ -100,10 +99,28 @@ async fn deny(state: &AppState, ctx: &ExchangeCtx, e: ApiError) -> ApiError {
     if e.code.status().is_client_error() && e.code != ProblemCode::IdempotencyConflict {
         let mut record = ctx.record(action::EXCHANGE_DENIED, decision::DENY);
         record.reason = Some(e.code.as_str().to_owned());
-        if let Err(err) = state.audit.append(record, Vec::new()).await {
+        // The refused exchange has an id and a row (status `denied`), so the
+        // sender can look it up and quote it.
+        let row = Stmt::new(
+            "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
+             consent_id, subject, forwarded, withheld, last_error, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'denied', 0, $7, $8, '[]', '[]', $9, $10)",
+        )
+        .text(ctx.exchange_id.clone())
+        .text(ctx.principal.party.to_string())
+        .text(ctx.to.clone().unwrap_or_default())
+        .text(ctx.msg_type.clone().unwrap_or_default())
+        .text(ctx.purpose.clone().unwrap_or_default())
+        .text(if ctx.delivery == Delivery::Async { "async" } else { "sync" })
+        .opt_text(ctx.consent_id.clone())
+        .opt_text(ctx.subject_audit.clone())
+        .text(e.code.as_str())
+        .int(state.clock.now_us());
+        if let Err(err) = state.audit.append(record, vec![row]).await {
             return ApiError::from(err);
         }
         metrics::counter!("samgate_exchanges_total", "outcome" => "denied", "reason" => e.code.as_str()).increment(1);
+        return e.with("exchange_id", ctx.exchange_id.clone());
     }
     e
 }
@@ -261,6 +278,17 @@ async fn handle(
             &body,
             &signature,
         )?);
+    }
+    if let Some(key) = &ctx.idempotency_key {
+        // The key learns its exchange in the same transaction as the
+        // decision: a retry after a crash answers from the exchange instead
+        // of running it again.
+        effects.push(
+            Stmt::new("UPDATE idempotency_keys SET exchange_id = $1 WHERE party = $2 AND key = $3")
+                .text(exchange_id.clone())
+                .text(ctx.principal.party.to_string())
+                .text(key.clone()),
+        );
     }
     let record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
     state.audit.append(record, effects).await?;

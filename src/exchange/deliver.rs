@@ -72,6 +72,9 @@ pub fn verify_detached(public_key: &[u8; 32], jws: &str, body: &[u8]) -> bool {
         .is_ok()
 }
 
+/// Largest reply read from a recipient.
+pub const MAX_REPLY: usize = 1024 * 1024;
+
 /// What a recipient answered.
 #[derive(Debug)]
 pub struct Delivered {
@@ -120,10 +123,24 @@ pub async fn post(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-    let body = rsp
-        .bytes()
+    // The reply is read up to MAX_REPLY bytes; a larger one is dropped
+    // (the delivery itself succeeded; the reply is then withheld as not JSON).
+    let mut rsp = rsp;
+    let mut buf = Vec::new();
+    let mut json = json;
+    while let Some(chunk) = rsp
+        .chunk()
         .await
-        .map_err(|e| DeliveryError::Transport(without_url(&e)))?;
+        .map_err(|e| DeliveryError::Transport(without_url(&e)))?
+    {
+        if buf.len() + chunk.len() > MAX_REPLY {
+            buf.clear();
+            json = false;
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let body = Bytes::from(buf);
     Ok(Delivered { status, json, body })
 }
 

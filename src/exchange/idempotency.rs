@@ -72,14 +72,14 @@ pub async fn begin(
     if inserted == 1 {
         return Ok(Begin::Proceed);
     }
-    let row: Option<(String, i64, String, i64)> = sqlx::query_as(
-        "SELECT request_sha256, status, response, created_at_us FROM idempotency_keys WHERE party = $1 AND key = $2",
+    let row: Option<(String, i64, String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT request_sha256, status, response, created_at_us, exchange_id FROM idempotency_keys WHERE party = $1 AND key = $2",
     )
     .bind(party.to_string())
     .bind(key.to_owned())
     .fetch_optional(state.store.pool())
     .await?;
-    let Some((stored_hash, status, response, created)) = row else {
+    let Some((stored_hash, status, response, created, exchange_id)) = row else {
         return Err(conflict("the idempotency key changed concurrently; retry"));
     };
     if stored_hash != hash {
@@ -88,6 +88,12 @@ pub async fn begin(
         ));
     }
     if status == 0 {
+        if let Some(id) = exchange_id {
+            // The first request committed its exchange but never stored its
+            // answer (it crashed, or is still delivering): answer from the
+            // exchange itself; nothing is sent again.
+            return Ok(Begin::Replay(from_exchange(state, &id).await?));
+        }
         if created < now - STALE_CLAIM_SECS * 1_000_000 {
             let taken = sqlx::query(
                 "UPDATE idempotency_keys SET created_at_us = $1 WHERE party = $2 AND key = $3 AND status = 0 AND created_at_us = $4",
@@ -125,6 +131,27 @@ pub async fn begin(
     Ok(Begin::Replay(rsp))
 }
 
+async fn from_exchange(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM exchanges WHERE id = $1")
+        .bind(id.to_owned())
+        .fetch_optional(state.store.pool())
+        .await?;
+    let status = status.unwrap_or_else(|| "queued".to_owned());
+    let code = if status == "queued" || status == "forwarded" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut rsp = (
+        code,
+        axum::Json(serde_json::json!({"exchange_id": id, "status": status})),
+    )
+        .into_response();
+    rsp.headers_mut()
+        .insert("idempotent-replay", HeaderValue::from_static("true"));
+    Ok(rsp)
+}
+
 /// Stores the result (or releases the key after a server error).
 pub async fn finish(
     state: &AppState,
@@ -133,7 +160,12 @@ pub async fn finish(
     status: StatusCode,
     body: &Value,
 ) {
-    let result = if status.is_server_error() {
+    // 500 and 503 mean nothing was decided: the key is released for the
+    // retry. 502 is a decision (the exchange is recorded as failed, and the
+    // recipient may have received it): it is kept like any other answer.
+    let release =
+        status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE;
+    let result = if release {
         sqlx::query("DELETE FROM idempotency_keys WHERE party = $1 AND key = $2")
             .bind(party.to_string())
             .bind(key.to_owned())

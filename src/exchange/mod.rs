@@ -53,6 +53,8 @@ pub struct ExchangeCtx {
     pub withheld: Vec<String>,
     /// Sync or async.
     pub delivery: Delivery,
+    /// The request's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
 }
 
 impl ExchangeCtx {
@@ -71,6 +73,7 @@ impl ExchangeCtx {
             forwarded: Vec::new(),
             withheld: Vec::new(),
             delivery: Delivery::Sync,
+            idempotency_key: None,
         }
     }
 

@@ -26,8 +26,9 @@ use crate::store::{Backend, Stmt};
 use crate::vault::Sealed;
 
 /// How long a claim lasts beyond the delivery timeout before another
-/// worker may retry the row (the lease must outlive one attempt).
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// worker may retry the row: the lease must outlive one attempt and the
+/// commit of its outcome (which may wait for SQLite's busy timeout).
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
@@ -110,13 +111,13 @@ async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
     let until = now + i64::try_from(lease.as_micros()).unwrap_or(60_000_000);
     let sql = match state.store.backend() {
         Backend::Postgres => {
-            "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
+            "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
              WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3 \
              FOR UPDATE SKIP LOCKED) RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, \
              signature, attempts, expires_at_us"
         }
         Backend::Sqlite => {
-            "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
+            "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
              WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3) \
              RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, expires_at_us"
         }
@@ -125,6 +126,7 @@ async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
         .bind(until)
         .bind(now)
         .bind(CLAIM_BATCH)
+        .bind(state.instance_id.clone())
         .fetch_all(state.store.pool())
         .await?;
     let mut out = Vec::new();
@@ -208,7 +210,10 @@ async fn attempt(state: &AppState, row: Claimed) {
             record.action = action::EXCHANGE_DELIVERED.into();
             record.decision = decision::DELIVERED.into();
             let effects = vec![
-                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1").text(id.clone()).expect_rows(),
+                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+                    .text(id.clone())
+                    .text(state.instance_id.clone())
+                    .expect_rows(),
                 Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
                     .int(attempts)
                     .int(state.clock.now_us())
@@ -225,7 +230,10 @@ async fn attempt(state: &AppState, row: Claimed) {
             record.decision = decision::EXPIRED.into();
             record.reason = Some(format!("expired after {attempts} attempts: {err}"));
             let effects = vec![
-                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1").text(id.clone()).expect_rows(),
+                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+                    .text(id.clone())
+                    .text(state.instance_id.clone())
+                    .expect_rows(),
                 Stmt::new("UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3")
                     .int(attempts)
                     .text(err)
@@ -236,10 +244,11 @@ async fn attempt(state: &AppState, row: Claimed) {
         Err(err) => {
             let delay = backoff(state, attempts);
             let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
-            let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3")
+            let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3 AND claimed_by = $4")
                 .bind(attempts)
                 .bind(next)
                 .bind(id.clone())
+                .bind(state.instance_id.clone())
                 .execute(state.store.pool())
                 .await;
             let r2 =

@@ -154,7 +154,9 @@ both_backends!(
         let mut child = serve(&path);
         wait_healthy(&af).await;
         let mut seen: HashMap<String, usize> = HashMap::new();
-        for _ in 0..400 {
+        // Claims of the killed instance are retried once their lease
+        // (delivery timeout + 15 s) runs out.
+        for _ in 0..800 {
             seen.clear();
             for r in fk.received() {
                 *seen
@@ -179,7 +181,7 @@ both_backends!(
         // Every exchange the log says was forwarded is delivered, and the log has no gap.
         let cfg = samgate::config::Config::load(&path).unwrap();
         let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
-        for _ in 0..200 {
+        for _ in 0..800 {
             let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
                 .fetch_one(store.pool())
                 .await

@@ -825,3 +825,40 @@ both_backends!(
         assert_eq!(n, 1);
     }
 );
+
+both_backends!(
+    a_denied_exchange_has_an_id_the_sender_can_look_up,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &attendance(ALVA))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "consent_missing")
+        );
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let st = gw
+            .client("af")
+            .get(&format!("/v1/exchanges/{id}"))
+            .await
+            .json();
+        assert_eq!(st["status"], "denied");
+        assert_eq!(st["last_error"], "consent_missing");
+        // The audit record's payload digest is keyed: not the plain SHA-256 of the body.
+        let leaf: Vec<u8> =
+            sqlx::query_scalar("SELECT leaf FROM audit_records WHERE exchange_id = $1")
+                .bind(id)
+                .fetch_one(gw.state().store.pool())
+                .await
+                .unwrap();
+        let record: Value = serde_json::from_slice(&leaf).unwrap();
+        let body = serde_json::to_vec(&attendance(ALVA)).unwrap();
+        let plain = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+        assert_eq!(record["payload_sha256"].as_str().unwrap().len(), 64);
+        assert_ne!(record["payload_sha256"].as_str().unwrap(), plain);
+    }
+);
