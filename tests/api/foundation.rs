@@ -355,3 +355,35 @@ async fn a_party_over_its_rate_limit_gets_429_with_retry_after() {
     // Another party has its own bucket.
     assert_eq!(gw.client("af").get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn the_plain_operations_listener_serves_only_health_and_metrics() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let ops = gw.gw.as_ref().unwrap().ops_addr.unwrap();
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let rsp = http
+            .get(format!("http://{ops}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status().as_u16(), 200, "{path}");
+    }
+    let rsp = http
+        .get(format!("http://{ops}/v1/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status().as_u16(), 404);
+    let rsp = http
+        .post(format!("http://{ops}/v1/exchanges"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status().as_u16(), 404);
+}
