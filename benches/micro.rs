@@ -84,22 +84,7 @@ fn schema_and_filter(c: &mut Criterion) {
     let Ok(registry) = SchemaRegistry::builtin() else {
         return;
     };
-    let all: BTreeSet<Category> = [
-        "case",
-        "identity",
-        "contact",
-        "benefit",
-        "employment",
-        "education",
-        "attendance",
-        "health",
-        "social-services",
-        "outcome",
-        "free-text",
-    ]
-    .iter()
-    .filter_map(|s| serde_json::from_value(Value::String((*s).to_owned())).ok())
-    .collect();
+    let all: BTreeSet<Category> = Category::ALL.into_iter().collect();
     let allow = vec!["*".to_owned()];
     let types: Vec<String> = registry.types().map(str::to_owned).collect();
     let mut g = c.benchmark_group("schema_validate_and_filter");

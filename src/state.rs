@@ -172,20 +172,13 @@ impl AppState {
 
     /// Finishes background work on a graceful stop (final tree head).
     pub async fn shutdown(&self) {
-        let tasks: Vec<_> = self
-            .background
-            .lock()
-            .map(|mut v| v.drain(..).collect())
-            .unwrap_or_default();
-        for t in tasks {
-            t.abort();
-        }
+        self.abort_background();
         let _ = self.audit.sign_head().await;
         self.store.close().await;
     }
 
-    /// Stops background work at once (crash simulation in tests).
-    pub fn abort(&self) {
+    /// Aborts the background tasks (the outbox worker).
+    fn abort_background(&self) {
         let tasks: Vec<_> = self
             .background
             .lock()
@@ -194,6 +187,11 @@ impl AppState {
         for t in tasks {
             t.abort();
         }
+    }
+
+    /// Stops background work at once (crash simulation in tests).
+    pub fn abort(&self) {
+        self.abort_background();
         if let Ok(mut t) = self.audit_task.lock() {
             if let Some(t) = t.take() {
                 t.abort();

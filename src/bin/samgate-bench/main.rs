@@ -598,21 +598,10 @@ async fn run_samgate(
                     .map(str::to_owned)
                     .to_vec(),
                 purposes: vec![PURPOSE.into()],
-                categories: [
-                    "case",
-                    "identity",
-                    "contact",
-                    "benefit",
-                    "employment",
-                    "education",
-                    "attendance",
-                    "health",
-                    "social-services",
-                    "outcome",
-                    "free-text",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
+                categories: samgate::schema::Category::ALL
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
                 days: 365,
                 method: "written".into(),
                 recorded_by: "handlaggare.eva".into(),
