@@ -54,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A witness that cosigns a gateway's checkpoints (DESIGN §12).
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::witness::cli::WitnessCommand,
+    },
     /// The audit log.
     Audit {
         /// What to do with the audit log.
@@ -163,6 +169,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
     match cmd {
         Command::Demo { keep } => crate::demo::run(keep).await,
         Command::Init { dir, listen } => init(dir, listen),
+        Command::Witness { command } => crate::witness::cli::run(command).await,
         Command::Serve { config } => serve(config).await,
         Command::Consent {
             command: ConsentCommand::Sign(args),

@@ -123,6 +123,19 @@ struct RawConfig {
     party: Vec<RawParty>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    witness: Vec<RawWitness>,
+}
+
+/// `[[witness]]` (DESIGN §12).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    name: String,
+    url: String,
+    public_key: PathBuf,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +186,10 @@ struct RawAudit {
     checkpoint_interval: Option<HumanDuration>,
     #[serde(default)]
     max_batch: Option<usize>,
+    #[serde(default)]
+    witness_quorum: Option<usize>,
+    #[serde(default)]
+    witness_wait: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +290,8 @@ pub struct Config {
     pub parties: Vec<PartyConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[[witness]]`, in file order (DESIGN §12).
+    pub witnesses: Vec<crate::witness::client::WitnessEntry>,
 }
 
 /// `[server]`.
@@ -346,6 +365,10 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most records written in one group-commit transaction.
     pub max_batch: usize,
+    /// Cosignatures a tree head needs (DESIGN §12); default: a majority of the witnesses.
+    pub witness_quorum: usize,
+    /// How long a tree-head request waits for the quorum of a fresh head (default 3 s).
+    pub witness_wait: Duration,
 }
 
 /// `[delivery]`.
@@ -590,7 +613,26 @@ impl Validator {
                 .checkpoint_interval
                 .map_or(Duration::from_secs(1), |d| d.0),
             max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
+            witness_quorum: raw
+                .audit
+                .witness_quorum
+                .unwrap_or(raw.witness.len() / 2 + usize::from(!raw.witness.is_empty())),
+            witness_wait: raw
+                .audit
+                .witness_wait
+                .map_or(Duration::from_secs(3), |d| d.0),
         };
+        if audit.witness_quorum > raw.witness.len() {
+            self.issue(
+                "audit.witness_quorum",
+                format!(
+                    "is {} but only {} [[witness]] are configured",
+                    audit.witness_quorum,
+                    raw.witness.len()
+                ),
+            );
+        }
+        let witnesses = self.witnesses(raw.witness);
         let delivery = DeliveryConfig {
             timeout: raw
                 .delivery
@@ -656,7 +698,33 @@ impl Validator {
             consent_issuers,
             parties,
             routes,
+            witnesses,
         }
+    }
+
+    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<crate::witness::client::WitnessEntry> {
+        let mut out: Vec<crate::witness::client::WitnessEntry> = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let key = format!("witness[{i}]");
+            if !crate::audit::cosign::is_valid_name(&w.name) {
+                self.issue(format!("{key}.name"), "must be non-empty without spaces or '+'");
+            }
+            if out.iter().any(|o| o.name == w.name) {
+                self.issue(format!("{key}.name"), format!("witness `{}` is defined twice", w.name));
+            }
+            if !w.url.starts_with("https://") || reqwest::Url::parse(&w.url).is_err() {
+                self.issue(format!("{key}.url"), "must be an https:// URL");
+            }
+            let public_key = self.file(&format!("{key}.public_key"), &w.public_key);
+            let ca = w.ca.map(|c| self.file(&format!("{key}.ca"), &c));
+            out.push(crate::witness::client::WitnessEntry {
+                name: w.name,
+                url: w.url,
+                public_key,
+                ca,
+            });
+        }
+        out
     }
 
     fn server(&mut self, s: RawServer) -> ServerConfig {

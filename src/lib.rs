@@ -31,3 +31,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;
+pub mod witness;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod cosign;
 pub mod cli;
 pub mod disclosure;
 pub mod export;
