@@ -147,6 +147,19 @@ pub enum AuditCommand {
         /// The audit public key (SPKI PEM) for --export.
         #[arg(long = "public-key")]
         public_key: Option<PathBuf>,
+        /// A checkpoint kept earlier (the signed note, or a saved tree-head JSON): the log
+        /// must contain that tree (DESIGN §12).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A witness key (vkey file) whose cosignature counts (repeatable).
+        #[arg(long = "witness-key")]
+        witness_key: Vec<PathBuf>,
+        /// Valid cosignatures required (default: a majority of the witness keys).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Verify a register extract saved with "proofs": true instead of a log.
+        #[arg(long, conflicts_with_all = ["export", "checkpoint"])]
+        disclosure: Option<PathBuf>,
     },
 }
 
@@ -190,8 +203,23 @@ async fn dispatch(cmd: Command) -> ExitCode {
                     config,
                     export,
                     public_key,
+                    checkpoint,
+                    witness_key,
+                    quorum,
+                    disclosure,
                 },
-        } => crate::audit::cli::verify(config, export, public_key).await,
+        } => {
+            crate::audit::cli::verify_with(crate::audit::cli::VerifyOptions {
+                config,
+                export,
+                public_key,
+                checkpoint,
+                witness_keys: witness_key,
+                quorum,
+                disclosure,
+            })
+            .await
+        }
     }
 }
 

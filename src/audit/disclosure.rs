@@ -31,6 +31,9 @@ pub const EXCHANGE_ACTIONS: [&str; 6] = [
 #[serde(deny_unknown_fields)]
 pub struct DisclosureRequest {
     personnummer: String,
+    /// Add leaves, inclusion proofs and the cosigned checkpoint (DESIGN §12).
+    #[serde(default)]
+    proofs: bool,
 }
 
 /// One line of the extract. `action` and `withheld` go beyond the fields
@@ -74,10 +77,13 @@ pub async fn disclosures(
     }
     let leaves = q.fetch_all(state.store.pool()).await?;
     let mut out = Vec::with_capacity(leaves.len());
-    for leaf in leaves {
-        let record = AuditRecord::from_leaf(&leaf)
+    for leaf in &leaves {
+        let record = AuditRecord::from_leaf(leaf)
             .map_err(|_| ApiError::internal("a stored audit leaf does not parse"))?;
         out.push(entry(&record));
+    }
+    if body.value.proofs {
+        super::disclosure_proofs::attach(&state, &mut out, &leaves).await?;
     }
     log_query(
         &state,

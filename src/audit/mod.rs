@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cosign;
 pub mod cli;
 pub mod disclosure;
+pub mod disclosure_proofs;
 pub mod export;
 pub mod log;
 pub mod merkle;
