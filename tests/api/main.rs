@@ -22,3 +22,4 @@ mod foundation;
 mod openapi;
 mod routes;
 mod scale;
+mod witness;
