@@ -707,10 +707,16 @@ impl Validator {
         for (i, w) in raw.into_iter().enumerate() {
             let key = format!("witness[{i}]");
             if !crate::audit::cosign::is_valid_name(&w.name) {
-                self.issue(format!("{key}.name"), "must be non-empty without spaces or '+'");
+                self.issue(
+                    format!("{key}.name"),
+                    "must be non-empty without spaces or '+'",
+                );
             }
             if out.iter().any(|o| o.name == w.name) {
-                self.issue(format!("{key}.name"), format!("witness `{}` is defined twice", w.name));
+                self.issue(
+                    format!("{key}.name"),
+                    format!("witness `{}` is defined twice", w.name),
+                );
             }
             if !w.url.starts_with("https://") || reqwest::Url::parse(&w.url).is_err() {
                 self.issue(format!("{key}.url"), "must be an https:// URL");

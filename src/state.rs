@@ -132,10 +132,12 @@ impl AppState {
             reason,
         })?;
         let delivery_client = crate::exchange::deliver::client(&config)?;
-        let witnesses = crate::witness::client::Cosigning::from_config(&config)
-            .map_err(|reason| StartError::Key {
-                key: "witness".into(),
-                reason,
+        let witnesses =
+            crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
+                StartError::Key {
+                    key: "witness".into(),
+                    reason,
+                }
             })?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);

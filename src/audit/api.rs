@@ -282,7 +282,10 @@ pub async fn tree_head(
     )
     .await?;
     let head = fresh_head(&state).await?;
-    state.witnesses.await_head(&state.store, head.tree_size).await;
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
     Ok(Json(state.witnesses.head_json(&state.store, &head).await).into_response())
 }
 

@@ -75,8 +75,9 @@ pub async fn verify_with(opts: VerifyOptions) -> ExitCode {
     };
     let result = match (&opts.config, &opts.export, &opts.public_key) {
         (Some(config), None, _) => verify_config_kept(config, kept.as_ref()).await,
-        (None, Some(export), Some(key)) => read_spki(key)
-            .and_then(|k| verify::verify_export_kept(export, k, kept.as_ref())),
+        (None, Some(export), Some(key)) => {
+            read_spki(key).and_then(|k| verify::verify_export_kept(export, k, kept.as_ref()))
+        }
         _ => Err(VerifyError::Input(
             "give --config FILE, or --export FILE.ndjson with --public-key FILE".into(),
         )),
@@ -97,14 +98,23 @@ pub async fn verify_with(opts: VerifyOptions) -> ExitCode {
 fn witnesses(opts: &VerifyOptions) -> Result<(Vec<WitnessKey>, usize), VerifyError> {
     let mut keys = Vec::new();
     for path in &opts.witness_keys {
-        keys.push(WitnessKey::load(path, None).map_err(|e| VerifyError::Input(format!("--witness-key: {e}")))?);
+        keys.push(
+            WitnessKey::load(path, None)
+                .map_err(|e| VerifyError::Input(format!("--witness-key: {e}")))?,
+        );
     }
-    let mut default_quorum = if keys.is_empty() { 0 } else { keys.len() / 2 + 1 };
+    let mut default_quorum = if keys.is_empty() {
+        0
+    } else {
+        keys.len() / 2 + 1
+    };
     if keys.is_empty() {
         if let Some(config) = &opts.config {
             let config = Config::load(config).map_err(|e| VerifyError::Input(e.to_string()))?;
             for w in &config.witnesses {
-                keys.push(WitnessKey::load(&w.public_key, Some(&w.name)).map_err(VerifyError::Input)?);
+                keys.push(
+                    WitnessKey::load(&w.public_key, Some(&w.name)).map_err(VerifyError::Input)?,
+                );
             }
             default_quorum = config.audit.witness_quorum;
         }

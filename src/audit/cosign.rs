@@ -126,9 +126,7 @@ impl WitnessKey {
             .decode(key_b64)
             .map_err(|_| CosignError::BadKey("the key is not base64"))?;
         let Some((&ALG_COSIGNATURE_V1, key)) = typed.split_first() else {
-            return Err(CosignError::BadKey(
-                "not a cosignature/v1 key (type 0x04)",
-            ));
+            return Err(CosignError::BadKey("not a cosignature/v1 key (type 0x04)"));
         };
         let public_key: [u8; 32] = key
             .try_into()
@@ -218,7 +216,10 @@ pub fn cosign(
     bytes.extend_from_slice(&key_id(name, public_key));
     bytes.extend_from_slice(&timestamp.to_be_bytes());
     bytes.extend_from_slice(&sig);
-    Ok(format!("{SIGNATURE_PREFIX}{name} {}\n", STANDARD.encode(bytes)))
+    Ok(format!(
+        "{SIGNATURE_PREFIX}{name} {}\n",
+        STANDARD.encode(bytes)
+    ))
 }
 
 /// One signature line of a note, split into name and decoded bytes.
@@ -236,10 +237,12 @@ pub struct SignatureLine {
 pub fn parse_signature_line(line: &str) -> Result<SignatureLine, CosignError> {
     let rest = line
         .strip_prefix(SIGNATURE_PREFIX)
-        .ok_or(CosignError::Malformed("a signature line starts with an em dash"))?;
-    let (name, b64) = rest
-        .split_once(' ')
-        .ok_or(CosignError::Malformed("a signature line has a name and a signature"))?;
+        .ok_or(CosignError::Malformed(
+            "a signature line starts with an em dash",
+        ))?;
+    let (name, b64) = rest.split_once(' ').ok_or(CosignError::Malformed(
+        "a signature line has a name and a signature",
+    ))?;
     if !is_valid_name(name) {
         return Err(CosignError::Malformed("invalid key name"));
     }
@@ -267,7 +270,9 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), CosignError>
     let sigs = note
         .get(split + 2..)
         .and_then(|s| s.strip_suffix('\n'))
-        .ok_or(CosignError::Malformed("the signature block must end with a newline"))?;
+        .ok_or(CosignError::Malformed(
+            "the signature block must end with a newline",
+        ))?;
     let lines = sigs
         .split('\n')
         .map(parse_signature_line)

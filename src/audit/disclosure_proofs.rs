@@ -33,32 +33,47 @@ const PROOF_FIELDS: [&str; 4] = ["seq", "leaf", "inclusion_proof", "checkpoint"]
 /// position). Signs a head covering them first and waits for its cosignatures.
 pub async fn attach(state: &AppState, items: &mut [Value], leaves: &[Vec<u8>]) -> ApiResult<()> {
     let head = super::api::fresh_head(state).await?;
-    state.witnesses.await_head(&state.store, head.tree_size).await;
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
     let head_json = state.witnesses.head_json(&state.store, &head).await;
-    let checkpoint = head_json["checkpoint"].clone();
+    let checkpoint = head_json.get("checkpoint").cloned().unwrap_or(Value::Null);
     let mut seqs = Vec::with_capacity(leaves.len());
     let mut ids = HashSet::new();
     for leaf in leaves {
         let record = AuditRecord::from_leaf(leaf)
             .map_err(|_| ApiError::internal("a stored audit leaf does not parse"))?;
         if record.seq == 0 || record.seq > head.tree_size {
-            return Err(ApiError::internal("a disclosed record is outside the signed tree"));
+            return Err(ApiError::internal(
+                "a disclosed record is outside the signed tree",
+            ));
         }
-        ids.extend(proof::inclusion_proof_nodes(record.seq - 1, head.tree_size).map_err(ApiError::internal)?);
+        ids.extend(
+            proof::inclusion_proof_nodes(record.seq - 1, head.tree_size)
+                .map_err(ApiError::internal)?,
+        );
         seqs.push(record.seq);
     }
     let ids: Vec<_> = ids.into_iter().collect();
     let nodes = query::nodes(&state.store, &ids).await?;
     for ((item, leaf), seq) in items.iter_mut().zip(leaves).zip(seqs) {
-        let hashes = proof::inclusion_proof(seq - 1, head.tree_size, &nodes).map_err(ApiError::internal)?;
-        item["seq"] = Value::from(seq);
-        item["leaf"] = Value::String(STANDARD.encode(leaf));
-        item["inclusion_proof"] = serde_json::json!({
-            "leaf_index": seq - 1,
-            "tree_size": head.tree_size,
-            "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
-        });
-        item["checkpoint"] = checkpoint.clone();
+        let hashes =
+            proof::inclusion_proof(seq - 1, head.tree_size, &nodes).map_err(ApiError::internal)?;
+        let Some(obj) = item.as_object_mut() else {
+            return Err(ApiError::internal("a disclosure item is not an object"));
+        };
+        obj.insert("seq".into(), Value::from(seq));
+        obj.insert("leaf".into(), Value::String(STANDARD.encode(leaf)));
+        obj.insert(
+            "inclusion_proof".into(),
+            serde_json::json!({
+                "leaf_index": seq - 1,
+                "tree_size": head.tree_size,
+                "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+            }),
+        );
+        obj.insert("checkpoint".into(), checkpoint.clone());
     }
     Ok(())
 }
@@ -103,7 +118,10 @@ pub fn verify_value(
     let Some(obj) = doc.as_object() else {
         return Err(bad(0, "the extract is not a JSON object".into()));
     };
-    if let Some(k) = obj.keys().find(|k| !["subject", "disclosures"].contains(&k.as_str())) {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["subject", "disclosures"].contains(&k.as_str()))
+    {
         return Err(bad(0, format!("unknown field `{k}` in the extract")));
     }
     let subject = obj.get("subject").cloned().unwrap_or(Value::Null);
@@ -123,8 +141,11 @@ pub fn verify_value(
             .get("leaf")
             .and_then(Value::as_str)
             .and_then(|s| STANDARD.decode(s).ok())
-            .ok_or_else(|| fail("the item has no base64 `leaf` (was the extract asked with \"proofs\": true?)"))?;
-        let record = AuditRecord::from_leaf(&leaf).map_err(|_| fail("the leaf is not an audit record"))?;
+            .ok_or_else(|| {
+                fail("the item has no base64 `leaf` (was the extract asked with \"proofs\": true?)")
+            })?;
+        let record =
+            AuditRecord::from_leaf(&leaf).map_err(|_| fail("the leaf is not an audit record"))?;
         if record.leaf_bytes() != leaf {
             return Err(fail("the leaf is not in canonical (JCS) form"));
         }
@@ -174,10 +195,18 @@ pub fn verify_value(
             return Err(fail("the inclusion proof is malformed"));
         };
         if index + 1 != seq || size != cp.tree_size {
-            return Err(fail("the inclusion proof is not for this record and checkpoint"));
+            return Err(fail(
+                "the inclusion proof is not for this record and checkpoint",
+            ));
         }
-        proof::verify_inclusion(&merkle::leaf_hash(&leaf), index, size, &hashes, &cp.root_hash)
-            .map_err(|e| bad(seq, format!("the inclusion proof does not verify ({e})")))?;
+        proof::verify_inclusion(
+            &merkle::leaf_hash(&leaf),
+            index,
+            size,
+            &hashes,
+            &cp.root_hash,
+        )
+        .map_err(|e| bad(seq, format!("the inclusion proof does not verify ({e})")))?;
         sizes.push(cp.tree_size);
         names.extend(found.into_iter().map(|c| c.witness));
     }

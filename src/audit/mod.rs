@@ -4,8 +4,8 @@
 
 pub mod api;
 pub mod checkpoint;
-pub mod cosign;
 pub mod cli;
+pub mod cosign;
 pub mod disclosure;
 pub mod disclosure_proofs;
 pub mod export;

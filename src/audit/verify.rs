@@ -24,7 +24,9 @@ use super::merkle::{self, Frontier, Hash, NodeId};
 use super::proof;
 use super::record::AuditRecord;
 
-pub use load::{verify_export, verify_export_kept, verify_store, verify_store_kept, KeptCheckpoint};
+pub use load::{
+    verify_export, verify_export_kept, verify_store, verify_store_kept, KeptCheckpoint,
+};
 
 /// The first bad record: printed as `seq <n>: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +199,10 @@ impl Verifier {
     /// its root. This catches truncation and rollback to an older genuine head.
     pub fn keep_checkpoint(&mut self, tree_size: u64, root_hash: Hash) -> Result<(), Failure> {
         if tree_size <= self.frontier.size() {
-            return fail(tree_size, "a kept checkpoint must be given before the records");
+            return fail(
+                tree_size,
+                "a kept checkpoint must be given before the records",
+            );
         }
         self.kept = Some((tree_size, root_hash));
         Ok(())

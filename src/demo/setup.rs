@@ -92,8 +92,8 @@ impl Deployment {
             let file = w
                 .public_key
                 .with_file_name(crate::witness::init::CONFIG_FILE);
-            let mut wc = crate::witness::config::WitnessConfig::load(&file)
-                .map_err(DemoError::Setup)?;
+            let mut wc =
+                crate::witness::config::WitnessConfig::load(&file).map_err(DemoError::Setup)?;
             wc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             let server = crate::witness::server::WitnessServer::start(&wc)
                 .await

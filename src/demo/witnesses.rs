@@ -36,10 +36,19 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
     out.step("GET /v1/audit/tree-head: the checkpoint with the witnesses' cosignatures");
     let rsp = auditor.get("/v1/audit/tree-head").await?;
     if rsp.status != 200 {
-        fail(out, tally, format!("GET /v1/audit/tree-head answered {}", rsp.status));
+        fail(
+            out,
+            tally,
+            format!("GET /v1/audit/tree-head answered {}", rsp.status),
+        );
         return Ok(());
     }
-    let note = rsp.json["checkpoint"].as_str().unwrap_or("").to_owned();
+    let note = rsp
+        .json
+        .get("checkpoint")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let kept = match cosign::open_cosigned(&note, &origin, &pk, &keys, quorum) {
         Ok((cp, found)) => {
             let names: Vec<&str> = found.iter().map(|c| c.witness.as_str()).collect();
@@ -94,7 +103,9 @@ async fn rollback(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let heads = match d.store() {
-        Some(store) => crate::audit::query::all_heads(store).await.unwrap_or_default(),
+        Some(store) => crate::audit::query::all_heads(store)
+            .await
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     // An older genuine head, well below the kept one: what an operator could show later.
@@ -114,7 +125,11 @@ async fn rollback(
         .collect();
     let Some(kept_records) = records.get(..usize::try_from(old.tree_size).unwrap_or(usize::MAX))
     else {
-        fail(out, tally, "the export is shorter than an older head".into());
+        fail(
+            out,
+            tally,
+            "the export is shorter than an older head".into(),
+        );
         return Ok(());
     };
     let mut text = String::new();
@@ -146,11 +161,18 @@ async fn rollback(
     }
     match verify::verify_export_kept(&path, *pk, Some(kept)) {
         Err(VerifyError::Failed(f)) => {
-            out.denied("caught", &format!("audit verify --checkpoint kept-checkpoint.txt: {f}"));
+            out.denied(
+                "caught",
+                &format!("audit verify --checkpoint kept-checkpoint.txt: {f}"),
+            );
             tally.as_expected += 1;
         }
         Err(VerifyError::Input(e)) => fail(out, tally, format!("verify --checkpoint: {e}")),
-        Ok(_) => fail(out, tally, "the rolled-back copy verified against the kept checkpoint".into()),
+        Ok(_) => fail(
+            out,
+            tally,
+            "the rolled-back copy verified against the kept checkpoint".into(),
+        ),
     }
     Ok(())
 }

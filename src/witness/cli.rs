@@ -60,10 +60,14 @@ pub async fn run(cmd: WitnessCommand) -> ExitCode {
         } => {
             let ca = match (ca_cert, ca_key) {
                 (Some(c), Some(k)) => {
-                    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-                    match read(&c).and_then(|c| Ok((c, read(&k)?))).and_then(|(c, k)| {
-                        crate::pki::Ca::from_pem(&c, &k).map_err(|e| e.to_string())
-                    }) {
+                    let read = |p: &PathBuf| {
+                        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+                    };
+                    match read(&c)
+                        .and_then(|c| Ok((c, read(&k)?)))
+                        .and_then(|(c, k)| {
+                            crate::pki::Ca::from_pem(&c, &k).map_err(|e| e.to_string())
+                        }) {
                         Ok(ca) => Some(ca),
                         Err(e) => {
                             eprintln!("samgate witness init: {e}");

@@ -87,8 +87,9 @@ impl Cosigning {
             let key = WitnessKey::load(&w.public_key, Some(&w.name))
                 .map_err(|e| format!("witness[{i}].public_key: {e}"))?;
             let ca = w.ca.as_ref().unwrap_or(&s.outbound_ca);
-            let tls = crate::tls::client_config(ca, &s.outbound_certificate, &s.outbound_private_key)
-                .map_err(|e| format!("witness[{i}]: {e}"))?;
+            let tls =
+                crate::tls::client_config(ca, &s.outbound_certificate, &s.outbound_private_key)
+                    .map_err(|e| format!("witness[{i}]: {e}"))?;
             let http = reqwest::Client::builder()
                 .use_preconfigured_tls(tls)
                 .timeout(REQUEST_TIMEOUT)
@@ -144,7 +145,11 @@ impl Cosigning {
     }
 
     /// The stored cosignature lines of the head of `tree_size`: (witness, line), by name.
-    pub async fn stored(&self, store: &Store, tree_size: u64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    pub async fn stored(
+        &self,
+        store: &Store,
+        tree_size: u64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -155,7 +160,10 @@ impl Cosigning {
         .fetch_all(store.pool())
         .await?;
         let known: Vec<&str> = self.inner.targets.iter().map(|t| t.name.as_str()).collect();
-        Ok(rows.into_iter().filter(|(w, _)| known.contains(&w.as_str())).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(w, _)| known.contains(&w.as_str()))
+            .collect())
     }
 
     /// Waits (at most `[audit] witness_wait`) until the head of `tree_size` has a quorum of
@@ -194,9 +202,15 @@ impl Cosigning {
     pub async fn head_json(&self, store: &Store, head: &StoredHead) -> Value {
         let lines = self.stored(store, head.tree_size).await.unwrap_or_default();
         let mut v = head.to_json();
-        let checkpoint = cosign::append_lines(&head.checkpoint, lines.iter().map(|(_, l)| l.as_str()));
-        v["checkpoint"] = Value::String(checkpoint);
-        v["cosigned_by"] = Value::Array(lines.into_iter().map(|(w, _)| Value::String(w)).collect());
+        let checkpoint =
+            cosign::append_lines(&head.checkpoint, lines.iter().map(|(_, l)| l.as_str()));
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("checkpoint".into(), Value::String(checkpoint));
+            obj.insert(
+                "cosigned_by".into(),
+                Value::Array(lines.into_iter().map(|(w, _)| Value::String(w)).collect()),
+            );
+        }
         v
     }
 }
@@ -249,7 +263,9 @@ impl Task {
                         metrics::counter!("samgate_witness_errors_total", "witness" => name.clone()).increment(1);
                         tracing::warn!(witness = %name, error = %e, retry_in_ms = backoff.as_millis() as u64, "witness unreachable; retrying");
                         let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64);
-                        retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(jitter.max(100)));
+                        retry_at = Some(
+                            tokio::time::Instant::now() + Duration::from_millis(jitter.max(100)),
+                        );
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
@@ -351,10 +367,12 @@ impl Task {
         };
         match status {
             200 => self.accept(t, head, &text).await,
-            409 if ctype.starts_with(SIZE_CONTENT_TYPE) => match text.trim_end_matches('\n').parse::<u64>() {
-                Ok(s) => Attempt::Size(s),
-                Err(_) => Attempt::Failed("409 without a tree size".into()),
-            },
+            409 if ctype.starts_with(SIZE_CONTENT_TYPE) => {
+                match text.trim_end_matches('\n').parse::<u64>() {
+                    Ok(s) => Attempt::Size(s),
+                    Err(_) => Attempt::Failed("409 without a tree size".into()),
+                }
+            }
             422 => {
                 self.report("inconsistent", head.tree_size, old);
                 Attempt::Refused
@@ -408,15 +426,22 @@ impl Task {
         if let Err(e) = stored {
             return Attempt::Failed(format!("storing the cosignature: {e}"));
         }
-        metrics::counter!("samgate_witness_cosignatures_total", "witness" => t.name.clone()).increment(1);
+        metrics::counter!("samgate_witness_cosignatures_total", "witness" => t.name.clone())
+            .increment(1);
         tracing::debug!(witness = %t.name, tree_size = head.tree_size, "cosigned");
         self.set_age(ts);
         Attempt::Cosigned
     }
 
-    async fn consistency(&self, old: u64, size: u64) -> Result<Vec<crate::audit::merkle::Hash>, String> {
+    async fn consistency(
+        &self,
+        old: u64,
+        size: u64,
+    ) -> Result<Vec<crate::audit::merkle::Hash>, String> {
         let ids = proof::consistency_proof_nodes(old, size).map_err(|e| e.to_string())?;
-        let nodes = query::nodes(&self.store, &ids).await.map_err(|e| e.to_string())?;
+        let nodes = query::nodes(&self.store, &ids)
+            .await
+            .map_err(|e| e.to_string())?;
         proof::consistency_proof(old, size, &nodes).map_err(|e| e.to_string())
     }
 
@@ -443,7 +468,12 @@ impl Task {
         .await
         .ok()
         .flatten();
-        row.map(|(s, ts)| (u64::try_from(s).unwrap_or(0), u64::try_from(ts).unwrap_or(0)))
+        row.map(|(s, ts)| {
+            (
+                u64::try_from(s).unwrap_or(0),
+                u64::try_from(ts).unwrap_or(0),
+            )
+        })
     }
 
     async fn update_age(&self) {

@@ -123,7 +123,10 @@ impl WitnessConfig {
         let client_ca = file("tls.client_ca", &raw.tls.client_ca, &mut issues);
         let mut client_pins = Vec::new();
         for (i, pin) in raw.tls.client_certificate_sha256.iter().enumerate() {
-            match hex::decode(pin.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            match hex::decode(pin.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            {
                 Some(p) => client_pins.push(p),
                 None => issues.push(format!(
                     "tls.client_certificate_sha256[{i}]: must be 64 hex characters"
@@ -139,7 +142,10 @@ impl WitnessConfig {
                 issues.push(format!("log[{i}].origin: not a valid origin"));
             }
             if logs.iter().any(|o| o.origin == l.origin) {
-                issues.push(format!("log[{i}].origin: `{}` is configured twice", l.origin));
+                issues.push(format!(
+                    "log[{i}].origin: `{}` is configured twice",
+                    l.origin
+                ));
             }
             match load_log_key(&abs(&l.public_key), &l.origin) {
                 Ok(public_key) => logs.push(LogConfig {

@@ -69,7 +69,11 @@ pub fn plan(opts: &WitnessInit, ca: Option<&Ca>) -> Result<(Vec<PlannedFile>, Wi
     let mut files = vec![
         file("witness.pem", key.pkcs8_pem.as_bytes(), true),
         file("witness.pub.pem", key.spki_pem.as_bytes(), false),
-        file("witness.vkey", format!("{}\n", wkey.to_vkey()).as_bytes(), false),
+        file(
+            "witness.vkey",
+            format!("{}\n", wkey.to_vkey()).as_bytes(),
+            false,
+        ),
     ];
     let own_ca;
     let ca = match ca {
@@ -82,7 +86,10 @@ pub fn plan(opts: &WitnessInit, ca: Option<&Ca>) -> Result<(Vec<PlannedFile>, Wi
         }
     };
     let server = ca
-        .issue_server(&format!("{} witness", opts.name), &["localhost", "127.0.0.1"])
+        .issue_server(
+            &format!("{} witness", opts.name),
+            &["localhost", "127.0.0.1"],
+        )
         .map_err(|e| e.to_string())?;
     files.push(file("tls/server.pem", server.cert_pem().as_bytes(), false));
     files.push(file("tls/server.key", server.key_pem().as_bytes(), true));
@@ -95,7 +102,10 @@ pub fn plan(opts: &WitnessInit, ca: Option<&Ca>) -> Result<(Vec<PlannedFile>, Wi
 pub fn init(dir: &Path, opts: &WitnessInit, ca: Option<&Ca>) -> Result<WitnessKey, String> {
     let config = dir.join(CONFIG_FILE);
     if config.symlink_metadata().is_ok() {
-        return Err(format!("{} already exists; refusing to overwrite it", config.display()));
+        return Err(format!(
+            "{} already exists; refusing to overwrite it",
+            config.display()
+        ));
     }
     let (files, key) = plan(opts, ca)?;
     std::fs::create_dir_all(dir.join("tls"))

@@ -177,7 +177,11 @@ impl Witness {
             }
         };
         if req.old > cp.tree_size {
-            return self.refuse(400, Some(&origin), "the old size is larger than the checkpoint's");
+            return self.refuse(
+                400,
+                Some(&origin),
+                "the old size is larger than the checkpoint's",
+            );
         }
         let now = unix_now();
         let outcome = {
@@ -215,7 +219,10 @@ impl Witness {
                     content_type: SIZE_CONTENT_TYPE,
                     body: format!("{stored}\n"),
                 };
-                (a, "another root for the stored tree size (a fork)".to_owned())
+                (
+                    a,
+                    "another root for the stored tree size (a fork)".to_owned(),
+                )
             }
             Ok(Advance::Inconsistent(reason)) => (Answer::text(422, reason.clone()), reason),
         };
@@ -230,7 +237,15 @@ impl Witness {
         );
         if let Err(e) = self
             .store
-            .refused(&origin, req.old, cp.tree_size, status.status, &reason, &req.checkpoint, now)
+            .refused(
+                &origin,
+                req.old,
+                cp.tree_size,
+                status.status,
+                &reason,
+                &req.checkpoint,
+                now,
+            )
             .await
         {
             tracing::error!(witness = %self.key.name, error = %e, "could not record a refusal");
@@ -318,7 +333,10 @@ mod tests {
         ] {
             assert!(AddCheckpoint::parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
-        let many = format!("old 1\n{}\ncp\n", format!("{}\n", STANDARD.encode([0u8; 32])).repeat(64));
+        let many = format!(
+            "old 1\n{}\ncp\n",
+            format!("{}\n", STANDARD.encode([0u8; 32])).repeat(64)
+        );
         assert_eq!(
             AddCheckpoint::parse(many.as_bytes()),
             Err("more than 63 consistency proof lines")

@@ -48,12 +48,9 @@ impl WitnessServer {
             .map(|l| (l.origin.clone(), l.public_key))
             .collect();
         let witness = Arc::new(Witness::new(&config.name, signer, logs, store)?);
-        let tls = crate::tls::server_config(
-            &config.certificate,
-            &config.private_key,
-            &config.client_ca,
-        )
-        .map_err(|e| e.to_string())?;
+        let tls =
+            crate::tls::server_config(&config.certificate, &config.private_key, &config.client_ca)
+                .map_err(|e| e.to_string())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -64,13 +61,7 @@ impl WitnessServer {
             .with_state(witness.clone());
         let (tx, rx) = watch::channel(false);
         let pins = config.client_pins.clone();
-        let task = tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(tls),
-            app,
-            pins,
-            rx,
-        ));
+        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), app, pins, rx));
         tracing::info!(witness = %config.name, listen = %addr, "witness listening (mTLS)");
         Ok(WitnessServer {
             addr,

@@ -36,7 +36,10 @@ impl TestWitness {
         }
     }
     fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.server.as_ref().unwrap().addr.port())
+        format!(
+            "https://127.0.0.1:{}",
+            self.server.as_ref().unwrap().addr.port()
+        )
     }
 }
 
@@ -75,7 +78,10 @@ async fn start_witness(dir: &Path, name: &str, origin: &str) -> TestWitness {
 
 /// A unique witness name per test (the metrics are process-wide).
 fn wname(test: &str, i: usize) -> String {
-    format!("{test}-w{i}.{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
+    format!(
+        "{test}-w{i}.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
 }
 
 /// A gateway from a fresh `samgate init`, with `n` witnesses of its own and `quorum`.
@@ -170,7 +176,12 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     let head = auditor.get("/v1/audit/tree-head").await;
     assert_eq!(head.status, 200, "{}", head.text);
     let h = head.json();
-    let by: Vec<&str> = h["cosigned_by"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let by: Vec<&str> = h["cosigned_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(by.len() >= 2, "quorum reached: {by:?}");
     let note = h["checkpoint"].as_str().unwrap();
     let (cp, found) =
@@ -180,13 +191,24 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     // Every witness gets there in the end, and the age metric is exported per witness.
     let size = cp.tree_size;
     eventually("all three cosign", || async {
-        gw.state().witnesses.stored(&gw.state().store, size).await.unwrap().len() == 3
+        gw.state()
+            .witnesses
+            .stored(&gw.state().store, size)
+            .await
+            .unwrap()
+            .len()
+            == 3
     })
     .await;
     let m = metrics(&gw).await;
     for w in &ws {
         assert!(
-            metric(&m, "samgate_witness_cosignature_age_seconds", &[&format!("witness=\"{}\"", w.name)]).is_some(),
+            metric(
+                &m,
+                "samgate_witness_cosignature_age_seconds",
+                &[&format!("witness=\"{}\"", w.name)]
+            )
+            .is_some(),
             "age metric for {}",
             w.name
         );
@@ -196,7 +218,12 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     ws[0].stop().await;
     seed(&gw, 4).await;
     let h = auditor.get("/v1/audit/tree-head").await.json();
-    let by: Vec<String> = h["cosigned_by"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let by: Vec<String> = h["cosigned_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
     assert!(!by.contains(&ws[0].name));
     assert_eq!(by.len(), 2, "{by:?}");
     cosign::open_cosigned(
@@ -209,7 +236,16 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     .unwrap();
     assert!(h["tree_size"].as_u64().unwrap() > size);
     // The stored witness still holds the size it cosigned last; the others moved on.
-    let stored = ws[1].server.as_ref().unwrap().witness.store().latest(&origin(&gw.config)).await.unwrap().unwrap();
+    let stored = ws[1]
+        .server
+        .as_ref()
+        .unwrap()
+        .witness
+        .store()
+        .latest(&origin(&gw.config))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(stored.tree_size >= h["tree_size"].as_u64().unwrap());
     for w in &mut ws {
         w.stop().await;
@@ -245,7 +281,10 @@ async fn the_witness_protocol_answers_per_spec() {
     };
     let post = |body: String| {
         let c = c.clone();
-        async move { c.post_raw("/add-checkpoint", "text/plain", body.into_bytes()).await }
+        async move {
+            c.post_raw("/add-checkpoint", "text/plain", body.into_bytes())
+                .await
+        }
     };
     // The stored size is `size` now: old 0 is a conflict that tells it.
     let r = post(format!("old 0\n\n{log_note}")).await;
@@ -259,7 +298,10 @@ async fn the_witness_protocol_answers_per_spec() {
     let (text, _) = cosign::split_note(&log_note).unwrap();
     cosign::verify_line(text, &line, &w.key).unwrap();
     // old larger than the checkpoint: 400. Malformed: 400.
-    assert_eq!(post(format!("old {}\n\n{log_note}", size + 1)).await.status, 400);
+    assert_eq!(
+        post(format!("old {}\n\n{log_note}", size + 1)).await.status,
+        400
+    );
     assert_eq!(post("old 1\nnot-base64\n\nx\n".into()).await.status, 400);
     // An unknown origin: 404.
     let other = log_note.replacen(&origin(&gw.config), "samgate/elsewhere", 1);
@@ -269,7 +311,13 @@ async fn the_witness_protocol_answers_per_spec() {
     assert_eq!(post(format!("old {size}\n\n{forged}")).await.status, 403);
     // A client certificate of the same CA that is not pinned gets no answer at all.
     let stranger = witness_client(&gw, w, "af");
-    assert!(stranger.http.post(format!("{}/add-checkpoint", stranger.base)).body("old 0\n\nx\n").send().await.is_err());
+    assert!(stranger
+        .http
+        .post(format!("{}/add-checkpoint", stranger.base))
+        .body("old 0\n\nx\n")
+        .send()
+        .await
+        .is_err());
     for w in &mut ws {
         w.stop().await;
     }
@@ -286,7 +334,13 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
     seed(&gw, 4).await;
     gw.state().audit.sign_head().await.unwrap();
     eventually("A's head of size 4 is cosigned", || async {
-        gw.state().witnesses.stored(&gw.state().store, 4).await.unwrap().len() == 1
+        gw.state()
+            .witnesses
+            .stored(&gw.state().store, 4)
+            .await
+            .unwrap()
+            .len()
+            == 1
     })
     .await;
     gw.stop().await;
@@ -317,16 +371,32 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
         async move {
             // The recorder is process-wide; the witness name is unique to this test.
             let m = samgate::http::metrics_handle().render();
-            metric(&m, "samgate_witness_refusals_total", &[&format!("witness=\"{w_name}\""), &format!("reason=\"{reason}\"")])
-                .is_some_and(|v| v >= 1.0)
+            metric(
+                &m,
+                "samgate_witness_refusals_total",
+                &[
+                    &format!("witness=\"{w_name}\""),
+                    &format!("reason=\"{reason}\""),
+                ],
+            )
+            .is_some_and(|v| v >= 1.0)
         }
     };
     eventually("the gateway reports the fork", || refused("fork")).await;
-    assert!(b_gw.state().witnesses.stored(&b_gw.state().store, 4).await.unwrap().is_empty());
+    assert!(b_gw
+        .state()
+        .witnesses
+        .stored(&b_gw.state().store, 4)
+        .await
+        .unwrap()
+        .is_empty());
     let store = ws[0].server.as_ref().unwrap().witness.store();
     let latest = store.latest(&org).await.unwrap().unwrap();
     assert_eq!(latest.tree_size, 4, "the witness keeps A's tree");
-    assert!(store.refusal_count().await.unwrap() >= 1, "the refusal is kept as evidence");
+    assert!(
+        store.refusal_count().await.unwrap() >= 1,
+        "the refusal is kept as evidence"
+    );
 
     // The forked log grows: its proof from size 4 cannot match A's root (422).
     for _ in 0..3 {
@@ -344,12 +414,22 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
             .unwrap();
     }
     b_gw.state().audit.sign_head().await.unwrap();
-    eventually("the gateway reports the inconsistent proof", || refused("inconsistent")).await;
+    eventually("the gateway reports the inconsistent proof", || {
+        refused("inconsistent")
+    })
+    .await;
     assert_eq!(store.latest(&org).await.unwrap().unwrap().tree_size, 4);
     assert!(store.refusal_count().await.unwrap() >= 2);
-    let logs = String::from_utf8_lossy(&crate::harness::captured_logs().lock().unwrap()).to_string();
-    assert!(logs.contains("refused a signed checkpoint"), "the witness logs it");
-    assert!(logs.contains("may have been forked or rolled back"), "the gateway logs it");
+    let logs =
+        String::from_utf8_lossy(&crate::harness::captured_logs().lock().unwrap()).to_string();
+    assert!(
+        logs.contains("refused a signed checkpoint"),
+        "the witness logs it"
+    );
+    assert!(
+        logs.contains("may have been forked or rolled back"),
+        "the gateway logs it"
+    );
     let mut b_gw = b_gw;
     b_gw.stop().await;
     for w in &mut ws {
@@ -366,11 +446,18 @@ fn failure(r: Result<samgate::audit::verify::Summary, VerifyError>) -> Failure {
 
 /// Writes export lines (records, then a head line) to a file.
 fn write_lines(path: &Path, lines: &[String]) {
-    std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
 }
 
 fn run_verify(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_samgate")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_samgate"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -421,9 +508,16 @@ async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_c
     verify_export_kept(&rolled, key, None).unwrap();
     let f = failure(verify_export_kept(&rolled, key, Some(&kept)));
     assert_eq!(f.seq, old_size + 1);
-    assert!(f.reason.contains(&format!("covers {kept_size} records")), "{}", f.reason);
+    assert!(
+        f.reason.contains(&format!("covers {kept_size} records")),
+        "{}",
+        f.reason
+    );
     let pub_key = gw.path("keys/audit.pub.pem");
-    let mut args: Vec<String> = ["audit", "verify", "--export"].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = ["audit", "verify", "--export"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.push(rolled.display().to_string());
     args.extend(["--public-key".to_owned(), pub_key.display().to_string()]);
     args.extend(["--checkpoint".to_owned(), kept_file.display().to_string()]);
@@ -434,11 +528,17 @@ async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_c
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, _, err) = run_verify(&argv);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.starts_with(&format!("seq {}: missing", old_size + 1)), "{err}");
+    assert!(
+        err.starts_with(&format!("seq {}: missing", old_size + 1)),
+        "{err}"
+    );
     assert!(err.contains(&kept_size.to_string()), "{err}");
     // The untouched export passes the same command.
     let mut ok_args = argv.clone();
-    let pos = ok_args.iter().position(|a| *a == rolled.to_str().unwrap()).unwrap();
+    let pos = ok_args
+        .iter()
+        .position(|a| *a == rolled.to_str().unwrap())
+        .unwrap();
     let full_s = full.display().to_string();
     ok_args[pos] = &full_s;
     let (code, out, err) = run_verify(&ok_args);
@@ -471,8 +571,17 @@ async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_c
     verify_export_kept(&full, key, Some(&kept_small)).unwrap();
 
     // Too few cosignatures for the quorum asked: refused, naming the checkpoint's size.
-    let strict = KeptCheckpoint { quorum: 3, ..kept.clone() };
-    let three = gw.state().witnesses.stored(&gw.state().store, kept_size).await.unwrap().len();
+    let strict = KeptCheckpoint {
+        quorum: 3,
+        ..kept.clone()
+    };
+    let three = gw
+        .state()
+        .witnesses
+        .stored(&gw.state().store, kept_size)
+        .await
+        .unwrap()
+        .len();
     if three < 3 {
         let f = failure(verify_export_kept(&full, key, Some(&strict)));
         assert_eq!(f.seq, kept_size);
@@ -489,7 +598,10 @@ async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
     };
     seed(&gw, 5).await;
     gw.state().audit.sign_head().await.unwrap();
-    let old = samgate::audit::query::latest_head(&gw.state().store).await.unwrap().unwrap();
+    let old = samgate::audit::query::latest_head(&gw.state().store)
+        .await
+        .unwrap()
+        .unwrap();
     seed(&gw, 5).await;
     let kept_head = gw.auditor().get("/v1/audit/tree-head").await.json();
     let kept_size = kept_head["tree_size"].as_u64().unwrap();
@@ -500,13 +612,16 @@ async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
     // Roll the database back to the older head: records, nodes, heads and state.
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&gw.config.storage.url).await.unwrap();
-    let n = old.tree_size as i64;
-    let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records WHERE seq <= $1 ORDER BY seq")
-        .bind(n)
-        .fetch_all(&mut conn)
+    let mut conn = sqlx::AnyConnection::connect(&gw.config.storage.url)
         .await
         .unwrap();
+    let n = old.tree_size as i64;
+    let leaves: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT leaf FROM audit_records WHERE seq <= $1 ORDER BY seq")
+            .bind(n)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     let mut frontier = samgate::audit::merkle::Frontier::new();
     for l in &leaves {
         frontier.push(samgate::audit::merkle::leaf_hash(l)).unwrap();
@@ -540,88 +655,140 @@ async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
         quorum: 1,
     };
     // The harness database is not the one in samgate.toml: verify the store directly.
-    let store = samgate::store::Store::connect(&gw.config.storage).await.unwrap();
+    let store = samgate::store::Store::connect(&gw.config.storage)
+        .await
+        .unwrap();
     let f = failure(
-        samgate::audit::verify::verify_store_kept(&store, &origin(&gw.config), audit_key(&gw), Some(&kept)).await,
+        samgate::audit::verify::verify_store_kept(
+            &store,
+            &origin(&gw.config),
+            audit_key(&gw),
+            Some(&kept),
+        )
+        .await,
     );
     assert_eq!(f.seq, old.tree_size + 1);
-    assert!(f.reason.contains(&format!("covers {kept_size} records")), "{}", f.reason);
+    assert!(
+        f.reason.contains(&format!("covers {kept_size} records")),
+        "{}",
+        f.reason
+    );
     store.close().await;
 }
 
-both_backends!(a_disclosure_with_proofs_verifies_offline_and_not_after_one_byte_changes, |db| async move {
-    let Some((gw, mut ws)) = gateway_with_witnesses(db, "disc", 3, 2).await else {
-        return;
-    };
-    seed(&gw, 9).await;
-    let intake = gw.client("sfk-kalmar");
-    let r = intake
-        .post("/v1/disclosures", &serde_json::json!({"personnummer": PNR_A, "proofs": true}))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let doc = r.json();
-    let items = doc["disclosures"].as_array().unwrap();
-    assert!(!items.is_empty());
-    for it in items {
-        assert!(it["leaf"].is_string() && it["inclusion_proof"]["hashes"].is_array());
-        assert!(it["checkpoint"].as_str().unwrap().matches('\u{2014}').count() >= 3, "log + 2 cosignatures");
-    }
-    // Without proofs the extract is as before.
-    let plain = intake.post("/v1/disclosures", &serde_json::json!({"personnummer": PNR_A})).await.json();
-    assert!(plain["disclosures"][0].get("leaf").is_none());
-
-    let key = audit_key(&gw);
-    let wk = keys(&ws);
-    let s = samgate::audit::disclosure_proofs::verify_value(&doc, &key, &wk, 2).unwrap();
-    assert_eq!(s.items, items.len());
-    assert!(s.cosigned_by.len() >= 2);
-    // The binary, from a file, as a participant's lawyer would run it.
-    let file = gw.path("extract.json");
-    std::fs::write(&file, &r.text).unwrap();
-    let mut args = vec![
-        "audit".to_owned(),
-        "verify".into(),
-        "--disclosure".into(),
-        file.display().to_string(),
-        "--public-key".into(),
-        gw.path("keys/audit.pub.pem").display().to_string(),
-        "--quorum".into(),
-        "2".into(),
-    ];
-    for w in &ws {
-        args.extend(["--witness-key".to_owned(), w.vkey.display().to_string()]);
-    }
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, out, err) = run_verify(&argv);
-    assert_eq!(code, Some(0), "{out} {err}");
-    assert!(out.starts_with(&format!("verified {} disclosures", items.len())), "{out}");
-
-    // One byte changed anywhere that matters: refused.
-    let text = r.text.clone();
-    let first = &items[0];
-    let leaf = first["leaf"].as_str().unwrap();
-    let hash = first["inclusion_proof"]["hashes"][0].as_str().unwrap_or("");
-    let targets = [
-        ("leaf", leaf.to_owned()),
-        ("to", format!("\"to\":{}", first["to"])),
-        ("hash", hash.to_owned()),
-        ("root line", first["checkpoint"].as_str().unwrap().split('\n').nth(2).unwrap().to_owned()),
-        ("time", first["time"].as_str().unwrap().to_owned()),
-    ];
-    for (what, needle) in targets {
-        if needle.is_empty() {
-            continue;
+both_backends!(
+    a_disclosure_with_proofs_verifies_offline_and_not_after_one_byte_changes,
+    |db| async move {
+        let Some((gw, mut ws)) = gateway_with_witnesses(db, "disc", 3, 2).await else {
+            return;
+        };
+        seed(&gw, 9).await;
+        let intake = gw.client("sfk-kalmar");
+        let r = intake
+            .post(
+                "/v1/disclosures",
+                &serde_json::json!({"personnummer": PNR_A, "proofs": true}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let doc = r.json();
+        let items = doc["disclosures"].as_array().unwrap();
+        assert!(!items.is_empty());
+        for it in items {
+            assert!(it["leaf"].is_string() && it["inclusion_proof"]["hashes"].is_array());
+            assert!(
+                it["checkpoint"]
+                    .as_str()
+                    .unwrap()
+                    .matches('\u{2014}')
+                    .count()
+                    >= 3,
+                "log + 2 cosignatures"
+            );
         }
-        let at = text.find(&needle).unwrap_or_else(|| panic!("{what} not in the extract"));
-        let i = at + needle.len() / 2;
-        let mut bytes = text.clone().into_bytes();
-        bytes[i] = if bytes[i] == b'A' { b'B' } else if bytes[i].is_ascii_digit() { b'0' + (bytes[i] - b'0' + 1) % 10 } else { b'A' };
-        std::fs::write(&file, &bytes).unwrap();
-        let (code, _, err) = run_verify(&argv);
-        assert_eq!(code, Some(1), "changing {what} must fail: {err}");
-        assert!(err.starts_with("seq "), "{what}: {err}");
+        // Without proofs the extract is as before.
+        let plain = intake
+            .post(
+                "/v1/disclosures",
+                &serde_json::json!({"personnummer": PNR_A}),
+            )
+            .await
+            .json();
+        assert!(plain["disclosures"][0].get("leaf").is_none());
+
+        let key = audit_key(&gw);
+        let wk = keys(&ws);
+        let s = samgate::audit::disclosure_proofs::verify_value(&doc, &key, &wk, 2).unwrap();
+        assert_eq!(s.items, items.len());
+        assert!(s.cosigned_by.len() >= 2);
+        // The binary, from a file, as a participant's lawyer would run it.
+        let file = gw.path("extract.json");
+        std::fs::write(&file, &r.text).unwrap();
+        let mut args = vec![
+            "audit".to_owned(),
+            "verify".into(),
+            "--disclosure".into(),
+            file.display().to_string(),
+            "--public-key".into(),
+            gw.path("keys/audit.pub.pem").display().to_string(),
+            "--quorum".into(),
+            "2".into(),
+        ];
+        for w in &ws {
+            args.extend(["--witness-key".to_owned(), w.vkey.display().to_string()]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_verify(&argv);
+        assert_eq!(code, Some(0), "{out} {err}");
+        assert!(
+            out.starts_with(&format!("verified {} disclosures", items.len())),
+            "{out}"
+        );
+
+        // One byte changed anywhere that matters: refused.
+        let text = r.text.clone();
+        let first = &items[0];
+        let leaf = first["leaf"].as_str().unwrap();
+        let hash = first["inclusion_proof"]["hashes"][0].as_str().unwrap_or("");
+        let targets = [
+            ("leaf", leaf.to_owned()),
+            ("to", format!("\"to\":{}", first["to"])),
+            ("hash", hash.to_owned()),
+            (
+                "root line",
+                first["checkpoint"]
+                    .as_str()
+                    .unwrap()
+                    .split('\n')
+                    .nth(2)
+                    .unwrap()
+                    .to_owned(),
+            ),
+            ("time", first["time"].as_str().unwrap().to_owned()),
+        ];
+        for (what, needle) in targets {
+            if needle.is_empty() {
+                continue;
+            }
+            let at = text
+                .find(&needle)
+                .unwrap_or_else(|| panic!("{what} not in the extract"));
+            let i = at + needle.len() / 2;
+            let mut bytes = text.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' {
+                b'B'
+            } else if bytes[i].is_ascii_digit() {
+                b'0' + (bytes[i] - b'0' + 1) % 10
+            } else {
+                b'A'
+            };
+            std::fs::write(&file, &bytes).unwrap();
+            let (code, _, err) = run_verify(&argv);
+            assert_eq!(code, Some(1), "changing {what} must fail: {err}");
+            assert!(err.starts_with("seq "), "{what}: {err}");
+        }
+        for w in &mut ws {
+            w.stop().await;
+        }
     }
-    for w in &mut ws {
-        w.stop().await;
-    }
-});
+);

@@ -8,7 +8,8 @@ use super::*;
 use crate::audit::checkpoint::NoteSigner;
 
 /// The checkpoint body of the C2SP examples.
-const BODY: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+const BODY: &str =
+    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
 /// The cosignature line of the C2SP `tlog-cosignature` example (key unknown).
 const SPEC_LINE: &str = "\u{2014} witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==";
 /// The independent vector: vkey and line for seed 0x42 x 32 at time 1679315147.
@@ -70,7 +71,10 @@ fn a_changed_body_timestamp_or_key_is_refused() {
     let k2 = key("witness.example/w1", &pair(0x43));
     assert_eq!(verify_line(BODY, &parsed, &k2), Err(CosignError::OtherKey));
     let renamed = WitnessKey::new("witness.example/w2", k.public_key).unwrap();
-    assert_eq!(verify_line(BODY, &parsed, &renamed), Err(CosignError::OtherKey));
+    assert_eq!(
+        verify_line(BODY, &parsed, &renamed),
+        Err(CosignError::OtherKey)
+    );
 }
 
 #[test]
@@ -112,7 +116,11 @@ fn a_quorum_of_cosignatures_opens_and_the_log_signature_still_counts() {
     let l1 = cosign(&body, "w1", &keys[0].public_key, 100, sign_with(&w1)).unwrap();
     let l2 = cosign(&body, "w2", &keys[1].public_key, 101, sign_with(&w2)).unwrap();
     let cosigned = append_lines(&note, [l1.as_str(), l2.as_str(), l1.as_str()]);
-    assert_eq!(cosigned.matches('\u{2014}').count(), 3, "duplicates are skipped");
+    assert_eq!(
+        cosigned.matches('\u{2014}').count(),
+        3,
+        "duplicates are skipped"
+    );
     // The log's own verifier still accepts the note with the extra lines.
     assert_eq!(
         Checkpoint::open(&cosigned, "samgate/test", &log.public_key()).unwrap(),
