@@ -59,6 +59,13 @@ wait_for_file() { # FILE SECONDS WHAT
   fail "$3 did not start within $2 s"
 }
 
+echo "== self-tests against the published vector (docs/test-vectors/delivery-signature.json)"
+python3 examples/recipient-python/recipient.py self-test --vector docs/test-vectors/delivery-signature.json >"$WORK/self-test.out" ||
+  { cat "$WORK/self-test.out"; fail "the Python self-test"; }
+java examples/recipient-java/Recipient.java self-test --vector docs/test-vectors/delivery-signature.json >"$WORK/self-test.out" ||
+  { cat "$WORK/self-test.out"; fail "the Java self-test"; }
+pass "Python and Java: the vector verifies; tampered body, alg none, attached JWS, other key refused"
+
 GW=$WORK/gw
 PNR=200203149828 # Alva, DOMAIN §7 (fictional)
 PY=sfk-kalmar    # the Python recipient's party

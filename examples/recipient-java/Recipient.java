@@ -11,6 +11,7 @@
  *
  *   java Recipient.java verify --delivery-key keys/delivery.pub.pem \
  *       --body FILE --signature FILE        # exit 0 valid, 1 invalid
+ *   java Recipient.java self-test --vector docs/test-vectors/delivery-signature.json
  *
  * For every delivery (mutual TLS: the gateway's client certificate must chain
  * to --client-ca) it:
@@ -98,8 +99,8 @@ public final class Recipient {
     }
 
     public static void main(String[] argv) throws Exception {
-        if (argv.length == 0 || !(argv[0].equals("serve") || argv[0].equals("verify"))) {
-            usage("the first argument is serve or verify");
+        if (argv.length == 0 || !List.of("serve", "verify", "self-test").contains(argv[0])) {
+            usage("the first argument is serve, verify or self-test");
         }
         Map<String, String> a = new HashMap<>();
         for (int i = 1; i < argv.length; i += 2) {
@@ -108,15 +109,15 @@ public final class Recipient {
             }
             a.put(argv[i].substring(2), argv[i + 1]);
         }
-        if (argv[0].equals("serve")) {
-            serve(a);
-        } else {
-            System.exit(verifyOffline(a));
+        switch (argv[0]) {
+            case "serve" -> serve(a);
+            case "verify" -> System.exit(verifyOffline(a));
+            default -> System.exit(selfTest(a));
         }
     }
 
     static void usage(String why) {
-        System.err.println("usage: java Recipient.java serve|verify --name value ...: " + why);
+        System.err.println("usage: java Recipient.java serve|verify|self-test --name value ...: " + why);
         System.exit(2);
     }
 
@@ -149,7 +150,11 @@ public final class Recipient {
 
     /** keys/delivery.pub.pem (SPKI PEM) -> {kid: key}. */
     static Map<String, PublicKey> loadDeliveryPem(Path path) throws IOException, GeneralSecurityException {
-        byte[] spki = pemSection(Files.readString(path), "PUBLIC KEY");
+        return deliveryKeysFromPem(Files.readString(path));
+    }
+
+    static Map<String, PublicKey> deliveryKeysFromPem(String pem) throws IOException, GeneralSecurityException {
+        byte[] spki = pemSection(pem, "PUBLIC KEY");
         PublicKey key = KeyFactory.getInstance("Ed25519").generatePublic(new X509EncodedKeySpec(spki));
         byte[] raw = new byte[32];
         System.arraycopy(spki, spki.length - 32, raw, 0, 32);
@@ -620,6 +625,58 @@ public final class Recipient {
         } catch (Refused e) {
             System.out.println("signature invalid: " + e.getMessage());
             return 1;
+        }
+    }
+
+    /**
+     * The published vector (docs/test-vectors/delivery-signature.json): the
+     * genuine body verifies with the key from PEM and from the JWK; a tampered
+     * body, a changed header and the audit key's JWK do not pass.
+     */
+    static int selfTest(Map<String, String> a) throws Exception {
+        Map<?, ?> v = (Map<?, ?>) Json.parse(Files.readString(Path.of(need(a, "vector")), StandardCharsets.UTF_8));
+        String kid = (String) v.get("kid");
+        String jws = (String) v.get("samgate_signature");
+        byte[] body = ((String) v.get("body")).getBytes(StandardCharsets.UTF_8);
+        byte[] tampered = ((String) v.get("tampered_body")).getBytes(StandardCharsets.UTF_8);
+        Map<String, PublicKey> fromPem = deliveryKeysFromPem((String) v.get("public_key_pem"));
+        Map<String, Object> auditJwk = new LinkedHashMap<>();
+        ((Map<?, ?>) v.get("jwk")).forEach((k, val) -> auditJwk.put(String.valueOf(k), val));
+        auditJwk.put("samgate_purpose", "audit");
+        auditJwk.put("kid", "audit-key");
+        Map<String, PublicKey> fromJwks = parseJwks(Map.of("keys", List.of(v.get("jwk"), auditJwk)));
+        String[] parts = jws.split("\\.", -1);
+        String noneHeader = Base64.getUrlEncoder().withoutPadding().encodeToString(
+                ("{\"alg\":\"none\",\"kid\":\"" + kid + "\",\"typ\":\"" + JWS_TYP + "\"}")
+                        .getBytes(StandardCharsets.UTF_8));
+        String attached = parts[0] + "." + Base64.getUrlEncoder().withoutPadding().encodeToString(body) + "." + parts[2];
+        java.security.KeyPairGenerator gen = java.security.KeyPairGenerator.getInstance("Ed25519");
+        Map<String, PublicKey> other = Map.of(kid, gen.generateKeyPair().getPublic());
+        int failures = 0;
+        failures += expect("the PEM key's kid is the vector's", fromPem.keySet().equals(java.util.Set.of(kid)));
+        failures += expect("the JWKS yields the delivery key only", fromJwks.keySet().equals(java.util.Set.of(kid)));
+        failures += expect("the genuine body verifies (PEM)", refused(fromPem, jws, body) == 0);
+        failures += expect("the genuine body verifies (JWKS)", refused(fromJwks, jws, body) == 0);
+        failures += expect("a tampered body is refused (401)", refused(fromPem, jws, tampered) == 401);
+        failures += expect("alg none is refused (401)", refused(fromPem, noneHeader + ".." + parts[2], body) == 401);
+        failures += expect("an attached (non-detached) JWS is refused (400)", refused(fromPem, attached, body) == 400);
+        failures += expect("a signature by another key is refused (401)", refused(other, jws, body) == 401);
+        System.out.println("self-test " + (failures == 0 ? "passed" : "FAILED: " + failures + " check(s)"));
+        return failures == 0 ? 0 : 1;
+    }
+
+    static int expect(String what, boolean ok) {
+        System.out.println("  " + (ok ? "ok" : "FAILED") + "  " + what);
+        return ok ? 0 : 1;
+    }
+
+    /** The status a delivery with this signature would get (0: accepted). */
+    static int refused(Map<String, PublicKey> keys, String jws, byte[] body) {
+        try {
+            verifySignature(new DeliveryKeys(keys, null), jws, body);
+            return 0;
+        } catch (Refused e) {
+            return e.status;
         }
     }
 

@@ -25,6 +25,7 @@ Standard library plus ``cryptography`` only. Usage::
 
     python3 recipient.py verify --delivery-key keys/delivery.pub.pem \\
         --body FILE --signature FILE          # exit 0 valid, 1 invalid
+    python3 recipient.py self-test --vector docs/test-vectors/delivery-signature.json
 
 The log (stdout) names exchange ids, types and parties, never a subject.
 """
@@ -45,7 +46,7 @@ import urllib.request
 import uuid
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -80,9 +81,13 @@ def key_id(raw):
 def load_delivery_pem(path):
     """keys/delivery.pub.pem (SPKI PEM) -> {kid: Ed25519PublicKey}."""
     with open(path, "rb") as f:
-        key = load_pem_public_key(f.read())
+        return delivery_keys_from_pem(f.read())
+
+
+def delivery_keys_from_pem(data):
+    key = load_pem_public_key(data)
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")
+        raise ValueError("not an Ed25519 public key")
     return {key_id(key.public_bytes(Encoding.Raw, PublicFormat.Raw)): key}
 
 
@@ -438,6 +443,48 @@ def verify(args):
     return 0
 
 
+def self_test(args):
+    """The published vector (docs/test-vectors/delivery-signature.json): the
+    genuine body verifies with the key from PEM and from the JWK; a tampered
+    body, a changed header and the audit key's JWK do not pass."""
+    with open(args.vector, encoding="utf-8") as f:
+        v = json.load(f)
+    body = v["body"].encode("utf-8")
+    from_pem = delivery_keys_from_pem(v["public_key_pem"].encode())
+    audit_jwk = dict(v["jwk"], samgate_purpose="audit", kid="audit-key")
+    from_jwks = parse_jwks({"keys": [v["jwk"], audit_jwk]})
+    failures = []
+
+    def expect(what, ok):
+        print(f"  {'ok' if ok else 'FAILED'}  {what}")
+        if not ok:
+            failures.append(what)
+
+    def refused(keys, jws, data):
+        try:
+            verify_signature(DeliveryKeys(fixed=keys), jws, data)
+        except Refused as e:
+            return e.status
+        return None
+
+    expect("the PEM key's kid is the vector's", list(from_pem) == [v["kid"]])
+    expect("the JWKS yields the delivery key only", list(from_jwks) == [v["kid"]])
+    for name, keys in (("PEM", from_pem), ("JWKS", from_jwks)):
+        expect(f"the genuine body verifies ({name})", refused(keys, v["samgate_signature"], body) is None)
+    expect("a tampered body is refused (401)",
+           refused(from_pem, v["samgate_signature"], v["tampered_body"].encode("utf-8")) == 401)
+    header_b64, _, sig_b64 = v["samgate_signature"].split(".")
+    none_header = b64url_encode(json.dumps({"alg": "none", "kid": v["kid"], "typ": JWS_TYP}).encode())
+    expect("alg none is refused (401)", refused(from_pem, none_header + ".." + sig_b64, body) == 401)
+    attached = header_b64 + "." + b64url_encode(body) + "." + sig_b64
+    expect("an attached (non-detached) JWS is refused (400)", refused(from_pem, attached, body) == 400)
+    other = Ed25519PrivateKey.generate().public_key()
+    expect("a signature by another key is refused (401)",
+           refused({v["kid"]: other}, v["samgate_signature"], body) == 401)
+    print("self-test " + ("passed" if not failures else f"FAILED: {len(failures)} check(s)"))
+    return 1 if failures else 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -459,10 +506,14 @@ def main():
     v.add_argument("--delivery-key", required=True)
     v.add_argument("--body", required=True)
     v.add_argument("--signature", required=True, help="the header value, or a file holding it")
+    t = sub.add_parser("self-test", help="check this recipient against the published test vector")
+    t.add_argument("--vector", required=True, help="docs/test-vectors/delivery-signature.json")
     args = p.parse_args()
     if args.command == "serve":
         serve(args)
         return 0
+    if args.command == "self-test":
+        return self_test(args)
     return verify(args)
 
 
