@@ -305,4 +305,28 @@ pass "$JV refuses a genuine message addressed to $PY (400)"
 [[ $(grep -c "^received " "$WORK/python.log") == 2 && $(grep -c "^received " "$WORK/java.log") == 2 ]] ||
   fail "a recipient processed something more than the four deliveries"
 
+echo "== revocation"
+printf '{"reason": "the participant withdrew (kit test)"}' >"$WORK/revoke.json"
+api $PY POST "/v1/consents/$CONSENT_ID/revocation" "$WORK/revoke.json" >"$WORK/revoked.json"
+[[ $(status) == 200 ]] || fail "revocation answered $(status): $(cat "$WORK/revoked.json")"
+api fk POST /v1/exchanges "$WORK/e1.json" >"$WORK/r5.json"
+[[ $(status) == 403 ]] && check "$WORK/r5.json" 'r["type"] == "urn:samgate:problem:consent_revoked"' "after revocation" ||
+  fail "an exchange after revocation answered $(status): $(cat "$WORK/r5.json")"
+pass "an exchange after revocation is denied 403 consent_revoked"
+# DESIGN §13: every party that received data under the consent gets a signed
+# consent-revoked notice through the outbox. A build with the lifecycle has
+# `history` in the consent summary; an older one sends no notice.
+if python3 -c 'import json, sys; sys.exit(0 if "history" in json.load(open(sys.argv[1])) else 1)' "$WORK/revoked.json"; then
+  for pair in "$PY:$SYNC_PY:$ASYNC_PY:$PY_CONSENT" "$JV:$SYNC_JV:$ASYNC_JV:$JV_CONSENT"; do
+    IFS=: read -r party first second consent <<<"$pair"
+    for _ in $(seq 1 300); do compgen -G "$WORK/$party/revoked-*.json" >/dev/null && break; sleep 0.1; done
+    notice=$(compgen -G "$WORK/$party/revoked-*.json" | head -n1) || fail "$party got no consent-revoked notice"
+    check "$notice" "r['consent_id'] == '$consent' and {'$first', '$second'} <= set(r['exchange_ids'])" \
+      "$party's consent-revoked notice (its consent_id, the exchanges it received)"
+  done
+  pass "both recipients got a verified consent-revoked notice naming their consent_id and exchanges"
+else
+  echo "      (this build has no consent lifecycle, DESIGN §13: no consent-revoked notice to check)"
+fi
+
 echo "== kit test passed"
