@@ -792,3 +792,146 @@ both_backends!(
         }
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agency() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    // `samgate init` wrote a witness per agency, wired into samgate.toml with quorum 3.
+    let written = Config::load(&gw.path("samgate.toml")).unwrap();
+    let names: Vec<&str> = written.witnesses.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "fk-witness",
+            "af-witness",
+            "kommun-kalmar-witness",
+            "region-kalmar-witness"
+        ]
+    );
+    assert_eq!(written.audit.witness_quorum, 3);
+    for party in ["fk", "af", "kommun-kalmar", "region-kalmar"] {
+        let wc = WitnessConfig::load(&gw.path(&format!("witnesses/{party}/witness.toml"))).unwrap();
+        assert_eq!(wc.logs[0].origin, origin(&gw.config));
+        assert_eq!(wc.client_pins.len(), 1);
+    }
+
+    // A witness as an agency would set it up, with the binary.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let der = samgate::pki::first_certificate_der(
+        &std::fs::read_to_string(gw.path("pki/gateway-client.pem")).unwrap(),
+    )
+    .unwrap();
+    let pin = samgate::pki::spki_sha256_hex(&der).unwrap();
+    let wdir = gw.path("agency-witness");
+    let p = |rel: &str| gw.path(rel).display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let org = origin(&gw.config);
+    let (code, out, err) = run_verify(&[
+        "witness",
+        "init",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--name",
+        "agency-witness",
+        "--listen",
+        &listen,
+        "--log-origin",
+        &org,
+        "--log-key",
+        &p("keys/audit.pub.pem"),
+        "--client-ca",
+        &p("pki/ca.pem"),
+        "--client-sha256",
+        &pin,
+        "--ca-cert",
+        &p("pki/ca.pem"),
+        "--ca-key",
+        &p("pki/ca.key"),
+    ]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let key = WitnessKey::load(&wdir.join("witness.vkey"), Some("agency-witness")).unwrap();
+    assert!(out.contains(&key.to_vkey()), "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(wdir.join("witness.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // A second init into the same directory is refused.
+    let (code, _, _) = run_verify(&[
+        "witness",
+        "init",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--name",
+        "x",
+    ]);
+    assert_eq!(code, Some(2));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
+        .args(["witness", "serve", "--config"])
+        .arg(wdir.join("witness.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the witness listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let head = gw.auditor().get("/v1/audit/tree-head").await.json();
+    let note = head["checkpoint"].as_str().unwrap();
+    let c = Client::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &gw.path("pki/ca.pem"),
+        Some((
+            &gw.path("pki/gateway-client.pem"),
+            &gw.path("pki/gateway-client.key"),
+        )),
+        None,
+    );
+    let r = c
+        .post_raw(
+            "/add-checkpoint",
+            "text/plain",
+            format!("old 0\n\n{note}").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cosigned = cosign::append_lines(note, [r.text.as_str()]);
+    cosign::open_cosigned(&cosigned, &org, &audit_key(&gw), &[key], 1).unwrap();
+    // The witness keeps the size across a restart of the process.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
+        .args(["witness", "serve", "--config"])
+        .arg(wdir.join("witness.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tries = 0;
+    let r = loop {
+        tries += 1;
+        assert!(tries < 600, "the restarted witness never answered");
+        let attempt = c
+            .http
+            .post(format!("{}/add-checkpoint", c.base))
+            .body(format!("old 0\n\n{note}"))
+            .send()
+            .await;
+        match attempt {
+            Ok(r) => break r,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(r.text().await.unwrap(), format!("{}\n", head["tree_size"]));
+    child.kill().unwrap();
+    let _ = child.wait();
+}
