@@ -673,8 +673,12 @@ both_backends!(
             .crypto
             .audit_pseudonym(&samgate::personnummer::Personnummer::parse(ALVA).unwrap());
         assert_eq!(body["subject"], json!(alva_audit));
-        // Forwarded + delivered for the attendance report, and the denial.
-        assert!(list.len() >= 3, "{list:?}");
+        // One item per exchange (DESIGN §10): the delivered attendance
+        // report and the denial.
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list
+            .iter()
+            .any(|d| d["to"] == "fk" && d["decision"] == "delivered"));
         assert!(list
             .iter()
             .any(|d| d["decision"] == "deny" && d["to"] == "region-kalmar"));
