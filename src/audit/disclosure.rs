@@ -110,7 +110,12 @@ fn one_per_exchange(records: &[AuditRecord]) -> Vec<Value> {
         .collect();
     // Newest first by the item's own time (RFC 3339 UTC sorts as text).
     out.sort_by(|a, b| {
-        let t = |v: &Value| v.get("time").and_then(Value::as_str).unwrap_or("").to_owned();
+        let t = |v: &Value| {
+            v.get("time")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         t(b).cmp(&t(a))
     });
     out

@@ -387,10 +387,8 @@ mod tests {
         rest.remove("leaf");
         assert_eq!(
             serde_json_canonicalizer::to_vec(&rest).unwrap(),
-            serde_json_canonicalizer::to_vec(
-                &serde_json::from_slice::<Value>(&leaf).unwrap()
-            )
-            .unwrap()
+            serde_json_canonicalizer::to_vec(&serde_json::from_slice::<Value>(&leaf).unwrap())
+                .unwrap()
         );
         let broken = record_json(&StoredLeaf {
             seq: 4,

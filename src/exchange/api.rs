@@ -239,7 +239,12 @@ async fn handle(
         _ => Value::Null,
     };
     let exchange_id = ctx.exchange_id.clone();
-    let consent_ref = consent_reference(state, route.subject, &recipient_id, ctx.consent_id.as_deref());
+    let consent_ref = consent_reference(
+        state,
+        route.subject,
+        &recipient_id,
+        ctx.consent_id.as_deref(),
+    );
     let message = json!({
         "exchange_id": exchange_id,
         "from": ctx.principal.party.as_str(),

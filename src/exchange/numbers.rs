@@ -185,13 +185,15 @@ mod tests {
     }
 
     fn tree() -> impl Strategy<Value = Value> {
-        text().prop_map(Value::String).prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        text()
+            .prop_map(Value::String)
+            .prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
     }
 
     /// Plants `number` into the `k`-th string of `v` (counting in order).
@@ -199,7 +201,10 @@ mod tests {
         match v {
             Value::String(s) => {
                 if *k == 0 {
-                    let cut = s.char_indices().nth(at % (s.chars().count() + 1)).map_or(s.len(), |(i, _)| i);
+                    let cut = s
+                        .char_indices()
+                        .nth(at % (s.chars().count() + 1))
+                        .map_or(s.len(), |(i, _)| i);
                     s.insert_str(cut, number);
                     return true;
                 }

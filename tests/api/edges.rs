@@ -166,8 +166,7 @@ both_backends!(
         // FK gets the plan pseudonymised too, so two recipients hold one.
         let Some(gw) = TestGateway::spawn_with(db, |c| {
             for r in c.routes.iter_mut() {
-                if r.msg_type == "rehabilitation-plan" && r.to.iter().any(|p| p.as_str() == "fk")
-                {
+                if r.msg_type == "rehabilitation-plan" && r.to.iter().any(|p| p.as_str() == "fk") {
                     r.subject = SubjectMode::Pseudonymise;
                 }
             }
@@ -210,59 +209,62 @@ both_backends!(
                 assert!(!other.contains(&v), "{v} joins two messages");
             }
         }
-        assert_ne!(region[0].headers["samgate-exchange-id"], fk[0].headers["samgate-exchange-id"]);
+        assert_ne!(
+            region[0].headers["samgate-exchange-id"],
+            fk[0].headers["samgate-exchange-id"]
+        );
     }
 );
 
-both_backends!(
-    a_revocation_stops_a_queued_message,
-    |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
+both_backends!(a_revocation_stops_a_queued_message, |db| async move {
+    let Some(gw) = TestGateway::spawn_with(db, |c| {
+        c.delivery.backoff_initial = Duration::from_millis(20);
+        c.delivery.backoff_max = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let consent = record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let fk = gw.recipient("fk");
+    fk.set_default_reply(Reply {
+        status: 503,
+        ..Reply::default()
+    });
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &async_attendance())
+        .await;
+    assert_eq!(rsp.status, 202, "{}", rsp.text);
+    let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+    let st = wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
+    assert_eq!(st["status"], "queued", "{st}");
+    let rev = gw
+        .client("sfk-kalmar")
+        .post(&format!("/v1/consents/{consent}/revocation"), &json!({}))
+        .await;
+    assert_eq!(rev.status, 200, "{}", rev.text);
+    fk.set_default_reply(Reply::default());
+    let st = wait_for(&gw, &id, |s| s["status"] != "queued").await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert_eq!(st["last_error"], "consent_revoked");
+    // Past the backoff: still nothing arrived.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fk.received().is_empty(), "delivered after the revocation");
+    let failed: Vec<_> = records_of(&gw, &id)
         .await
-        else {
-            return;
-        };
-        let consent = record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        let fk = gw.recipient("fk");
-        fk.set_default_reply(Reply {
-            status: 503,
-            ..Reply::default()
-        });
-        let rsp = gw.client("af").post("/v1/exchanges", &async_attendance()).await;
-        assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        let st = wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
-        assert_eq!(st["status"], "queued", "{st}");
-        let rev = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{consent}/revocation"), &json!({}))
-            .await;
-        assert_eq!(rev.status, 200, "{}", rev.text);
-        fk.set_default_reply(Reply::default());
-        let st = wait_for(&gw, &id, |s| s["status"] != "queued").await;
-        assert_eq!(st["status"], "failed", "{st}");
-        assert_eq!(st["last_error"], "consent_revoked");
-        // Past the backoff: still nothing arrived.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(fk.received().is_empty(), "delivered after the revocation");
-        let failed: Vec<_> = records_of(&gw, &id)
-            .await
-            .into_iter()
-            .filter(|r| r.action == "exchange-failed")
-            .collect();
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].reason.as_deref(), Some("consent_revoked"));
-        assert_eq!(failed[0].decision, "failed");
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-            .fetch_one(gw.state().store.pool())
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
-    }
-);
+        .into_iter()
+        .filter(|r| r.action == "exchange-failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason.as_deref(), Some("consent_revoked"));
+    assert_eq!(failed[0].decision, "failed");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(gw.state().store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+});
 
 both_backends!(
     a_queued_message_past_expire_after_expires_undelivered,
@@ -282,7 +284,10 @@ both_backends!(
             status: 503,
             ..Reply::default()
         });
-        let rsp = gw.client("af").post("/v1/exchanges", &async_attendance()).await;
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &async_attendance())
+            .await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
         let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
         wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
@@ -328,7 +333,10 @@ both_backends!(
             status: 503,
             ..Reply::default()
         });
-        let rsp = gw.client("af").post("/v1/exchanges", &async_attendance()).await;
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &async_attendance())
+            .await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
         let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
         wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
@@ -348,62 +356,60 @@ both_backends!(
     }
 );
 
-both_backends!(
-    an_unknown_reply_type_leaves_no_trace,
-    |db| async move {
-        let Some(mut gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        let long = "Q".repeat(300);
-        let with_number = format!("svar om {}", &pnr_forms(NILS)[1]);
-        let mut ids = Vec::new();
-        for t in [&long, &with_number] {
-            gw.recipient("fk").push_reply(Reply {
-                status: 200,
-                body: Some(json!({"type": t, "payload": {"note": t}})),
-                ..Reply::default()
-            });
-            let rsp = gw
-                .client("af")
-                .post(
-                    "/v1/exchanges",
-                    &message("fk", "attendance-report", example("attendance-report")),
-                )
-                .await;
-            assert_eq!(rsp.status, 200, "{}", rsp.text);
-            assert_eq!(rsp.json()["reply"], Value::Null);
-            assert_eq!(rsp.json()["reply_withheld"], true);
-            assert!(!rsp.text.contains(t.as_str()));
-            let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-            let withheld: Vec<_> = records_of(&gw, &id)
-                .await
-                .into_iter()
-                .filter(|r| r.action == "reply-withheld")
-                .collect();
-            assert_eq!(withheld.len(), 1);
-            assert_eq!(withheld[0].reason.as_deref(), Some("unknown_type"));
-            assert_eq!(withheld[0].msg_type, None);
-            ids.push(id);
-        }
-        // Neither the auditor's view nor the extract shows the text.
-        let records = gw.auditor().get("/v1/audit/records?limit=1000").await;
-        assert!(!records.text.contains(&long));
-        let extract = gw
-            .client("sfk-kalmar")
-            .post("/v1/disclosures", &json!({"personnummer": ALVA}))
+both_backends!(an_unknown_reply_type_leaves_no_trace, |db| async move {
+    let Some(mut gw) = TestGateway::spawn(db).await else {
+        return;
+    };
+    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let long = "Q".repeat(300);
+    let with_number = format!("svar om {}", &pnr_forms(NILS)[1]);
+    let mut ids = Vec::new();
+    for t in [&long, &with_number] {
+        gw.recipient("fk").push_reply(Reply {
+            status: 200,
+            body: Some(json!({"type": t, "payload": {"note": t}})),
+            ..Reply::default()
+        });
+        let rsp = gw
+            .client("af")
+            .post(
+                "/v1/exchanges",
+                &message("fk", "attendance-report", example("attendance-report")),
+            )
             .await;
-        assert!(!extract.text.contains(&long));
-        assert_logs_clean(&[NILS]);
-        assert!(!String::from_utf8_lossy(&crate::harness::captured_logs().lock().unwrap())
-            .contains(&long));
-        let stored = stored_text(&mut gw, db).await;
-        assert_absent(&stored, &long, "the 300-character type");
-        for form in pnr_forms(NILS) {
-            assert_absent(&stored, &form, "a number from the reply");
-        }
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        assert_eq!(rsp.json()["reply"], Value::Null);
+        assert_eq!(rsp.json()["reply_withheld"], true);
+        assert!(!rsp.text.contains(t.as_str()));
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let withheld: Vec<_> = records_of(&gw, &id)
+            .await
+            .into_iter()
+            .filter(|r| r.action == "reply-withheld")
+            .collect();
+        assert_eq!(withheld.len(), 1);
+        assert_eq!(withheld[0].reason.as_deref(), Some("unknown_type"));
+        assert_eq!(withheld[0].msg_type, None);
+        ids.push(id);
     }
-);
+    // Neither the auditor's view nor the extract shows the text.
+    let records = gw.auditor().get("/v1/audit/records?limit=1000").await;
+    assert!(!records.text.contains(&long));
+    let extract = gw
+        .client("sfk-kalmar")
+        .post("/v1/disclosures", &json!({"personnummer": ALVA}))
+        .await;
+    assert!(!extract.text.contains(&long));
+    assert_logs_clean(&[NILS]);
+    assert!(
+        !String::from_utf8_lossy(&crate::harness::captured_logs().lock().unwrap()).contains(&long)
+    );
+    let stored = stored_text(&mut gw, db).await;
+    assert_absent(&stored, &long, "the 300-character type");
+    for form in pnr_forms(NILS) {
+        assert_absent(&stored, &form, "a number from the reply");
+    }
+});
 
 both_backends!(
     a_reverse_route_is_used_only_for_its_purposes,
@@ -462,15 +468,25 @@ both_backends!(
         plan["treatment_activities"][0]["description"] = json!(format!("x{NILS}"));
         let rsp = gw
             .client("kommun-kalmar")
-            .post("/v1/exchanges", &message("region-kalmar", "rehabilitation-plan", plan.clone()))
+            .post(
+                "/v1/exchanges",
+                &message("region-kalmar", "rehabilitation-plan", plan.clone()),
+            )
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let body = rsp.json();
         let withheld = body["withheld"].as_array().unwrap();
-        for p in ["/goal", "/sub_goals/1/description", "/treatment_activities/0/description"] {
+        for p in [
+            "/goal",
+            "/sub_goals/1/description",
+            "/treatment_activities/0/description",
+        ] {
             assert!(withheld.contains(&json!(p)), "{p} not withheld: {body}");
         }
-        assert!(!body["forwarded"].as_array().unwrap().contains(&json!("/goal")));
+        assert!(!body["forwarded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/goal")));
         let received = gw.recipient("region-kalmar").received()[0].json();
         let text = received.to_string();
         for n in [ALVA, NILS] {
@@ -480,7 +496,9 @@ both_backends!(
         }
         assert!(received["payload"].get("goal").is_none());
         assert_eq!(received["payload"]["sub_goals"][0], plan["sub_goals"][0]);
-        assert!(received["payload"]["sub_goals"][1].get("description").is_none());
+        assert!(received["payload"]["sub_goals"][1]
+            .get("description")
+            .is_none());
         let id = body["exchange_id"].as_str().unwrap();
         let forwarded = records_of(&gw, id)
             .await
@@ -501,71 +519,79 @@ both_backends!(
     }
 );
 
-both_backends!(
-    client_chosen_strings_never_rest_in_clear,
-    |db| async move {
-        let Some(mut gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        let af = gw.client("af");
-        let msg = message("fk", "attendance-report", example("attendance-report"));
-        // Request ids: kept when sane, replaced when they could hold a number.
-        for (sent, kept) in [
-            ("pnr-20020314-9828", false),
-            ("a123456", false),
-            ("has space", false),
-            (&*"r".repeat(65), false),
-            ("abc.DEF_1:2-12345", true),
-        ] {
-            let rsp = af
-                .post_with("/v1/healthz-does-not-exist", &json!({}), &[("X-Request-Id", sent)])
-                .await;
-            let used = rsp.headers["x-request-id"].to_str().unwrap().to_owned();
-            assert_eq!(used == sent, kept, "{sent} -> {used}");
-            assert!(samgate::http::acceptable_request_id(&used), "{used}");
-        }
-        // An exchange with a number in its request id and idempotency key,
-        // and a reply that holds a number.
-        gw.recipient("fk").push_reply(Reply {
+both_backends!(client_chosen_strings_never_rest_in_clear, |db| async move {
+    let Some(mut gw) = TestGateway::spawn(db).await else {
+        return;
+    };
+    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let af = gw.client("af");
+    let msg = message("fk", "attendance-report", example("attendance-report"));
+    // Request ids: kept when sane, replaced when they could hold a number.
+    for (sent, kept) in [
+        ("pnr-20020314-9828", false),
+        ("a123456", false),
+        ("has space", false),
+        (&*"r".repeat(65), false),
+        ("abc.DEF_1:2-12345", true),
+    ] {
+        let rsp = af
+            .post_with(
+                "/v1/healthz-does-not-exist",
+                &json!({}),
+                &[("X-Request-Id", sent)],
+            )
+            .await;
+        let used = rsp.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(used == sent, kept, "{sent} -> {used}");
+        assert!(samgate::http::acceptable_request_id(&used), "{used}");
+    }
+    // An exchange with a number in its request id and idempotency key,
+    // and a reply that holds a number.
+    gw.recipient("fk").push_reply(Reply {
             status: 200,
             body: Some(json!({"type": "attendance-report", "payload": {"absence_reason_category": format!("see {NILS}")}})),
             ..Reply::default()
         });
-        let headers = [("X-Request-Id", "pnr-20020314-9828"), ("Idempotency-Key", "19-20020314-9828")];
-        let a = af.post_with("/v1/exchanges", &msg, &headers).await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        let b = af.post_with("/v1/exchanges", &msg, &headers).await;
-        assert_eq!(a.json()["exchange_id"], b.json()["exchange_id"], "replayed by the digest");
-        assert_eq!(gw.recipient("fk").received().len(), 1);
-        let id = a.json()["exchange_id"].as_str().unwrap().to_owned();
-        for r in records_of(&gw, &id).await {
-            let rid = r.request_id.unwrap_or_default();
-            assert!(!rid.contains("9828") && samgate::http::acceptable_request_id(&rid));
-        }
-        // An auditor's long path is cut in its audit-query record.
-        let long = "a".repeat(1000);
-        let rsp = gw.auditor().get(&format!("/v1/exchanges/{long}")).await;
-        assert_eq!(rsp.status, 404);
-        let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records")
-            .fetch_all(gw.state().store.pool())
-            .await
-            .unwrap();
-        for l in &leaves {
-            let r = AuditRecord::from_leaf(l).unwrap();
-            assert!(r.reason.as_deref().unwrap_or("").chars().count() <= 256);
-        }
-        assert_logs_clean(&[ALVA, NILS]);
-        let stored = stored_text(&mut gw, db).await;
-        assert_absent(&stored, &long, "the long path");
-        assert_absent(&stored, "19-20020314-9828", "the idempotency key");
-        for n in [ALVA, NILS] {
-            for form in pnr_forms(n) {
-                assert_absent(&stored, &form, "a personnummer");
-            }
+    let headers = [
+        ("X-Request-Id", "pnr-20020314-9828"),
+        ("Idempotency-Key", "19-20020314-9828"),
+    ];
+    let a = af.post_with("/v1/exchanges", &msg, &headers).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let b = af.post_with("/v1/exchanges", &msg, &headers).await;
+    assert_eq!(
+        a.json()["exchange_id"],
+        b.json()["exchange_id"],
+        "replayed by the digest"
+    );
+    assert_eq!(gw.recipient("fk").received().len(), 1);
+    let id = a.json()["exchange_id"].as_str().unwrap().to_owned();
+    for r in records_of(&gw, &id).await {
+        let rid = r.request_id.unwrap_or_default();
+        assert!(!rid.contains("9828") && samgate::http::acceptable_request_id(&rid));
+    }
+    // An auditor's long path is cut in its audit-query record.
+    let long = "a".repeat(1000);
+    let rsp = gw.auditor().get(&format!("/v1/exchanges/{long}")).await;
+    assert_eq!(rsp.status, 404);
+    let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records")
+        .fetch_all(gw.state().store.pool())
+        .await
+        .unwrap();
+    for l in &leaves {
+        let r = AuditRecord::from_leaf(l).unwrap();
+        assert!(r.reason.as_deref().unwrap_or("").chars().count() <= 256);
+    }
+    assert_logs_clean(&[ALVA, NILS]);
+    let stored = stored_text(&mut gw, db).await;
+    assert_absent(&stored, &long, "the long path");
+    assert_absent(&stored, "19-20020314-9828", "the idempotency key");
+    for n in [ALVA, NILS] {
+        for form in pnr_forms(n) {
+            assert_absent(&stored, &form, "a personnummer");
         }
     }
-);
+});
 
 both_backends!(
     the_delivery_signature_is_not_stored_and_still_verifies,
@@ -584,7 +610,10 @@ both_backends!(
             status: 503,
             ..Reply::default()
         });
-        let rsp = gw.client("af").post("/v1/exchanges", &async_attendance()).await;
+        let rsp = gw
+            .client("af")
+            .post("/v1/exchanges", &async_attendance())
+            .await;
         let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
         let stored: String =
             sqlx::query_scalar("SELECT signature FROM outbox WHERE exchange_id = $1")
@@ -598,9 +627,13 @@ both_backends!(
         assert_eq!(st["status"], "delivered", "{st}");
         let got = &fk.received()[0];
         let spki = pem::parse(std::fs::read(gw.path("keys/delivery.pub.pem")).unwrap()).unwrap();
-        let key: [u8; 32] = spki.contents()[spki.contents().len() - 32..].try_into().unwrap();
+        let key: [u8; 32] = spki.contents()[spki.contents().len() - 32..]
+            .try_into()
+            .unwrap();
         let sig = got.headers["samgate-signature"].to_str().unwrap();
-        assert!(samgate::exchange::deliver::verify_detached(&key, sig, &got.body));
+        assert!(samgate::exchange::deliver::verify_detached(
+            &key, sig, &got.body
+        ));
     }
 );
 
@@ -671,7 +704,11 @@ fn every_private_key_init_writes_is_read_by_openssl() {
     // delivery and user-token keys.
     assert!(checked >= 10, "{checked}");
     // The Ed25519 ones are PKCS#8 v1 (RFC 8410): version 0, no public key.
-    for f in ["keys/audit.pem", "keys/delivery.pem", "keys/issuer-sfk-kalmar-intake.pem"] {
+    for f in [
+        "keys/audit.pem",
+        "keys/delivery.pem",
+        "keys/issuer-sfk-kalmar-intake.pem",
+    ] {
         let der = pem::parse(std::fs::read(dir.path().join(f)).unwrap()).unwrap();
         assert_eq!(der.contents().len(), 48, "{f}");
         assert_eq!(&der.contents()[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00], "{f}");

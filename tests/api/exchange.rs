@@ -538,8 +538,21 @@ async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
     let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
     record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
     let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    // Caller-chosen strings and a reply that hold numbers (DESIGN §10).
+    gw.recipient("fk").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": format!("t {NILS}"), "payload": {"n": ALVA}})),
+        ..Reply::default()
+    });
     gw.client("af")
-        .post("/v1/exchanges", &attendance(ALVA))
+        .post_with(
+            "/v1/exchanges",
+            &attendance(ALVA),
+            &[
+                ("X-Request-Id", "pnr-20020314-9828"),
+                ("Idempotency-Key", "20001102-9915"),
+            ],
+        )
         .await;
     let mut m = attendance(NILS);
     m["delivery"] = json!("async");
