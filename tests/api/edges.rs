@@ -244,12 +244,15 @@ both_backends!(a_revocation_stops_a_queued_message, |db| async move {
         .post(&format!("/v1/consents/{consent}/revocation"), &json!({}))
         .await;
     assert_eq!(rev.status, 200, "{}", rev.text);
-    fk.set_default_reply(Reply::default());
+    // The recipient comes back only once the exchange has ended: an
+    // attempt already past its check at that moment may still be on
+    // the wire (a withdrawal is effective for what starts after it).
     let st = wait_for(&gw, &id, |s| s["status"] != "queued").await;
+    fk.set_default_reply(Reply::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(st["status"], "failed", "{st}");
     assert_eq!(st["last_error"], "consent_revoked");
     // Past the backoff: still nothing arrived.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fk.received().is_empty(), "delivered after the revocation");
     let failed: Vec<_> = records_of(&gw, &id)
         .await
@@ -292,8 +295,12 @@ both_backends!(
         let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
         wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
         clock.advance_secs(25 * 3600);
-        fk.set_default_reply(Reply::default());
+        // The recipient comes back only once the exchange has ended: an
+        // attempt already past its check at that moment may still be on
+        // the wire (a withdrawal is effective for what starts after it).
         let st = wait_for(&gw, &id, |s| s["status"] != "queued").await;
+        fk.set_default_reply(Reply::default());
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(st["status"], "expired", "{st}");
         assert!(fk.received().is_empty());
         let failed: Vec<_> = records_of(&gw, &id)
@@ -341,8 +348,12 @@ both_backends!(
         let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
         wait_for(&gw, &id, |s| s["attempts"].as_i64() >= Some(1)).await;
         clock.advance_secs(31 * 86_400);
-        fk.set_default_reply(Reply::default());
+        // The recipient comes back only once the exchange has ended: an
+        // attempt already past its check at that moment may still be on
+        // the wire (a withdrawal is effective for what starts after it).
         let st = wait_for(&gw, &id, |s| s["status"] != "queued").await;
+        fk.set_default_reply(Reply::default());
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(st["status"], "failed", "{st}");
         assert_eq!(st["last_error"], "consent_expired");
         assert!(fk.received().is_empty());
