@@ -15,8 +15,9 @@
 //!   no longer covering a forwarded field's category → `consent_scope`.
 //! - The route is looked up again too: a route removed from the
 //!   configuration while the message waited ends it as `route_not_allowed`
-//!   (no route, no exchange, DESIGN §4). A missing consent row or exchange
-//!   row ends it as `consent_missing`: fail closed.
+//!   (no route, no exchange, DESIGN §4). A missing consent row ends it as
+//!   `consent_missing`: fail closed. An outbox row without an exchange row,
+//!   or a §13 `consent-revoked` notice, is not held to a consent.
 //! - If the check itself cannot be made (storage error), nothing is sent;
 //!   the claim runs out and the next attempt checks again.
 
@@ -26,6 +27,10 @@ use crate::consent::model;
 use crate::error::ProblemCode;
 use crate::state::AppState;
 use crate::store::Stmt;
+
+/// The message type of the §13 revocation notice, which is sent because
+/// the consent was withdrawn and so is not held to it.
+pub const REVOCATION_NOTICE_TYPE: &str = "consent-revoked";
 
 /// What the check before an attempt decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +60,16 @@ pub async fn before_attempt(
     .bind(exchange_id.to_owned())
     .fetch_optional(state.store.pool())
     .await?;
+    // An outbox row without an exchange row is no exchange under a consent
+    // (e.g. a §13 revocation notice): there is nothing to check it against.
     let Some((sender, recipient, msg_type, purpose, consent_id, forwarded)) = row else {
-        return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
+        return Ok(Verdict::Deliver);
     };
+    // The notice that a consent was withdrawn must reach those who hold
+    // data under it (DESIGN §13), precisely because the consent is revoked.
+    if msg_type == REVOCATION_NOTICE_TYPE {
+        return Ok(Verdict::Deliver);
+    }
     let (from, to) = (PartyId::new(sender), PartyId::new(recipient));
     let Some(route) = super::api::find_route(state, &from, &to, &msg_type, &purpose) else {
         return Ok(Verdict::Refused(ProblemCode::RouteNotAllowed));
