@@ -725,3 +725,119 @@ fn every_private_key_init_writes_is_read_by_openssl() {
         assert_eq!(&der.contents()[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00], "{f}");
     }
 }
+
+/// A valid personnummer (12 digits) from a date and a serial.
+fn valid_number(year: i32, month: u32, day: u32, serial: u32, samordning: bool) -> String {
+    let day = if samordning { day + 60 } else { day };
+    let nine = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
+    let sum: u32 = nine
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0') * if i % 2 == 0 { 2 } else { 1 };
+            d / 10 + d % 10
+        })
+        .sum();
+    format!("{}{nine}{}", year / 100, (10 - sum % 10) % 10)
+}
+
+/// The six §3 spellings of a canonical number.
+fn spellings(c: &str) -> Vec<String> {
+    let (long_date, tail) = c.split_at(8);
+    let short_date = &long_date[2..];
+    vec![
+        c.to_owned(),
+        format!("{long_date}-{tail}"),
+        format!("{long_date}+{tail}"),
+        format!("{short_date}{tail}"),
+        format!("{short_date}-{tail}"),
+        format!("{short_date}+{tail}"),
+    ]
+}
+
+/// DESIGN §10, through the real gateway: random rehabilitation plans with
+/// numbers planted in random free-text fields (top level and nested) reach
+/// the pseudonymising recipient (region-kalmar) without any of them.
+fn planted_numbers_never_reach_the_recipient(db: Db) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(gw) = rt.block_on(async {
+        let gw = TestGateway::spawn(db).await?;
+        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        Some(gw)
+    }) else {
+        return;
+    };
+    let plant = (
+        0usize..4,
+        (1930i32..2010, 1u32..13, 1u32..29, 1u32..1000, any::<bool>()),
+        0usize..6,
+        "[a-zåäö0-9 .:-]{0,8}",
+        "[a-zåäö0-9 .:-]{0,8}",
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 16,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(plant, 1..4), |plants| {
+        let mut plan = example("rehabilitation-plan");
+        let mut numbers = Vec::new();
+        for (field, (y, m, d, serial, samordning), form, before, after) in plants {
+            let c = valid_number(y, m, d, serial, samordning);
+            let text = format!("{before}{}{after}", spellings(&c)[form]);
+            let slot = match field {
+                0 => &mut plan["goal"],
+                1 => &mut plan["sub_goals"][0]["description"],
+                2 => &mut plan["sub_goals"][1]["description"],
+                _ => &mut plan["treatment_activities"][0]["description"],
+            };
+            *slot = json!(text);
+            numbers.push(c);
+        }
+        let (status, received) = rt.block_on(async {
+            let rsp = gw
+                .client("kommun-kalmar")
+                .post(
+                    "/v1/exchanges",
+                    &message("region-kalmar", "rehabilitation-plan", plan),
+                )
+                .await;
+            let received = gw.recipient("region-kalmar").received();
+            (
+                rsp.status,
+                received.last().map(|r| r.json()).unwrap_or(Value::Null),
+            )
+        });
+        prop_assert_eq!(status, 200);
+        let text = received.to_string();
+        for c in &numbers {
+            for s in spellings(c) {
+                prop_assert!(!text.contains(&s), "{} reached the recipient", s);
+            }
+        }
+        let mut strings = Vec::new();
+        scalars(&received["payload"], &mut strings);
+        prop_assert!(strings
+            .iter()
+            .all(|s| !samgate::exchange::numbers::contains_personnummer(s)));
+        Ok(())
+    });
+    rt.block_on(async move { drop(gw) });
+    result.unwrap();
+}
+
+#[test]
+fn planted_numbers_never_reach_a_pseudonymise_recipient_sqlite() {
+    planted_numbers_never_reach_the_recipient(Db::Sqlite);
+}
+
+#[test]
+fn planted_numbers_never_reach_a_pseudonymise_recipient_postgres() {
+    planted_numbers_never_reach_the_recipient(Db::Postgres);
+}
