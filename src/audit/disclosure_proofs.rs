@@ -26,11 +26,12 @@ use super::verify::{Failure, VerifyError};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Fields an item with proofs has beyond the record's own.
-const PROOF_FIELDS: [&str; 4] = ["seq", "leaf", "inclusion_proof", "checkpoint"];
+/// Fields an item with proofs has beyond the record's own (`reply`: a nested record).
+const PROOF_FIELDS: [&str; 5] = ["seq", "leaf", "inclusion_proof", "checkpoint", "reply"];
 
-/// Adds the proof fields to `items` (each the view of the record in `leaves` at the same
-/// position). Signs a head covering them first and waits for its cosignatures.
+/// Adds the proof fields to `items` (views of the records whose leaves are `leaves`), and
+/// to an item's nested `reply` (another record) its own `seq`, `leaf` and
+/// `inclusion_proof`. Signs a head covering them first and waits for its cosignatures.
 pub async fn attach(state: &AppState, items: &mut [Value], leaves: &[Vec<u8>]) -> ApiResult<()> {
     let head = super::api::fresh_head(state).await?;
     state
@@ -39,8 +40,7 @@ pub async fn attach(state: &AppState, items: &mut [Value], leaves: &[Vec<u8>]) -
         .await;
     let head_json = state.witnesses.head_json(&state.store, &head).await;
     let checkpoint = head_json.get("checkpoint").cloned().unwrap_or(Value::Null);
-    let mut seqs = Vec::with_capacity(leaves.len());
-    let mut ids = HashSet::new();
+    let mut parsed = Vec::with_capacity(leaves.len());
     for leaf in leaves {
         let record = AuditRecord::from_leaf(leaf)
             .map_err(|_| ApiError::internal("a stored audit leaf does not parse"))?;
@@ -49,21 +49,48 @@ pub async fn attach(state: &AppState, items: &mut [Value], leaves: &[Vec<u8>]) -
                 "a disclosed record is outside the signed tree",
             ));
         }
+        let view: Value = serde_json::from_slice(leaf).map_err(ApiError::internal)?;
+        parsed.push((record.seq, view, leaf));
+    }
+    // Which leaf each item (and each nested reply) shows.
+    let mut targets: Vec<(usize, bool, usize)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let main = matching(item, &parsed)
+            .ok_or_else(|| ApiError::internal("a disclosure item matches no record"))?;
+        targets.push((i, false, main));
+        if let Some(reply) = item.get("reply") {
+            let r = matching(reply, &parsed)
+                .ok_or_else(|| ApiError::internal("a disclosure reply matches no record"))?;
+            targets.push((i, true, r));
+        }
+    }
+    let mut ids = HashSet::new();
+    for (_, _, l) in &targets {
+        let seq = parsed.get(*l).map_or(1, |p| p.0);
         ids.extend(
-            proof::inclusion_proof_nodes(record.seq - 1, head.tree_size)
-                .map_err(ApiError::internal)?,
+            proof::inclusion_proof_nodes(seq - 1, head.tree_size).map_err(ApiError::internal)?,
         );
-        seqs.push(record.seq);
     }
     let ids: Vec<_> = ids.into_iter().collect();
     let nodes = query::nodes(&state.store, &ids).await?;
-    for ((item, leaf), seq) in items.iter_mut().zip(leaves).zip(seqs) {
+    for (i, nested, l) in targets {
+        let Some((seq, _, leaf)) = parsed.get(l) else {
+            continue;
+        };
         let hashes =
             proof::inclusion_proof(seq - 1, head.tree_size, &nodes).map_err(ApiError::internal)?;
-        let Some(obj) = item.as_object_mut() else {
+        let Some(item) = items.get_mut(i) else {
+            continue;
+        };
+        let target = if nested {
+            item.get_mut("reply")
+        } else {
+            Some(item)
+        };
+        let Some(obj) = target.and_then(Value::as_object_mut) else {
             return Err(ApiError::internal("a disclosure item is not an object"));
         };
-        obj.insert("seq".into(), Value::from(seq));
+        obj.insert("seq".into(), Value::from(*seq));
         obj.insert("leaf".into(), Value::String(STANDARD.encode(leaf)));
         obj.insert(
             "inclusion_proof".into(),
@@ -73,9 +100,22 @@ pub async fn attach(state: &AppState, items: &mut [Value], leaves: &[Vec<u8>]) -
                 "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
             }),
         );
-        obj.insert("checkpoint".into(), checkpoint.clone());
+        if !nested {
+            obj.insert("checkpoint".into(), checkpoint.clone());
+        }
     }
     Ok(())
+}
+
+/// The first leaf whose fields include every field of `view` (other than `reply`).
+fn matching(view: &Value, parsed: &[(u64, Value, &Vec<u8>)]) -> Option<usize> {
+    let fields = view.as_object()?;
+    parsed.iter().position(|(_, leaf, _)| {
+        fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "reply")
+            .all(|(k, v)| leaf.get(k) == Some(v))
+    })
 }
 
 /// A verified extract.
@@ -137,76 +177,25 @@ pub fn verify_value(
         let Some(fields) = item.as_object() else {
             return Err(fail("an item is not a JSON object"));
         };
-        let leaf = fields
-            .get("leaf")
-            .and_then(Value::as_str)
-            .and_then(|s| STANDARD.decode(s).ok())
-            .ok_or_else(|| {
-                fail("the item has no base64 `leaf` (was the extract asked with \"proofs\": true?)")
-            })?;
-        let record =
-            AuditRecord::from_leaf(&leaf).map_err(|_| fail("the leaf is not an audit record"))?;
-        if record.leaf_bytes() != leaf {
-            return Err(fail("the leaf is not in canonical (JCS) form"));
-        }
-        if record.seq != seq {
-            return Err(fail("`seq` differs from the leaf"));
-        }
-        let leaf_json: Value =
-            serde_json::from_slice(&leaf).map_err(|_| fail("the leaf is not JSON"))?;
-        for (k, v) in fields {
-            if PROOF_FIELDS.contains(&k.as_str()) {
-                continue;
-            }
-            match leaf_json.get(k) {
-                Some(lv) if lv == v => {}
-                Some(_) => return Err(bad(seq, format!("`{k}` differs from the leaf"))),
-                None => return Err(bad(seq, format!("unknown field `{k}`"))),
-            }
-        }
-        if leaf_json.get("subject") != Some(&subject) {
-            return Err(fail("the extract's `subject` is not the leaf's"));
-        }
         let note = fields
             .get("checkpoint")
             .and_then(Value::as_str)
-            .ok_or_else(|| fail("the item has no `checkpoint`"))?;
+            .ok_or_else(|| {
+                fail("the item has no `checkpoint` (was the extract asked with \"proofs\": true?)")
+            })?;
         let origin = note.split('\n').next().unwrap_or("");
         if !origin.starts_with(super::checkpoint::ORIGIN_PREFIX) {
             return Err(fail("the checkpoint is not of a samgate log"));
         }
         let (cp, found) = cosign::open_cosigned(note, origin, public_key, witnesses, quorum)
             .map_err(|e| bad(seq, format!("the checkpoint does not verify: {e}")))?;
-        let p = fields
-            .get("inclusion_proof")
-            .ok_or_else(|| fail("the item has no `inclusion_proof`"))?;
-        let index = p.get("leaf_index").and_then(Value::as_u64);
-        let size = p.get("tree_size").and_then(Value::as_u64);
-        let hashes: Option<Vec<Hash>> = p.get("hashes").and_then(Value::as_array).and_then(|a| {
-            a.iter()
-                .map(|h| {
-                    h.as_str()
-                        .and_then(|s| hex::decode(s).ok())
-                        .and_then(|b| Hash::try_from(b).ok())
-                })
-                .collect()
-        });
-        let (Some(index), Some(size), Some(hashes)) = (index, size, hashes) else {
-            return Err(fail("the inclusion proof is malformed"));
-        };
-        if index + 1 != seq || size != cp.tree_size {
-            return Err(fail(
-                "the inclusion proof is not for this record and checkpoint",
-            ));
+        check_record(fields, &subject, &cp, true)?;
+        if let Some(reply) = fields.get("reply") {
+            let reply = reply
+                .as_object()
+                .ok_or_else(|| fail("`reply` is not a JSON object"))?;
+            check_record(reply, &subject, &cp, false)?;
         }
-        proof::verify_inclusion(
-            &merkle::leaf_hash(&leaf),
-            index,
-            size,
-            &hashes,
-            &cp.root_hash,
-        )
-        .map_err(|e| bad(seq, format!("the inclusion proof does not verify ({e})")))?;
         sizes.push(cp.tree_size);
         names.extend(found.into_iter().map(|c| c.witness));
     }
@@ -219,4 +208,78 @@ pub fn verify_value(
         tree_sizes: sizes,
         cosigned_by: names,
     })
+}
+
+/// Checks one shown record: its leaf, its fields against the leaf, the subject, and its
+/// inclusion in the checkpoint's tree. `top`: an item (a nested reply has no checkpoint).
+fn check_record(
+    fields: &serde_json::Map<String, Value>,
+    subject: &Value,
+    cp: &super::checkpoint::Checkpoint,
+    top: bool,
+) -> Result<(), Failure> {
+    let seq = fields.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    let bad = |reason: String| Failure { seq, reason };
+    let fail = |reason: &str| bad(reason.to_owned());
+    let leaf = fields
+        .get("leaf")
+        .and_then(Value::as_str)
+        .and_then(|s| STANDARD.decode(s).ok())
+        .ok_or_else(|| fail("no base64 `leaf` (was the extract asked with \"proofs\": true?)"))?;
+    let record =
+        AuditRecord::from_leaf(&leaf).map_err(|_| fail("the leaf is not an audit record"))?;
+    if record.leaf_bytes() != leaf {
+        return Err(fail("the leaf is not in canonical (JCS) form"));
+    }
+    if record.seq != seq {
+        return Err(fail("`seq` differs from the leaf"));
+    }
+    let leaf_json: Value =
+        serde_json::from_slice(&leaf).map_err(|_| fail("the leaf is not JSON"))?;
+    for (k, v) in fields {
+        if PROOF_FIELDS.contains(&k.as_str()) {
+            if !top && (k == "checkpoint" || k == "reply") {
+                return Err(bad(format!("unknown field `{k}` in a reply")));
+            }
+            continue;
+        }
+        match leaf_json.get(k) {
+            Some(lv) if lv == v => {}
+            Some(_) => return Err(bad(format!("`{k}` differs from the leaf"))),
+            None => return Err(bad(format!("unknown field `{k}`"))),
+        }
+    }
+    if leaf_json.get("subject") != Some(subject) {
+        return Err(fail("the extract's `subject` is not the leaf's"));
+    }
+    let p = fields
+        .get("inclusion_proof")
+        .ok_or_else(|| fail("no `inclusion_proof`"))?;
+    let index = p.get("leaf_index").and_then(Value::as_u64);
+    let size = p.get("tree_size").and_then(Value::as_u64);
+    let hashes: Option<Vec<Hash>> = p.get("hashes").and_then(Value::as_array).and_then(|a| {
+        a.iter()
+            .map(|h| {
+                h.as_str()
+                    .and_then(|s| hex::decode(s).ok())
+                    .and_then(|b| Hash::try_from(b).ok())
+            })
+            .collect()
+    });
+    let (Some(index), Some(size), Some(hashes)) = (index, size, hashes) else {
+        return Err(fail("the inclusion proof is malformed"));
+    };
+    if index + 1 != seq || size != cp.tree_size {
+        return Err(fail(
+            "the inclusion proof is not for this record and checkpoint",
+        ));
+    }
+    proof::verify_inclusion(
+        &merkle::leaf_hash(&leaf),
+        index,
+        size,
+        &hashes,
+        &cp.root_hash,
+    )
+    .map_err(|e| bad(format!("the inclusion proof does not verify ({e})")))
 }
