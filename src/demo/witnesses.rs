@@ -86,7 +86,44 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
     }
 
     out.step("A rolled-back copy of the log is caught by audit verify --checkpoint");
-    rollback(d, out, tally, &pk, &kept).await
+    rollback(d, out, tally, &pk, &kept).await?;
+
+    out.step("Alva's extract with proofs, checked offline as her lawyer would");
+    let rsp = d
+        .client(super::setup::INTAKE)?
+        .post(
+            "/v1/disclosures",
+            &json!({ "personnummer": super::script::ALVA.number, "proofs": true }),
+        )
+        .await?;
+    if rsp.status != 200 {
+        fail(
+            out,
+            tally,
+            format!("POST /v1/disclosures with proofs answered {}", rsp.status),
+        );
+        return Ok(());
+    }
+    match crate::audit::disclosure_proofs::verify_value(&rsp.json, &pk, &keys, quorum) {
+        Ok(s) => {
+            out.ok(
+                "proven",
+                &format!(
+                    "{} entries: each leaf is in the tree of size {} cosigned by {}",
+                    s.items,
+                    s.tree_sizes
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    s.cosigned_by.join(", ")
+                ),
+            );
+            tally.as_expected += 1;
+        }
+        Err(f) => fail(out, tally, format!("the extract with proofs: {f}")),
+    }
+    Ok(())
 }
 
 async fn rollback(
