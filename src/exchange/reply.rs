@@ -50,7 +50,7 @@ pub async fn process(
     let sender = ctx.principal.party.clone();
     let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose)
         .or_else(|| {
-            state.config.routes.iter().find(|r| {
+            state.live().config.routes.iter().find(|r| {
                 r.msg_type == reply.msg_type && r.from.contains(recipient) && r.to.contains(&sender)
             })
         });

@@ -20,5 +20,6 @@ mod crash;
 mod exchange;
 mod foundation;
 mod openapi;
+mod ops;
 mod routes;
 mod scale;
