@@ -272,7 +272,10 @@ fn check_public_keys(r: &mut Report, c: &Config) {
 pub fn certificate_files(c: &Config) -> Vec<(&'static str, PathBuf)> {
     vec![
         ("server.certificate", c.server.certificate.clone()),
-        ("server.outbound_certificate", c.server.outbound_certificate.clone()),
+        (
+            "server.outbound_certificate",
+            c.server.outbound_certificate.clone(),
+        ),
         ("server.client_ca", c.server.client_ca.clone()),
         ("server.outbound_ca", c.server.outbound_ca.clone()),
     ]
@@ -299,7 +302,10 @@ fn validity(der: &[u8], now: i64) -> Result<String, String> {
     let subject = x.subject().to_string();
     let until = time::OffsetDateTime::from_unix_timestamp(na)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| na.to_string());
     if now < nb {
         return Err(format!("certificate `{subject}` is not valid yet"));
@@ -410,7 +416,11 @@ fn chain_time(certs: &[CertificateDer<'_>]) -> UnixTime {
         }
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let t = if now >= lo && now < hi { now } else { lo.saturating_add(1) };
+    let t = if now >= lo && now < hi {
+        now
+    } else {
+        lo.saturating_add(1)
+    };
     UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(t).unwrap_or(0)))
 }
 
@@ -491,7 +501,10 @@ async fn check_endpoints(r: &mut Report, c: &Config) {
     ) {
         Ok(t) => Arc::new(t),
         Err(e) => {
-            r.fail("server.outbound_ca", format!("cannot build the outbound TLS client: {e}"));
+            r.fail(
+                "server.outbound_ca",
+                format!("cannot build the outbound TLS client: {e}"),
+            );
             return;
         }
     };
@@ -542,7 +555,10 @@ async fn probe(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Probe, 
     let url = reqwest::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
     let host = url.host_str().ok_or("no host")?.to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
-    let host_for_name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host_for_name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let name = ServerName::try_from(host_for_name.clone())
         .map_err(|_| format!("`{host}` is not a valid server name"))?;
     let work = async {
@@ -560,7 +576,8 @@ async fn probe(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Probe, 
             .and_then(|c| c.first())
             .cloned()
             .ok_or("the endpoint presented no certificate")?;
-        let spki = crate::tls::peer_spki_sha256(&leaf).ok_or("the endpoint's certificate does not parse")?;
+        let spki = crate::tls::peer_spki_sha256(&leaf)
+            .ok_or("the endpoint's certificate does not parse")?;
         Ok::<_, String>(Probe {
             leaf: leaf.as_ref().to_vec(),
             spki,

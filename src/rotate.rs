@@ -140,6 +140,11 @@ pub async fn rotate_config(config: &Config) -> Result<Rotation, RotateError> {
     r
 }
 
+/// `vault`: domain, pseudonym, key id, nonce, ciphertext.
+type VaultRow = (String, String, String, Vec<u8>, Vec<u8>);
+/// `consents`: id, token key id, nonce, sealed token, revocation reason.
+type ConsentSealRow = (String, String, Vec<u8>, Vec<u8>, Option<String>);
+
 fn sealed(key_id: String, nonce: Vec<u8>, ciphertext: Vec<u8>) -> Option<Sealed> {
     Some(Sealed {
         key_id,
@@ -158,14 +163,21 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
     };
 
     // Binary columns: (table, key columns, sealed columns, aad).
-    let rows: Vec<(String, String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT domain, pseudonym, key_id, nonce, ciphertext FROM vault",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<VaultRow> =
+        sqlx::query_as("SELECT domain, pseudonym, key_id, nonce, ciphertext FROM vault")
+            .fetch_all(pool)
+            .await?;
     for (domain, ps, kid, nonce, ct) in rows {
         let aad = [domain.as_bytes(), b"\0", ps.as_bytes()].concat();
-        let Some(next) = reseal(crypto, &first, &aad, kid.clone(), nonce.clone(), ct, &mut out.vault) else {
+        let Some(next) = reseal(
+            crypto,
+            &first,
+            &aad,
+            kid.clone(),
+            nonce.clone(),
+            ct,
+            &mut out.vault,
+        ) else {
             continue;
         };
         let done = sqlx::query(
@@ -184,14 +196,22 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
         count_update(done.rows_affected(), &mut out.vault);
     }
 
-    let rows: Vec<(String, String, Vec<u8>, Vec<u8>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<ConsentSealRow> = sqlx::query_as(
         "SELECT id, token_key_id, token_nonce, token_sealed, revocation_reason FROM consents",
     )
     .fetch_all(pool)
     .await?;
     for (id, kid, nonce, ct, reason) in rows {
         let aad = crate::consent::api::token_aad(&id);
-        if let Some(next) = reseal(crypto, &first, &aad, kid.clone(), nonce.clone(), ct, &mut out.consent_tokens) {
+        if let Some(next) = reseal(
+            crypto,
+            &first,
+            &aad,
+            kid.clone(),
+            nonce.clone(),
+            ct,
+            &mut out.consent_tokens,
+        ) {
             let done = sqlx::query(
                 "UPDATE consents SET token_key_id = $1, token_nonce = $2, token_sealed = $3 \
                  WHERE id = $4 AND token_key_id = $5 AND token_nonce = $6",
@@ -208,7 +228,9 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
         }
         if let Some(reason) = reason.filter(|r| !r.is_empty()) {
             let aad = [b"revocation-reason\0".as_slice(), id.as_bytes()].concat();
-            if let Some(next) = reseal_text(crypto, &first, &aad, &reason, &mut out.revocation_reasons) {
+            if let Some(next) =
+                reseal_text(crypto, &first, &aad, &reason, &mut out.revocation_reasons)
+            {
                 let done = sqlx::query(
                     "UPDATE consents SET revocation_reason = $1 WHERE id = $2 AND revocation_reason = $3",
                 )
@@ -222,14 +244,21 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
         }
     }
 
-    let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT exchange_id, body_key_id, body_nonce, body_sealed FROM outbox",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT exchange_id, body_key_id, body_nonce, body_sealed FROM outbox")
+            .fetch_all(pool)
+            .await?;
     for (id, kid, nonce, ct) in rows {
         let aad = crate::exchange::outbox::aad(&id);
-        let Some(next) = reseal(crypto, &first, &aad, kid.clone(), nonce.clone(), ct, &mut out.outbox_bodies) else {
+        let Some(next) = reseal(
+            crypto,
+            &first,
+            &aad,
+            kid.clone(),
+            nonce.clone(),
+            ct,
+            &mut out.outbox_bodies,
+        ) else {
             continue;
         };
         let done = sqlx::query(
@@ -256,7 +285,13 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
             continue; // still in progress: nothing sealed yet
         }
         let aad = crate::exchange::idempotency::aad(&PartyId::new(party.clone()), &key);
-        let Some(next) = reseal_text(crypto, &first, &aad, &response, &mut out.idempotency_responses) else {
+        let Some(next) = reseal_text(
+            crypto,
+            &first,
+            &aad,
+            &response,
+            &mut out.idempotency_responses,
+        ) else {
             continue;
         };
         let done = sqlx::query(
@@ -305,7 +340,13 @@ fn reseal(
     next
 }
 
-fn reseal_text(crypto: &Crypto, first: &str, aad: &[u8], stored: &str, c: &mut Counts) -> Option<String> {
+fn reseal_text(
+    crypto: &Crypto,
+    first: &str,
+    aad: &[u8],
+    stored: &str,
+    c: &mut Counts,
+) -> Option<String> {
     if stored.split(':').next() == Some(first) {
         c.current += 1;
         return None;

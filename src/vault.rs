@@ -226,7 +226,10 @@ mod tests {
         let new = key(2)
             .with_previous(vec![Secret32::new([1; 32])])
             .expect("ring");
-        assert_eq!(&new.open_bytes(b"aad", &sealed).expect("open")[..], b"secret");
+        assert_eq!(
+            &new.open_bytes(b"aad", &sealed).expect("open")[..],
+            b"secret"
+        );
         let resealed = new.seal_bytes(b"aad", b"secret").expect("seal");
         assert_eq!(resealed.key_id, new.key_id());
         assert!(matches!(

@@ -77,7 +77,8 @@ pub struct SignCommand {
 }
 
 /// Why `--subject` is refused (printed as is).
-pub const SUBJECT_IN_ARGV: &str = "--subject is refused: a personnummer on the command line is visible to \
+pub const SUBJECT_IN_ARGV: &str =
+    "--subject is refused: a personnummer on the command line is visible to \
 every local user in the process list (ps, /proc/<pid>/cmdline) and is kept in shell history; \
 put it in a file (mode 0600) and pass --subject-file FILE, or pipe it in with --subject-file -";
 
@@ -110,7 +111,9 @@ pub fn sign(cmd: SignCommand) -> ExitCode {
         return ExitCode::from(2);
     }
     let Some(file) = &cmd.subject_file else {
-        eprintln!("samgate consent sign: --subject-file FILE (or - for standard input) is required");
+        eprintln!(
+            "samgate consent sign: --subject-file FILE (or - for standard input) is required"
+        );
         return ExitCode::from(2);
     };
     let mut args = cmd.args;

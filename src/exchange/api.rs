@@ -311,7 +311,12 @@ async fn handle(
     let client = &state.delivery_client;
     let started = std::time::Instant::now();
     let delivered = deliver::post(client, &endpoint, &exchange_id, &signature, body).await;
-    crate::observe::delivery(Some(recipient_id.as_str()), "sync", started.elapsed(), &delivered);
+    crate::observe::delivery(
+        Some(recipient_id.as_str()),
+        "sync",
+        started.elapsed(),
+        &delivered,
+    );
     match delivered {
         Ok(d) => {
             let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);

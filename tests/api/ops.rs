@@ -105,10 +105,17 @@ async fn check_passes_on_a_fresh_init_with_its_recipients_up() {
         .iter()
         .all(|c| c["detail"].as_str().unwrap().contains("SPKI SHA-256")));
     // Text form: one line per check and a summary, exit 0.
-    let out = bin().args(["check", "--config"]).arg(&config).output().unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.lines().last().unwrap().ends_with(" 0 findings"), "{text}");
+    assert!(
+        text.lines().last().unwrap().ends_with(" 0 findings"),
+        "{text}"
+    );
     assert!(!text.contains("FAIL"));
 }
 
@@ -129,7 +136,10 @@ async fn check_on_an_uninitialised_database_does_not_create_it() {
     assert_eq!(storage.len(), 1, "{v:#}");
     assert_eq!(storage[0]["status"], "ok", "{v:#}");
     // No recipient listens on a fresh init: each endpoint is a finding.
-    assert!(findings(&v).iter().all(|(k, _)| k.ends_with(".endpoint")), "{v:#}");
+    assert!(
+        findings(&v).iter().all(|(k, _)| k.ends_with(".endpoint")),
+        "{v:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,8 +162,7 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
         t["server"]["certificate"] = toml::Value::String("pki/expired.pem".into());
         for p in t["party"].as_array_mut().unwrap() {
             if p["id"].as_str() == Some("fk") {
-                p["endpoint"] =
-                    toml::Value::String(format!("https://127.0.0.1:{dead_port}/inbox"));
+                p["endpoint"] = toml::Value::String(format!("https://127.0.0.1:{dead_port}/inbox"));
             }
         }
     });
@@ -169,12 +178,22 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
         .iter()
         .position(|p| p.id.as_str() == "fk")
         .unwrap();
-    assert!(has(&format!("party[{fk}].endpoint"), "cannot connect"), "{f:#?}");
+    assert!(
+        has(&format!("party[{fk}].endpoint"), "cannot connect"),
+        "{f:#?}"
+    );
     // The text form has one FAIL line per finding.
-    let out = bin().args(["check", "--config"]).arg(&config).output().unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     set_mode(&gw.path("keys/vault.key"), 0o600);
-    assert_eq!(text.lines().filter(|l| l.starts_with("FAIL")).count(), f.len());
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("FAIL")).count(),
+        f.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +201,11 @@ async fn check_exits_2_on_a_config_that_does_not_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("samgate.toml");
     std::fs::write(&path, "[server]\nlisten = 1\n").unwrap();
-    let out = bin().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let missing = bin()
         .args(["check", "--config"])
@@ -203,7 +226,12 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
     let r = samgate::reload::reload(&state, &without).unwrap();
     assert_eq!(r.generation, 1);
     let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
-    assert_eq!((rsp.status, rsp.problem().as_str()), (403, "route_not_allowed"), "{}", rsp.text);
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (403, "route_not_allowed"),
+        "{}",
+        rsp.text
+    );
 
     let full = write_config(&gw, "full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
@@ -217,7 +245,9 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
     });
     let e = samgate::reload::reload(&state, &broken).unwrap_err();
     assert!(
-        e.reasons.iter().any(|r| r.starts_with("route[0].to") && r.contains("nobody")),
+        e.reasons
+            .iter()
+            .any(|r| r.starts_with("route[0].to") && r.contains("nobody")),
         "{e}"
     );
     let garbage = gw.path("garbage.toml");
@@ -256,7 +286,10 @@ async fn reload_adds_a_party_with_its_pseudonym_domain() {
     });
     samgate::reload::reload(&state, &without).unwrap();
     let rsp = gw.client("kommun-kalmar").get("/v1/keys").await;
-    assert_eq!((rsp.status, rsp.problem().as_str()), (401, "unauthenticated"));
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (401, "unauthenticated")
+    );
     let full = write_config(&gw, "full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
     let rsp = gw.client("kommun-kalmar").get("/v1/keys").await;
@@ -389,7 +422,11 @@ async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
         "samgate_audit_checkpoint_age_seconds ",
         "samgate_certificate_expiry_seconds{file=\"server.certificate\"}",
         "samgate_certificate_expiry_seconds{file=\"server.outbound_certificate\"}",
-        concat!("samgate_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
+        concat!(
+            "samgate_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
     ] {
         assert!(m.contains(name), "{name} missing in\n{m}");
     }
@@ -404,7 +441,9 @@ async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
     assert_eq!(rsp.status, 502, "{}", rsp.text);
     let m = af.get("/metrics").await.text;
     assert!(
-        m.contains("samgate_delivery_failures_total{recipient=\"fk\",delivery=\"sync\",reason=\"status\"}"),
+        m.contains(
+            "samgate_delivery_failures_total{recipient=\"fk\",delivery=\"sync\",reason=\"status\"}"
+        ),
         "{m}"
     );
 }
@@ -418,7 +457,11 @@ both_backends!(
         let consent = record_consent(&gw, ALVA, ALL, CATS).await;
         let af = gw.client("af");
         let idem = af
-            .post_with("/v1/exchanges", &attendance("sync"), &[("Idempotency-Key", "rot-1")])
+            .post_with(
+                "/v1/exchanges",
+                &attendance("sync"),
+                &[("Idempotency-Key", "rot-1")],
+            )
             .await;
         assert_eq!(idem.status, 200, "{}", idem.text);
         // An outbox body that stays (the recipient refuses for now).
@@ -454,22 +497,35 @@ both_backends!(
         assert_eq!(r.outbox_bodies.resealed, 1, "{r:?}");
         assert!(r.idempotency_responses.resealed >= 1, "{r:?}");
         let again = samgate::rotate::rotate_config(&config).await.unwrap();
-        assert!(again.kinds().iter().all(|(_, c)| c.resealed == 0 && c.failed == 0), "{again:?}");
+        assert!(
+            again
+                .kinds()
+                .iter()
+                .all(|(_, c)| c.resealed == 0 && c.failed == 0),
+            "{again:?}"
+        );
 
         // With the new key alone, every value opens.
         let mut only_new = config.clone();
         only_new.keys.vault_previous.clear();
         let crypto = samgate::crypto::Crypto::load(&only_new).unwrap();
-        let store = samgate::store::Store::connect(&only_new.storage).await.unwrap();
+        let store = samgate::store::Store::connect(&only_new.storage)
+            .await
+            .unwrap();
         let pool = store.pool();
-        let vault: Vec<(String, String, String, Vec<u8>, Vec<u8>)> =
+        type VaultRow = (String, String, String, Vec<u8>, Vec<u8>);
+        let vault: Vec<VaultRow> =
             sqlx::query_as("SELECT domain, pseudonym, key_id, nonce, ciphertext FROM vault")
                 .fetch_all(pool)
                 .await
                 .unwrap();
         assert!(!vault.is_empty());
         for (d, p, k, n, c) in vault {
-            let s = samgate::vault::Sealed { key_id: k, nonce: n.try_into().unwrap(), ciphertext: c };
+            let s = samgate::vault::Sealed {
+                key_id: k,
+                nonce: n.try_into().unwrap(),
+                ciphertext: c,
+            };
             let aad = [d.as_bytes(), b"\0", p.as_bytes()].concat();
             let plain = crypto.vault.open_bytes(&aad, &s).unwrap();
             assert_eq!(&plain[..], ALVA.as_bytes());
@@ -481,8 +537,15 @@ both_backends!(
                 .unwrap();
         assert!(tokens.iter().any(|t| t.0 == consent));
         for (id, k, n, c) in tokens {
-            let s = samgate::vault::Sealed { key_id: k, nonce: n.try_into().unwrap(), ciphertext: c };
-            let plain = crypto.vault.open_bytes(&samgate::consent::api::token_aad(&id), &s).unwrap();
+            let s = samgate::vault::Sealed {
+                key_id: k,
+                nonce: n.try_into().unwrap(),
+                ciphertext: c,
+            };
+            let plain = crypto
+                .vault
+                .open_bytes(&samgate::consent::api::token_aad(&id), &s)
+                .unwrap();
             assert_eq!(plain.iter().filter(|b| **b == b'.').count(), 2);
         }
         let reason: String =
@@ -492,7 +555,10 @@ both_backends!(
                 .await
                 .unwrap();
         let aad = [b"revocation-reason\0".as_slice(), revoked.as_bytes()].concat();
-        assert_eq!(crypto.open_text(&aad, &reason).unwrap(), "återkallat muntligen");
+        assert_eq!(
+            crypto.open_text(&aad, &reason).unwrap(),
+            "återkallat muntligen"
+        );
         store.close().await;
 
         // The gateway on the new key alone: the idempotent response replays,
@@ -503,7 +569,11 @@ both_backends!(
         gw.gw = Some(g);
         let af = gw.client("af");
         let replay = af
-            .post_with("/v1/exchanges", &attendance("sync"), &[("Idempotency-Key", "rot-1")])
+            .post_with(
+                "/v1/exchanges",
+                &attendance("sync"),
+                &[("Idempotency-Key", "rot-1")],
+            )
             .await;
         assert_eq!(replay.status, 200, "{}", replay.text);
         assert_eq!(replay.json()["exchange_id"], idem.json()["exchange_id"]);
@@ -530,8 +600,16 @@ fn consent_sign_refuses_subject_in_argv_and_reads_a_file() {
     let key = dir.path().join("keys/issuer-sfk-kalmar-intake.pem");
     let common = |c: &mut std::process::Command| {
         c.args(["consent", "sign", "--key"]).arg(&key).args([
-            "--issuer", "sfk-kalmar-intake", "--key-id", "2026-1", "--parties", "fk",
-            "--purposes", "samordnad-rehabilitering", "--categories", "attendance",
+            "--issuer",
+            "sfk-kalmar-intake",
+            "--key-id",
+            "2026-1",
+            "--parties",
+            "fk",
+            "--purposes",
+            "samordnad-rehabilitering",
+            "--categories",
+            "attendance",
         ]);
     };
     let mut c = bin();
@@ -539,7 +617,10 @@ fn consent_sign_refuses_subject_in_argv_and_reads_a_file() {
     let out = c.args(["--subject", "020314-9828"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("process list") && err.contains("--subject-file"), "{err}");
+    assert!(
+        err.contains("process list") && err.contains("--subject-file"),
+        "{err}"
+    );
     assert!(!err.contains("020314"), "{err}");
 
     let file = dir.path().join("subject.txt");
@@ -547,15 +628,28 @@ fn consent_sign_refuses_subject_in_argv_and_reads_a_file() {
     let mut c = bin();
     common(&mut c);
     let out = c.arg("--subject-file").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim().split('.').count(), 3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
 
     std::fs::write(&file, "not a number\n").unwrap();
     let mut c = bin();
     common(&mut c);
     let out = c.arg("--subject-file").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(!String::from_utf8(out.stderr).unwrap().contains("not a number"));
+    assert!(!String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("not a number"));
 }
 
 #[test]
@@ -567,7 +661,11 @@ fn audit_verify_with_a_mistyped_database_path_creates_nothing() {
     let mut t: toml::Table = toml::from_str(&text).unwrap();
     t["storage"]["url"] = toml::Value::String("sqlite://data/typo/samgate.db".into());
     std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
-    let out = bin().args(["audit", "verify", "--config"]).arg(&cfg).output().unwrap();
+    let out = bin()
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join("data/typo").exists());
     assert!(!dir.path().join("data/typo/samgate.db").exists());
@@ -579,7 +677,10 @@ fn init_writes_the_config_0600_and_storage_url_takes_env() {
     let dir = tempfile::tempdir().unwrap();
     samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
     let cfg = dir.path().join("samgate.toml");
-    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let text = std::fs::read_to_string(&cfg).unwrap();
     let var = "SAMGATE_TEST_OPS_STORAGE_URL";
@@ -592,7 +693,9 @@ fn init_writes_the_config_0600_and_storage_url_takes_env() {
     assert!(msg.contains("storage.url") && msg.contains(var), "{msg}");
     // Set: the URL is taken from it.
     let pg = "postgres://postgres@127.0.0.1:5432/test";
-    let c = with_var(var, pg, || samgate::config::Config::from_toml_str(&text, dir.path(), &cfg));
+    let c = with_var(var, pg, || {
+        samgate::config::Config::from_toml_str(&text, dir.path(), &cfg)
+    });
     assert_eq!(c.unwrap().storage.url, pg);
 }
 
