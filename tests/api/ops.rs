@@ -731,3 +731,43 @@ fn vault_keys_take_a_list_and_a_single_string() {
     let crypto = samgate::crypto::Crypto::load(&c).unwrap();
     assert_eq!(crypto.vault.previous_key_ids().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    record_consent(&gw, ALVA, ALL, CATS).await;
+    gw.recipient("fk").set_default_reply(Reply {
+        delay: Duration::from_millis(500),
+        ..Reply::default()
+    });
+    let af = gw.client("af");
+    let inflight = tokio::spawn(async move { af.post("/v1/exchanges", &attendance("sync")).await });
+    // The exchange row is committed before delivery: from then on the
+    // request has decided its route.
+    let mut started = false;
+    for _ in 0..400 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'attendance-report'",
+        )
+        .fetch_one(gw.state().store.pool())
+        .await
+        .unwrap();
+        if n > 0 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started);
+    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    samgate::reload::reload(gw.state(), &without).unwrap();
+    let rsp = inflight.await.unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text);
+    assert_eq!(rsp.json()["status"], "delivered");
+    // The next request is decided on the new routes.
+    let rsp = gw
+        .client("af")
+        .post("/v1/exchanges", &attendance("sync"))
+        .await;
+    assert_eq!(rsp.problem(), "route_not_allowed", "{}", rsp.text);
+}
