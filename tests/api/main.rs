@@ -21,6 +21,7 @@ mod edges;
 mod exchange;
 mod foundation;
 mod openapi;
+mod ops;
 mod routes;
 mod scale;
 mod witness;
