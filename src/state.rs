@@ -58,6 +58,7 @@ pub struct Inner {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     pins: HashMap<[u8; 32], usize>,
+    user_pins: HashMap<[u8; 32], usize>,
     verifiers: HashMap<PartyId, UserTokenVerifier>,
     /// Per-party rate limiter (None = off).
     pub rate_limiter: Option<crate::http::PartyRateLimiter>,
@@ -79,6 +80,8 @@ pub struct Inner {
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
     vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// The browser console's keys (DESIGN §11).
+    pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -119,6 +122,17 @@ impl AppState {
                 verifiers.insert(p.id.clone(), v);
             }
         }
+        let user_pins: HashMap<[u8; 32], usize> = config
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.certificate_sha256, i))
+            .collect();
+        let console =
+            crate::console::ConsoleState::load(&config).map_err(|reason| StartError::Key {
+                key: "console.signing_key".into(),
+                reason,
+            })?;
         let _ = crate::http::metrics_handle();
         let crypto = Crypto::load(&config)?;
         let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
@@ -149,6 +163,8 @@ impl AppState {
                 store,
                 clock,
                 pins,
+                user_pins,
+                console,
                 verifiers,
                 rate_limiter,
                 crypto,
@@ -168,6 +184,13 @@ impl AppState {
     /// The party a certificate pin belongs to.
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
         self.pins.get(pin).and_then(|i| self.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        self.user_pins
+            .get(pin)
+            .and_then(|i| self.config.users.get(*i))
     }
 
     /// Finishes background work on a graceful stop (final tree head).
