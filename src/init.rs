@@ -913,7 +913,9 @@ mod tests {
         }
 
         let issuers = cfg["consent_issuer"].as_array().unwrap();
-        assert_eq!(issuers.len(), 1);
+        // The demo intake system, and the console's built-in issuer (DESIGN §11).
+        assert_eq!(issuers.len(), 2);
+        assert_eq!(issuers[1]["id"].as_str(), Some("console"));
         assert_eq!(issuers[0]["id"].as_str(), Some("sfk-kalmar-intake"));
         assert_eq!(issuers[0]["key_id"].as_str(), Some("2026-1"));
         assert!(tmp

@@ -293,13 +293,18 @@ pub(crate) async fn record(
     let page = fetch_records(&state, &v, rid, params)
         .await
         .map_err(|e| PageError::from_api(&e))?;
-    let r = page["records"]
-        .as_array()
+    let r = page
+        .get("records")
+        .and_then(Value::as_array)
         .and_then(|a| a.first())
         .filter(|r| r["seq"].as_u64() == Some(seq))
         .cloned()
         .ok_or_else(missing)?;
-    let leaf = r["leaf"].as_str().unwrap_or("").to_owned();
+    let leaf = r
+        .get("leaf")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let body = html! {
         dl class="summary" {
             @for (k, label) in FIELD_LABELS {
@@ -444,12 +449,17 @@ pub(crate) async fn search(
     {
         Ok(rsp) => {
             let out = json_of(rsp).await?;
-            let records = out["records"].as_array().cloned().unwrap_or_default();
+            let records = out
+                .get("records")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let more = out.get("next_cursor").is_some_and(|c| !c.is_null());
             let results = html! {
                 @if records.is_empty() {
                     p role="status" { "Inga poster om deltagaren." }
                 } @else {
-                    p role="status" { (records.len()) " poster om deltagaren" @if !out["next_cursor"].is_null() { " (de första visas)" } "." }
+                    p role="status" { (records.len()) " poster om deltagaren" @if more { " (de första visas)" } "." }
                     (records_table(&state, &records, "Poster om deltagaren"))
                 }
             };

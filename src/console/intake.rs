@@ -369,7 +369,11 @@ pub(crate) async fn record(
     match crate::consent::api::record(State(state.clone()), v.principal.clone(), rid, body).await {
         Ok(rsp) => {
             let summary = json_of(rsp).await?;
-            let id = summary["id"].as_str().unwrap_or("").to_owned();
+            let id = summary
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             if uuid::Uuid::parse_str(&id).is_err() {
                 return Err(super::internal());
             }
@@ -672,7 +676,11 @@ pub(crate) async fn extract(
             .await
             .map_err(|e| PageError::from_api(&e))?;
     let out = json_of(rsp).await?;
-    let items = out["disclosures"].as_array().cloned().unwrap_or_default();
+    let items = out
+        .get("disclosures")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let today = state.clock.now().date();
     let body = html! {
         div class="printable" {
