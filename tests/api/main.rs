@@ -18,6 +18,7 @@ mod cli;
 mod consent;
 mod console;
 mod crash;
+mod edges;
 mod exchange;
 mod foundation;
 mod openapi;
