@@ -72,7 +72,7 @@ function api(party, method, route, body) {
 function attendance() {
   return {
     to: "fk", type: "attendance-report", purpose: "samordnad-rehabilitering",
-    subject: PNR, delivery: "async",
+    subject: PNR, delivery: "sync",
     payload: { period: { start: "2026-11-01", end: "2026-11-30" }, scheduled_hours: 60, attended_hours: 52, absence_reason_category: "sick" },
   };
 }
@@ -200,9 +200,10 @@ await step("intake user records a consent from the form", async () => {
   await shot(ip, "consent");
 });
 
-await step("an exchange under the consent is accepted", async () => {
+await step("an exchange under the consent is delivered", async () => {
   const r = await api("af", "POST", "/v1/exchanges", attendance());
-  assert.equal(r.status, 202, r.text);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.status, "delivered");
 });
 
 await step("intake user finds the consent by POST", async () => {

@@ -13,10 +13,26 @@ bin="${1:-$root/target/debug/samgate}"
 
 tmp="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+inbox="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$bin" init --dir "$tmp/gw" --listen "127.0.0.1:$port" >/dev/null
+# fk's inbox on a free port (the other recipients stay unreachable).
+python3 - "$tmp/gw/samgate.toml" "$inbox" <<'PY'
+import sys, tomllib
+path, port = sys.argv[1:]
+text = open(path).read()
+old = next(p for p in tomllib.loads(text)["party"] if p["id"] == "fk")["endpoint"]
+assert text.count(f'"{old}"') == 1, old
+open(path, "w").write(text.replace(f'"{old}"', f'"https://127.0.0.1:{port}/inbox"'))
+PY
+node "$here/recipient.mjs" "$tmp/gw" "$inbox" &
+rpid=$!
 "$bin" serve --config "$tmp/gw/samgate.toml" >"$tmp/gateway.log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() {
+  kill "$pid" "$rpid" 2>/dev/null || true
+  wait "$pid" "$rpid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 pki="$tmp/gw/pki"
 for _ in $(seq 1 100); do
