@@ -181,9 +181,17 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     pseudonym_master: PathBuf,
-    vault: PathBuf,
+    vault: RawVaultKeys,
     audit_signing: PathBuf,
     delivery_signing: PathBuf,
+}
+
+/// `[keys] vault`: one key, or a list whose first key seals and all open.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawVaultKeys {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,8 +393,10 @@ pub enum SecretSource {
 pub struct KeyPaths {
     /// 32 raw bytes: the pseudonym master key.
     pub pseudonym_master: SecretSource,
-    /// 32 raw bytes: AES-256-GCM vault key.
+    /// 32 raw bytes: AES-256-GCM vault key (the first of the list: it seals).
     pub vault: SecretSource,
+    /// Earlier vault keys (the rest of the list): they only open.
+    pub vault_previous: Vec<SecretSource>,
     /// Ed25519 PKCS#8 PEM: signs tree heads.
     pub audit_signing: PathBuf,
     /// Ed25519 PKCS#8 PEM: signs `Samgate-Signature`.
@@ -637,9 +647,34 @@ impl Validator {
     fn validate(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let storage = self.storage(raw.storage);
+        let vault_list = match raw.keys.vault {
+            RawVaultKeys::One(p) => vec![p],
+            RawVaultKeys::Many(v) => v,
+        };
+        if vault_list.is_empty() {
+            self.issue("keys.vault", "must name at least one key");
+        }
+        let mut vault_keys: Vec<SecretSource> = vault_list
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let key = if i == 0 {
+                    "keys.vault".to_owned()
+                } else {
+                    format!("keys.vault[{i}]")
+                };
+                self.secret(&key, p)
+            })
+            .collect();
+        let vault_first = if vault_keys.is_empty() {
+            SecretSource::File(PathBuf::new())
+        } else {
+            vault_keys.remove(0)
+        };
         let keys = KeyPaths {
             pseudonym_master: self.secret("keys.pseudonym_master", &raw.keys.pseudonym_master),
-            vault: self.secret("keys.vault", &raw.keys.vault),
+            vault: vault_first,
+            vault_previous: vault_keys,
             audit_signing: self.file("keys.audit_signing", &raw.keys.audit_signing),
             delivery_signing: self.file("keys.delivery_signing", &raw.keys.delivery_signing),
         };
@@ -845,7 +880,25 @@ impl Validator {
         }
     }
 
-    fn storage(&mut self, s: RawStorage) -> StorageConfig {
+    fn storage(&mut self, mut s: RawStorage) -> StorageConfig {
+        // `env:NAME`: the URL (which may hold a database password) comes
+        // from the environment, so that the file need not carry it.
+        if let Some(var) = s.url.strip_prefix("env:").map(str::to_owned) {
+            match std::env::var(&var) {
+                Ok(v) if !v.trim().is_empty() => s.url = v.trim().to_owned(),
+                _ => {
+                    self.issue(
+                        "storage.url",
+                        format!("environment variable {var} is not set"),
+                    );
+                    return StorageConfig {
+                        url: String::new(),
+                        max_connections: s.max_connections.unwrap_or(8).max(1),
+                        acquire_timeout: s.acquire_timeout.map_or(Duration::from_secs(3), |d| d.0),
+                    };
+                }
+            }
+        }
         let url = if let Some(rest) = s.url.strip_prefix("sqlite://") {
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             let p = Path::new(path);

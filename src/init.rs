@@ -356,7 +356,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
 
     let mut toml = render_config(opts, &deployment_id, &parties);
     render_console(&mut toml, &users);
-    files.push(Planned::public(CONFIG_FILE.into(), &toml));
+    // 0600: the file names every key path and may carry a database URL
+    // with a password (issue #19).
+    files.push(Planned::private(CONFIG_FILE.into(), toml.as_bytes()));
 
     create_dir(dir, None)?;
     create_dir(&dir.join("pki"), Some(0o700))?;
@@ -664,7 +666,7 @@ mod tests {
     /// each is private.
     fn expected_files() -> Vec<(String, bool)> {
         let mut files = vec![
-            ("samgate.toml".to_owned(), false),
+            ("samgate.toml".to_owned(), true),
             ("pki/ca.pem".to_owned(), false),
             ("pki/ca.key".to_owned(), true),
             ("pki/gateway.pem".to_owned(), false),

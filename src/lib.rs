@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -22,10 +23,13 @@ pub mod framing;
 pub mod http;
 pub mod init;
 pub mod keys;
+pub mod observe;
 pub mod personnummer;
 pub mod pki;
 pub mod policy;
 pub mod pseudonym;
+pub mod reload;
+pub mod rotate;
 pub mod schema;
 pub mod server;
 pub mod state;

@@ -123,7 +123,7 @@ fn filter_form(state: &AppState, q: &BTreeMap<String, String>) -> Markup {
                 label for="f-party" { "Part" }
                 select id="f-party" name="party" {
                     option value="" { "Alla" }
-                    @for p in &state.config.parties { option value=(p.id) selected[sel("party", p.id.as_str())] { (p.name) } }
+                    @for p in &state.live().config.parties { option value=(p.id) selected[sel("party", p.id.as_str())] { (p.name) } }
                 }
             }
             div class="field" {

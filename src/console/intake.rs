@@ -45,6 +45,7 @@ fn defaults(state: &AppState) -> Filled {
         .saturating_add(time::Duration::days(365));
     Filled {
         parties: state
+            .live()
             .config
             .parties
             .iter()
@@ -52,6 +53,7 @@ fn defaults(state: &AppState) -> Filled {
             .map(|p| p.id.to_string())
             .collect(),
         purposes: state
+            .live()
             .config
             .known_purposes()
             .into_iter()
@@ -101,12 +103,13 @@ fn pnr_input(id: &str) -> Markup {
 
 fn consent_form(state: &AppState, token: &str, f: &Filled, errs: &[String]) -> Markup {
     let parties: Vec<_> = state
+        .live()
         .config
         .parties
         .iter()
         .filter(|p| p.roles.contains(&Role::Agency))
         .collect();
-    let purposes = state.config.known_purposes();
+    let purposes = state.live().config.known_purposes();
     html! {
         section aria-labelledby="new-consent" {
             h2 id="new-consent" { "Registrera ett samtycke" }

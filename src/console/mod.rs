@@ -226,7 +226,7 @@ pub(crate) fn viewer(state: &AppState, principal: Principal) -> Result<Viewer, P
     let user = principal
         .user
         .as_deref()
-        .and_then(|id| state.config.user(id))
+        .and_then(|id| state.live().config.user(id))
         .cloned()
         .ok_or_else(|| {
             PageError::forbidden(
@@ -235,6 +235,7 @@ pub(crate) fn viewer(state: &AppState, principal: Principal) -> Result<Viewer, P
             )
         })?;
     let party_name = state
+        .live()
         .config
         .party(user.party.as_str())
         .map_or_else(|| user.party.to_string(), |p| p.name.clone());
@@ -350,6 +351,7 @@ pub(crate) async fn read_form(body: axum::body::Body) -> Result<Vec<(String, Str
 /// A party's display name (the id when unknown).
 pub(crate) fn party_name(state: &AppState, id: &str) -> String {
     state
+        .live()
         .config
         .party(id)
         .map_or_else(|| id.to_owned(), |p| p.name.clone())
@@ -358,6 +360,7 @@ pub(crate) fn party_name(state: &AppState, id: &str) -> String {
 /// A user's display name (the id when unknown).
 pub(crate) fn user_name(state: &AppState, id: &str) -> String {
     state
+        .live()
         .config
         .user(id)
         .map_or_else(|| id.to_owned(), |u| u.name.clone())

@@ -140,7 +140,7 @@ async fn handle(
     let env: Envelope = crate::http::parse_json(raw)?;
     // Only validated values reach the (permanent) audit record: an unknown
     // party, type or purpose is recorded as absent, never echoed.
-    if state.config.known_purposes().contains(&env.purpose) {
+    if state.live().config.known_purposes().contains(&env.purpose) {
         ctx.purpose = Some(env.purpose.clone());
     }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
@@ -153,7 +153,7 @@ async fn handle(
     if let Some(p) = &subject {
         ctx.subject_audit = Some(state.crypto.audit_pseudonym(p));
     }
-    let recipient = state.config.party(&env.to).ok_or_else(|| {
+    let recipient = state.live().config.party(&env.to).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownParty,
             format!("`to`: unknown party {}", crate::error::quote_id(&env.to)),
@@ -311,7 +311,7 @@ async fn handle(
     }
     state.audit.append(record, effects).await?;
     state.mark_vault_stored(vault_keys);
-    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
+    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
         .increment(1);
 
     if ctx.delivery == Delivery::Async {
@@ -328,7 +328,15 @@ async fn handle(
     }
     let client = &state.delivery_client;
     let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
-    match deliver::post(client, &endpoint, &exchange_id, &signature, body).await {
+    let started = std::time::Instant::now();
+    let delivered = deliver::post(client, &endpoint, &exchange_id, &signature, body).await;
+    crate::observe::delivery(
+        Some(recipient_id.as_str()),
+        "sync",
+        started.elapsed(),
+        &delivered,
+    );
+    match delivered {
         Ok(d) => {
             let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
             let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
@@ -501,7 +509,7 @@ pub fn find_route<'a>(
     msg_type: &str,
     purpose: &str,
 ) -> Option<&'a RouteConfig> {
-    state.config.routes.iter().find(|r| {
+    state.live().config.routes.iter().find(|r| {
         r.msg_type == msg_type
             && r.from.contains(from)
             && r.to.contains(to)

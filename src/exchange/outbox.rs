@@ -32,7 +32,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
-fn aad(exchange_id: &str) -> Vec<u8> {
+/// Associated data of a sealed outbox body (also used by `keys rotate-vault`).
+pub fn aad(exchange_id: &str) -> Vec<u8> {
     let mut a = b"outbox\0".to_vec();
     a.extend_from_slice(exchange_id.as_bytes());
     a
@@ -204,6 +205,7 @@ async fn attempt(state: &AppState, row: Claimed) {
             return;
         }
     }
+    let started = std::time::Instant::now();
     let result = match state.crypto.vault.open_bytes(&aad(&id), &row.sealed) {
         Ok(body) => {
             let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
@@ -219,7 +221,9 @@ async fn attempt(state: &AppState, row: Claimed) {
         }
         Err(e) => Err(format!("cannot open the sealed message: {e}")),
     };
+    let elapsed = started.elapsed();
     let mut record = base_record(state, &id).await;
+    crate::observe::delivery(record.to.as_deref(), "async", elapsed, &result);
     let outcome = match result {
         Ok(_) => {
             record.action = action::EXCHANGE_DELIVERED.into();

@@ -22,5 +22,6 @@ mod edges;
 mod exchange;
 mod foundation;
 mod openapi;
+mod ops;
 mod routes;
 mod scale;
