@@ -96,6 +96,8 @@ pub struct Inner {
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
     vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// The browser console's keys (DESIGN §11).
+    pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The witnesses that cosign tree heads (DESIGN §12).
@@ -129,6 +131,11 @@ impl AppState {
                 });
             StartError::Key { key, reason }
         })?;
+        let console =
+            crate::console::ConsoleState::load(&config).map_err(|reason| StartError::Key {
+                key: "console.signing_key".into(),
+                reason,
+            })?;
         let _ = crate::http::metrics_handle();
         let crypto = Crypto::load(&config)?;
         let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
@@ -162,6 +169,7 @@ impl AppState {
                 store,
                 clock,
                 live: arc_swap::ArcSwap::from_pointee(live),
+                console,
                 rate_limiter,
                 crypto,
                 schemas,
@@ -209,6 +217,14 @@ impl AppState {
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
         let live = self.live();
         live.pins.get(pin).and_then(|i| live.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        let live = self.live();
+        live.user_pins
+            .get(pin)
+            .and_then(|i| live.config.users.get(*i))
     }
 
     /// Finishes background work on a graceful stop (final tree head).

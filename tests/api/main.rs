@@ -16,6 +16,7 @@ mod audit_proofs;
 mod audit_verify;
 mod cli;
 mod consent;
+mod console;
 mod crash;
 mod edges;
 mod exchange;
