@@ -456,7 +456,8 @@ pub fn identifier(
     }
 }
 
-/// The route for (from, to, type, purpose), if any.
+/// The route for (from, to, type, purpose), if any (the rule is
+/// [`crate::policy::route::find`]).
 pub fn find_route<'a>(
     state: &'a AppState,
     from: &PartyId,
@@ -464,12 +465,7 @@ pub fn find_route<'a>(
     msg_type: &str,
     purpose: &str,
 ) -> Option<&'a RouteConfig> {
-    state.config.routes.iter().find(|r| {
-        r.msg_type == msg_type
-            && r.from.contains(from)
-            && r.to.contains(to)
-            && r.purposes.iter().any(|p| p == purpose)
-    })
+    crate::policy::route::find(&state.config.routes, from, to, msg_type, purpose)
 }
 
 /// Most failing pointers listed in a schema_violation problem.
@@ -543,7 +539,7 @@ pub async fn get(
             return Err(not_found());
         }
         // An auditor's read is itself an audit record (DESIGN §6).
-        crate::audit::api::log_query(
+        crate::audit::access::log_query(
             &state,
             &principal,
             rid,

@@ -48,12 +48,13 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
-    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose)
-        .or_else(|| {
-            state.config.routes.iter().find(|r| {
-                r.msg_type == reply.msg_type && r.from.contains(recipient) && r.to.contains(&sender)
-            })
-        });
+    let route = crate::policy::route::find_reverse(
+        &state.config.routes,
+        recipient,
+        &sender,
+        &reply.msg_type,
+        purpose,
+    );
     let schema = state.schemas.get(&reply.msg_type);
     let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
     record.from = Some(recipient.to_string());
