@@ -59,7 +59,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-pub(crate) async fn metrics_endpoint() -> Response {
+pub(crate) async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    crate::observe::refresh(&state).await;
     let body = metrics_handle().render();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -37,7 +37,9 @@ pub struct RouteConfig {
     pub consent: ConsentRequirement,
 }
 
-/// The route for (from, to, type, purpose), if any: the exchange's route.
+/// The route for (from, to, type, purpose), if any. The one rule, forward
+/// and in reverse: a reply travels back on the route found with the parties
+/// swapped and the forward exchange's purpose (DESIGN §10).
 pub fn find<'a>(
     routes: &'a [RouteConfig],
     from: &PartyId,
@@ -50,22 +52,5 @@ pub fn find<'a>(
             && r.from.contains(from)
             && r.to.contains(to)
             && r.purposes.iter().any(|p| p == purpose)
-    })
-}
-
-/// The route a reply travels back on, from the exchange's recipient to its
-/// sender: the same rule as [`find`] for the exchange's purpose, else any
-/// route of the reply's type in that direction.
-pub fn find_reverse<'a>(
-    routes: &'a [RouteConfig],
-    from: &PartyId,
-    to: &PartyId,
-    msg_type: &str,
-    purpose: &str,
-) -> Option<&'a RouteConfig> {
-    find(routes, from, to, msg_type, purpose).or_else(|| {
-        routes
-            .iter()
-            .find(|r| r.msg_type == msg_type && r.from.contains(from) && r.to.contains(to))
     })
 }
