@@ -7,86 +7,18 @@
 //! key material: [`crate::keys`] loads and checks the files at start.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::policy::SubjectMode;
 
-/// A party id such as `fk` or `kommun-kalmar` (DESIGN §1).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PartyId(String);
-
-impl PartyId {
-    /// Wraps a party id. Only config and lookups against config create these.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for PartyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What a party may do (DESIGN §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sends and receives exchanges.
-    Agency,
-    /// Records and withdraws consent, asks for register extracts.
-    Intake,
-    /// Reads and verifies the audit log (a JWT user is required).
-    Auditor,
-}
-
-impl Role {
-    /// The role's name as in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agency => "agency",
-            Role::Intake => "intake",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-/// The kind of organisation behind a party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartyKind {
-    /// Försäkringskassan.
-    Forsakringskassan,
-    /// Arbetsförmedlingen.
-    Arbetsformedlingen,
-    /// A municipality.
-    Kommun,
-    /// A region (healthcare).
-    Region,
-    /// A samordningsförbund.
-    Samordningsforbund,
-}
-
-/// Whether a route needs the participant's consent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConsentRequirement {
-    /// The default: an active consent must cover the exchange.
-    #[default]
-    Required,
-    /// Only allowed for `statistics-report` (aggregate data, no subject).
-    NotRequired,
-}
+// shim: remove after the parallel branches merge (the types moved to
+// `crate::party` and `crate::policy::route`).
+pub use crate::party::{PartyId, PartyKind, Role};
+pub use crate::policy::route::{ConsentRequirement, RouteConfig};
 
 /// A duration written as `"10s"`, `"5m"`, `"24h"` or `"250ms"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -500,25 +432,6 @@ pub struct JwtIssuerConfig {
     pub public_key: PathBuf,
     /// Expected header `kid`; defaults to the key's fingerprint id.
     pub key_id: Option<String>,
-}
-
-/// `[[route]]`.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    /// Senders.
-    pub from: Vec<PartyId>,
-    /// Recipients.
-    pub to: Vec<PartyId>,
-    /// Message type.
-    pub msg_type: String,
-    /// Allowed purposes.
-    pub purposes: Vec<String>,
-    /// Allow-list of top-level JSON pointers, or `*`.
-    pub fields: Vec<String>,
-    /// How the subject identifier travels.
-    pub subject: SubjectMode,
-    /// Whether consent is needed.
-    pub consent: ConsentRequirement,
 }
 
 /// One problem in a config file: the key and the reason.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
-use super::record::{action, decision, AuditRecord};
+use super::record::action;
 use crate::auth::Principal;
 use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
@@ -129,29 +129,8 @@ fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
         .transpose()
 }
 
-/// Appends the `audit-query` record of a request; the answer is sent only
-/// once it is committed.
-pub(crate) async fn log_query(
-    state: &AppState,
-    principal: &Principal,
-    rid: Option<Extension<RequestId>>,
-    act: &str,
-    reason: String,
-    subject: Option<String>,
-) -> ApiResult<()> {
-    let record = AuditRecord {
-        request_id: rid.map(|Extension(r)| r.0),
-        action: act.to_owned(),
-        actor_party: Some(principal.party.to_string()),
-        actor_user: principal.user.clone(),
-        subject,
-        decision: decision::PERMIT.into(),
-        reason: Some(reason.chars().take(500).collect()),
-        ..AuditRecord::default()
-    };
-    state.audit.append(record, Vec::new()).await?;
-    Ok(())
-}
+// shim: remove after the parallel branches merge (moved to `audit::access`).
+pub(crate) use super::access::log_query;
 
 fn page_json(page: &Page) -> Value {
     let records: Vec<Value> = page.records.iter().map(query::record_json).collect();

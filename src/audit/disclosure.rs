@@ -8,7 +8,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{log_query, personnummer};
+use super::access::log_query;
+use super::api::personnummer;
 use super::record::{action, AuditRecord};
 use crate::auth::Principal;
 use crate::config::Role;

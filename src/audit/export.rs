@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 
-use super::api::{bad, fresh_head, log_query, number, params};
+use super::access::log_query;
+use super::api::{bad, fresh_head, number, params};
 use super::query;
 use super::record::action;
 use crate::auth::Principal;

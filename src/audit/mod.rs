@@ -2,6 +2,7 @@
 //! writer, the Merkle tree, signed checkpoints, proofs, the auditor API,
 //! disclosures and offline verification.
 
+pub mod access;
 pub mod api;
 pub mod checkpoint;
 pub mod cli;

@@ -190,7 +190,7 @@ pub async fn get(
         .await?
         .ok_or_else(not_found)?;
     if !principal.has(Role::Intake) {
-        crate::audit::api::log_query(
+        crate::audit::access::log_query(
             &state,
             &principal,
             rid,

@@ -501,7 +501,8 @@ pub fn consent_reference(
     }
 }
 
-/// The route for (from, to, type, purpose), if any.
+/// The route for (from, to, type, purpose), if any (the rule is
+/// [`crate::policy::route::find`]).
 pub fn find_route<'a>(
     state: &'a AppState,
     from: &PartyId,
@@ -509,12 +510,7 @@ pub fn find_route<'a>(
     msg_type: &str,
     purpose: &str,
 ) -> Option<&'a RouteConfig> {
-    state.live().config.routes.iter().find(|r| {
-        r.msg_type == msg_type
-            && r.from.contains(from)
-            && r.to.contains(to)
-            && r.purposes.iter().any(|p| p == purpose)
-    })
+    crate::policy::route::find(&state.live().config.routes, from, to, msg_type, purpose)
 }
 
 /// Most failing pointers listed in a schema_violation problem.
@@ -588,7 +584,7 @@ pub async fn get(
             return Err(not_found());
         }
         // An auditor's read is itself an audit record (DESIGN §6).
-        crate::audit::api::log_query(
+        crate::audit::access::log_query(
             &state,
             &principal,
             rid,
