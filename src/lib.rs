@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connguard;
 pub mod consent;
 pub mod crypto;
 pub mod demo;

@@ -19,6 +19,7 @@ mod consent;
 mod crash;
 mod exchange;
 mod foundation;
+mod network;
 mod openapi;
 mod routes;
 mod scale;
