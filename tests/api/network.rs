@@ -506,3 +506,31 @@ both_backends!(
         assert_eq!(gw.recipient("af").received().len(), 1);
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.body_timeout = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    let mut s = party_connect(&gw, "sfk-kalmar").await;
+    // A complete head announcing 100 bytes, then only ten of them.
+    s.write_all(
+        b"POST /v1/consents HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"token\":",
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let answer = read_to_close(&mut s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("urn:samgate:problem:request_timeout"),
+        "{text}"
+    );
+    // The gateway keeps serving.
+    assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
+}
