@@ -24,6 +24,8 @@ pub struct Crypto {
     pub delivery_signer: Arc<Ed25519Signer>,
     /// Keys the payload digest of audit records (see [`Crypto::payload_digest`]).
     payload_key: ring::hmac::Key,
+    /// Keys the stored digest of idempotency keys (see [`Crypto::idempotency_digest`]).
+    idempotency_key: ring::hmac::Key,
 }
 
 fn key_err(key: &str, e: impl std::fmt::Display) -> StartError {
@@ -39,7 +41,8 @@ impl Crypto {
         let k = &config.keys;
         let master_secret =
             load_secret(&k.pseudonym_master).map_err(|e| key_err("keys.pseudonym_master", e))?;
-        let payload_key = derive_payload_key(master_secret.expose());
+        let payload_key = derive_key(master_secret.expose(), b"samgate/payload-digest/v1");
+        let idempotency_key = derive_key(master_secret.expose(), b"samgate/idempotency-key/v1");
         let master = PseudonymMaster::new(master_secret);
         let vault = VaultKey::new(load_secret(&k.vault).map_err(|e| key_err("keys.vault", e))?)
             .map_err(|e| key_err("keys.vault", e))?;
@@ -65,6 +68,7 @@ impl Crypto {
         }
         Ok(Crypto {
             payload_key,
+            idempotency_key,
             domains,
             vault,
             audit_signer,
@@ -86,6 +90,26 @@ impl Crypto {
             .unwrap_or_default()
     }
 
+    /// The consent reference a recipient gets on `pseudonymise` and `omit`
+    /// routes (DESIGN §10): keyed with the recipient's own domain key.
+    pub fn consent_reference(&self, recipient: &str, consent_id: &str) -> Option<String> {
+        self.domains
+            .get(recipient)
+            .map(|dk| dk.consent_reference(consent_id))
+    }
+
+    /// The keyed digest under which an `Idempotency-Key` is stored (DESIGN
+    /// §10 "Client-chosen strings"): HMAC-SHA256 of party, NUL, key under a
+    /// key derived from the pseudonym master, so a key that holds a number
+    /// never rests in clear and cannot be brute-forced from the table.
+    pub fn idempotency_digest(&self, party: &str, key: &str) -> String {
+        let mut input = Vec::with_capacity(party.len() + key.len() + 1);
+        input.extend_from_slice(party.as_bytes());
+        input.push(0);
+        input.extend_from_slice(key.as_bytes());
+        hex::encode(ring::hmac::sign(&self.idempotency_key, &input).as_ref())
+    }
+
     /// The `consent`-domain pseudonym (consents are indexed by it).
     pub fn consent_pseudonym(&self, p: &Personnummer) -> String {
         self.pseudonym(DOMAIN_CONSENT, p)
@@ -94,10 +118,11 @@ impl Crypto {
     }
 }
 
-/// `K_payload = HKDF-SHA256(salt = empty, master, info = "samgate/payload-digest/v1")`.
-fn derive_payload_key(master: &[u8; 32]) -> ring::hmac::Key {
+/// `K = HKDF-SHA256(salt = empty, master, info)`, e.g. info
+/// `"samgate/payload-digest/v1"` for the payload digest.
+fn derive_key(master: &[u8; 32], info: &[u8]) -> ring::hmac::Key {
     let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(master);
-    match prk.expand(&[b"samgate/payload-digest/v1"], ring::hmac::HMAC_SHA256) {
+    match prk.expand(&[info], ring::hmac::HMAC_SHA256) {
         Ok(okm) => okm.into(),
         // Cannot fail for a 32-byte output; fall back to a key that is
         // still secret (the master itself) rather than panic.

@@ -1,6 +1,7 @@
 //! samgate: a consent-aware data exchange gateway for Swedish rehabilitation
-//! cooperation (samverkan). `../shared/DESIGN.md` is the contract;
-//! `docs/architecture.md` shows how the modules fit together.
+//! cooperation (samverkan). `docs/design.md` is the contract ("DESIGN §n" in
+//! comments means its section n); `docs/architecture.md` shows how the
+//! modules fit together.
 //!
 //! The library holds everything; `src/main.rs` only parses the command line.
 //! `serve`, `demo` and the tests all start the same [`server::Gateway`] from a

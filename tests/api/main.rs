@@ -17,6 +17,7 @@ mod audit_verify;
 mod cli;
 mod consent;
 mod crash;
+mod edges;
 mod exchange;
 mod foundation;
 mod network;
