@@ -110,6 +110,16 @@ struct RawServer {
     shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    header_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    body_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    tls_handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +177,8 @@ struct RawDelivery {
     backoff_max: Option<HumanDuration>,
     #[serde(default)]
     workers: Option<usize>,
+    #[serde(default)]
+    per_recipient: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +206,8 @@ struct RawParty {
     certificate_sha256: String,
     #[serde(default)]
     endpoint: Option<String>,
+    #[serde(default)]
+    endpoint_certificate_sha256: Option<String>,
     #[serde(default)]
     jwt_issuer: Option<RawJwtIssuer>,
 }
@@ -315,6 +329,19 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Request body limit (default 1 MiB).
     pub max_body_bytes: usize,
+    /// A connection without a complete request head by then is closed
+    /// (DESIGN §10, default 10 s).
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this (default 30 s).
+    pub body_timeout: Duration,
+    /// A kept-alive connection without a request for this long is closed
+    /// (default 60 s).
+    pub idle_timeout: Duration,
+    /// The TLS handshake must finish within this (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// Most connections served at once; beyond, new ones wait in the
+    /// listen backlog (default 4096).
+    pub max_connections: usize,
 }
 
 /// `[storage]`.
@@ -382,6 +409,9 @@ pub struct DeliveryConfig {
     pub backoff_max: Duration,
     /// Concurrent async deliveries per instance.
     pub workers: usize,
+    /// Concurrent async deliveries to one recipient endpoint, so that a slow
+    /// recipient holds at most this many workers (default 4).
+    pub per_recipient: usize,
 }
 
 /// `[consent]`.
@@ -417,6 +447,8 @@ pub struct PartyConfig {
     pub certificate_sha256: [u8; 32],
     /// HTTPS endpoint for deliveries to this party.
     pub endpoint: Option<String>,
+    /// Pinned SPKI SHA-256 of the endpoint's server certificate (DESIGN §10).
+    pub endpoint_certificate_sha256: Option<[u8; 32]>,
     /// Issuer of this party's user tokens; when set, every request needs one.
     pub jwt_issuer: Option<JwtIssuerConfig>,
 }
@@ -662,6 +694,7 @@ impl Validator {
                 .backoff_max
                 .map_or(Duration::from_secs(300), |d| d.0),
             workers: raw.delivery.workers.unwrap_or(16).max(1),
+            per_recipient: raw.delivery.per_recipient.unwrap_or(4).max(1),
         };
         let days = raw.consent.max_lifetime_days.unwrap_or(730);
         if days == 0 {
@@ -864,6 +897,34 @@ impl Validator {
             rate_limit_per_party: s.rate_limit_per_party.unwrap_or(0),
             shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
             max_body_bytes: s.max_body_bytes.unwrap_or(1024 * 1024),
+            header_timeout: self.positive("server.header_timeout", s.header_timeout, 10),
+            body_timeout: self.positive("server.body_timeout", s.body_timeout, 30),
+            idle_timeout: self.positive("server.idle_timeout", s.idle_timeout, 60),
+            tls_handshake_timeout: self.positive(
+                "server.tls_handshake_timeout",
+                s.tls_handshake_timeout,
+                10,
+            ),
+            max_connections: match s.max_connections {
+                Some(0) => {
+                    self.issue("server.max_connections", "must be at least 1");
+                    1
+                }
+                Some(n) => n,
+                None => 4096,
+            },
+        }
+    }
+
+    /// A duration that must not be zero, with its default in seconds.
+    fn positive(&mut self, key: &str, d: Option<HumanDuration>, default_secs: u64) -> Duration {
+        match d {
+            Some(d) if d.0.is_zero() => {
+                self.issue(key, "must be longer than 0s");
+                Duration::from_secs(default_secs)
+            }
+            Some(d) => d.0,
+            None => Duration::from_secs(default_secs),
         }
     }
 
@@ -968,6 +1029,28 @@ impl Validator {
                     self.issue(format!("{key}.endpoint"), "is not a valid URL");
                 }
             }
+            let endpoint_pin = p.endpoint_certificate_sha256.as_deref().and_then(|h| {
+                let key = format!("{key}.endpoint_certificate_sha256");
+                match hex::decode(h.trim()) {
+                    Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+                        Ok(pin) => Some(pin),
+                        Err(_) => {
+                            self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
+                            None
+                        }
+                    },
+                    Err(_) => {
+                        self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
+                        None
+                    }
+                }
+            });
+            if endpoint_pin.is_some() && p.endpoint.is_none() {
+                self.issue(
+                    format!("{key}.endpoint_certificate_sha256"),
+                    "is set but the party has no endpoint",
+                );
+            }
             let roles: BTreeSet<Role> = p.roles.into_iter().collect();
             let jwt_issuer = p.jwt_issuer.map(|j| JwtIssuerConfig {
                 public_key: self.file(&format!("{key}.jwt_issuer.public_key"), &j.public_key),
@@ -988,6 +1071,7 @@ impl Validator {
                 roles,
                 certificate_sha256: pin,
                 endpoint: p.endpoint,
+                endpoint_certificate_sha256: endpoint_pin,
                 jwt_issuer,
             });
         }

@@ -186,6 +186,9 @@ pub struct PartyReport {
     pub certificate_sha256: String,
     /// Its inbox URL, for recipients.
     pub endpoint: Option<String>,
+    /// SPKI SHA-256 pin of its endpoint's server certificate
+    /// (`endpoint_certificate_sha256`), for recipients.
+    pub endpoint_certificate_sha256: Option<String>,
 }
 
 /// One console user as configured by `init`.
@@ -317,20 +320,24 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
     for party in DEMO_PARTIES {
         let client = ca.issue_client(party.id)?;
         push_cert(&mut files, &format!("pki/{}", party.id), &client);
-        let endpoint = if party.has_endpoint {
+        let (endpoint, endpoint_pin) = if party.has_endpoint {
             let p = port.ok_or(InitError::PortOutOfRange { party: party.id })?;
             port = p.checked_add(1);
             let server =
                 ca.issue_server(&format!("{} inbox", party.id), &["localhost", "127.0.0.1"])?;
             push_cert(&mut files, &format!("pki/{}-server", party.id), &server);
-            Some(format!("https://127.0.0.1:{p}/inbox"))
+            (
+                Some(format!("https://127.0.0.1:{p}/inbox")),
+                Some(spki_sha256_hex(server.cert_der())?),
+            )
         } else {
-            None
+            (None, None)
         };
         parties.push(PartyReport {
             id: party.id,
             certificate_sha256: spki_sha256_hex(client.cert_der())?,
             endpoint,
+            endpoint_certificate_sha256: endpoint_pin,
         });
     }
 
@@ -627,6 +634,16 @@ outbound_private_key = "pki/gateway-client.key"
 rate_limit_per_party = 2000
 # How long in-flight requests may finish after SIGINT/SIGTERM.
 shutdown_grace = "10s"
+# Slow and many clients (DESIGN §10): a connection without a complete request
+# head after header_timeout is closed, a body must arrive within body_timeout,
+# a kept-alive connection without a request is closed after idle_timeout, a
+# TLS handshake must finish within tls_handshake_timeout, and at most
+# max_connections are served at once (more wait in the listen backlog).
+header_timeout = "10s"
+body_timeout = "30s"
+idle_timeout = "60s"
+tls_handshake_timeout = "10s"
+max_connections = 4096
 # A plain-HTTP listener with only /healthz, /readyz and /metrics:
 # metrics_listen = "127.0.0.1:9464"
 
@@ -657,6 +674,10 @@ timeout = "10s"
 expire_after = "24h"
 backoff_initial = "1s"
 backoff_max = "5m"
+# Concurrent async deliveries, and at most per_recipient of them to one
+# endpoint, so a slow recipient delays only its own messages.
+workers = 16
+per_recipient = 4
 
 # Consents may be valid for at most this long.
 [consent]
@@ -672,7 +693,9 @@ public_key = {issuer_key}
 
 # The parties. certificate_sha256 pins the party's client certificate (hex
 # SHA-256 of its SubjectPublicKeyInfo); a recipient's endpoint is where the
-# gateway delivers its messages. A party with jwt_issuer must also send a user
+# gateway delivers its messages, and endpoint_certificate_sha256 pins that
+# endpoint's server certificate the same way (another certificate, even one
+# from outbound_ca, is a failed delivery and nothing is sent). A party with jwt_issuer must also send a user
 # JWT (Authorization: Bearer) signed by that issuer on every request.
 "#
     );
@@ -697,6 +720,9 @@ public_key = {issuer_key}
         );
         if let Some(endpoint) = &report.endpoint {
             let _ = writeln!(out, "endpoint = {}", toml_string(endpoint));
+        }
+        if let Some(pin) = &report.endpoint_certificate_sha256 {
+            let _ = writeln!(out, "endpoint_certificate_sha256 = {}", toml_string(pin));
         }
         if party.is_auditor() {
             let _ = writeln!(

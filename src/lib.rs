@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connguard;
 pub mod consent;
 pub mod console;
 pub mod crypto;

@@ -88,10 +88,14 @@ pub struct Inner {
     pub audit: AuditLog,
     /// This process's id (outbox claims are recorded with it).
     pub instance_id: String,
-    /// The outbound HTTPS client towards recipients (pooled).
-    pub delivery_client: reqwest::Client,
+    /// The outbound HTTPS clients towards recipients (pooled, pinned per
+    /// recipient): pick one with `for_delivery`.
+    pub delivery_client: crate::exchange::deliver::Clients,
     /// Wakes the outbox worker when an async exchange is committed.
     pub outbox_notify: tokio::sync::Notify,
+    /// Wakes the outbox dispatcher when an attempt has finished (a worker
+    /// or a per-recipient slot is free again).
+    pub outbox_freed: tokio::sync::Notify,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
@@ -142,7 +146,7 @@ impl AppState {
             key: "schemas".into(),
             reason: e.to_string(),
         })?;
-        let delivery_client = crate::exchange::deliver::client(&config)?;
+        let delivery_client = crate::exchange::deliver::clients(&config)?;
         let witnesses =
             crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
                 StartError::Key {
@@ -177,6 +181,7 @@ impl AppState {
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 delivery_client,
                 outbox_notify: tokio::sync::Notify::new(),
+                outbox_freed: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),

@@ -86,7 +86,7 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
         Ok((status, body)) => (*status, body.clone()),
         Err(e) => (e.code.status(), e.body()),
     };
-    if let Some(key) = &idem_key {
+    if let (Some(key), false) = (&idem_key, ctx.idempotency_finished) {
         idempotency::finish(&state, &principal.party, key, status, &body).await;
     }
     match result {
@@ -309,12 +309,11 @@ async fn handle(
     if numbers_withheld {
         record.reason = Some(super::numbers::REASON.to_owned());
     }
-    state.audit.append(record, effects).await?;
-    state.mark_vault_stored(vault_keys);
-    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
-        .increment(1);
-
     if ctx.delivery == Delivery::Async {
+        state.audit.append(record, effects).await?;
+        state.mark_vault_stored(vault_keys);
+        metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
+            .increment(1);
         state.outbox_notify.notify_one();
         return Ok((
             StatusCode::ACCEPTED,
@@ -326,65 +325,147 @@ async fn handle(
             }),
         ));
     }
-    let client = &state.delivery_client;
-    let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
-    let started = std::time::Instant::now();
-    let delivered = deliver::post(client, &endpoint, &exchange_id, &signature, body).await;
-    crate::observe::delivery(
-        Some(recipient_id.as_str()),
-        "sync",
-        started.elapsed(),
-        &delivered,
-    );
-    match delivered {
-        Ok(d) => {
-            let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
-            let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
-                .int(state.clock.now_us())
-                .text(exchange_id.clone());
-            record_outcome(state, record, vec![done]).await;
-            // The message is delivered: from here on the sender is told so,
-            // whatever happens to the reply (a reply that cannot be processed
-            // or audited is withheld, never an error that invites a resend).
-            let (reply, reply_withheld) = match reply::process(
-                state,
-                ctx,
-                &recipient_id,
-                &env.purpose,
-                consent.as_ref(),
-                subject.as_ref(),
-                &d,
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
-                    (Value::Null, true)
-                }
+    // DESIGN §10: a sync exchange finishes when its client leaves. From the
+    // commit of the forwarded record on, the work runs in its own task that
+    // the request only awaits: if hyper drops the request (the client
+    // disconnected, reset the stream, or shutdown passed its grace), the
+    // delivery, its outcome record and the stored idempotent answer still
+    // happen, so a retry with the same key sees the final result.
+    let tail = SyncTail {
+        state: state.clone(),
+        ctx: ctx.clone(),
+        record,
+        effects,
+        vault_keys,
+        endpoint,
+        body,
+        recipient_id,
+        purpose: env.purpose,
+        consent,
+        subject,
+        forwarded: filtered.forwarded,
+        withheld: filtered.withheld,
+    };
+    ctx.idempotency_finished = ctx.idempotency_key.is_some();
+    match tokio::spawn(tail.run()).await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Everything a sync exchange needs after its decision, owned, so that it
+/// can run to the end in its own task.
+struct SyncTail {
+    state: AppState,
+    ctx: ExchangeCtx,
+    record: crate::audit::record::AuditRecord,
+    effects: Vec<Stmt>,
+    vault_keys: Vec<String>,
+    endpoint: String,
+    body: Bytes,
+    recipient_id: PartyId,
+    purpose: String,
+    consent: Option<model::ConsentRow>,
+    subject: Option<Personnummer>,
+    forwarded: Vec<String>,
+    withheld: Vec<String>,
+}
+
+impl SyncTail {
+    /// Commits, delivers, records the outcome and stores the idempotent
+    /// answer (the request's own `finish` is skipped for this exchange).
+    async fn run(self) -> Result<(StatusCode, Value), ApiError> {
+        let result = self.deliver().await;
+        if let (Some(key), state, ctx) = (&self.ctx.idempotency_key, &self.state, &self.ctx) {
+            let (status, body) = match &result {
+                Ok((status, body)) => (*status, body.clone()),
+                Err(e) => (e.code.status(), e.body()),
             };
-            let mut out = json!({
-                "exchange_id": exchange_id,
-                "status": "delivered",
-                "forwarded": filtered.forwarded,
-                "withheld": filtered.withheld,
-                "reply": reply,
-            });
-            if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
-                obj.insert("reply_withheld".into(), Value::Bool(true));
-            }
-            Ok((StatusCode::OK, out))
+            idempotency::finish(state, &ctx.principal.party, key, status, &body).await;
         }
-        Err(err) => {
-            let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
-            record.reason = Some(err.to_string());
-            let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
-                .text(err.to_string())
-                .text(exchange_id.clone());
-            record_outcome(state, record, vec![failed]).await;
-            tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
-            Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
-                .with("exchange_id", exchange_id))
+        result
+    }
+
+    async fn deliver(&self) -> Result<(StatusCode, Value), ApiError> {
+        let state = &self.state;
+        let ctx = &self.ctx;
+        let exchange_id = ctx.exchange_id.clone();
+        state
+            .audit
+            .append(self.record.clone(), self.effects.clone())
+            .await?;
+        state.mark_vault_stored(self.vault_keys.clone());
+        metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
+            .increment(1);
+        let client = state
+            .delivery_client
+            .for_delivery(Some(self.recipient_id.as_str()), &self.endpoint);
+        let signature = deliver::sign_detached(&state.crypto.delivery_signer, &self.body);
+        let started = std::time::Instant::now();
+        let delivered = deliver::post(
+            client,
+            &self.endpoint,
+            &exchange_id,
+            &signature,
+            self.body.clone(),
+        )
+        .await;
+        crate::observe::delivery(
+            Some(self.recipient_id.as_str()),
+            "sync",
+            started.elapsed(),
+            &delivered,
+        );
+        match delivered {
+            Ok(d) => {
+                let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
+                let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
+                    .int(state.clock.now_us())
+                    .text(exchange_id.clone());
+                record_outcome(state, record, vec![done]).await;
+                // The message is delivered: from here on the sender is told so,
+                // whatever happens to the reply (a reply that cannot be processed
+                // or audited is withheld, never an error that invites a resend).
+                let (reply, reply_withheld) = match reply::process(
+                    state,
+                    ctx,
+                    &self.recipient_id,
+                    &self.purpose,
+                    self.consent.as_ref(),
+                    self.subject.as_ref(),
+                    &d,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
+                        (Value::Null, true)
+                    }
+                };
+                let mut out = json!({
+                    "exchange_id": exchange_id,
+                    "status": "delivered",
+                    "forwarded": self.forwarded,
+                    "withheld": self.withheld,
+                    "reply": reply,
+                });
+                if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
+                    obj.insert("reply_withheld".into(), Value::Bool(true));
+                }
+                Ok((StatusCode::OK, out))
+            }
+            Err(err) => {
+                let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
+                record.reason = Some(err.to_string());
+                let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
+                    .text(err.to_string())
+                    .text(exchange_id.clone());
+                record_outcome(state, record, vec![failed]).await;
+                tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+                Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
+                    .with("exchange_id", exchange_id))
+            }
         }
     }
 }

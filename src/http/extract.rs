@@ -65,9 +65,16 @@ pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads a body up to `limit` bytes (413 beyond).
+/// Reads a body up to `limit` bytes (413 beyond; 408 `request_timeout`
+/// when it does not arrive within `[server] body_timeout`, DESIGN §10).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::connguard::is_body_timeout(&e) {
+            return ApiError::new(
+                ProblemCode::RequestTimeout,
+                "the request body did not arrive within the body timeout",
+            );
+        }
         ApiError::new(
             ProblemCode::PayloadTooLarge,
             format!("the request body exceeds the limit of {limit} bytes"),

@@ -4,26 +4,27 @@
 //! the caller finish background work such as the final tree head).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::PeerCertificate;
+use crate::connguard::{self, Activity, DeadlineBody, Watched};
 use crate::framing::{AmbiguousFlag, HeadSniffer};
 use crate::state::{AppState, StartError};
 use crate::tls;
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running gateway.
 pub struct Gateway {
@@ -92,6 +93,7 @@ impl Gateway {
             listener,
             TlsAcceptor::from(server_tls),
             app,
+            state.clone(),
             rx,
             grace,
         ));
@@ -129,15 +131,53 @@ impl Gateway {
     }
 }
 
+/// Connection-level limits, from `[server]` (DESIGN §10).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    body_timeout: Duration,
+    idle_timeout: Duration,
+    handshake_timeout: Duration,
+    max_connections: usize,
+}
+
+/// What the connection tasks are told: keep serving, drain (finish the
+/// request in flight, take no new one), or stop now (grace period over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serve,
+    Drain,
+    Stop,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let cfg = &state.config.server;
+    let limits = Limits {
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        idle_timeout: cfg.idle_timeout,
+        handshake_timeout: cfg.tls_handshake_timeout,
+        max_connections: cfg.max_connections,
+    };
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serve);
     loop {
+        // The permit is taken before accepting: beyond max_connections new
+        // connections wait in the listen backlog, costing nothing here.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, _peer) = match accepted {
@@ -151,35 +191,11 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
-                let watcher = graceful.watcher();
+                let state = state.clone();
+                let phase = phase_rx.clone();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let pin = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(tls::peer_spki_sha256);
-                    let flag = AmbiguousFlag::default();
-                    let flag2 = flag.clone();
-                    let svc = app.map_request(move |mut req: http::Request<Incoming>| {
-                        req.extensions_mut().insert(PeerCertificate(pin));
-                        if flag2.is_set() {
-                            req.extensions_mut().insert(flag2.clone());
-                        }
-                        req
-                    });
-                    let io = HeadSniffer::new(tls, flag);
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    serve_connection(tcp, acceptor, app, state, limits, phase).await;
+                    drop(permit);
                 });
             }
             _ = shutdown.changed() => break,
@@ -187,11 +203,121 @@ async fn accept_loop(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = phase_tx.send(Phase::Drain);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("grace period over; closing remaining connections");
+        let _ = phase_tx.send(Phase::Stop);
+    }
+}
+
+fn closed(reason: &'static str) {
+    metrics::counter!("samgate_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// One connection: TLS handshake (with its deadline), the pin check before
+/// any request is read, then HTTP under the watchdog of [`connguard`].
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    state: AppState,
+    limits: Limits,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake refused");
+            closed("tls_refused");
+            return;
+        }
+        Err(_) => {
+            closed("tls_handshake_timeout");
+            return;
+        }
+    };
+    let pin = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(tls::peer_spki_sha256);
+    // A certificate that chains to the CA but is pinned to no party (a
+    // retired or stray one) gets no HTTP at all: closed before a byte of a
+    // request is read.
+    if pin.is_none_or(|p| state.party_by_pin(&p).is_none()) {
+        tracing::info!("connection closed: client certificate not pinned to any party");
+        closed("unpinned");
+        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+        return;
+    }
+    let activity = Activity::new();
+    let flag = AmbiguousFlag::default();
+    let flag2 = flag.clone();
+    let act = activity.clone();
+    let body_timeout = limits.body_timeout;
+    let svc = tower::service_fn(move |req: http::Request<Incoming>| {
+        let guard = act.request_started();
+        let mut req = req.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)));
+        req.extensions_mut().insert(PeerCertificate(pin));
+        if flag2.is_set() {
+            req.extensions_mut().insert(flag2.clone());
+        }
+        let fut = app.clone().oneshot(req);
+        async move {
+            let rsp = fut.await?;
+            // The request stays in flight until its body has been sent.
+            Ok::<_, std::convert::Infallible>(rsp.map(move |b| {
+                axum::body::Body::new(b.map_frame(move |f| {
+                    let _ = &guard;
+                    f
+                }))
+            }))
+        }
+    });
+    let io = Watched::new(HeadSniffer::new(tls, flag), activity.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own HTTP/1 head timer is a backstop behind the watchdog (it
+    // runs from the moment hyper waits for a head, idle or not, so it is set
+    // to the longer of the two limits); without a timer it would be off.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout.max(limits.idle_timeout));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    let tick = connguard::tick(limits.header_timeout, limits.idle_timeout);
+    if *phase.borrow() != Phase::Serve {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = phase.changed() => {
+                // The sender is gone once the accept loop has finished.
+                if changed.is_err() {
+                    return;
+                }
+                let now = *phase.borrow();
+                match now {
+                    Phase::Serve => {}
+                    Phase::Drain => conn.as_mut().graceful_shutdown(),
+                    Phase::Stop => return,
+                }
+            }
+            _ = tokio::time::sleep(tick) => {
+                if let Some(v) = activity.verdict(limits.header_timeout, limits.idle_timeout) {
+                    tracing::debug!(reason = v.as_str(), "connection closed by the watchdog");
+                    closed(v.as_str());
+                    return;
+                }
+            }
+        }
     }
 }
 
