@@ -86,6 +86,14 @@ impl Crypto {
             .unwrap_or_default()
     }
 
+    /// The per-recipient consent reference (`pc1_…`, DESIGN §10) of
+    /// `consent_id` for the recipient `domain`; `None` for an unknown domain.
+    pub fn consent_reference(&self, domain: &str, consent_id: &str) -> Option<String> {
+        self.domains
+            .get(domain)
+            .map(|dk| dk.consent_reference(consent_id))
+    }
+
     /// The `consent`-domain pseudonym (consents are indexed by it).
     pub fn consent_pseudonym(&self, p: &Personnummer) -> String {
         self.pseudonym(DOMAIN_CONSENT, p)

@@ -142,6 +142,31 @@ impl DomainKey {
     }
 }
 
+impl DomainKey {
+    /// The per-recipient consent reference of DESIGN §10: `pc1_` and the
+    /// lowercase unpadded base32 of HMAC-SHA256(K_d, `"consent:" || id`)
+    /// truncated to 128 bits. On `pseudonymise` and `omit` routes it stands
+    /// in for the consent id, so that no recipient can join its messages to
+    /// another route's or another recipient's.
+    pub fn consent_reference(&self, consent_id: &str) -> String {
+        let mut input = Vec::with_capacity(8 + consent_id.len());
+        input.extend_from_slice(b"consent:");
+        input.extend_from_slice(consent_id.as_bytes());
+        let tag = hmac::sign(&self.key, &input);
+        let mut truncated = [0u8; PSEUDONYM_BYTES];
+        for (t, b) in truncated.iter_mut().zip(tag.as_ref()) {
+            *t = *b;
+        }
+        let mut s = String::with_capacity(CONSENT_REF_PREFIX.len() + ENCODED_LEN);
+        s.push_str(CONSENT_REF_PREFIX);
+        s.push_str(&BASE32_NOPAD.encode(&truncated).to_ascii_lowercase());
+        s
+    }
+}
+
+/// Textual prefix of version-1 per-recipient consent references (DESIGN §10).
+pub const CONSENT_REF_PREFIX: &str = "pc1_";
+
 impl fmt::Debug for DomainKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DomainKey({}, {})", self.domain, self.master_key_id)

@@ -196,10 +196,11 @@ async fn handle(
                 )
             })?;
             let rows = model::for_subject(&state.store, &state.crypto.consent_pseudonym(p)).await?;
-            let c = model::decide(
+            let c = model::decide_message(
                 &rows,
                 &ctx.principal.party,
                 &recipient_id,
+                Some(env.msg_type.as_str()),
                 &env.purpose,
                 state.clock.now_us(),
             )
@@ -228,16 +229,29 @@ async fn handle(
         _ => Value::Null,
     };
     let exchange_id = ctx.exchange_id.clone();
-    let message = json!({
+    let consent_ref = ctx.consent_id.as_ref().map(|c| {
+        crate::consent::lifecycle::recipient_consent_id(
+            state,
+            route.subject,
+            recipient_id.as_str(),
+            c,
+        )
+    });
+    let protected = consent.as_ref().is_some_and(|c| c.protected_identity);
+    let mut message = json!({
         "exchange_id": exchange_id,
         "from": ctx.principal.party.as_str(),
         "to": recipient_id.as_str(),
         "type": env.msg_type,
         "purpose": env.purpose,
         "subject": subject_json,
-        "consent_id": ctx.consent_id,
+        "consent_id": consent_ref,
         "payload": filtered.payload,
     });
+    if let (true, Some(obj)) = (protected, message.as_object_mut()) {
+        // DESIGN §13: the recipient is told; `contact` was never forwarded.
+        obj.insert("protected_identity".into(), Value::Bool(true));
+    }
     let body = Bytes::from(serde_json::to_vec(&message).map_err(ApiError::internal)?);
     let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
     ctx.forwarded = filtered.forwarded.clone();
@@ -251,8 +265,13 @@ async fn handle(
     } else {
         "forwarded"
     };
-    let mut effects: Vec<Stmt> =
-        vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
+    let mut effects: Vec<Stmt> = vec![
+        ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh),
+        // The form the subject travels in, for revocation notices (§13).
+        Stmt::new("UPDATE exchanges SET subject_mode = $1 WHERE id = $2")
+            .text(crate::consent::lifecycle::mode_name(route.subject))
+            .text(exchange_id.clone()),
+    ];
     let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
         // The recipient's domain only when its pseudonym leaves the gateway:
@@ -290,7 +309,16 @@ async fn handle(
                 .text(key.clone()),
         );
     }
-    let record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    let mut record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    if protected
+        && filtered.withheld.iter().any(|w| {
+            schema
+                .field(w)
+                .is_some_and(|f| f.category == crate::schema::Category::Contact)
+        })
+    {
+        record.reason = Some("protected_identity".into());
+    }
     state.audit.append(record, effects).await?;
     state.mark_vault_stored(vault_keys);
     metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
@@ -315,7 +343,15 @@ async fn handle(
             let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
                 .int(state.clock.now_us())
                 .text(exchange_id.clone());
-            record_outcome(state, record, vec![done]).await;
+            let mut outcome = vec![done];
+            // A delivered closure limits its consent to follow-up (§13).
+            outcome.extend(crate::consent::lifecycle::closure_effect(
+                state,
+                ctx.msg_type.as_deref(),
+                ctx.consent_id.as_deref(),
+                &exchange_id,
+            ));
+            record_outcome(state, record, outcome).await;
             // The message is delivered: from here on the sender is told so,
             // whatever happens to the reply (a reply that cannot be processed
             // or audited is withheld, never an error that invites a resend).

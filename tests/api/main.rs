@@ -19,6 +19,7 @@ mod consent;
 mod crash;
 mod exchange;
 mod foundation;
+mod lifecycle;
 mod openapi;
 mod routes;
 mod scale;
