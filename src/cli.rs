@@ -60,13 +60,41 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check a deployment without changing it: files, keys, certificates,
+    /// the database and every recipient endpoint. Exit 0 / 1 (findings) / 2.
+    Check {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object instead of one line per check.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Key maintenance.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `samgate keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every stored sealed value under the first `[keys] vault` key
+    /// and print the counts (the other listed keys open the old values).
+    RotateVault {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// `samgate consent ...`
 #[derive(Debug, Subcommand)]
 pub enum ConsentCommand {
     /// Sign a consent and print the compact JWS on one line.
-    Sign(ConsentSignArgs),
+    Sign(crate::consent::cli::SignCommand),
 }
 
 /// Arguments of `samgate consent sign`.
@@ -81,8 +109,9 @@ pub struct ConsentSignArgs {
     /// Key id (`kid`).
     #[arg(long = "key-id")]
     pub key_id: String,
-    /// The participant's personnummer.
-    #[arg(long)]
+    /// The participant's personnummer. Not an argument: on the command line
+    /// it comes from `--subject-file` (see [`crate::consent::cli::SignCommand`]).
+    #[arg(skip)]
     pub subject: String,
     /// Party ids, comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -192,6 +221,10 @@ async fn dispatch(cmd: Command) -> ExitCode {
                     public_key,
                 },
         } => crate::audit::cli::verify(config, export, public_key).await,
+        Command::Check { config, json } => crate::check::run(&config, json).await,
+        Command::Keys {
+            command: KeysCommand::RotateVault { config },
+        } => crate::rotate::run(&config).await,
     }
 }
 
@@ -238,7 +271,19 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    let hup = match crate::reload::spawn_on_sighup(gw.state.unpinned(), path.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart");
+            None
+        }
+    };
     crate::server::termination_signal().await;
+    #[cfg(unix)]
+    if let Some(t) = hup {
+        t.abort();
+    }
     tracing::info!("signal received");
     gw.shutdown().await;
     ExitCode::SUCCESS

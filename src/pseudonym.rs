@@ -49,6 +49,10 @@ pub const DOMAIN_CONSENT: &str = "consent";
 const INFO_PREFIX: &[u8] = b"samgate/pseudonym/v1/";
 /// Textual prefix of version-1 pseudonyms.
 const PREFIX: &str = "ps1_";
+/// Textual prefix of per-recipient consent references (DESIGN §10).
+const CONSENT_REF_PREFIX: &str = "pc1_";
+/// What precedes the consent id in the HMAC input of a consent reference.
+const CONSENT_REF_INPUT_PREFIX: &[u8] = b"consent:";
 /// Truncated HMAC length in bytes (128 bits).
 const PSEUDONYM_BYTES: usize = 16;
 /// Base32 characters for 16 bytes without padding.
@@ -140,17 +144,16 @@ impl DomainKey {
         s.push_str(&BASE32_NOPAD.encode(&truncated).to_ascii_lowercase());
         Pseudonym(s)
     }
-}
 
-impl DomainKey {
-    /// The per-recipient consent reference of DESIGN §10: `pc1_` and the
-    /// lowercase unpadded base32 of HMAC-SHA256(K_d, `"consent:" || id`)
-    /// truncated to 128 bits. On `pseudonymise` and `omit` routes it stands
-    /// in for the consent id, so that no recipient can join its messages to
-    /// another route's or another recipient's.
+    /// The per-recipient reference of a consent (DESIGN §10 "No join key
+    /// across routes"): `pc1_` + lowercase base32 (no padding) of
+    /// `HMAC-SHA256(K_d, "consent:" + consent id)` truncated to 128 bits.
+    /// On `pseudonymise` and `omit` routes a recipient gets this instead of
+    /// the consent id, so two recipients (or one recipient's pseudonymised
+    /// and revealed messages) cannot be joined on it.
     pub fn consent_reference(&self, consent_id: &str) -> String {
         let mut input = Vec::with_capacity(8 + consent_id.len());
-        input.extend_from_slice(b"consent:");
+        input.extend_from_slice(CONSENT_REF_INPUT_PREFIX);
         input.extend_from_slice(consent_id.as_bytes());
         let tag = hmac::sign(&self.key, &input);
         let mut truncated = [0u8; PSEUDONYM_BYTES];
@@ -163,9 +166,6 @@ impl DomainKey {
         s
     }
 }
-
-/// Textual prefix of version-1 per-recipient consent references (DESIGN §10).
-pub const CONSENT_REF_PREFIX: &str = "pc1_";
 
 impl fmt::Debug for DomainKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

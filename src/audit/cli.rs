@@ -63,7 +63,7 @@ pub fn report(result: Result<Summary, VerifyError>) -> ExitCode {
 pub async fn verify_config(path: &Path) -> Result<Summary, VerifyError> {
     let config = Config::load(path).map_err(|e| VerifyError::Input(e.to_string()))?;
     let public_key = audit_public_key(&config.keys.audit_signing)?;
-    let store = Store::connect(&config.storage)
+    let store = Store::connect_read_only(&config.storage)
         .await
         .map_err(|e| VerifyError::Input(e.to_string()))?;
     let origin = format!(

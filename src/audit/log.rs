@@ -152,7 +152,8 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(Box::new(Job {
-                record,
+                // DESIGN §10: record strings are bounded.
+                record: record.bounded(),
                 effects,
                 reply,
             })))

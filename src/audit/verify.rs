@@ -6,7 +6,7 @@
 //! up front. Per record: the seq is the next position; the leaf parses as a
 //! record whose `seq` is that position and is in canonical form; the record's
 //! other copies agree with the leaf (database: the indexed columns and the
-//! stored level-0 Merkle node; export: the line's fields and `leaf_hash`).
+//! stored level-0 Merkle node; export: the line's fields, and `leaf_hash` where an older export has it).
 //! When the tree reaches a signed head's size: the checkpoint signature
 //! verifies, it states the head's size and root, the root recomputed from
 //! the leaves equals it, and a consistency proof from the previous head
@@ -123,7 +123,8 @@ pub enum Source {
         /// `merkle_nodes` (0, seq - 1).
         node: Option<Hash>,
     },
-    /// An export line: its fields other than `leaf`, and `leaf_hash`.
+    /// An export line: its fields other than `leaf`, and `leaf_hash` (only
+    /// in exports from before DESIGN §10 "Records as served").
     Export {
         /// The line without `leaf` and `leaf_hash`.
         view: Map<String, Value>,
@@ -236,7 +237,12 @@ impl Verifier {
                 if leaf_value.as_object() != Some(view) {
                     return fail(pos, "the record's fields differ from its leaf");
                 }
-                if lh.as_deref() != Some(hex::encode(leaf_hash).as_str()) {
+                // Records are served as leaf + `leaf` (DESIGN §10); exports
+                // made before that carried `leaf_hash`, which must then match.
+                if lh
+                    .as_deref()
+                    .is_some_and(|h| h != hex::encode(leaf_hash).as_str())
+                {
                     return fail(pos, "`leaf_hash` does not match the leaf");
                 }
             }

@@ -37,7 +37,7 @@ pub const FOLLOW_UP_PURPOSE: &str = "uppfoljning";
 /// The message type whose delivery closes a consent.
 pub const CLOSURE_TYPE: &str = "closure";
 /// The type of the revocation notices the gateway itself sends.
-pub const NOTICE_TYPE: &str = "consent-revoked";
+pub const NOTICE_TYPE: &str = crate::exchange::recheck::REVOCATION_NOTICE_TYPE;
 /// The sender recorded for revocation notices (not a party: the gateway).
 pub const NOTICE_SENDER: &str = "samgate";
 
@@ -124,22 +124,22 @@ pub fn closure_effect(
     )
 }
 
-/// The `consent_id` a recipient gets (DESIGN §5, §10): the consent id on
-/// `reveal` routes, the recipient's `pc1_` reference on `pseudonymise` and
-/// `omit` routes. Exchanges and revocation notices both use this function.
+/// The `consent_id` a recipient gets (DESIGN §5, §10): the exchange
+/// path's own [`crate::exchange::api::consent_reference`], so exchanges and
+/// revocation notices always agree.
 pub fn recipient_consent_id(
     state: &AppState,
     mode: SubjectMode,
     recipient: &str,
     consent_id: &str,
 ) -> String {
-    match mode {
-        SubjectMode::Reveal => consent_id.to_owned(),
-        SubjectMode::Pseudonymise | SubjectMode::Omit => state
-            .crypto
-            .consent_reference(recipient, consent_id)
-            .unwrap_or_default(),
-    }
+    crate::exchange::api::consent_reference(
+        state,
+        mode,
+        &crate::config::PartyId::new(recipient),
+        Some(consent_id),
+    )
+    .unwrap_or_default()
 }
 
 /// A stored subject mode (`exchanges.subject_mode`); rows from before the

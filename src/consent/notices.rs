@@ -96,8 +96,6 @@ pub async fn notice_stmts(
             "exchange_ids": exchange_ids,
         });
         let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
-        let signature =
-            crate::exchange::deliver::sign_detached(&state.crypto.delivery_signer, &bytes);
         stmts.push(
             Stmt::new(
                 "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
@@ -114,7 +112,7 @@ pub async fn notice_stmts(
             .text(mode_name(mode)),
         );
         stmts.push(crate::exchange::outbox::insert_stmt(
-            state, &notice_id, &endpoint, &bytes, &signature,
+            state, &notice_id, &endpoint, &bytes,
         )?);
         count += 1;
     }

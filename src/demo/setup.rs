@@ -187,9 +187,27 @@ pub fn explore(d: &Deployment, out: &Out) {
         "curl {} -H \"authorization: Bearer $(samgate token sign --key keys/users-{AUDITOR}.pem --iss {AUDITOR}-users --sub revisor.anna)\" {base}/v1/audit/tree-head",
         tls(AUDITOR)
     ));
+    console(d, out, &base);
     out.note(
         "samgate.toml keeps the init ports; this run patched the endpoints to the ports above",
     );
+}
+
+/// `--keep`: how to open the console in a browser, in three steps.
+fn console(d: &Deployment, out: &Out, base: &str) {
+    let users = d.path().join("pki/users");
+    out.chapter("The console in a browser (DESIGN §11), in three steps");
+    out.line(&format!(
+        "1. import {}/anna.lind.p12 (intake) or erik.berg.p12 (audit) into the browser, empty password",
+        users.display()
+    ));
+    out.line(&format!(
+        "2. trust {}/pki/ca.pem as a certificate authority (or accept the warning once)",
+        d.path().display()
+    ));
+    out.line(&format!(
+        "3. open {base}/console/ and choose the certificate \"Anna Lind\" or \"Erik Berg\""
+    ));
 }
 
 fn attendance_example() -> String {

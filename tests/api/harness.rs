@@ -305,6 +305,15 @@ impl TestGateway {
         Self::spawn_full(db, |_| {}, clock).await
     }
 
+    /// An injected clock and an adjusted configuration.
+    pub async fn spawn_clocked_with(
+        db: Db,
+        clock: Arc<dyn samgate::clock::Clock>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<TestGateway> {
+        Self::spawn_full(db, adjust, clock).await
+    }
+
     async fn spawn_full(
         db: Db,
         adjust: impl FnOnce(&mut Config),
