@@ -137,6 +137,13 @@ pub struct ConsentSignArgs {
     /// Staff member who recorded it.
     #[arg(long = "recorded-by", default_value = "intake-staff")]
     pub recorded_by: String,
+    /// A representative who gave the consent, as ROLE:NAME (role guardian,
+    /// god-man, forvaltare or fullmakt), e.g. `guardian:Karin Exempeldotter`.
+    #[arg(long = "given-by", value_name = "ROLE:NAME")]
+    pub given_by: Option<String>,
+    /// The participant has a protected identity (skyddade personuppgifter).
+    #[arg(long = "protected-identity")]
+    pub protected_identity: bool,
 }
 
 /// `samgate token ...`

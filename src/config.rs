@@ -186,6 +186,8 @@ struct RawDelivery {
 struct RawConsent {
     #[serde(default)]
     max_lifetime_days: Option<u32>,
+    #[serde(default)]
+    follow_up_months: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +421,9 @@ pub struct DeliveryConfig {
 pub struct ConsentConfig {
     /// Longest accepted consent lifetime (`exp - nbf`).
     pub max_lifetime: Duration,
+    /// How long a consent lasts after a delivered closure (DESIGN §13),
+    /// in calendar months; default 12.
+    pub follow_up_months: u32,
 }
 
 /// `[[consent_issuer]]`.
@@ -700,8 +705,13 @@ impl Validator {
         if days == 0 {
             self.issue("consent.max_lifetime_days", "must be at least 1");
         }
+        let follow_up_months = raw.consent.follow_up_months.unwrap_or(12);
+        if !(1..=120).contains(&follow_up_months) {
+            self.issue("consent.follow_up_months", "must be between 1 and 120");
+        }
         let consent = ConsentConfig {
             max_lifetime: Duration::from_secs(u64::from(days) * 86_400),
+            follow_up_months,
         };
 
         let mut consent_issuers = Vec::new();

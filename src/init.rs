@@ -679,9 +679,12 @@ backoff_max = "5m"
 workers = 16
 per_recipient = 4
 
-# Consents may be valid for at most this long.
+# Consents may be valid for at most this long. After a delivered `closure`
+# a consent covers only follow-up (`uppfoljning`) and ends this many
+# calendar months after the closure (DESIGN §13).
 [consent]
 max_lifetime_days = 730
+follow_up_months = 12
 
 # Intake systems whose signed consents (compact JWS) are accepted: `id` is the
 # token's `iss`, `key_id` its `kid`. Add a second entry with a new key_id to

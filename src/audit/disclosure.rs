@@ -18,13 +18,14 @@ use crate::http::{JsonBody, RequestId};
 use crate::state::AppState;
 
 /// The actions that are disclosures (or refused disclosures) of data.
-pub const EXCHANGE_ACTIONS: [&str; 6] = [
+pub const EXCHANGE_ACTIONS: [&str; 7] = [
     action::EXCHANGE_FORWARDED,
     action::EXCHANGE_DENIED,
     action::EXCHANGE_DELIVERED,
     action::EXCHANGE_FAILED,
     action::REPLY_FORWARDED,
     action::REPLY_WITHHELD,
+    action::REVOCATION_NOTIFIED,
 ];
 
 /// `POST /v1/disclosures` body.

@@ -36,6 +36,34 @@ pub struct ConsentClaims {
     pub method: String,
     /// Staff member.
     pub recorded_by: String,
+    /// The representative who gave it (DESIGN §13).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given_by: Option<super::lifecycle::GivenBy>,
+    /// The protected-identity marking (DESIGN §13).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protected_identity: bool,
+}
+
+/// Parses `--given-by ROLE:NAME`.
+pub fn parse_given_by(s: &str) -> Result<super::lifecycle::GivenBy, String> {
+    let (role, name) = s
+        .split_once(':')
+        .ok_or_else(|| "--given-by: expected ROLE:NAME".to_owned())?;
+    let role = role.trim();
+    if !super::lifecycle::ROLES.contains(&role) {
+        return Err(format!(
+            "--given-by: the role must be one of {}",
+            super::lifecycle::ROLES.join(", ")
+        ));
+    }
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("--given-by: the name is empty".to_owned());
+    }
+    Ok(super::lifecycle::GivenBy {
+        role: role.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// Signs a consent (library form, used by the demo and tests).
@@ -55,6 +83,8 @@ pub fn sign_consent(args: &ConsentSignArgs, now: i64) -> Result<String, String> 
         categories: args.categories.clone(),
         method: args.method.clone(),
         recorded_by: args.recorded_by.clone(),
+        given_by: args.given_by.as_deref().map(parse_given_by).transpose()?,
+        protected_identity: args.protected_identity,
     };
     key.sign(&args.key_id, &claims).map_err(|e| e.to_string())
 }

@@ -70,8 +70,6 @@ pub(super) const PARTIES: [&str; 5] = ["fk", "af", "kommun-kalmar", "region-kalm
 pub(super) enum Expect {
     Delivered,
     Denied(&'static str),
-    /// Either is a correct reading of the contract (shown, not judged).
-    Either,
 }
 
 /// One exchange of the story.

@@ -203,10 +203,11 @@ async fn handle(
                 )
             })?;
             let rows = model::for_subject(&state.store, &state.crypto.consent_pseudonym(p)).await?;
-            let c = model::decide(
+            let c = model::decide_message(
                 &rows,
                 &ctx.principal.party,
                 &recipient_id,
+                Some(env.msg_type.as_str()),
                 &env.purpose,
                 state.clock.now_us(),
             )
@@ -245,7 +246,8 @@ async fn handle(
         &recipient_id,
         ctx.consent_id.as_deref(),
     );
-    let message = json!({
+    let protected = consent.as_ref().is_some_and(|c| c.protected_identity);
+    let mut message = json!({
         "exchange_id": exchange_id,
         "from": ctx.principal.party.as_str(),
         "to": recipient_id.as_str(),
@@ -255,6 +257,10 @@ async fn handle(
         "consent_id": consent_ref,
         "payload": filtered.payload,
     });
+    if let (true, Some(obj)) = (protected, message.as_object_mut()) {
+        // DESIGN §13: the recipient is told; `contact` was never forwarded.
+        obj.insert("protected_identity".into(), Value::Bool(true));
+    }
     let body = Bytes::from(serde_json::to_vec(&message).map_err(ApiError::internal)?);
     ctx.forwarded = filtered.forwarded.clone();
     ctx.withheld = filtered.withheld.clone();
@@ -267,8 +273,13 @@ async fn handle(
     } else {
         "forwarded"
     };
-    let mut effects: Vec<Stmt> =
-        vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
+    let mut effects: Vec<Stmt> = vec![
+        ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh),
+        // The form the subject travels in, for revocation notices (§13).
+        Stmt::new("UPDATE exchanges SET subject_mode = $1 WHERE id = $2")
+            .text(crate::consent::lifecycle::mode_name(route.subject))
+            .text(exchange_id.clone()),
+    ];
     let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
         // The recipient's domain only when its pseudonym leaves the gateway:
@@ -308,6 +319,14 @@ async fn handle(
     let mut record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
     if numbers_withheld {
         record.reason = Some(super::numbers::REASON.to_owned());
+    } else if protected
+        && filtered.withheld.iter().any(|w| {
+            schema
+                .field(w)
+                .is_some_and(|f| f.category == crate::schema::Category::Contact)
+        })
+    {
+        record.reason = Some("protected_identity".into());
     }
     if ctx.delivery == Delivery::Async {
         state.audit.append(record, effects).await?;
@@ -422,7 +441,15 @@ impl SyncTail {
                 let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
                     .int(state.clock.now_us())
                     .text(exchange_id.clone());
-                record_outcome(state, record, vec![done]).await;
+                let mut outcome = vec![done];
+                // A delivered closure limits its consent to follow-up (§13).
+                outcome.extend(crate::consent::lifecycle::closure_effect(
+                    state,
+                    ctx.msg_type.as_deref(),
+                    ctx.consent_id.as_deref(),
+                    &exchange_id,
+                ));
+                record_outcome(state, record, outcome).await;
                 // The message is delivered: from here on the sender is told so,
                 // whatever happens to the reply (a reply that cannot be processed
                 // or audited is withheld, never an error that invites a resend).

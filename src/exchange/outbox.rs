@@ -365,9 +365,18 @@ async fn attempt(state: &AppState, row: Claimed) {
     crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
     let outcome = match result {
         Ok(_) => {
-            record.action = action::EXCHANGE_DELIVERED.into();
+            // A revocation notice is recorded as `revocation-notified`, and
+            // a delivered closure limits its consent (DESIGN §13).
+            record.action =
+                crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
             record.decision = decision::DELIVERED.into();
-            let effects = vec![
+            let closure = crate::consent::lifecycle::closure_effect(
+                state,
+                record.msg_type.as_deref(),
+                record.consent_id.as_deref(),
+                &id,
+            );
+            let mut effects = vec![
                 Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
                     .text(id.clone())
                     .text(state.instance_id.clone())
@@ -377,6 +386,7 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .int(state.clock.now_us())
                     .text(id.clone()),
             ];
+            effects.extend(closure);
             state
                 .audit
                 .append(record, effects)

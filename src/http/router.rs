@@ -40,6 +40,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/consents/{id}/revocation",
             post(crate::consent::api::revoke).route_layer(middleware::from_fn(only_intake)),
         )
+        .route(
+            "/v1/consents/{id}/receipt",
+            get(crate::consent::receipt::get).route_layer(middleware::from_fn(only_intake)),
+        )
         .route("/v1/audit/records", get(crate::audit::api::records))
         .route(
             "/v1/audit/subject-search",

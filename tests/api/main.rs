@@ -21,6 +21,7 @@ mod crash;
 mod edges;
 mod exchange;
 mod foundation;
+mod lifecycle;
 mod network;
 mod openapi;
 mod ops;
