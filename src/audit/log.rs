@@ -363,19 +363,23 @@ impl Writer {
         let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
         let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
         let mut seq = Sequencer::new(size, frontier, items.len());
-        for (record, effects) in items.iter() {
-            if !effects.is_empty() && !savepoints {
-                for stmt in effects {
-                    match stmt.execute(&mut tx).await {
-                        Ok(rows) if stmt.expect_rows && rows == 0 => {
-                            return Err(BatchError::EffectFailed)
-                        }
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
-                        Err(e) => return Err(BatchError::Storage(e.to_string())),
+        if !savepoints {
+            // Optimistic: every effect of the batch, identical one-row
+            // inserts merged into multi-row ones (one round trip each).
+            let effects = crate::store::batch::group(items.iter().flat_map(|(_, e)| e.iter()));
+            for stmt in &effects {
+                match stmt.execute(&mut tx).await {
+                    Ok(rows) if stmt.expect_rows && rows == 0 => {
+                        return Err(BatchError::EffectFailed)
                     }
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
+                    Err(e) => return Err(BatchError::Storage(e.to_string())),
                 }
-            } else if !effects.is_empty() {
+            }
+        }
+        for (record, effects) in items.iter() {
+            if !effects.is_empty() && savepoints {
                 // The decision's side effects run in a savepoint so that one
                 // refused item (e.g. a replayed consent id) leaves the others.
                 let mut sp = tx.begin().await.map_err(|e| e.to_string())?;

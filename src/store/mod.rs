@@ -18,6 +18,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::StorageConfig;
 
+pub mod batch;
 pub mod sqlite_thread;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
