@@ -15,7 +15,10 @@ use crate::vault::VaultKey;
 
 /// Loaded keys.
 pub struct Crypto {
-    domains: HashMap<String, DomainKey>,
+    /// Domain keys, derived up front; a config reload that adds a party
+    /// adds its domain ([`Crypto::add_domains`]), so the map only grows.
+    domains: arc_swap::ArcSwap<HashMap<String, DomainKey>>,
+    master: PseudonymMaster,
     /// AES-256-GCM vault key.
     pub vault: VaultKey,
     /// Signs tree heads.
@@ -24,6 +27,8 @@ pub struct Crypto {
     pub delivery_signer: Arc<Ed25519Signer>,
     /// Keys the payload digest of audit records (see [`Crypto::payload_digest`]).
     payload_key: ring::hmac::Key,
+    /// Keys the stored digest of idempotency keys (see [`Crypto::idempotency_digest`]).
+    idempotency_key: ring::hmac::Key,
 }
 
 fn key_err(key: &str, e: impl std::fmt::Display) -> StartError {
@@ -39,9 +44,16 @@ impl Crypto {
         let k = &config.keys;
         let master_secret =
             load_secret(&k.pseudonym_master).map_err(|e| key_err("keys.pseudonym_master", e))?;
-        let payload_key = derive_payload_key(master_secret.expose());
+        let payload_key = derive_key(master_secret.expose(), b"samgate/payload-digest/v1");
+        let idempotency_key = derive_key(master_secret.expose(), b"samgate/idempotency-key/v1");
         let master = PseudonymMaster::new(master_secret);
+        let mut previous = Vec::new();
+        for (i, src) in k.vault_previous.iter().enumerate() {
+            let key = format!("keys.vault[{}]", i + 1);
+            previous.push(load_secret(src).map_err(|e| key_err(&key, e))?);
+        }
         let vault = VaultKey::new(load_secret(&k.vault).map_err(|e| key_err("keys.vault", e))?)
+            .and_then(|v| v.with_previous(previous))
             .map_err(|e| key_err("keys.vault", e))?;
         let audit_signer = Arc::new(
             keys::load_ed25519_private(&k.audit_signing)
@@ -65,7 +77,9 @@ impl Crypto {
         }
         Ok(Crypto {
             payload_key,
-            domains,
+            idempotency_key,
+            domains: arc_swap::ArcSwap::from_pointee(domains),
+            master,
             vault,
             audit_signer,
             delivery_signer,
@@ -76,7 +90,30 @@ impl Crypto {
     /// `consent`; every one is derived at start, so `None` means the domain
     /// is not configured).
     pub fn pseudonym(&self, domain: &str, p: &Personnummer) -> Option<Pseudonym> {
-        self.domains.get(domain).map(|dk| dk.pseudonymise(p))
+        self.domains.load().get(domain).map(|dk| dk.pseudonymise(p))
+    }
+
+    /// Derives the domain keys of `names` not derived yet (config reload).
+    pub fn add_domains<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        let current = self.domains.load();
+        let mut next: Option<HashMap<String, DomainKey>> = None;
+        for name in names {
+            if current.contains_key(name) {
+                continue;
+            }
+            let dk = self.master.domain(name).map_err(|e| e.to_string())?;
+            next.get_or_insert_with(|| (**current).clone())
+                .insert(name.to_owned(), dk);
+        }
+        if let Some(next) = next {
+            self.domains.store(std::sync::Arc::new(next));
+        }
+        Ok(())
+    }
+
+    /// The pseudonym master's key id (logged at start, never the key).
+    pub fn pseudonym_key_id(&self) -> &str {
+        self.master.key_id()
     }
 
     /// The `audit`-domain pseudonym (the only form in audit records and logs).
@@ -84,6 +121,27 @@ impl Crypto {
         self.pseudonym(DOMAIN_AUDIT, p)
             .map(|x| x.as_str().to_owned())
             .unwrap_or_default()
+    }
+
+    /// The consent reference a recipient gets on `pseudonymise` and `omit`
+    /// routes (DESIGN §10): keyed with the recipient's own domain key.
+    pub fn consent_reference(&self, recipient: &str, consent_id: &str) -> Option<String> {
+        self.domains
+            .load()
+            .get(recipient)
+            .map(|dk| dk.consent_reference(consent_id))
+    }
+
+    /// The keyed digest under which an `Idempotency-Key` is stored (DESIGN
+    /// §10 "Client-chosen strings"): HMAC-SHA256 of party, NUL, key under a
+    /// key derived from the pseudonym master, so a key that holds a number
+    /// never rests in clear and cannot be brute-forced from the table.
+    pub fn idempotency_digest(&self, party: &str, key: &str) -> String {
+        let mut input = Vec::with_capacity(party.len() + key.len() + 1);
+        input.extend_from_slice(party.as_bytes());
+        input.push(0);
+        input.extend_from_slice(key.as_bytes());
+        hex::encode(ring::hmac::sign(&self.idempotency_key, &input).as_ref())
     }
 
     /// The `consent`-domain pseudonym (consents are indexed by it).
@@ -94,10 +152,11 @@ impl Crypto {
     }
 }
 
-/// `K_payload = HKDF-SHA256(salt = empty, master, info = "samgate/payload-digest/v1")`.
-fn derive_payload_key(master: &[u8; 32]) -> ring::hmac::Key {
+/// `K = HKDF-SHA256(salt = empty, master, info)`, e.g. info
+/// `"samgate/payload-digest/v1"` for the payload digest.
+fn derive_key(master: &[u8; 32], info: &[u8]) -> ring::hmac::Key {
     let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(master);
-    match prk.expand(&[b"samgate/payload-digest/v1"], ring::hmac::HMAC_SHA256) {
+    match prk.expand(&[info], ring::hmac::HMAC_SHA256) {
         Ok(okm) => okm.into(),
         // Cannot fail for a 32-byte output; fall back to a key that is
         // still secret (the master itself) rather than panic.

@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
             post(crate::audit::disclosure::disclosures)
                 .route_layer(middleware::from_fn(only_intake)),
         )
+        .nest("/console", crate::console::router())
+        .route("/console/", crate::console::home_route())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -165,7 +167,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_endpoint() -> Response {
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    crate::observe::refresh(&state).await;
     let body = metrics_handle().render();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -197,15 +200,8 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        // A caller's id is kept only if it cannot be a personnummer: it
-        // must hold a letter (digits, `-` and `+` alone are refused).
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && v.chars().any(|c| c.is_ascii_alphabetic())
-        })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .filter(|v| acceptable_request_id(v))
+        .map_or_else(fresh_request_id, str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
         .extensions()
@@ -241,6 +237,42 @@ async fn observe(mut req: Request, next: Next) -> Response {
         rsp.headers_mut().insert(REQUEST_ID, v);
     }
     rsp
+}
+
+/// Whether a caller's `X-Request-Id` may be used (DESIGN §10 "Client-chosen
+/// strings"): `^[A-Za-z0-9._:-]{1,64}$` and no run of 6 or more digits, so
+/// that it cannot carry a personnummer (or a date of birth) into every log
+/// line and audit record. Anything else is replaced by a fresh id.
+pub fn acceptable_request_id(v: &str) -> bool {
+    let charset = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    let mut run = 0usize;
+    let short_digit_runs = v.bytes().all(|b| {
+        run = if b.is_ascii_digit() { run + 1 } else { 0 };
+        run < 6
+    });
+    (1..=64).contains(&v.len()) && charset && short_digit_runs
+}
+
+/// A fresh request id: a UUID (v4) that itself obeys
+/// [`acceptable_request_id`], since a UUID's hex may hold six digits in a row.
+fn fresh_request_id() -> String {
+    for _ in 0..64 {
+        let id = uuid::Uuid::new_v4().to_string();
+        if acceptable_request_id(&id) {
+            return id;
+        }
+    }
+    // Practically unreachable; the digits then become letters g..p.
+    uuid::Uuid::new_v4()
+        .to_string()
+        .chars()
+        .map(|c| match c.to_digit(10) {
+            Some(d) => char::from(b'g' + d as u8),
+            None => c,
+        })
+        .collect()
 }
 
 /// Refuses ambiguous framing (request smuggling): both `Content-Length` and

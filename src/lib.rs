@@ -1,6 +1,7 @@
 //! samgate: a consent-aware data exchange gateway for Swedish rehabilitation
-//! cooperation (samverkan). `../shared/DESIGN.md` is the contract;
-//! `docs/architecture.md` shows how the modules fit together.
+//! cooperation (samverkan). `docs/design.md` is the contract ("DESIGN §n" in
+//! comments means its section n); `docs/architecture.md` shows how the
+//! modules fit together.
 //!
 //! The library holds everything; `src/main.rs` only parses the command line.
 //! `serve`, `demo` and the tests all start the same [`server::Gateway`] from a
@@ -8,10 +9,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod consent;
+pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod error;
@@ -20,10 +23,13 @@ pub mod framing;
 pub mod http;
 pub mod init;
 pub mod keys;
+pub mod observe;
 pub mod personnummer;
 pub mod pki;
 pub mod policy;
 pub mod pseudonym;
+pub mod reload;
+pub mod rotate;
 pub mod schema;
 pub mod server;
 pub mod state;
@@ -31,3 +37,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;
+pub mod witness;

@@ -30,6 +30,9 @@ pub enum PkiError {
     /// rcgen refused to generate a key or certificate, or to parse a PEM.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A generated private key could not be re-encoded as PKCS#8 v1.
+    #[error("the private key could not be encoded as PKCS#8 v1")]
+    Pkcs8,
     /// A DER certificate could not be parsed as X.509.
     #[error("certificate is not valid X.509 DER")]
     ParseCertificate,
@@ -227,10 +230,33 @@ pub fn generate_p256() -> Result<SigningKeyPem, PkiError> {
 
 fn signing_key(alg: &'static rcgen::SignatureAlgorithm) -> Result<SigningKeyPem, PkiError> {
     let key = KeyPair::generate_for(alg)?;
+    let pkcs8_pem = if alg == &PKCS_ED25519 {
+        Zeroizing::new(pkcs8_v1_pem(&Zeroizing::new(key.serialize_der()))?)
+    } else {
+        Zeroizing::new(key.serialize_pem())
+    };
     Ok(SigningKeyPem {
-        pkcs8_pem: Zeroizing::new(key.serialize_pem()),
+        pkcs8_pem,
         spki_pem: key.public_key_pem(),
     })
+}
+
+/// Re-encodes a PKCS#8 private key as version 1 (RFC 5208; RFC 8410 for
+/// Ed25519) without the optional public key, as PEM. ring (and rcgen on
+/// ring) generates Ed25519 keys as PKCS#8 v2 (RFC 5958, public key
+/// included), which OpenSSL 3.0, Java and Python's `cryptography` refuse
+/// (DESIGN §10 "Keys others must read"); the public key is derived from the
+/// private one by every reader, so nothing is lost.
+pub fn pkcs8_v1_pem(der: &[u8]) -> Result<String, PkiError> {
+    use pkcs8::der::Encode;
+    let mut info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| PkiError::Pkcs8)?;
+    info.public_key = None;
+    let v1 = Zeroizing::new(info.to_der().map_err(|_| PkiError::Pkcs8)?);
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    Ok(pem::encode_config(
+        &pem::Pem::new("PRIVATE KEY", v1.to_vec()),
+        config,
+    ))
 }
 
 /// The lowercase hex SHA-256 of a certificate's DER SubjectPublicKeyInfo:

@@ -49,6 +49,10 @@ pub const DOMAIN_CONSENT: &str = "consent";
 const INFO_PREFIX: &[u8] = b"samgate/pseudonym/v1/";
 /// Textual prefix of version-1 pseudonyms.
 const PREFIX: &str = "ps1_";
+/// Textual prefix of per-recipient consent references (DESIGN §10).
+const CONSENT_REF_PREFIX: &str = "pc1_";
+/// What precedes the consent id in the HMAC input of a consent reference.
+const CONSENT_REF_INPUT_PREFIX: &[u8] = b"consent:";
 /// Truncated HMAC length in bytes (128 bits).
 const PSEUDONYM_BYTES: usize = 16;
 /// Base32 characters for 16 bytes without padding.
@@ -139,6 +143,27 @@ impl DomainKey {
         s.push_str(PREFIX);
         s.push_str(&BASE32_NOPAD.encode(&truncated).to_ascii_lowercase());
         Pseudonym(s)
+    }
+
+    /// The per-recipient reference of a consent (DESIGN §10 "No join key
+    /// across routes"): `pc1_` + lowercase base32 (no padding) of
+    /// `HMAC-SHA256(K_d, "consent:" + consent id)` truncated to 128 bits.
+    /// On `pseudonymise` and `omit` routes a recipient gets this instead of
+    /// the consent id, so two recipients (or one recipient's pseudonymised
+    /// and revealed messages) cannot be joined on it.
+    pub fn consent_reference(&self, consent_id: &str) -> String {
+        let mut input = Vec::with_capacity(8 + consent_id.len());
+        input.extend_from_slice(CONSENT_REF_INPUT_PREFIX);
+        input.extend_from_slice(consent_id.as_bytes());
+        let tag = hmac::sign(&self.key, &input);
+        let mut truncated = [0u8; PSEUDONYM_BYTES];
+        for (t, b) in truncated.iter_mut().zip(tag.as_ref()) {
+            *t = *b;
+        }
+        let mut s = String::with_capacity(CONSENT_REF_PREFIX.len() + ENCODED_LEN);
+        s.push_str(CONSENT_REF_PREFIX);
+        s.push_str(&BASE32_NOPAD.encode(&truncated).to_ascii_lowercase());
+        s
     }
 }
 

@@ -128,6 +128,16 @@ pub enum SchemaError {
         /// The property's JSON Pointer.
         pointer: String,
     },
+    /// A schema marks a property below the top level with `x-identifier`
+    /// (DESIGN §10): only top-level identifier fields are pseudonymised, so
+    /// a nested one would be forwarded in clear. Refused at start.
+    #[error("schema {message_type}: x-identifier below the top level at {pointer}")]
+    NestedIdentifier {
+        /// The message type of the schema.
+        message_type: String,
+        /// The JSON Pointer, within the schema document, of the marked subschema.
+        pointer: String,
+    },
     /// A payload does not match its schema. Carries the failing instance
     /// paths as sorted, de-duplicated JSON Pointers (`""` is the payload
     /// itself); never the values.
@@ -385,6 +395,12 @@ fn field_map(
         .and_then(Value::as_object)
         .ok_or_else(not_closed)?;
     let mut fields = BTreeMap::new();
+    if let Some(pointer) = nested_identifier(schema, "", 0) {
+        return Err(SchemaError::NestedIdentifier {
+            message_type: message_type.to_owned(),
+            pointer,
+        });
+    }
     for (name, property) in properties {
         let pointer = field_pointer(name);
         let category = property
@@ -414,6 +430,34 @@ fn field_map(
         );
     }
     Ok(fields)
+}
+
+/// The schema-document pointer of the first `x-identifier` that is not on
+/// a top-level property (`/properties/<name>`), if any. `depth` 0 is the
+/// root, 1 its `properties` object, 2 a top-level property schema.
+fn nested_identifier(value: &Value, at: &str, depth: usize) -> Option<String> {
+    match value {
+        Value::Object(map) => {
+            let top_level_property = depth == 2 && at.starts_with("/properties/");
+            if map.contains_key("x-identifier") && !top_level_property {
+                return Some(at.to_owned());
+            }
+            map.iter().find_map(|(k, v)| {
+                let child = format!("{at}{}", field_pointer(k));
+                let d = if depth == 0 && k == "properties" || depth == 1 {
+                    depth + 1
+                } else {
+                    usize::MAX / 2
+                };
+                nested_identifier(v, &child, d)
+            })
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nested_identifier(v, &format!("{at}/{i}"), usize::MAX / 2)),
+        _ => None,
+    }
 }
 
 /// The compiled schemas of every known message type.
@@ -632,6 +676,37 @@ mod tests {
         let source = r#"{"type": "object", "properties": {"a": {"x-category": "case"}}}"#;
         let err = SchemaRegistry::from_sources([("t", source)]).expect_err("must fail");
         assert!(matches!(err, SchemaError::NotClosedObject { .. }));
+    }
+
+    #[test]
+    fn an_identifier_below_the_top_level_is_refused() {
+        for (schema, at) in [
+            (
+                r#"{"type": "object", "additionalProperties": false,
+                "properties": {"p": {"x-category": "identity", "type": "object",
+                "properties": {"pnr": {"type": "string", "x-identifier": "personnummer"}}}}}"#,
+                "/properties/p/properties/pnr",
+            ),
+            (
+                r#"{"type": "object", "additionalProperties": false,
+                "properties": {"l": {"x-category": "case", "type": "array",
+                "items": {"type": "string", "x-identifier": "personnummer"}}}}"#,
+                "/properties/l/items",
+            ),
+            (
+                r##"{"type": "object", "additionalProperties": false,
+                "properties": {"a": {"x-category": "case", "$ref": "#/$defs/p"}},
+                "$defs": {"p": {"type": "string", "x-identifier": "personnummer"}}}"##,
+                "/$defs/p",
+            ),
+        ] {
+            match SchemaRegistry::from_sources([("t", schema)]) {
+                Err(SchemaError::NestedIdentifier { pointer, .. }) => assert_eq!(pointer, at),
+                other => panic!("{at}: {other:?}"),
+            }
+        }
+        // The top-level marker of the built-in referral stays accepted.
+        assert!(SchemaRegistry::builtin().is_ok());
     }
 
     #[test]

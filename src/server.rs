@@ -65,7 +65,7 @@ impl Gateway {
                         source,
                     })?;
                 let bound = l.local_addr().ok();
-                let app = crate::http::ops_router(state.clone());
+                let app = crate::http::ops_router(state.unpinned());
                 let mut rx2 = rx.clone();
                 let task = tokio::spawn(async move {
                     let _ = axum::serve(l, app)
@@ -78,11 +78,15 @@ impl Gateway {
             }
         };
 
-        let worker = tokio::spawn(crate::exchange::outbox::run(state.clone()));
+        let worker = tokio::spawn(crate::exchange::outbox::run(state.unpinned()));
+        let cosigners = state
+            .witnesses
+            .spawn(&state.store, &state.audit.subscribe_heads());
         if let Ok(mut bg) = state.background.lock() {
             bg.push(worker);
+            bg.extend(cosigners);
         }
-        let app = crate::http::router(state.clone());
+        let app = crate::http::router(state.unpinned());
         let grace = cfg.shutdown_grace;
         let task = tokio::spawn(accept_loop(
             listener,
@@ -92,6 +96,7 @@ impl Gateway {
             grace,
         ));
         tracing::info!(listen = %addr, "samgate listening (mTLS)");
+        crate::observe::log_start(&state);
         Ok(Gateway {
             addr,
             ops_addr,

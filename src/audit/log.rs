@@ -157,6 +157,7 @@ impl super::checkpoint::NoteSigner for HeadSigner {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    heads: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AuditLog {
@@ -182,6 +183,7 @@ impl AuditLog {
             }
             _ => None,
         };
+        let (heads_tx, heads) = tokio::sync::watch::channel(0);
         let writer = Writer {
             store,
             sqlite,
@@ -189,9 +191,16 @@ impl AuditLog {
             signer,
             max_batch,
             head_interval,
+            heads: heads_tx,
         };
         let task = tokio::spawn(writer.run(rx));
-        (AuditLog { tx }, task)
+        (AuditLog { tx, heads }, task)
+    }
+
+    /// The seam for everything that follows signed heads (the witnesses, DESIGN §12): the
+    /// size of the newest head this writer has committed, updated after each commit.
+    pub fn subscribe_heads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.clone()
     }
 
     /// Appends a record together with its side effects, durably. Returns
@@ -204,7 +213,8 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(Box::new(Job {
-                record,
+                // DESIGN §10: record strings are bounded.
+                record: record.bounded(),
                 effects,
                 reply,
             })))
@@ -236,6 +246,7 @@ struct Writer {
     signer: Arc<HeadSigner>,
     max_batch: usize,
     head_interval: Duration,
+    heads: tokio::sync::watch::Sender<u64>,
 }
 
 /// How long the writer's SQLite connection waits for another writer (a
@@ -503,6 +514,7 @@ impl Writer {
             .await
             .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())?;
+        self.heads.send_replace(size);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use super::merkle::{self, Hash, NodeId};
+use super::merkle::{Hash, NodeId};
 use crate::store::Store;
 
 /// Most records in one page (DESIGN §9).
@@ -339,9 +339,10 @@ pub async fn nodes(store: &Store, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash
     Ok(out)
 }
 
-/// The API view of a record: the fields of its leaf, plus `leaf` (standard
-/// base64 of the leaf bytes) and `leaf_hash` (hex). A leaf that is not a
-/// JSON object (a damaged database) is shown as `{seq, leaf, leaf_hash}`
+/// The API view of a record: exactly the fields of its leaf, plus `leaf`
+/// (standard base64 of the leaf bytes), so that a client verifies it per
+/// DESIGN §9/§10: the record without `leaf`, in JCS, is the leaf. A leaf
+/// that is not a JSON object (a damaged database) is shown as `{seq, leaf}`
 /// so that exports carry it to the verifier unchanged.
 pub fn record_json(stored: &StoredLeaf) -> Value {
     let mut obj = match serde_json::from_slice::<Value>(&stored.leaf) {
@@ -353,10 +354,6 @@ pub fn record_json(stored: &StoredLeaf) -> Value {
         }
     };
     obj.insert("leaf".into(), Value::String(STANDARD.encode(&stored.leaf)));
-    obj.insert(
-        "leaf_hash".into(),
-        Value::String(hex::encode(merkle::leaf_hash(&stored.leaf))),
-    );
     Value::Object(obj)
 }
 
@@ -378,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_view_carries_leaf_and_leaf_hash() {
+    fn a_record_view_is_its_leaf_plus_leaf() {
         let leaf = br#"{"seq":3,"action":"x"}"#.to_vec();
         let v = record_json(&StoredLeaf {
             seq: 3,
@@ -386,7 +383,13 @@ mod tests {
         });
         assert_eq!(v["seq"], 3);
         assert_eq!(v["leaf"], STANDARD.encode(&leaf));
-        assert_eq!(v["leaf_hash"], hex::encode(merkle::leaf_hash(&leaf)));
+        let mut rest = v.as_object().unwrap().clone();
+        rest.remove("leaf");
+        assert_eq!(
+            serde_json_canonicalizer::to_vec(&rest).unwrap(),
+            serde_json_canonicalizer::to_vec(&serde_json::from_slice::<Value>(&leaf).unwrap())
+                .unwrap()
+        );
         let broken = record_json(&StoredLeaf {
             seq: 4,
             leaf: b"\xff".to_vec(),

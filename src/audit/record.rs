@@ -47,6 +47,9 @@ pub mod decision {
     pub const EXPIRED: &str = "expired";
 }
 
+/// Longest string (in characters) an audit record field holds.
+pub const MAX_STRING_CHARS: usize = 256;
+
 /// An audit record as stored, returned by the API and hashed into the tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +106,43 @@ impl AuditRecord {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The record with every string cut to [`MAX_STRING_CHARS`] characters
+    /// (DESIGN §10 "Client-chosen strings"): no field of the permanent log
+    /// can hold a whole megabyte, or a whole text, that someone sent.
+    pub fn bounded(mut self) -> AuditRecord {
+        let cut = |s: &mut String| {
+            if let Some((i, _)) = s.char_indices().nth(MAX_STRING_CHARS) {
+                s.truncate(i);
+            }
+        };
+        for s in [&mut self.action, &mut self.decision, &mut self.time] {
+            cut(s);
+        }
+        for s in [
+            &mut self.actor_party,
+            &mut self.actor_user,
+            &mut self.consent_id,
+            &mut self.exchange_id,
+            &mut self.from,
+            &mut self.payload_sha256,
+            &mut self.purpose,
+            &mut self.reason,
+            &mut self.request_id,
+            &mut self.subject,
+            &mut self.to,
+            &mut self.msg_type,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(s);
+        }
+        for s in self.forwarded.iter_mut().chain(self.withheld.iter_mut()) {
+            cut(s);
+        }
+        self
+    }
+
     /// Parses leaf bytes back into a record.
     pub fn from_leaf(leaf: &[u8]) -> Result<AuditRecord, serde_json::Error> {
         serde_json::from_slice(leaf)
@@ -133,6 +173,23 @@ mod tests {
             0..12,
         )
         .prop_map(|v| v.into_iter().collect())
+    }
+
+    #[test]
+    fn bounded_cuts_every_string_at_256_characters() {
+        let long = "ö".repeat(1000);
+        let r = AuditRecord {
+            action: long.clone(),
+            reason: Some(long.clone()),
+            request_id: Some("short".into()),
+            withheld: vec![long.clone()],
+            ..AuditRecord::default()
+        }
+        .bounded();
+        assert_eq!(r.action.chars().count(), MAX_STRING_CHARS);
+        assert_eq!(r.reason.as_deref().map(|s| s.chars().count()), Some(256));
+        assert_eq!(r.withheld[0].chars().count(), 256);
+        assert_eq!(r.request_id.as_deref(), Some("short"));
     }
 
     proptest! {

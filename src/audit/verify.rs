@@ -6,7 +6,7 @@
 //! up front. Per record: the seq is the next position; the leaf parses as a
 //! record whose `seq` is that position and is in canonical form; the record's
 //! other copies agree with the leaf (database: the indexed columns and the
-//! stored level-0 Merkle node; export: the line's fields and `leaf_hash`).
+//! stored level-0 Merkle node; export: the line's fields, and `leaf_hash` where an older export has it).
 //! When the tree reaches a signed head's size: the checkpoint signature
 //! verifies, it states the head's size and root, the root recomputed from
 //! the leaves equals it, and a consistency proof from the previous head
@@ -24,7 +24,9 @@ use super::merkle::{self, Frontier, Hash, NodeId};
 use super::proof;
 use super::record::AuditRecord;
 
-pub use load::{verify_export, verify_store};
+pub use load::{
+    verify_export, verify_export_kept, verify_store, verify_store_kept, KeptCheckpoint,
+};
 
 /// The first bad record: printed as `seq <n>: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +125,8 @@ pub enum Source {
         /// `merkle_nodes` (0, seq - 1).
         node: Option<Hash>,
     },
-    /// An export line: its fields other than `leaf`, and `leaf_hash`.
+    /// An export line: its fields other than `leaf`, and `leaf_hash` (only
+    /// in exports from before DESIGN §10 "Records as served").
     Export {
         /// The line without `leaf` and `leaf_hash`.
         view: Map<String, Value>,
@@ -153,6 +156,7 @@ pub struct Verifier {
     needed: HashSet<NodeId>,
     nodes: HashMap<NodeId, Hash>,
     last_head: Option<(u64, Hash)>,
+    kept: Option<(u64, Hash)>,
 }
 
 impl Verifier {
@@ -185,9 +189,24 @@ impl Verifier {
             needed,
             nodes: HashMap::new(),
             last_head: None,
+            kept: None,
         };
         v.check_heads()?;
         Ok(v)
+    }
+
+    /// A checkpoint kept earlier (DESIGN §12, already opened and checked by the caller):
+    /// the log must reach its size, and the root over its first `tree_size` records must be
+    /// its root. This catches truncation and rollback to an older genuine head.
+    pub fn keep_checkpoint(&mut self, tree_size: u64, root_hash: Hash) -> Result<(), Failure> {
+        if tree_size <= self.frontier.size() {
+            return fail(
+                tree_size,
+                "a kept checkpoint must be given before the records",
+            );
+        }
+        self.kept = Some((tree_size, root_hash));
+        Ok(())
     }
 
     /// Checks the next record.
@@ -236,7 +255,12 @@ impl Verifier {
                 if leaf_value.as_object() != Some(view) {
                     return fail(pos, "the record's fields differ from its leaf");
                 }
-                if lh.as_deref() != Some(hex::encode(leaf_hash).as_str()) {
+                // Records are served as leaf + `leaf` (DESIGN §10); exports
+                // made before that carried `leaf_hash`, which must then match.
+                if lh
+                    .as_deref()
+                    .is_some_and(|h| h != hex::encode(leaf_hash).as_str())
+                {
                     return fail(pos, "`leaf_hash` does not match the leaf");
                 }
             }
@@ -250,12 +274,26 @@ impl Verifier {
                 self.nodes.insert(node.id(), node.hash);
             }
         }
+        if let Some((size, root)) = self.kept {
+            if size == pos && self.frontier.root() != root {
+                return fail(
+                    size,
+                    format!("the root of records 1..{size} is not the root of the kept checkpoint of size {size} (the log was rewritten)"),
+                );
+            }
+        }
         self.check_heads()
     }
 
     /// Ends the run: every signed head must have been reached.
     pub fn finish(self) -> Result<Summary, Failure> {
         let n = self.frontier.size();
+        if let Some((size, _)) = self.kept.filter(|(s, _)| *s > n) {
+            return fail(
+                n.saturating_add(1),
+                format!("missing (the kept checkpoint covers {size} records, the log ends at {n}: truncated or rolled back)"),
+            );
+        }
         if let Some(head) = self.heads.get(self.next_head) {
             return fail(
                 n.saturating_add(1),

@@ -72,7 +72,8 @@ pub fn vault_stmts(
     Ok((out, keys))
 }
 
-fn token_aad(id: &str) -> Vec<u8> {
+/// Associated data of a sealed consent token (also used by `keys rotate-vault`).
+pub fn token_aad(id: &str) -> Vec<u8> {
     let mut aad = b"consent-token\0".to_vec();
     aad.extend_from_slice(id.as_bytes());
     aad
@@ -88,7 +89,7 @@ pub async fn record(
     principal.require(Role::Intake)?;
     let now = state.clock.now();
     let token = body.value.token.trim();
-    let vc = state.consents.verify(token, now)?;
+    let vc = state.live().consents.verify(token, now)?;
     let id = vc.id.to_string();
     if model::fetch(&state.store, &id).await?.is_some() {
         return Err(replayed());

@@ -137,7 +137,7 @@ pub(super) fn fail(out: &Out, tally: &mut Tally, text: String) {
 }
 
 /// The checkpoint key name (`samgate/<deployment id>`) and audit public key.
-fn audit_key(d: &Deployment) -> Result<(String, [u8; 32]), String> {
+pub(super) fn audit_key(d: &Deployment) -> Result<(String, [u8; 32]), String> {
     let pk = crate::keys::load_public_key_pem(&d.path().join("keys/audit.pub.pem"))
         .map_err(|e| e.to_string())?;
     let raw: [u8; 32] = pk
@@ -173,8 +173,8 @@ struct Export {
 }
 
 /// Parses the NDJSON export: records in `seq` order from 1, each `leaf` in
-/// canonical form (RFC 8785) and agreeing with the line's own fields (and
-/// its `leaf_hash`, if given); then the tree head line.
+/// canonical form (RFC 8785) and equal to the line without `leaf` (DESIGN
+/// §9, §10 "Records as served"); then the tree head line.
 fn verify_export(text: &str) -> Result<Export, String> {
     let mut leaves = Vec::new();
     let mut head = None;
@@ -199,17 +199,12 @@ fn verify_export(text: &str) -> Result<Export, String> {
         if serde_json_canonicalizer::to_vec(&record).ok().as_deref() != Some(bytes.as_slice()) {
             return Err(format!("seq {seq}: the leaf is not in canonical form"));
         }
-        let fields = record.as_object().into_iter().flatten();
-        if let Some((k, _)) = fields
-            .into_iter()
-            .find(|(k, val)| v.get(k.as_str()) != Some(val))
-        {
-            return Err(format!("seq {seq}: field `{k}` differs from the leaf"));
+        let mut rest = v.clone();
+        if let Some(obj) = rest.as_object_mut() {
+            obj.remove("leaf");
         }
-        if let Some(h) = v.get("leaf_hash").and_then(Value::as_str) {
-            if h != hex::encode(leaf_hash(&bytes)) {
-                return Err(format!("seq {seq}: leaf_hash differs from the leaf"));
-            }
+        if rest != record {
+            return Err(format!("seq {seq}: the record differs from its leaf"));
         }
         leaves.push(Leaf { record, bytes });
     }

@@ -55,6 +55,13 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
+    // Stored and compared only as a keyed digest (DESIGN §10): the key is
+    // the caller's text and may hold anything, a personnummer included.
+    let idem_key = idem_key.map(|k| {
+        state
+            .crypto
+            .idempotency_digest(principal.party.as_str(), &k)
+    });
     let mut ctx = ExchangeCtx::new(principal.clone(), rid);
     ctx.idempotency_key = idem_key.clone();
     let raw = match read(&state, &headers, req).await {
@@ -133,7 +140,7 @@ async fn handle(
     let env: Envelope = crate::http::parse_json(raw)?;
     // Only validated values reach the (permanent) audit record: an unknown
     // party, type or purpose is recorded as absent, never echoed.
-    if state.config.known_purposes().contains(&env.purpose) {
+    if state.live().config.known_purposes().contains(&env.purpose) {
         ctx.purpose = Some(env.purpose.clone());
     }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
@@ -146,7 +153,7 @@ async fn handle(
     if let Some(p) = &subject {
         ctx.subject_audit = Some(state.crypto.audit_pseudonym(p));
     }
-    let recipient = state.config.party(&env.to).ok_or_else(|| {
+    let recipient = state.live().config.party(&env.to).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownParty,
             format!("`to`: unknown party {}", crate::error::quote_id(&env.to)),
@@ -210,7 +217,7 @@ async fn handle(
     };
     let categories = consent.as_ref().map(model::ConsentRow::category_set);
     let mut ident = |p: &Personnummer| identifier(state, route.subject, &recipient_id, p);
-    let filtered = policy::filter(
+    let mut filtered = policy::filter(
         FilterInput {
             schema,
             payload: &env.payload,
@@ -220,6 +227,10 @@ async fn handle(
         &mut ident,
     )
     .map_err(filter_error)?;
+    // Numbers in text (DESIGN §10): where the route hides who the person
+    // is, no forwarded string may name them (or anyone) by number.
+    let numbers_withheld = route.subject != SubjectMode::Reveal
+        && super::numbers::withhold_numbers(schema, &mut filtered);
     let subject_json = match (&subject, route.subject) {
         (Some(p), SubjectMode::Reveal) => json!({"personnummer": p.expose()}),
         (Some(p), SubjectMode::Pseudonymise) => {
@@ -228,6 +239,12 @@ async fn handle(
         _ => Value::Null,
     };
     let exchange_id = ctx.exchange_id.clone();
+    let consent_ref = consent_reference(
+        state,
+        route.subject,
+        &recipient_id,
+        ctx.consent_id.as_deref(),
+    );
     let message = json!({
         "exchange_id": exchange_id,
         "from": ctx.principal.party.as_str(),
@@ -235,11 +252,10 @@ async fn handle(
         "type": env.msg_type,
         "purpose": env.purpose,
         "subject": subject_json,
-        "consent_id": ctx.consent_id,
+        "consent_id": consent_ref,
         "payload": filtered.payload,
     });
     let body = Bytes::from(serde_json::to_vec(&message).map_err(ApiError::internal)?);
-    let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
     ctx.forwarded = filtered.forwarded.clone();
     ctx.withheld = filtered.withheld.clone();
 
@@ -276,7 +292,6 @@ async fn handle(
             &exchange_id,
             &endpoint,
             &body,
-            &signature,
         )?);
     }
     if let Some(key) = &ctx.idempotency_key {
@@ -290,10 +305,13 @@ async fn handle(
                 .text(key.clone()),
         );
     }
-    let record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    let mut record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    if numbers_withheld {
+        record.reason = Some(super::numbers::REASON.to_owned());
+    }
     state.audit.append(record, effects).await?;
     state.mark_vault_stored(vault_keys);
-    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
+    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
         .increment(1);
 
     if ctx.delivery == Delivery::Async {
@@ -309,7 +327,16 @@ async fn handle(
         ));
     }
     let client = &state.delivery_client;
-    match deliver::post(client, &endpoint, &exchange_id, &signature, body).await {
+    let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
+    let started = std::time::Instant::now();
+    let delivered = deliver::post(client, &endpoint, &exchange_id, &signature, body).await;
+    crate::observe::delivery(
+        Some(recipient_id.as_str()),
+        "sync",
+        started.elapsed(),
+        &delivered,
+    );
+    match delivered {
         Ok(d) => {
             let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
             let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
@@ -456,6 +483,24 @@ pub fn identifier(
     }
 }
 
+/// The `consent_id` a recipient gets (DESIGN §5, §10): the consent id on
+/// `reveal` routes; on `pseudonymise` and `omit` routes the recipient's own
+/// `pc1_` reference, so that it is no join key across routes or recipients.
+pub fn consent_reference(
+    state: &AppState,
+    mode: SubjectMode,
+    recipient: &PartyId,
+    consent_id: Option<&str>,
+) -> Option<String> {
+    let id = consent_id?;
+    match mode {
+        SubjectMode::Reveal => Some(id.to_owned()),
+        SubjectMode::Pseudonymise | SubjectMode::Omit => {
+            state.crypto.consent_reference(recipient.as_str(), id)
+        }
+    }
+}
+
 /// The route for (from, to, type, purpose), if any.
 pub fn find_route<'a>(
     state: &'a AppState,
@@ -464,7 +509,7 @@ pub fn find_route<'a>(
     msg_type: &str,
     purpose: &str,
 ) -> Option<&'a RouteConfig> {
-    state.config.routes.iter().find(|r| {
+    state.live().config.routes.iter().find(|r| {
         r.msg_type == msg_type
             && r.from.contains(from)
             && r.to.contains(to)

@@ -154,3 +154,58 @@ fn without_url(e: &reqwest::Error) -> String {
     };
     kind.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/test-vectors/delivery-signature.json`, made with Python's
+    /// `cryptography` (an independent implementation) and verified by the
+    /// recipient kit in `examples/`.
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        private_key_pkcs8_pem: String,
+        public_key_pem: String,
+        kid: String,
+        body: String,
+        samgate_signature: String,
+        tampered_body: String,
+    }
+
+    fn vector() -> Vector {
+        serde_json::from_str(include_str!(
+            "../../docs/test-vectors/delivery-signature.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_published_delivery_signature_vector_is_what_the_gateway_signs() {
+        let v = vector();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("delivery.pem");
+        crate::keys::write_secret_file(&path, v.private_key_pkcs8_pem.as_bytes()).unwrap();
+        let signer = crate::keys::load_ed25519_private(&path).unwrap();
+        assert_eq!(signer.key_id(), v.kid);
+        assert_eq!(
+            sign_detached(&signer, v.body.as_bytes()),
+            v.samgate_signature
+        );
+
+        let public = dir.path().join("delivery.pub.pem");
+        std::fs::write(&public, &v.public_key_pem).unwrap();
+        let key = crate::keys::load_public_key_pem(&public).unwrap();
+        assert_eq!(key.key_id(), v.kid);
+        let raw: [u8; 32] = key.raw.as_slice().try_into().unwrap();
+        assert!(verify_detached(
+            &raw,
+            &v.samgate_signature,
+            v.body.as_bytes()
+        ));
+        assert!(!verify_detached(
+            &raw,
+            &v.samgate_signature,
+            v.tampered_body.as_bytes()
+        ));
+    }
+}

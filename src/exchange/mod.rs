@@ -5,7 +5,9 @@
 pub mod api;
 pub mod deliver;
 pub mod idempotency;
+pub mod numbers;
 pub mod outbox;
+pub mod recheck;
 pub mod reply;
 
 use serde::Deserialize;

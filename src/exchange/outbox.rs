@@ -32,7 +32,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
-fn aad(exchange_id: &str) -> Vec<u8> {
+/// Associated data of a sealed outbox body (also used by `keys rotate-vault`).
+pub fn aad(exchange_id: &str) -> Vec<u8> {
     let mut a = b"outbox\0".to_vec();
     a.extend_from_slice(exchange_id.as_bytes());
     a
@@ -44,7 +45,6 @@ pub fn insert_stmt(
     exchange_id: &str,
     endpoint: &str,
     body: &[u8],
-    signature: &str,
 ) -> Result<Stmt, ApiError> {
     let sealed = state
         .crypto
@@ -63,7 +63,10 @@ pub fn insert_stmt(
     .text(sealed.key_id)
     .blob(sealed.nonce.to_vec())
     .blob(sealed.ciphertext)
-    .text(signature)
+    // The signature is not stored (DESIGN §10): with the published delivery
+    // key it would let a database thief test guesses of a small sealed
+    // body. It is recomputed from the opened body at each attempt.
+    .text("")
     .int(now)
     .int(expires))
 }
@@ -72,7 +75,6 @@ struct Claimed {
     exchange_id: String,
     endpoint: String,
     sealed: Sealed,
-    signature: String,
     attempts: i64,
     expires_at_us: i64,
 }
@@ -114,12 +116,12 @@ async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
             "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
              WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3 \
              FOR UPDATE SKIP LOCKED) RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, \
-             signature, attempts, expires_at_us"
+             attempts, expires_at_us"
         }
         Backend::Sqlite => {
             "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
              WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3) \
-             RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, expires_at_us"
+             RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, attempts, expires_at_us"
         }
     };
     let rows = sqlx::query(sql)
@@ -143,7 +145,6 @@ async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
                 nonce,
                 ciphertext: r.try_get("body_sealed")?,
             },
-            signature: r.try_get("signature")?,
             attempts: r.try_get("attempts")?,
             expires_at_us: r.try_get("expires_at_us")?,
         });
@@ -192,19 +193,37 @@ async fn attempt(state: &AppState, row: Claimed) {
     let attempts = row.attempts + 1;
     let now = state.clock.now_us();
     let id = row.exchange_id.clone();
+    // DESIGN §10: consent, scope and expiry are checked before every attempt.
+    match super::recheck::before_attempt(state, &id, row.expires_at_us).await {
+        Ok(super::recheck::Verdict::Deliver) => {}
+        Ok(verdict) => {
+            let record = base_record(state, &id).await;
+            return super::recheck::end(state, &id, verdict, record).await;
+        }
+        Err(e) => {
+            tracing::warn!(exchange.id = %id, error = %e, "cannot check the consent before delivery; not sent, retried when the claim runs out");
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
     let result = match state.crypto.vault.open_bytes(&aad(&id), &row.sealed) {
-        Ok(body) => deliver::post(
-            &state.delivery_client,
-            &row.endpoint,
-            &id,
-            &row.signature,
-            Bytes::from(body.to_vec()),
-        )
-        .await
-        .map_err(|e| e.to_string()),
+        Ok(body) => {
+            let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
+            deliver::post(
+                &state.delivery_client,
+                &row.endpoint,
+                &id,
+                &signature,
+                Bytes::from(body.to_vec()),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
         Err(e) => Err(format!("cannot open the sealed message: {e}")),
     };
+    let elapsed = started.elapsed();
     let mut record = base_record(state, &id).await;
+    crate::observe::delivery(record.to.as_deref(), "async", elapsed, &result);
     let outcome = match result {
         Ok(_) => {
             record.action = action::EXCHANGE_DELIVERED.into();

@@ -24,6 +24,9 @@ use crate::pseudonym::Pseudonym;
 use crate::state::AppState;
 use crate::vault::Sealed;
 
+/// The `reason` of a reply withheld because its `type` is no message type.
+pub const UNKNOWN_TYPE: &str = "unknown_type";
+
 #[derive(Deserialize)]
 struct ReplyMessage {
     #[serde(rename = "type")]
@@ -48,22 +51,25 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
-    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose)
-        .or_else(|| {
-            state.config.routes.iter().find(|r| {
-                r.msg_type == reply.msg_type && r.from.contains(recipient) && r.to.contains(&sender)
-            })
-        });
-    let schema = state.schemas.get(&reply.msg_type);
     let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
     record.from = Some(recipient.to_string());
     record.to = Some(sender.to_string());
-    record.msg_type = Some(reply.msg_type.clone());
+    record.msg_type = None;
     record.actor_party = Some(recipient.to_string());
     record.actor_user = None;
     record.forwarded = Vec::new();
     record.withheld = Vec::new();
-    let (Some(route), Some(schema)) = (route, schema) else {
+    // The type is the recipient's text: it enters the record (and the
+    // permanent log) only once it is known to be a message type (DESIGN §10).
+    let Some(schema) = state.schemas.get(&reply.msg_type) else {
+        record.reason = Some(UNKNOWN_TYPE.into());
+        state.audit.append(record, Vec::new()).await?;
+        return Ok((Value::Null, true));
+    };
+    record.msg_type = Some(reply.msg_type.clone());
+    // The reverse route must list the forward exchange's purpose (DESIGN §10).
+    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose);
+    let Some(route) = route else {
         record.reason = Some("no reverse route".into());
         state.audit.append(record, Vec::new()).await?;
         return Ok((Value::Null, true));
@@ -100,7 +106,7 @@ pub async fn process(
     }
     let categories = consent.map(ConsentRow::category_set);
     let mut ident = |p: &Personnummer| super::api::identifier(state, route.subject, &sender, p);
-    let filtered = match policy::filter(
+    let mut filtered = match policy::filter(
         FilterInput {
             schema,
             payload: &payload,
@@ -116,6 +122,8 @@ pub async fn process(
             return Ok((Value::Null, true));
         }
     };
+    let numbers_withheld = route.subject != SubjectMode::Reveal
+        && super::numbers::withhold_numbers(schema, &mut filtered);
     // Re-identification records only for identifier fields that actually
     // went back to the sender.
     reidentified.retain(|f| filtered.forwarded.contains(f));
@@ -133,6 +141,9 @@ pub async fn process(
     ok.decision = decision::PERMIT.into();
     ok.forwarded = filtered.forwarded.clone();
     ok.withheld = filtered.withheld.clone();
+    if numbers_withheld {
+        ok.reason = Some(super::numbers::REASON.to_owned());
+    }
     state.audit.append(ok, Vec::new()).await?;
     Ok((
         json!({

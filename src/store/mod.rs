@@ -131,6 +131,88 @@ impl Store {
         })
     }
 
+    /// Connects without writing anything: a SQLite file must already exist
+    /// and is opened read-only (`mode=ro`, no directory or file created), a
+    /// PostgreSQL session is set to `default_transaction_read_only`. Used by
+    /// `samgate audit verify --config` and `samgate check`, where a mistyped
+    /// path must not leave an empty database behind.
+    pub async fn connect_read_only(cfg: &StorageConfig) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = cfg.url.strip_prefix("sqlite://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !path.starts_with(':') && !std::path::Path::new(path).is_file() {
+                return Err(StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("database file {path} does not exist"),
+                ))));
+            }
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|q| !q.is_empty() && !q.starts_with("mode="))
+                .collect();
+            let mut url = format!("sqlite://{path}?mode=ro");
+            for q in kept {
+                url.push('&');
+                url.push_str(q);
+            }
+            (Backend::Sqlite, url)
+        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            (Backend::Postgres, cfg.url.clone())
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let opts = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(cfg.max_connections.min(2))
+            .acquire_timeout(cfg.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
+                                .await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Connect)?;
+        // Read-only: no audit writer runs on it, so no own connection either.
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_path: None,
+        })
+    }
+
+    /// The migration level of the database against this binary's:
+    /// `(applied, known)` versions (applied 0 = no migrations table).
+    pub async fn migration_level(&self) -> Result<(i64, i64), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = match sqlx::query_scalar::<_, i64>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        {
+            Ok(v) => v,
+            // No migrations table: a database samgate never set up.
+            Err(sqlx::Error::Database(_)) => None,
+            Err(e) => return Err(StoreError::Db(e)),
+        };
+        Ok((applied.unwrap_or(0), known))
+    }
+
     /// Connects and applies the migrations of this backend.
     pub async fn open(cfg: &StorageConfig) -> Result<Store, StoreError> {
         let store = Self::connect(cfg).await?;

@@ -538,8 +538,21 @@ async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
     let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
     record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
     let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    // Caller-chosen strings and a reply that hold numbers (DESIGN §10).
+    gw.recipient("fk").push_reply(Reply {
+        status: 200,
+        body: Some(json!({"type": format!("t {NILS}"), "payload": {"n": ALVA}})),
+        ..Reply::default()
+    });
     gw.client("af")
-        .post("/v1/exchanges", &attendance(ALVA))
+        .post_with(
+            "/v1/exchanges",
+            &attendance(ALVA),
+            &[
+                ("X-Request-Id", "pnr-20020314-9828"),
+                ("Idempotency-Key", "20001102-9915"),
+            ],
+        )
         .await;
     let mut m = attendance(NILS);
     m["delivery"] = json!("async");
@@ -673,8 +686,12 @@ both_backends!(
             .crypto
             .audit_pseudonym(&samgate::personnummer::Personnummer::parse(ALVA).unwrap());
         assert_eq!(body["subject"], json!(alva_audit));
-        // Forwarded + delivered for the attendance report, and the denial.
-        assert!(list.len() >= 3, "{list:?}");
+        // One item per exchange (DESIGN §10): the delivered attendance
+        // report and the denial.
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list
+            .iter()
+            .any(|d| d["to"] == "fk" && d["decision"] == "delivered"));
         assert!(list
             .iter()
             .any(|d| d["decision"] == "deny" && d["to"] == "region-kalmar"));

@@ -1,0 +1,141 @@
+//! Queued messages obey the consent at delivery (DESIGN §10): before every
+//! delivery attempt of an async exchange, `[delivery] expire_after` is
+//! enforced and the consent is checked again, as at exchange time. A
+//! failing check ends the exchange without delivery: status `expired`, or
+//! `failed` with `last_error` `consent_revoked`, `consent_expired` or
+//! `consent_scope`; with an `exchange-failed` record carrying that reason,
+//! committed in the transaction that removes the outbox row.
+//!
+//! # Decisions
+//!
+//! - The check is of the consent the exchange was decided under (its
+//!   `consent_id`), through the same [`model::decide`] as at exchange time:
+//!   revoked → `consent_revoked`; expired or not yet valid →
+//!   `consent_expired`; no longer naming both parties and the purpose, or
+//!   no longer covering a forwarded field's category → `consent_scope`.
+//! - The route is looked up again too: a route removed from the
+//!   configuration while the message waited ends it as `route_not_allowed`
+//!   (no route, no exchange, DESIGN §4). A missing consent row ends it as
+//!   `consent_missing`: fail closed. An outbox row without an exchange row,
+//!   or a §13 `consent-revoked` notice, is not held to a consent.
+//! - If the check itself cannot be made (storage error), nothing is sent;
+//!   the claim runs out and the next attempt checks again.
+
+use crate::audit::record::{action, decision, AuditRecord};
+use crate::config::{ConsentRequirement, PartyId};
+use crate::consent::model;
+use crate::error::ProblemCode;
+use crate::state::AppState;
+use crate::store::Stmt;
+
+/// The message type of the §13 revocation notice, which is sent because
+/// the consent was withdrawn and so is not held to it.
+pub const REVOCATION_NOTICE_TYPE: &str = "consent-revoked";
+
+/// What the check before an attempt decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead and deliver.
+    Deliver,
+    /// Past `expire_after`: status `expired`.
+    Expired,
+    /// The consent (or route) no longer allows it: status `failed`.
+    Refused(ProblemCode),
+}
+
+/// The check before a delivery attempt of `exchange_id`.
+pub async fn before_attempt(
+    state: &AppState,
+    exchange_id: &str,
+    expires_at_us: i64,
+) -> Result<Verdict, sqlx::Error> {
+    let now = state.clock.now_us();
+    if now >= expires_at_us {
+        return Ok(Verdict::Expired);
+    }
+    type Row = (String, String, String, String, Option<String>, String);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT sender, recipient, msg_type, purpose, consent_id, forwarded FROM exchanges WHERE id = $1",
+    )
+    .bind(exchange_id.to_owned())
+    .fetch_optional(state.store.pool())
+    .await?;
+    // An outbox row without an exchange row is no exchange under a consent
+    // (e.g. a §13 revocation notice): there is nothing to check it against.
+    let Some((sender, recipient, msg_type, purpose, consent_id, forwarded)) = row else {
+        return Ok(Verdict::Deliver);
+    };
+    // The notice that a consent was withdrawn must reach those who hold
+    // data under it (DESIGN §13), precisely because the consent is revoked.
+    if msg_type == REVOCATION_NOTICE_TYPE {
+        return Ok(Verdict::Deliver);
+    }
+    let (from, to) = (PartyId::new(sender), PartyId::new(recipient));
+    let Some(route) = super::api::find_route(state, &from, &to, &msg_type, &purpose) else {
+        return Ok(Verdict::Refused(ProblemCode::RouteNotAllowed));
+    };
+    if route.consent == ConsentRequirement::NotRequired {
+        return Ok(Verdict::Deliver);
+    }
+    let Some(consent_id) = consent_id else {
+        return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
+    };
+    let Some(consent) = model::fetch(&state.store, &consent_id).await? else {
+        return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
+    };
+    let consent = match model::decide(&[consent], &from, &to, &purpose, now) {
+        Ok(c) => c,
+        Err(denial) => return Ok(Verdict::Refused(denial.code())),
+    };
+    let categories = consent.category_set();
+    let forwarded: Vec<String> = serde_json::from_str(&forwarded).unwrap_or_default();
+    let schema = state.schemas.get(&msg_type);
+    let uncovered = forwarded.iter().any(|pointer| {
+        schema
+            .and_then(|s| s.field(pointer))
+            .is_none_or(|f| !categories.contains(&f.category))
+    });
+    if uncovered {
+        return Ok(Verdict::Refused(ProblemCode::ConsentScope));
+    }
+    Ok(Verdict::Deliver)
+}
+
+/// Ends a queued exchange that the check refused: removes its outbox row
+/// (only while this instance holds the claim), sets the status and records
+/// `exchange-failed` with the reason, in one transaction. `record` is the
+/// exchange's base record (parties, type, purpose, consent, subject).
+pub async fn end(state: &AppState, exchange_id: &str, verdict: Verdict, mut record: AuditRecord) {
+    let (status, reason) = match verdict {
+        Verdict::Deliver => return,
+        Verdict::Expired => ("expired", "expired"),
+        Verdict::Refused(code) => ("failed", code.as_str()),
+    };
+    record.action = action::EXCHANGE_FAILED.into();
+    record.decision = if verdict == Verdict::Expired {
+        decision::EXPIRED.into()
+    } else {
+        decision::FAILED.into()
+    };
+    record.reason = Some(reason.to_owned());
+    let effects = vec![
+        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+            .text(exchange_id.to_owned())
+            .text(state.instance_id.clone())
+            .expect_rows(),
+        Stmt::new("UPDATE exchanges SET status = $1, last_error = $2 WHERE id = $3")
+            .text(status)
+            .text(reason)
+            .text(exchange_id.to_owned()),
+    ];
+    match state.audit.append(record, effects).await {
+        Ok(_) => {
+            tracing::info!(exchange.id = %exchange_id, status, reason, "queued exchange ended before delivery");
+            metrics::counter!("samgate_exchanges_total", "outcome" => status, "reason" => reason)
+                .increment(1);
+        }
+        Err(e) => {
+            tracing::warn!(exchange.id = %exchange_id, error = %e, "could not end the queued exchange; the claim will run out and it is checked again");
+        }
+    }
+}
