@@ -476,11 +476,15 @@ impl Writer {
         if let Some(thread) = &self.sqlite {
             let signer = self.signer.clone();
             let now_us = self.clock.now_us();
-            return thread
+            let signed = thread
                 .call(move |conn| blocking::sign_head(conn, &signer, now_us))
                 .await
-                .map_err(|e| e.to_string())?
-                .map(|_| ());
+                .map_err(|e| e.to_string())??;
+            // A new head goes to the witnesses (see `subscribe_heads`).
+            if let Some((size, _)) = signed {
+                self.heads.send_replace(size);
+            }
+            return Ok(());
         }
         let mut conn = self
             .store
