@@ -123,6 +123,39 @@ struct RawConfig {
     party: Vec<RawParty>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    witness: Vec<RawWitness>,
+    #[serde(default)]
+    user: Vec<RawUser>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    id: String,
+    name: String,
+    party: String,
+    roles: Vec<Role>,
+    certificate_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    signing_key: PathBuf,
+}
+
+/// `[[witness]]` (DESIGN §12).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    name: String,
+    url: String,
+    public_key: PathBuf,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +214,10 @@ struct RawAudit {
     checkpoint_interval: Option<HumanDuration>,
     #[serde(default)]
     max_batch: Option<usize>,
+    #[serde(default)]
+    witness_quorum: Option<usize>,
+    #[serde(default)]
+    witness_wait: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +318,42 @@ pub struct Config {
     pub parties: Vec<PartyConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[[witness]]`, in file order (DESIGN §12).
+    pub witnesses: Vec<crate::witness::client::WitnessEntry>,
+    /// `[[user]]`: people with personal client certificates (DESIGN §11).
+    pub users: Vec<UserConfig>,
+    /// `[console]`: the browser console's signing key (DESIGN §11).
+    pub console: Option<ConsoleConfig>,
+}
+
+/// `[[user]]`: a person who signs in with a personal client certificate
+/// (as SITHS eID cards work). The certificate authenticates as
+/// (party, roles, user) and needs no JWT (DESIGN §1, §11).
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// User id (`actor_user` in audit records, `recorded_by` of consents).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The party the user works for.
+    pub party: PartyId,
+    /// The user's roles, a subset of the party's.
+    pub roles: BTreeSet<Role>,
+    /// Pinned SPKI SHA-256 of the user's certificate.
+    pub certificate_sha256: [u8; 32],
+}
+
+/// The built-in consent issuer id of the console (DESIGN §11).
+pub const CONSOLE_ISSUER_ID: &str = "console";
+
+/// `[console]`.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Ed25519 PKCS#8 PEM that signs consents recorded in the console, as
+    /// the `[[consent_issuer]]` with id `console`.
+    pub signing_key: PathBuf,
+    /// The `kid` of that issuer entry.
+    pub key_id: String,
 }
 
 /// `[server]`.
@@ -356,6 +429,10 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most records written in one group-commit transaction.
     pub max_batch: usize,
+    /// Cosignatures a tree head needs (DESIGN §12); default: a majority of the witnesses.
+    pub witness_quorum: usize,
+    /// How long a tree-head request waits for the quorum of a fresh head (default 3 s).
+    pub witness_wait: Duration,
 }
 
 /// `[delivery]`.
@@ -537,6 +614,11 @@ impl Config {
         self.parties.iter().find(|p| p.id.as_str() == id)
     }
 
+    /// Looks a user up by id.
+    pub fn user(&self, id: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
     /// Every purpose some route names (DESIGN §9: the known purposes).
     pub fn known_purposes(&self) -> BTreeSet<String> {
         self.routes
@@ -625,7 +707,26 @@ impl Validator {
                 .checkpoint_interval
                 .map_or(Duration::from_secs(1), |d| d.0),
             max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
+            witness_quorum: raw
+                .audit
+                .witness_quorum
+                .unwrap_or(raw.witness.len() / 2 + usize::from(!raw.witness.is_empty())),
+            witness_wait: raw
+                .audit
+                .witness_wait
+                .map_or(Duration::from_secs(3), |d| d.0),
         };
+        if audit.witness_quorum > raw.witness.len() {
+            self.issue(
+                "audit.witness_quorum",
+                format!(
+                    "is {} but only {} [[witness]] are configured",
+                    audit.witness_quorum,
+                    raw.witness.len()
+                ),
+            );
+        }
+        let witnesses = self.witnesses(raw.witness);
         let delivery = DeliveryConfig {
             timeout: raw
                 .delivery
@@ -680,6 +781,24 @@ impl Validator {
 
         let parties = self.parties(raw.party);
         let routes = self.routes(raw.route, &parties);
+        let users = self.users(raw.user, &parties);
+        let console = raw.console.map(|c| {
+            let signing_key = self.file("console.signing_key", &c.signing_key);
+            let key_id = consent_issuers
+                .iter()
+                .find(|i| i.id == CONSOLE_ISSUER_ID)
+                .map(|i| i.key_id.clone());
+            if key_id.is_none() {
+                self.issue(
+                    "console.signing_key",
+                    "needs a [[consent_issuer]] with id \"console\" holding its public key",
+                );
+            }
+            ConsoleConfig {
+                signing_key,
+                key_id: key_id.unwrap_or_default(),
+            }
+        });
         Config {
             base_dir: self.base.clone(),
             server,
@@ -691,7 +810,120 @@ impl Validator {
             consent_issuers,
             parties,
             routes,
+            witnesses,
+            users,
+            console,
         }
+    }
+
+    fn users(&mut self, raw: Vec<RawUser>, parties: &[PartyConfig]) -> Vec<UserConfig> {
+        let mut out: Vec<UserConfig> = Vec::new();
+        for (i, u) in raw.into_iter().enumerate() {
+            let key = format!("user[{i}]");
+            if u.id.is_empty()
+                || u.id.len() > 64
+                || !u.id.starts_with(|c: char| c.is_ascii_lowercase())
+                || !u
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+            {
+                self.issue(
+                    format!("{key}.id"),
+                    "must start with a lowercase letter and use only lowercase letters, digits, '-', '_' and '.' (at most 64)",
+                );
+            }
+            if out.iter().any(|o| o.id == u.id) {
+                self.issue(
+                    format!("{key}.id"),
+                    format!("user `{}` is defined twice", u.id),
+                );
+            }
+            if u.name.trim().is_empty() {
+                self.issue(format!("{key}.name"), "must not be empty");
+            }
+            let roles: BTreeSet<Role> = u.roles.into_iter().collect();
+            if roles.is_empty() {
+                self.issue(format!("{key}.roles"), "a user needs at least one role");
+            }
+            match parties.iter().find(|p| p.id.as_str() == u.party) {
+                None => self.issue(
+                    format!("{key}.party"),
+                    format!("unknown party `{}`", u.party),
+                ),
+                Some(p) => {
+                    for r in roles.difference(&p.roles) {
+                        self.issue(
+                            format!("{key}.roles"),
+                            format!(
+                                "role `{}` is not one of party `{}`'s roles",
+                                r.as_str(),
+                                p.id
+                            ),
+                        );
+                    }
+                }
+            }
+            let mut pin = [0u8; 32];
+            match hex::decode(u.certificate_sha256.trim()) {
+                Ok(bytes) if bytes.len() == 32 => pin.copy_from_slice(&bytes),
+                _ => self.issue(
+                    format!("{key}.certificate_sha256"),
+                    "must be 64 hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
+                ),
+            }
+            if let Some(p) = parties.iter().find(|p| p.certificate_sha256 == pin) {
+                self.issue(
+                    format!("{key}.certificate_sha256"),
+                    format!("the same certificate is already pinned to party `{}`; a certificate must map to exactly one party or user", p.id),
+                );
+            }
+            if let Some(o) = out.iter().find(|o| o.certificate_sha256 == pin) {
+                self.issue(
+                    format!("{key}.certificate_sha256"),
+                    format!("the same certificate is already pinned to user `{}`", o.id),
+                );
+            }
+            out.push(UserConfig {
+                id: u.id,
+                name: u.name,
+                party: PartyId::new(u.party),
+                roles,
+                certificate_sha256: pin,
+            });
+        }
+        out
+    }
+
+    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<crate::witness::client::WitnessEntry> {
+        let mut out: Vec<crate::witness::client::WitnessEntry> = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let key = format!("witness[{i}]");
+            if !crate::audit::cosign::is_valid_name(&w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    "must be non-empty without spaces or '+'",
+                );
+            }
+            if out.iter().any(|o| o.name == w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    format!("witness `{}` is defined twice", w.name),
+                );
+            }
+            if !w.url.starts_with("https://") || reqwest::Url::parse(&w.url).is_err() {
+                self.issue(format!("{key}.url"), "must be an https:// URL");
+            }
+            let public_key = self.file(&format!("{key}.public_key"), &w.public_key);
+            let ca = w.ca.map(|c| self.file(&format!("{key}.ca"), &c));
+            out.push(crate::witness::client::WitnessEntry {
+                name: w.name,
+                url: w.url,
+                public_key,
+                ca,
+            });
+        }
+        out
     }
 
     fn server(&mut self, s: RawServer) -> ServerConfig {

@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
             post(crate::audit::disclosure::disclosures)
                 .route_layer(middleware::from_fn(only_intake)),
         )
+        .nest("/console", crate::console::router())
+        .route("/console/", crate::console::home_route())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

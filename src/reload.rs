@@ -1,6 +1,6 @@
 //! Configuration reload on SIGHUP (issue #19).
 //!
-//! What reloads: parties (pins, endpoints, roles), routes, consent issuers
+//! What reloads: parties (pins, endpoints, roles), console users, routes, consent issuers
 //! and each party's user-token issuer (its `jwt_issuer`). What does not:
 //! `[server]` (listen addresses, TLS material), `[storage]`, `[keys]`,
 //! `[audit]`, `[delivery]` and `[consent]`: those need a restart, and a
@@ -33,6 +33,8 @@ pub struct Live {
     pub config: Arc<Config>,
     /// Certificate pin → index into `config.parties`.
     pub pins: HashMap<[u8; 32], usize>,
+    /// Personal certificate pin → index into `config.users` (DESIGN §11).
+    pub user_pins: HashMap<[u8; 32], usize>,
     /// User-token verifiers of the parties that have a `jwt_issuer`.
     pub verifiers: HashMap<PartyId, UserTokenVerifier>,
     /// Consent issuers.
@@ -74,6 +76,12 @@ impl Live {
         };
         match consents {
             Some(consents) if problems.is_empty() => Ok(Live {
+                user_pins: config
+                    .users
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (u.certificate_sha256, i))
+                    .collect(),
                 config,
                 pins,
                 verifiers,

@@ -104,8 +104,12 @@ pub struct Inner {
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
     vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// The browser console's keys (DESIGN §11).
+    pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The witnesses that cosign tree heads (DESIGN §12).
+    pub witnesses: crate::witness::client::Cosigning,
 }
 
 impl std::ops::Deref for AppState {
@@ -135,6 +139,11 @@ impl AppState {
                 });
             StartError::Key { key, reason }
         })?;
+        let console =
+            crate::console::ConsoleState::load(&config).map_err(|reason| StartError::Key {
+                key: "console.signing_key".into(),
+                reason,
+            })?;
         let _ = crate::http::metrics_handle();
         let crypto = Crypto::load(&config)?;
         let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
@@ -142,6 +151,13 @@ impl AppState {
             reason: e.to_string(),
         })?;
         let delivery_client = crate::exchange::deliver::client(&config)?;
+        let witnesses =
+            crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
+                StartError::Key {
+                    key: "witness".into(),
+                    reason,
+                }
+            })?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
         let signer = Arc::new(HeadSigner {
@@ -161,6 +177,7 @@ impl AppState {
                 store,
                 clock,
                 live: arc_swap::ArcSwap::from_pointee(live),
+                console,
                 rate_limiter,
                 crypto,
                 schemas,
@@ -171,6 +188,7 @@ impl AppState {
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
+                witnesses,
             }),
             pinned: std::sync::OnceLock::new(),
         })
@@ -223,6 +241,14 @@ impl AppState {
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
         let live = self.live();
         live.pins.get(pin).and_then(|i| live.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        let live = self.live();
+        live.user_pins
+            .get(pin)
+            .and_then(|i| live.config.users.get(*i))
     }
 
     /// Finishes background work on a graceful stop (final tree head).

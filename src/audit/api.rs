@@ -46,6 +46,10 @@ pub struct SubjectSearch {
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<u64>,
+    /// Why the auditor searches (the console requires it); kept in the
+    /// `audit-query` record, at most 200 characters.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Proof query parameters.
@@ -240,16 +244,44 @@ pub async fn subject_search(
     let limit = limit(b.limit)?;
     let cursor = cursor(b.cursor.as_deref())?;
     let page = query::records_page(&state.store, &filter, cursor, limit).await?;
+    let reason = match b.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        None => "subject-search".to_owned(),
+        Some(r) => {
+            if r.chars().count() > 200 || has_long_number(r) {
+                return Err(bad(
+                    "`reason` must be at most 200 characters and hold no identifier",
+                ));
+            }
+            format!("subject-search: {r}")
+        }
+    };
     log_query(
         &state,
         &principal,
         rid,
         action::AUDIT_QUERY,
-        "subject-search".into(),
+        reason,
         Some(subject),
     )
     .await?;
     Ok(Json(page_json(&page)).into_response())
+}
+
+/// Whether free text could hold an identifier: six digits or more in a row
+/// (ignoring `-`, `+` and spaces between them).
+pub(crate) fn has_long_number(s: &str) -> bool {
+    let mut run = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run >= 6 {
+                return true;
+            }
+        } else if !matches!(c, '-' | '+' | ' ') {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// Signs a head covering every committed record and returns the newest.
@@ -282,7 +314,11 @@ pub async fn tree_head(
     )
     .await?;
     let head = fresh_head(&state).await?;
-    Ok(Json(head.to_json()).into_response())
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
+    Ok(Json(state.witnesses.head_json(&state.store, &head).await).into_response())
 }
 
 fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {
