@@ -41,6 +41,14 @@ pub enum StartError {
 /// Most vault keys remembered by [`AppState::mark_vault_stored`].
 pub const VAULT_CACHE_MAX: usize = 100_000;
 
+tokio::task_local! {
+    /// The snapshot of the request being served on this task: set by the
+    /// authentication middleware around the rest of the request
+    /// ([`crate::http`]), read by [`AppState::live`] of every other clone of
+    /// the state the request uses (its handler's extractor clones its own).
+    pub static REQUEST_LIVE: Arc<crate::reload::Live>;
+}
+
 /// Shared application state.
 ///
 /// Cloning is cheap. The reloadable part ([`crate::reload::Live`]) is read
@@ -195,7 +203,23 @@ impl AppState {
     /// routes, users, consent issuers): the first call pins the current one
     /// (see the type's docs).
     pub fn live(&self) -> &crate::reload::Live {
-        self.pinned.get_or_init(|| self.inner.live.load_full())
+        self.pinned.get_or_init(|| {
+            // Inside a request, the snapshot the authentication middleware
+            // pinned (so the principal and the routes come from one
+            // configuration); elsewhere the current one.
+            REQUEST_LIVE
+                .try_with(Arc::clone)
+                .unwrap_or_else(|_| self.inner.live.load_full())
+        })
+    }
+
+    /// The snapshot this value reads (pins it now if it is not yet).
+    pub fn live_arc(&self) -> Arc<crate::reload::Live> {
+        self.live();
+        self.pinned
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.inner.live.load_full())
     }
 
     /// The current snapshot, without pinning (background work, tests).

@@ -238,7 +238,12 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
         }
     }
     parts.extensions.insert::<Principal>(principal);
-    next.run(Request::from_parts(parts, body)).await
+    // The handler's state is another clone: run it on the snapshot the
+    // principal was resolved on, not on one a reload installed meanwhile.
+    let live = state.live_arc();
+    crate::state::REQUEST_LIVE
+        .scope(live, next.run(Request::from_parts(parts, body)))
+        .await
 }
 
 /// Per-party token bucket: `n` requests/s, burst `2n`.
