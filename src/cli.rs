@@ -54,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A witness that cosigns a gateway's checkpoints (DESIGN §12).
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::witness::cli::WitnessCommand,
+    },
     /// The audit log.
     Audit {
         /// What to do with the audit log.
@@ -170,6 +176,19 @@ pub enum AuditCommand {
         /// The audit public key (SPKI PEM) for --export.
         #[arg(long = "public-key")]
         public_key: Option<PathBuf>,
+        /// A checkpoint kept earlier (the signed note, or a saved tree-head JSON): the log
+        /// must contain that tree (DESIGN §12).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A witness key (vkey file) whose cosignature counts (repeatable).
+        #[arg(long = "witness-key")]
+        witness_key: Vec<PathBuf>,
+        /// Valid cosignatures required (default: a majority of the witness keys).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Verify a register extract saved with "proofs": true instead of a log.
+        #[arg(long, conflicts_with_all = ["export", "checkpoint"])]
+        disclosure: Option<PathBuf>,
     },
 }
 
@@ -192,6 +211,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
     match cmd {
         Command::Demo { keep } => crate::demo::run(keep).await,
         Command::Init { dir, listen } => init(dir, listen),
+        Command::Witness { command } => crate::witness::cli::run(command).await,
         Command::Serve { config } => serve(config).await,
         Command::Consent {
             command: ConsentCommand::Sign(args),
@@ -212,8 +232,23 @@ async fn dispatch(cmd: Command) -> ExitCode {
                     config,
                     export,
                     public_key,
+                    checkpoint,
+                    witness_key,
+                    quorum,
+                    disclosure,
                 },
-        } => crate::audit::cli::verify(config, export, public_key).await,
+        } => {
+            crate::audit::cli::verify_with(crate::audit::cli::VerifyOptions {
+                config,
+                export,
+                public_key,
+                checkpoint,
+                witness_keys: witness_key,
+                quorum,
+                disclosure,
+            })
+            .await
+        }
         Command::Check { config, json } => crate::check::run(&config, json).await,
         Command::Keys {
             command: KeysCommand::RotateVault { config },

@@ -124,6 +124,8 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<RawRoute>,
     #[serde(default)]
+    witness: Vec<RawWitness>,
+    #[serde(default)]
     user: Vec<RawUser>,
     #[serde(default)]
     console: Option<RawConsole>,
@@ -143,6 +145,17 @@ struct RawUser {
 #[serde(deny_unknown_fields)]
 struct RawConsole {
     signing_key: PathBuf,
+}
+
+/// `[[witness]]` (DESIGN §12).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    name: String,
+    url: String,
+    public_key: PathBuf,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +214,10 @@ struct RawAudit {
     checkpoint_interval: Option<HumanDuration>,
     #[serde(default)]
     max_batch: Option<usize>,
+    #[serde(default)]
+    witness_quorum: Option<usize>,
+    #[serde(default)]
+    witness_wait: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,6 +318,8 @@ pub struct Config {
     pub parties: Vec<PartyConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[[witness]]`, in file order (DESIGN §12).
+    pub witnesses: Vec<crate::witness::client::WitnessEntry>,
     /// `[[user]]`: people with personal client certificates (DESIGN §11).
     pub users: Vec<UserConfig>,
     /// `[console]`: the browser console's signing key (DESIGN §11).
@@ -410,6 +429,10 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most records written in one group-commit transaction.
     pub max_batch: usize,
+    /// Cosignatures a tree head needs (DESIGN §12); default: a majority of the witnesses.
+    pub witness_quorum: usize,
+    /// How long a tree-head request waits for the quorum of a fresh head (default 3 s).
+    pub witness_wait: Duration,
 }
 
 /// `[delivery]`.
@@ -684,7 +707,26 @@ impl Validator {
                 .checkpoint_interval
                 .map_or(Duration::from_secs(1), |d| d.0),
             max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
+            witness_quorum: raw
+                .audit
+                .witness_quorum
+                .unwrap_or(raw.witness.len() / 2 + usize::from(!raw.witness.is_empty())),
+            witness_wait: raw
+                .audit
+                .witness_wait
+                .map_or(Duration::from_secs(3), |d| d.0),
         };
+        if audit.witness_quorum > raw.witness.len() {
+            self.issue(
+                "audit.witness_quorum",
+                format!(
+                    "is {} but only {} [[witness]] are configured",
+                    audit.witness_quorum,
+                    raw.witness.len()
+                ),
+            );
+        }
+        let witnesses = self.witnesses(raw.witness);
         let delivery = DeliveryConfig {
             timeout: raw
                 .delivery
@@ -768,6 +810,7 @@ impl Validator {
             consent_issuers,
             parties,
             routes,
+            witnesses,
             users,
             console,
         }
@@ -847,6 +890,37 @@ impl Validator {
                 party: PartyId::new(u.party),
                 roles,
                 certificate_sha256: pin,
+            });
+        }
+        out
+    }
+
+    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<crate::witness::client::WitnessEntry> {
+        let mut out: Vec<crate::witness::client::WitnessEntry> = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let key = format!("witness[{i}]");
+            if !crate::audit::cosign::is_valid_name(&w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    "must be non-empty without spaces or '+'",
+                );
+            }
+            if out.iter().any(|o| o.name == w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    format!("witness `{}` is defined twice", w.name),
+                );
+            }
+            if !w.url.starts_with("https://") || reqwest::Url::parse(&w.url).is_err() {
+                self.issue(format!("{key}.url"), "must be an https:// URL");
+            }
+            let public_key = self.file(&format!("{key}.public_key"), &w.public_key);
+            let ca = w.ca.map(|c| self.file(&format!("{key}.ca"), &c));
+            out.push(crate::witness::client::WitnessEntry {
+                name: w.name,
+                url: w.url,
+                public_key,
+                ca,
             });
         }
         out

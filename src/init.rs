@@ -243,6 +243,14 @@ pub enum InitError {
         /// The party without a port.
         party: &'static str,
     },
+    /// A party's witness could not be prepared.
+    #[error("witness of {party}: {reason}")]
+    Witness {
+        /// The party.
+        party: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A file to write: path relative to the init directory, contents, and
@@ -354,8 +362,41 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
         push_signing_key(&mut files, &format!("keys/users-{}", party.id))?;
     }
 
+    // One witness per agency (DESIGN §12), on recipient_base_port + 100 + i.
+    let gateway_client_pin = spki_sha256_hex(gateway_client.cert_der())?;
+    let mut witness_port = opts.recipient_base_port.checked_add(100);
+    let mut witnesses = Vec::new();
+    for party in DEMO_PARTIES.iter().filter(|p| is_witness_party(p)) {
+        let p = witness_port.ok_or(InitError::PortOutOfRange { party: party.id })?;
+        witness_port = p.checked_add(1);
+        let wopts = crate::witness::init::WitnessInit {
+            name: witness_name(party.id),
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
+            logs: vec![(
+                format!("samgate/{deployment_id}"),
+                "../../keys/audit.pub.pem".into(),
+            )],
+            client_ca: "../../pki/ca.pem".into(),
+            client_pins: vec![gateway_client_pin.clone()],
+        };
+        let (planned, _) =
+            crate::witness::init::plan(&wopts, Some(&ca)).map_err(|e| InitError::Witness {
+                party: party.id,
+                reason: e,
+            })?;
+        for f in planned {
+            files.push(Planned {
+                path: format!("witnesses/{}/{}", party.id, f.path),
+                contents: f.contents,
+                private: f.private,
+            });
+        }
+        witnesses.push((party.id, p));
+    }
+
     let mut toml = render_config(opts, &deployment_id, &parties);
     render_console(&mut toml, &users);
+    toml.push_str(&render_witnesses(&witnesses));
     // 0600: the file names every key path and may carry a database URL
     // with a password (issue #19).
     files.push(Planned::private(CONFIG_FILE.into(), toml.as_bytes()));
@@ -365,6 +406,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
     create_dir(&dir.join("pki/users"), Some(0o700))?;
     create_dir(&dir.join("keys"), Some(0o700))?;
     create_dir(&dir.join("data"), None)?;
+    for (party, _) in &witnesses {
+        create_dir(&dir.join(format!("witnesses/{party}/tls")), Some(0o700))?;
+    }
     let mut written = Vec::with_capacity(files.len());
     for file in &files {
         let path = dir.join(&file.path);
@@ -379,6 +423,37 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
         users,
         files: written,
     })
+}
+
+/// Whether `init` writes a witness for this party: the agencies (fk, af, the municipality
+/// and the region), not the samordningsförbund that runs the intake.
+pub fn is_witness_party(party: &DemoParty) -> bool {
+    party.roles.contains(&"agency") && party.kind != "samordningsforbund"
+}
+
+/// The name of a party's witness (the key name of its cosignatures).
+pub fn witness_name(party: &str) -> String {
+    format!("{party}-witness")
+}
+
+/// The `[[witness]]` entries of `samgate.toml`.
+fn render_witnesses(witnesses: &[(&str, u16)]) -> String {
+    let mut out = String::from(
+        "\n# The agencies' witnesses (DESIGN §12, docs/audit.md): each cosigns every new\n\
+         # checkpoint after checking that it extends the last one it saw. Each lives in\n\
+         # witnesses/<party>/ (start it with `samgate witness serve --config\n\
+         # witnesses/<party>/witness.toml`); a real agency runs its own.\n",
+    );
+    for (party, port) in witnesses {
+        let _ = write!(
+            out,
+            "\n[[witness]]\nname = {}\nurl = {}\npublic_key = {}\n",
+            toml_string(&witness_name(party)),
+            toml_string(&format!("https://127.0.0.1:{port}")),
+            toml_string(&format!("witnesses/{party}/witness.vkey")),
+        );
+    }
+    out
 }
 
 /// A user's certificate, key and the CA certificate as PKCS#12 with an
@@ -569,9 +644,11 @@ vault = "keys/vault.key"
 audit_signing = "keys/audit.pem"
 delivery_signing = "keys/delivery.pem"
 
-# How often a signed tree head (checkpoint) is published.
+# How often a signed tree head (checkpoint) is published, and how many of the
+# [[witness]] below must cosign it (DESIGN §12).
 [audit]
 checkpoint_interval = "1s"
+witness_quorum = 3
 
 # Delivery to recipient endpoints: per-attempt timeout, when a queued exchange
 # expires, and the exponential backoff (with full jitter) between attempts.
@@ -686,6 +763,18 @@ mod tests {
             ("keys/issuer-console.pem".to_owned(), true),
             ("keys/issuer-console.pub.pem".to_owned(), false),
         ];
+        for party in DEMO_PARTIES.iter().filter(|p| is_witness_party(p)) {
+            for (f, private) in [
+                ("witness.toml", false),
+                ("witness.pem", true),
+                ("witness.pub.pem", false),
+                ("witness.vkey", false),
+                ("tls/server.pem", false),
+                ("tls/server.key", true),
+            ] {
+                files.push((format!("witnesses/{}/{f}", party.id), private));
+            }
+        }
         for user in DEMO_USERS {
             files.push((format!("pki/users/{}.pem", user.id), false));
             files.push((format!("pki/users/{}.key", user.id), true));

@@ -37,3 +37,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;
+pub mod witness;

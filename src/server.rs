@@ -79,8 +79,12 @@ impl Gateway {
         };
 
         let worker = tokio::spawn(crate::exchange::outbox::run(state.unpinned()));
+        let cosigners = state
+            .witnesses
+            .spawn(&state.store, &state.audit.subscribe_heads());
         if let Ok(mut bg) = state.background.lock() {
             bg.push(worker);
+            bg.extend(cosigners);
         }
         let app = crate::http::router(state.unpinned());
         let grace = cfg.shutdown_grace;

@@ -100,6 +100,8 @@ pub struct Inner {
     pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The witnesses that cosign tree heads (DESIGN §12).
+    pub witnesses: crate::witness::client::Cosigning,
 }
 
 impl std::ops::Deref for AppState {
@@ -141,6 +143,13 @@ impl AppState {
             reason: e.to_string(),
         })?;
         let delivery_client = crate::exchange::deliver::client(&config)?;
+        let witnesses =
+            crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
+                StartError::Key {
+                    key: "witness".into(),
+                    reason,
+                }
+            })?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
         let signer = Arc::new(HeadSigner {
@@ -171,6 +180,7 @@ impl AppState {
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
+                witnesses,
             }),
             pinned: std::sync::OnceLock::new(),
         })

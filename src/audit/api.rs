@@ -314,7 +314,11 @@ pub async fn tree_head(
     )
     .await?;
     let head = fresh_head(&state).await?;
-    Ok(Json(head.to_json()).into_response())
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
+    Ok(Json(state.witnesses.head_json(&state.store, &head).await).into_response())
 }
 
 fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {

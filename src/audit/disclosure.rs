@@ -31,6 +31,9 @@ pub const EXCHANGE_ACTIONS: [&str; 6] = [
 #[serde(deny_unknown_fields)]
 pub struct DisclosureRequest {
     personnummer: String,
+    /// Add leaves, inclusion proofs and the cosigned checkpoint (DESIGN §12).
+    #[serde(default)]
+    proofs: bool,
 }
 
 /// One line of the extract. `action` and `withheld` go beyond the fields
@@ -144,13 +147,16 @@ pub async fn disclosures(
     }
     let leaves = q.fetch_all(state.store.pool()).await?;
     let mut records = Vec::with_capacity(leaves.len());
-    for leaf in leaves {
+    for leaf in &leaves {
         records.push(
-            AuditRecord::from_leaf(&leaf)
+            AuditRecord::from_leaf(leaf)
                 .map_err(|_| ApiError::internal("a stored audit leaf does not parse"))?,
         );
     }
-    let out = one_per_exchange(&records);
+    let mut out = one_per_exchange(&records);
+    if body.value.proofs {
+        super::disclosure_proofs::attach(&state, &mut out, &leaves).await?;
+    }
     log_query(
         &state,
         &principal,

@@ -119,6 +119,7 @@ impl super::checkpoint::NoteSigner for HeadSigner {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    heads: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AuditLog {
@@ -131,15 +132,23 @@ impl AuditLog {
         head_interval: Duration,
     ) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
+        let (heads_tx, heads) = tokio::sync::watch::channel(0);
         let writer = Writer {
             store,
             clock,
             signer,
             max_batch,
             head_interval,
+            heads: heads_tx,
         };
         let task = tokio::spawn(writer.run(rx));
-        (AuditLog { tx }, task)
+        (AuditLog { tx, heads }, task)
+    }
+
+    /// The seam for everything that follows signed heads (the witnesses, DESIGN §12): the
+    /// size of the newest head this writer has committed, updated after each commit.
+    pub fn subscribe_heads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.clone()
     }
 
     /// Appends a record together with its side effects, durably. Returns
@@ -181,6 +190,7 @@ struct Writer {
     signer: Arc<HeadSigner>,
     max_batch: usize,
     head_interval: Duration,
+    heads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Writer {
@@ -433,6 +443,7 @@ impl Writer {
             .await
             .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())?;
+        self.heads.send_replace(size);
         Ok(())
     }
 }

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod checkpoint;
 pub mod cli;
+pub mod cosign;
 pub mod disclosure;
+pub mod disclosure_proofs;
 pub mod export;
 pub mod log;
 pub mod merkle;

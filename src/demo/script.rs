@@ -9,7 +9,7 @@ use crate::personnummer::Personnummer;
 
 /// Numbered steps in the whole demo (story and audit), for the progress
 /// counter.
-pub const STEPS: usize = 26;
+pub const STEPS: usize = 29;
 
 /// A demo persona (DOMAIN §7; fictional, Luhn-valid numbers).
 #[derive(Clone, Copy)]

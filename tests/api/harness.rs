@@ -308,6 +308,10 @@ impl TestGateway {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.storage.url = fresh_db_url(db, dir.path()).await?;
         config.server.rate_limit_per_party = 0;
+        // The witnesses init writes are not running here; tests that want them start
+        // their own and configure them in `adjust` (tests/api/witness.rs).
+        config.witnesses.clear();
+        config.audit.witness_quorum = 0;
         let mut recipients = HashMap::new();
         for party in config.parties.iter_mut() {
             if party.endpoint.is_some() {

@@ -25,3 +25,4 @@ mod openapi;
 mod ops;
 mod routes;
 mod scale;
+mod witness;
