@@ -119,6 +119,20 @@ fn witnesses(opts: &VerifyOptions) -> Result<(Vec<WitnessKey>, usize), VerifyErr
             default_quorum = config.audit.witness_quorum;
         }
     }
+    // An Ed25519 cosignature does not name its witness: one key under two names is one
+    // witness (C2SP tlog-cosignature), so it cannot stand for two toward a quorum.
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(other) = keys
+            .iter()
+            .skip(i + 1)
+            .find(|o| o.public_key == k.public_key && o.name != k.name)
+        {
+            return Err(VerifyError::Input(format!(
+                "witness keys `{}` and `{}` are the same key",
+                k.name, other.name
+            )));
+        }
+    }
     let quorum = opts.quorum.unwrap_or(default_quorum);
     if quorum > keys.len() {
         return Err(VerifyError::Input(format!(

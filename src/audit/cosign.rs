@@ -322,14 +322,22 @@ pub struct Cosigned {
 /// The valid cosignatures by `witnesses` on `note` (one per witness, the first valid line).
 /// A line that claims a known witness's name and key id but does not verify is an error:
 /// someone tampered with the checkpoint.
+///
+/// One public key counts once, whatever names it is given under: an Ed25519 cosignature
+/// does not commit to the witness name (C2SP tlog-cosignature), so a line of one witness
+/// can be re-labelled under another name that carries the same key.
 pub fn cosignatures(note: &str, witnesses: &[WitnessKey]) -> Result<Vec<Cosigned>, CosignError> {
     let (text, lines) = split_note(note)?;
     let mut out: Vec<Cosigned> = Vec::new();
+    let mut keys_seen: Vec<[u8; 32]> = Vec::new();
     for line in &lines {
         for key in witnesses {
             match verify_line(text, line, key) {
                 Ok(timestamp) => {
-                    if !out.iter().any(|c| c.witness == key.name) {
+                    if !out.iter().any(|c| c.witness == key.name)
+                        && !keys_seen.contains(&key.public_key)
+                    {
+                        keys_seen.push(key.public_key);
                         out.push(Cosigned {
                             witness: key.name.clone(),
                             timestamp,

@@ -269,7 +269,7 @@ fn check_record(
     let (Some(index), Some(size), Some(hashes)) = (index, size, hashes) else {
         return Err(fail("the inclusion proof is malformed"));
     };
-    if index + 1 != seq || size != cp.tree_size {
+    if index.checked_add(1) != Some(seq) || size != cp.tree_size {
         return Err(fail(
             "the inclusion proof is not for this record and checkpoint",
         ));
@@ -282,4 +282,47 @@ fn check_record(
         &cp.root_hash,
     )
     .map_err(|e| bad(format!("the inclusion proof does not verify ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use super::*;
+    use crate::audit::checkpoint::{Checkpoint, FnSigner};
+
+    /// Review of the witnesses: a `leaf_index` of 2^64 - 1 overflowed `index + 1` (a panic
+    /// in debug builds) instead of being refused as an inclusion proof of another record.
+    #[test]
+    fn a_huge_leaf_index_is_refused_not_a_panic() {
+        let pair = Ed25519KeyPair::from_seed_unchecked(&[5u8; 32]).unwrap();
+        let public_key: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+        let record = AuditRecord {
+            seq: 1,
+            action: "disclosure".into(),
+            decision: "permit".into(),
+            subject: Some("s".into()),
+            ..Default::default()
+        };
+        let leaf = record.leaf_bytes();
+        let cp = Checkpoint::new("t", 1, merkle::leaf_hash(&leaf));
+        let signer = FnSigner {
+            name: "samgate/t".to_owned(),
+            public_key,
+            sign: |m: &[u8]| pair.sign(m).as_ref().try_into().unwrap(),
+        };
+        let note = cp.sign(&signer).unwrap();
+        let item = |index: u64| {
+            serde_json::json!({"subject": "s", "disclosures": [{
+                "seq": 1,
+                "leaf": STANDARD.encode(&leaf),
+                "inclusion_proof": {"leaf_index": index, "tree_size": 1, "hashes": []},
+                "checkpoint": note,
+            }]})
+        };
+        assert!(verify_value(&item(0), &public_key, &[], 0).is_ok());
+        let err = verify_value(&item(u64::MAX), &public_key, &[], 0).unwrap_err();
+        assert_eq!(err.seq, 1);
+        assert!(err.reason.contains("not for this record"), "{}", err.reason);
+    }
 }

@@ -9,8 +9,8 @@
 //! witness that is down only delays its own task: retries back off exponentially
 //! (1 s to 60 s, full jitter) and switch to the newest head when one arrives.
 //!
-//! A refusal by a witness (409 for a tree it saw with another root, 422 for a proof that
-//! does not verify, or a witness that has cosigned a larger tree than the log has) means
+//! A refusal by a witness (422 for a tree it saw with another root or a proof that does
+//! not verify, or a witness that has cosigned a larger tree than the log has) means
 //! the log was forked or rolled back: it is logged at error level and counted in
 //! `samgate_witness_refusals_total{witness, reason}`. `samgate_witness_cosignature_age_seconds`
 //! tells per witness how old its newest cosignature is.
@@ -374,7 +374,13 @@ impl Task {
                 }
             }
             422 => {
-                self.report("inconsistent", head.tree_size, old);
+                // Old size = our size: the witness holds another root for it (a fork).
+                let reason = if old == head.tree_size {
+                    "fork"
+                } else {
+                    "inconsistent"
+                };
+                self.report(reason, head.tree_size, old);
                 Attempt::Refused
             }
             400 | 403 | 404 | 409 => {

@@ -8,7 +8,8 @@
 //! | no valid signature by the log's key | 403 |
 //! | old size larger than the checkpoint's size | 400 |
 //! | old size is not the stored size | 409, body `<stored size>\n`, `text/x.tlog.size` |
-//! | same size as stored, another root | 409 (the stored size) |
+//! | same size as stored, another root (a fork) | 422 |
+//! | size 0 with another root than the empty tree's | 422 |
 //! | consistency proof does not verify (or is not empty for old size 0) | 422 |
 //! | otherwise | 200, the cosignature line |
 //!
@@ -213,16 +214,10 @@ impl Witness {
                     body: format!("{stored}\n"),
                 };
             }
-            Ok(Advance::Fork(stored)) => {
-                let a = Answer {
-                    status: 409,
-                    content_type: SIZE_CONTENT_TYPE,
-                    body: format!("{stored}\n"),
-                };
-                (
-                    a,
-                    "another root for the stored tree size (a fork)".to_owned(),
-                )
+            Ok(Advance::Fork(_)) => {
+                // C2SP tlog-witness: old size = checkpoint size with another root is 422.
+                let reason = "another root for the stored tree size (a fork)".to_owned();
+                (Answer::text(422, reason.clone()), reason)
             }
             Ok(Advance::Inconsistent(reason)) => (Answer::text(422, reason.clone()), reason),
         };
@@ -282,6 +277,10 @@ fn check_consistency(
     cp: &Checkpoint,
     stored_root: Option<&Hash>,
 ) -> Result<(), String> {
+    // C2SP tlog-witness: a checkpoint of size 0 must have the root of the empty tree (422).
+    if cp.tree_size == 0 && cp.root_hash != crate::audit::merkle::empty_root() {
+        return Err("a checkpoint of size 0 must have the root of the empty tree".into());
+    }
     match stored_root {
         None => {
             if req.proof.is_empty() {
@@ -314,6 +313,22 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review of the witnesses: a size-0 checkpoint with another root than the empty
+    /// tree's was stored and cosigned (and then wedged the log: no later proof from it can
+    /// verify). The spec wants 422.
+    #[test]
+    fn a_size_zero_checkpoint_must_have_the_empty_root() {
+        let req = AddCheckpoint {
+            old: 0,
+            proof: vec![],
+            checkpoint: String::new(),
+        };
+        let bogus = Checkpoint::new("t", 0, [7u8; 32]);
+        assert!(check_consistency(&req, &bogus, None).is_err());
+        let empty = Checkpoint::new("t", 0, crate::audit::merkle::empty_root());
+        assert_eq!(check_consistency(&req, &empty, None), Ok(()));
+    }
 
     #[test]
     fn bodies_round_trip_and_malformed_ones_are_named() {

@@ -50,7 +50,7 @@ pub enum Advance {
     Stored,
     /// The old size is not the stored size (409 with the stored size).
     Conflict(u64),
-    /// Same size as stored, another root: a fork (409).
+    /// Same size as stored, another root: a fork (422, as C2SP tlog-witness says).
     Fork(u64),
     /// The check of the new tree against the stored one failed (422).
     Inconsistent(String),

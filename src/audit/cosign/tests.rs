@@ -143,3 +143,31 @@ fn a_quorum_of_cosignatures_opens_and_the_log_signature_still_counts() {
     let bad = cosigned.replacen(&l2[l2.len() - 10..l2.len() - 1], "AAAAAAAAA", 1);
     assert!(open_cosigned(&bad, "samgate/test", &log.public_key(), &keys, 1).is_err());
 }
+
+/// Review of the witnesses: an Ed25519 cosignature does not commit to the witness name
+/// (tlog-cosignature: "the same public key can't be used across multiple cosigners"), so
+/// one witness's line can be re-labelled under a second name that a verifier was given
+/// with the same key. Such a pair must count once toward the quorum.
+#[test]
+fn one_key_under_two_names_counts_once_toward_the_quorum() {
+    let log = LogSigner(pair(1));
+    let cp = Checkpoint::new("test", 7, [9u8; 32]);
+    let note = cp.sign(&log).unwrap();
+    let w1 = pair(11);
+    let keys = [key("fk", &w1), key("af", &w1)];
+    let body = cp.body();
+    let l1 = cosign(&body, "fk", &keys[0].public_key, 100, sign_with(&w1)).unwrap();
+    // The operator re-labels fk's line as af's: same timestamp and signature, af's key id.
+    let bytes = parse_signature_line(l1.trim_end()).unwrap().bytes;
+    let mut relabelled = keys[1].key_id().to_vec();
+    relabelled.extend_from_slice(&bytes[4..]);
+    let l2 = format!("{SIGNATURE_PREFIX}af {}\n", STANDARD.encode(relabelled));
+    let cosigned = append_lines(&note, [l1.as_str(), l2.as_str()]);
+    assert_eq!(
+        open_cosigned(&cosigned, "samgate/test", &log.public_key(), &keys, 2),
+        Err(CosignError::Quorum {
+            valid: 1,
+            required: 2
+        })
+    );
+}
