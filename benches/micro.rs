@@ -71,6 +71,8 @@ fn consent_verify(c: &mut Criterion) {
         days: 365,
         method: "written".into(),
         recorded_by: "handlaggare.eva".into(),
+        given_by: None,
+        protected_identity: false,
     };
     let Ok(token) = samgate::consent::cli::sign_consent(&args, now.unix_timestamp()) else {
         return;

@@ -54,11 +54,45 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A witness that cosigns a gateway's checkpoints (DESIGN §12).
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::witness::cli::WitnessCommand,
+    },
     /// The audit log.
     Audit {
         /// What to do with the audit log.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Check a deployment without changing it: files, keys, certificates,
+    /// the database and every recipient endpoint. Exit 0 / 1 (findings) / 2.
+    Check {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object instead of one line per check.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Key maintenance.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `samgate keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every stored sealed value under the first `[keys] vault` key
+    /// and print the counts (the other listed keys open the old values).
+    RotateVault {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -66,7 +100,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ConsentCommand {
     /// Sign a consent and print the compact JWS on one line.
-    Sign(ConsentSignArgs),
+    Sign(crate::consent::cli::SignCommand),
 }
 
 /// Arguments of `samgate consent sign`.
@@ -81,8 +115,9 @@ pub struct ConsentSignArgs {
     /// Key id (`kid`).
     #[arg(long = "key-id")]
     pub key_id: String,
-    /// The participant's personnummer.
-    #[arg(long)]
+    /// The participant's personnummer. Not an argument: on the command line
+    /// it comes from `--subject-file` (see [`crate::consent::cli::SignCommand`]).
+    #[arg(skip)]
     pub subject: String,
     /// Party ids, comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -102,6 +137,13 @@ pub struct ConsentSignArgs {
     /// Staff member who recorded it.
     #[arg(long = "recorded-by", default_value = "intake-staff")]
     pub recorded_by: String,
+    /// A representative who gave the consent, as ROLE:NAME (role guardian,
+    /// god-man, forvaltare or fullmakt), e.g. `guardian:Karin Exempeldotter`.
+    #[arg(long = "given-by", value_name = "ROLE:NAME")]
+    pub given_by: Option<String>,
+    /// The participant has a protected identity (skyddade personuppgifter).
+    #[arg(long = "protected-identity")]
+    pub protected_identity: bool,
 }
 
 /// `samgate token ...`
@@ -141,6 +183,19 @@ pub enum AuditCommand {
         /// The audit public key (SPKI PEM) for --export.
         #[arg(long = "public-key")]
         public_key: Option<PathBuf>,
+        /// A checkpoint kept earlier (the signed note, or a saved tree-head JSON): the log
+        /// must contain that tree (DESIGN §12).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A witness key (vkey file) whose cosignature counts (repeatable).
+        #[arg(long = "witness-key")]
+        witness_key: Vec<PathBuf>,
+        /// Valid cosignatures required (default: a majority of the witness keys).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Verify a register extract saved with "proofs": true instead of a log.
+        #[arg(long, conflicts_with_all = ["export", "checkpoint"])]
+        disclosure: Option<PathBuf>,
     },
 }
 
@@ -163,6 +218,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
     match cmd {
         Command::Demo { keep } => crate::demo::run(keep).await,
         Command::Init { dir, listen } => init(dir, listen),
+        Command::Witness { command } => crate::witness::cli::run(command).await,
         Command::Serve { config } => serve(config).await,
         Command::Consent {
             command: ConsentCommand::Sign(args),
@@ -183,8 +239,27 @@ async fn dispatch(cmd: Command) -> ExitCode {
                     config,
                     export,
                     public_key,
+                    checkpoint,
+                    witness_key,
+                    quorum,
+                    disclosure,
                 },
-        } => crate::audit::cli::verify(config, export, public_key).await,
+        } => {
+            crate::audit::cli::verify_with(crate::audit::cli::VerifyOptions {
+                config,
+                export,
+                public_key,
+                checkpoint,
+                witness_keys: witness_key,
+                quorum,
+                disclosure,
+            })
+            .await
+        }
+        Command::Check { config, json } => crate::check::run(&config, json).await,
+        Command::Keys {
+            command: KeysCommand::RotateVault { config },
+        } => crate::rotate::run(&config).await,
     }
 }
 
@@ -231,7 +306,19 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    let hup = match crate::reload::spawn_on_sighup(gw.state.unpinned(), path.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart");
+            None
+        }
+    };
     crate::server::termination_signal().await;
+    #[cfg(unix)]
+    if let Some(t) = hup {
+        t.abort();
+    }
     tracing::info!("signal received");
     gw.shutdown().await;
     ExitCode::SUCCESS

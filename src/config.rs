@@ -7,86 +7,18 @@
 //! key material: [`crate::keys`] loads and checks the files at start.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::policy::SubjectMode;
 
-/// A party id such as `fk` or `kommun-kalmar` (DESIGN §1).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PartyId(String);
-
-impl PartyId {
-    /// Wraps a party id. Only config and lookups against config create these.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for PartyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What a party may do (DESIGN §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sends and receives exchanges.
-    Agency,
-    /// Records and withdraws consent, asks for register extracts.
-    Intake,
-    /// Reads and verifies the audit log (a JWT user is required).
-    Auditor,
-}
-
-impl Role {
-    /// The role's name as in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agency => "agency",
-            Role::Intake => "intake",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-/// The kind of organisation behind a party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartyKind {
-    /// Försäkringskassan.
-    Forsakringskassan,
-    /// Arbetsförmedlingen.
-    Arbetsformedlingen,
-    /// A municipality.
-    Kommun,
-    /// A region (healthcare).
-    Region,
-    /// A samordningsförbund.
-    Samordningsforbund,
-}
-
-/// Whether a route needs the participant's consent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConsentRequirement {
-    /// The default: an active consent must cover the exchange.
-    #[default]
-    Required,
-    /// Only allowed for `statistics-report` (aggregate data, no subject).
-    NotRequired,
-}
+// shim: remove after the parallel branches merge (the types moved to
+// `crate::party` and `crate::policy::route`).
+pub use crate::party::{PartyId, PartyKind, Role};
+pub use crate::policy::route::{ConsentRequirement, RouteConfig};
 
 /// A duration written as `"10s"`, `"5m"`, `"24h"` or `"250ms"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +55,39 @@ struct RawConfig {
     party: Vec<RawParty>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    witness: Vec<RawWitness>,
+    #[serde(default)]
+    user: Vec<RawUser>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    id: String,
+    name: String,
+    party: String,
+    roles: Vec<Role>,
+    certificate_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    signing_key: PathBuf,
+}
+
+/// `[[witness]]` (DESIGN §12).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    name: String,
+    url: String,
+    public_key: PathBuf,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +110,16 @@ struct RawServer {
     shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    header_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    body_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    tls_handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,9 +136,17 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     pseudonym_master: PathBuf,
-    vault: PathBuf,
+    vault: RawVaultKeys,
     audit_signing: PathBuf,
     delivery_signing: PathBuf,
+}
+
+/// `[keys] vault`: one key, or a list whose first key seals and all open.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawVaultKeys {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +156,10 @@ struct RawAudit {
     checkpoint_interval: Option<HumanDuration>,
     #[serde(default)]
     max_batch: Option<usize>,
+    #[serde(default)]
+    witness_quorum: Option<usize>,
+    #[serde(default)]
+    witness_wait: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +177,8 @@ struct RawDelivery {
     backoff_max: Option<HumanDuration>,
     #[serde(default)]
     workers: Option<usize>,
+    #[serde(default)]
+    per_recipient: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +186,8 @@ struct RawDelivery {
 struct RawConsent {
     #[serde(default)]
     max_lifetime_days: Option<u32>,
+    #[serde(default)]
+    follow_up_months: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +208,8 @@ struct RawParty {
     certificate_sha256: String,
     #[serde(default)]
     endpoint: Option<String>,
+    #[serde(default)]
+    endpoint_certificate_sha256: Option<String>,
     #[serde(default)]
     jwt_issuer: Option<RawJwtIssuer>,
 }
@@ -273,6 +266,42 @@ pub struct Config {
     pub parties: Vec<PartyConfig>,
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[[witness]]`, in file order (DESIGN §12).
+    pub witnesses: Vec<crate::witness::client::WitnessEntry>,
+    /// `[[user]]`: people with personal client certificates (DESIGN §11).
+    pub users: Vec<UserConfig>,
+    /// `[console]`: the browser console's signing key (DESIGN §11).
+    pub console: Option<ConsoleConfig>,
+}
+
+/// `[[user]]`: a person who signs in with a personal client certificate
+/// (as SITHS eID cards work). The certificate authenticates as
+/// (party, roles, user) and needs no JWT (DESIGN §1, §11).
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// User id (`actor_user` in audit records, `recorded_by` of consents).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The party the user works for.
+    pub party: PartyId,
+    /// The user's roles, a subset of the party's.
+    pub roles: BTreeSet<Role>,
+    /// Pinned SPKI SHA-256 of the user's certificate.
+    pub certificate_sha256: [u8; 32],
+}
+
+/// The built-in consent issuer id of the console (DESIGN §11).
+pub const CONSOLE_ISSUER_ID: &str = "console";
+
+/// `[console]`.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Ed25519 PKCS#8 PEM that signs consents recorded in the console, as
+    /// the `[[consent_issuer]]` with id `console`.
+    pub signing_key: PathBuf,
+    /// The `kid` of that issuer entry.
+    pub key_id: String,
 }
 
 /// `[server]`.
@@ -302,6 +331,19 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Request body limit (default 1 MiB).
     pub max_body_bytes: usize,
+    /// A connection without a complete request head by then is closed
+    /// (DESIGN §10, default 10 s).
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this (default 30 s).
+    pub body_timeout: Duration,
+    /// A kept-alive connection without a request for this long is closed
+    /// (default 60 s).
+    pub idle_timeout: Duration,
+    /// The TLS handshake must finish within this (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// Most connections served at once; beyond, new ones wait in the
+    /// listen backlog (default 4096).
+    pub max_connections: usize,
 }
 
 /// `[storage]`.
@@ -331,8 +373,10 @@ pub enum SecretSource {
 pub struct KeyPaths {
     /// 32 raw bytes: the pseudonym master key.
     pub pseudonym_master: SecretSource,
-    /// 32 raw bytes: AES-256-GCM vault key.
+    /// 32 raw bytes: AES-256-GCM vault key (the first of the list: it seals).
     pub vault: SecretSource,
+    /// Earlier vault keys (the rest of the list): they only open.
+    pub vault_previous: Vec<SecretSource>,
     /// Ed25519 PKCS#8 PEM: signs tree heads.
     pub audit_signing: PathBuf,
     /// Ed25519 PKCS#8 PEM: signs `Samgate-Signature`.
@@ -346,6 +390,10 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most records written in one group-commit transaction.
     pub max_batch: usize,
+    /// Cosignatures a tree head needs (DESIGN §12); default: a majority of the witnesses.
+    pub witness_quorum: usize,
+    /// How long a tree-head request waits for the quorum of a fresh head (default 3 s).
+    pub witness_wait: Duration,
 }
 
 /// `[delivery]`.
@@ -363,6 +411,9 @@ pub struct DeliveryConfig {
     pub backoff_max: Duration,
     /// Concurrent async deliveries per instance.
     pub workers: usize,
+    /// Concurrent async deliveries to one recipient endpoint, so that a slow
+    /// recipient holds at most this many workers (default 4).
+    pub per_recipient: usize,
 }
 
 /// `[consent]`.
@@ -370,6 +421,9 @@ pub struct DeliveryConfig {
 pub struct ConsentConfig {
     /// Longest accepted consent lifetime (`exp - nbf`).
     pub max_lifetime: Duration,
+    /// How long a consent lasts after a delivered closure (DESIGN §13),
+    /// in calendar months; default 12.
+    pub follow_up_months: u32,
 }
 
 /// `[[consent_issuer]]`.
@@ -398,6 +452,8 @@ pub struct PartyConfig {
     pub certificate_sha256: [u8; 32],
     /// HTTPS endpoint for deliveries to this party.
     pub endpoint: Option<String>,
+    /// Pinned SPKI SHA-256 of the endpoint's server certificate (DESIGN §10).
+    pub endpoint_certificate_sha256: Option<[u8; 32]>,
     /// Issuer of this party's user tokens; when set, every request needs one.
     pub jwt_issuer: Option<JwtIssuerConfig>,
 }
@@ -413,25 +469,6 @@ pub struct JwtIssuerConfig {
     pub public_key: PathBuf,
     /// Expected header `kid`; defaults to the key's fingerprint id.
     pub key_id: Option<String>,
-}
-
-/// `[[route]]`.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    /// Senders.
-    pub from: Vec<PartyId>,
-    /// Recipients.
-    pub to: Vec<PartyId>,
-    /// Message type.
-    pub msg_type: String,
-    /// Allowed purposes.
-    pub purposes: Vec<String>,
-    /// Allow-list of top-level JSON pointers, or `*`.
-    pub fields: Vec<String>,
-    /// How the subject identifier travels.
-    pub subject: SubjectMode,
-    /// Whether consent is needed.
-    pub consent: ConsentRequirement,
 }
 
 /// One problem in a config file: the key and the reason.
@@ -527,6 +564,11 @@ impl Config {
         self.parties.iter().find(|p| p.id.as_str() == id)
     }
 
+    /// Looks a user up by id.
+    pub fn user(&self, id: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
     /// Every purpose some route names (DESIGN §9: the known purposes).
     pub fn known_purposes(&self) -> BTreeSet<String> {
         self.routes
@@ -578,9 +620,34 @@ impl Validator {
     fn validate(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let storage = self.storage(raw.storage);
+        let vault_list = match raw.keys.vault {
+            RawVaultKeys::One(p) => vec![p],
+            RawVaultKeys::Many(v) => v,
+        };
+        if vault_list.is_empty() {
+            self.issue("keys.vault", "must name at least one key");
+        }
+        let mut vault_keys: Vec<SecretSource> = vault_list
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let key = if i == 0 {
+                    "keys.vault".to_owned()
+                } else {
+                    format!("keys.vault[{i}]")
+                };
+                self.secret(&key, p)
+            })
+            .collect();
+        let vault_first = if vault_keys.is_empty() {
+            SecretSource::File(PathBuf::new())
+        } else {
+            vault_keys.remove(0)
+        };
         let keys = KeyPaths {
             pseudonym_master: self.secret("keys.pseudonym_master", &raw.keys.pseudonym_master),
-            vault: self.secret("keys.vault", &raw.keys.vault),
+            vault: vault_first,
+            vault_previous: vault_keys,
             audit_signing: self.file("keys.audit_signing", &raw.keys.audit_signing),
             delivery_signing: self.file("keys.delivery_signing", &raw.keys.delivery_signing),
         };
@@ -590,7 +657,26 @@ impl Validator {
                 .checkpoint_interval
                 .map_or(Duration::from_secs(1), |d| d.0),
             max_batch: raw.audit.max_batch.unwrap_or(512).max(1),
+            witness_quorum: raw
+                .audit
+                .witness_quorum
+                .unwrap_or(raw.witness.len() / 2 + usize::from(!raw.witness.is_empty())),
+            witness_wait: raw
+                .audit
+                .witness_wait
+                .map_or(Duration::from_secs(3), |d| d.0),
         };
+        if audit.witness_quorum > raw.witness.len() {
+            self.issue(
+                "audit.witness_quorum",
+                format!(
+                    "is {} but only {} [[witness]] are configured",
+                    audit.witness_quorum,
+                    raw.witness.len()
+                ),
+            );
+        }
+        let witnesses = self.witnesses(raw.witness);
         let delivery = DeliveryConfig {
             timeout: raw
                 .delivery
@@ -613,13 +699,19 @@ impl Validator {
                 .backoff_max
                 .map_or(Duration::from_secs(300), |d| d.0),
             workers: raw.delivery.workers.unwrap_or(16).max(1),
+            per_recipient: raw.delivery.per_recipient.unwrap_or(4).max(1),
         };
         let days = raw.consent.max_lifetime_days.unwrap_or(730);
         if days == 0 {
             self.issue("consent.max_lifetime_days", "must be at least 1");
         }
+        let follow_up_months = raw.consent.follow_up_months.unwrap_or(12);
+        if !(1..=120).contains(&follow_up_months) {
+            self.issue("consent.follow_up_months", "must be between 1 and 120");
+        }
         let consent = ConsentConfig {
             max_lifetime: Duration::from_secs(u64::from(days) * 86_400),
+            follow_up_months,
         };
 
         let mut consent_issuers = Vec::new();
@@ -645,6 +737,24 @@ impl Validator {
 
         let parties = self.parties(raw.party);
         let routes = self.routes(raw.route, &parties);
+        let users = self.users(raw.user, &parties);
+        let console = raw.console.map(|c| {
+            let signing_key = self.file("console.signing_key", &c.signing_key);
+            let key_id = consent_issuers
+                .iter()
+                .find(|i| i.id == CONSOLE_ISSUER_ID)
+                .map(|i| i.key_id.clone());
+            if key_id.is_none() {
+                self.issue(
+                    "console.signing_key",
+                    "needs a [[consent_issuer]] with id \"console\" holding its public key",
+                );
+            }
+            ConsoleConfig {
+                signing_key,
+                key_id: key_id.unwrap_or_default(),
+            }
+        });
         Config {
             base_dir: self.base.clone(),
             server,
@@ -656,7 +766,120 @@ impl Validator {
             consent_issuers,
             parties,
             routes,
+            witnesses,
+            users,
+            console,
         }
+    }
+
+    fn users(&mut self, raw: Vec<RawUser>, parties: &[PartyConfig]) -> Vec<UserConfig> {
+        let mut out: Vec<UserConfig> = Vec::new();
+        for (i, u) in raw.into_iter().enumerate() {
+            let key = format!("user[{i}]");
+            if u.id.is_empty()
+                || u.id.len() > 64
+                || !u.id.starts_with(|c: char| c.is_ascii_lowercase())
+                || !u
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+            {
+                self.issue(
+                    format!("{key}.id"),
+                    "must start with a lowercase letter and use only lowercase letters, digits, '-', '_' and '.' (at most 64)",
+                );
+            }
+            if out.iter().any(|o| o.id == u.id) {
+                self.issue(
+                    format!("{key}.id"),
+                    format!("user `{}` is defined twice", u.id),
+                );
+            }
+            if u.name.trim().is_empty() {
+                self.issue(format!("{key}.name"), "must not be empty");
+            }
+            let roles: BTreeSet<Role> = u.roles.into_iter().collect();
+            if roles.is_empty() {
+                self.issue(format!("{key}.roles"), "a user needs at least one role");
+            }
+            match parties.iter().find(|p| p.id.as_str() == u.party) {
+                None => self.issue(
+                    format!("{key}.party"),
+                    format!("unknown party `{}`", u.party),
+                ),
+                Some(p) => {
+                    for r in roles.difference(&p.roles) {
+                        self.issue(
+                            format!("{key}.roles"),
+                            format!(
+                                "role `{}` is not one of party `{}`'s roles",
+                                r.as_str(),
+                                p.id
+                            ),
+                        );
+                    }
+                }
+            }
+            let mut pin = [0u8; 32];
+            match hex::decode(u.certificate_sha256.trim()) {
+                Ok(bytes) if bytes.len() == 32 => pin.copy_from_slice(&bytes),
+                _ => self.issue(
+                    format!("{key}.certificate_sha256"),
+                    "must be 64 hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
+                ),
+            }
+            if let Some(p) = parties.iter().find(|p| p.certificate_sha256 == pin) {
+                self.issue(
+                    format!("{key}.certificate_sha256"),
+                    format!("the same certificate is already pinned to party `{}`; a certificate must map to exactly one party or user", p.id),
+                );
+            }
+            if let Some(o) = out.iter().find(|o| o.certificate_sha256 == pin) {
+                self.issue(
+                    format!("{key}.certificate_sha256"),
+                    format!("the same certificate is already pinned to user `{}`", o.id),
+                );
+            }
+            out.push(UserConfig {
+                id: u.id,
+                name: u.name,
+                party: PartyId::new(u.party),
+                roles,
+                certificate_sha256: pin,
+            });
+        }
+        out
+    }
+
+    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<crate::witness::client::WitnessEntry> {
+        let mut out: Vec<crate::witness::client::WitnessEntry> = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let key = format!("witness[{i}]");
+            if !crate::audit::cosign::is_valid_name(&w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    "must be non-empty without spaces or '+'",
+                );
+            }
+            if out.iter().any(|o| o.name == w.name) {
+                self.issue(
+                    format!("{key}.name"),
+                    format!("witness `{}` is defined twice", w.name),
+                );
+            }
+            if !w.url.starts_with("https://") || reqwest::Url::parse(&w.url).is_err() {
+                self.issue(format!("{key}.url"), "must be an https:// URL");
+            }
+            let public_key = self.file(&format!("{key}.public_key"), &w.public_key);
+            let ca = w.ca.map(|c| self.file(&format!("{key}.ca"), &c));
+            out.push(crate::witness::client::WitnessEntry {
+                name: w.name,
+                url: w.url,
+                public_key,
+                ca,
+            });
+        }
+        out
     }
 
     fn server(&mut self, s: RawServer) -> ServerConfig {
@@ -684,10 +907,56 @@ impl Validator {
             rate_limit_per_party: s.rate_limit_per_party.unwrap_or(0),
             shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
             max_body_bytes: s.max_body_bytes.unwrap_or(1024 * 1024),
+            header_timeout: self.positive("server.header_timeout", s.header_timeout, 10),
+            body_timeout: self.positive("server.body_timeout", s.body_timeout, 30),
+            idle_timeout: self.positive("server.idle_timeout", s.idle_timeout, 60),
+            tls_handshake_timeout: self.positive(
+                "server.tls_handshake_timeout",
+                s.tls_handshake_timeout,
+                10,
+            ),
+            max_connections: match s.max_connections {
+                Some(0) => {
+                    self.issue("server.max_connections", "must be at least 1");
+                    1
+                }
+                Some(n) => n,
+                None => 4096,
+            },
         }
     }
 
-    fn storage(&mut self, s: RawStorage) -> StorageConfig {
+    /// A duration that must not be zero, with its default in seconds.
+    fn positive(&mut self, key: &str, d: Option<HumanDuration>, default_secs: u64) -> Duration {
+        match d {
+            Some(d) if d.0.is_zero() => {
+                self.issue(key, "must be longer than 0s");
+                Duration::from_secs(default_secs)
+            }
+            Some(d) => d.0,
+            None => Duration::from_secs(default_secs),
+        }
+    }
+
+    fn storage(&mut self, mut s: RawStorage) -> StorageConfig {
+        // `env:NAME`: the URL (which may hold a database password) comes
+        // from the environment, so that the file need not carry it.
+        if let Some(var) = s.url.strip_prefix("env:").map(str::to_owned) {
+            match std::env::var(&var) {
+                Ok(v) if !v.trim().is_empty() => s.url = v.trim().to_owned(),
+                _ => {
+                    self.issue(
+                        "storage.url",
+                        format!("environment variable {var} is not set"),
+                    );
+                    return StorageConfig {
+                        url: String::new(),
+                        max_connections: s.max_connections.unwrap_or(8).max(1),
+                        acquire_timeout: s.acquire_timeout.map_or(Duration::from_secs(3), |d| d.0),
+                    };
+                }
+            }
+        }
         let url = if let Some(rest) = s.url.strip_prefix("sqlite://") {
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             let p = Path::new(path);
@@ -770,6 +1039,28 @@ impl Validator {
                     self.issue(format!("{key}.endpoint"), "is not a valid URL");
                 }
             }
+            let endpoint_pin = p.endpoint_certificate_sha256.as_deref().and_then(|h| {
+                let key = format!("{key}.endpoint_certificate_sha256");
+                match hex::decode(h.trim()) {
+                    Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+                        Ok(pin) => Some(pin),
+                        Err(_) => {
+                            self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
+                            None
+                        }
+                    },
+                    Err(_) => {
+                        self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
+                        None
+                    }
+                }
+            });
+            if endpoint_pin.is_some() && p.endpoint.is_none() {
+                self.issue(
+                    format!("{key}.endpoint_certificate_sha256"),
+                    "is set but the party has no endpoint",
+                );
+            }
             let roles: BTreeSet<Role> = p.roles.into_iter().collect();
             let jwt_issuer = p.jwt_issuer.map(|j| JwtIssuerConfig {
                 public_key: self.file(&format!("{key}.jwt_issuer.public_key"), &j.public_key),
@@ -790,6 +1081,7 @@ impl Validator {
                 roles,
                 certificate_sha256: pin,
                 endpoint: p.endpoint,
+                endpoint_certificate_sha256: endpoint_pin,
                 jwt_issuer,
             });
         }

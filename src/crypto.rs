@@ -15,7 +15,10 @@ use crate::vault::VaultKey;
 
 /// Loaded keys.
 pub struct Crypto {
-    domains: HashMap<String, DomainKey>,
+    /// Domain keys, derived up front; a config reload that adds a party
+    /// adds its domain ([`Crypto::add_domains`]), so the map only grows.
+    domains: arc_swap::ArcSwap<HashMap<String, DomainKey>>,
+    master: PseudonymMaster,
     /// AES-256-GCM vault key.
     pub vault: VaultKey,
     /// Signs tree heads.
@@ -44,7 +47,13 @@ impl Crypto {
         let payload_key = derive_key(master_secret.expose(), b"samgate/payload-digest/v1");
         let idempotency_key = derive_key(master_secret.expose(), b"samgate/idempotency-key/v1");
         let master = PseudonymMaster::new(master_secret);
+        let mut previous = Vec::new();
+        for (i, src) in k.vault_previous.iter().enumerate() {
+            let key = format!("keys.vault[{}]", i + 1);
+            previous.push(load_secret(src).map_err(|e| key_err(&key, e))?);
+        }
         let vault = VaultKey::new(load_secret(&k.vault).map_err(|e| key_err("keys.vault", e))?)
+            .and_then(|v| v.with_previous(previous))
             .map_err(|e| key_err("keys.vault", e))?;
         let audit_signer = Arc::new(
             keys::load_ed25519_private(&k.audit_signing)
@@ -69,7 +78,8 @@ impl Crypto {
         Ok(Crypto {
             payload_key,
             idempotency_key,
-            domains,
+            domains: arc_swap::ArcSwap::from_pointee(domains),
+            master,
             vault,
             audit_signer,
             delivery_signer,
@@ -80,7 +90,30 @@ impl Crypto {
     /// `consent`; every one is derived at start, so `None` means the domain
     /// is not configured).
     pub fn pseudonym(&self, domain: &str, p: &Personnummer) -> Option<Pseudonym> {
-        self.domains.get(domain).map(|dk| dk.pseudonymise(p))
+        self.domains.load().get(domain).map(|dk| dk.pseudonymise(p))
+    }
+
+    /// Derives the domain keys of `names` not derived yet (config reload).
+    pub fn add_domains<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        let current = self.domains.load();
+        let mut next: Option<HashMap<String, DomainKey>> = None;
+        for name in names {
+            if current.contains_key(name) {
+                continue;
+            }
+            let dk = self.master.domain(name).map_err(|e| e.to_string())?;
+            next.get_or_insert_with(|| (**current).clone())
+                .insert(name.to_owned(), dk);
+        }
+        if let Some(next) = next {
+            self.domains.store(std::sync::Arc::new(next));
+        }
+        Ok(())
+    }
+
+    /// The pseudonym master's key id (logged at start, never the key).
+    pub fn pseudonym_key_id(&self) -> &str {
+        self.master.key_id()
     }
 
     /// The `audit`-domain pseudonym (the only form in audit records and logs).
@@ -94,6 +127,7 @@ impl Crypto {
     /// routes (DESIGN §10): keyed with the recipient's own domain key.
     pub fn consent_reference(&self, recipient: &str, consent_id: &str) -> Option<String> {
         self.domains
+            .load()
             .get(recipient)
             .map(|dk| dk.consent_reference(consent_id))
     }

@@ -65,6 +65,9 @@ pub enum ProblemCode {
     RecipientFailed,
     /// Storage is unreachable; nothing was forwarded.
     Unavailable,
+    /// The request body did not arrive within `[server] body_timeout`
+    /// (DESIGN §10; 408, a code beyond §5's table).
+    RequestTimeout,
     /// Unexpected server error (details only in the log).
     Internal,
 }
@@ -98,6 +101,7 @@ impl ProblemCode {
             ProblemCode::RateLimited => "rate_limited",
             ProblemCode::RecipientFailed => "recipient_failed",
             ProblemCode::Unavailable => "unavailable",
+            ProblemCode::RequestTimeout => "request_timeout",
             ProblemCode::Internal => "internal",
         }
     }
@@ -121,6 +125,7 @@ impl ProblemCode {
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             RecipientFailed => StatusCode::BAD_GATEWAY,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +159,7 @@ impl ProblemCode {
             RateLimited => "Rate limited",
             RecipientFailed => "Recipient failed",
             Unavailable => "Service unavailable",
+            RequestTimeout => "Request timeout",
             Internal => "Internal error",
         }
     }

@@ -103,6 +103,40 @@ pub const DEMO_PARTIES: &[DemoParty] = &[
     },
 ];
 
+/// A person of the demo deployment with a personal client certificate
+/// (`[[user]]`, DESIGN §11): one per intake and auditor party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoUser {
+    /// User id; the files are `pki/users/<id>.pem`, `.key`, `.p12`.
+    pub id: &'static str,
+    /// Display name (also the certificate's common name).
+    pub name: &'static str,
+    /// The party the user works for.
+    pub party: &'static str,
+    /// The user's roles (a subset of the party's).
+    pub roles: &'static [&'static str],
+}
+
+/// The demo users: intake staff of `sfk-kalmar`, an auditor of
+/// `sfk-kalmar-audit`.
+pub const DEMO_USERS: &[DemoUser] = &[
+    DemoUser {
+        id: "anna.lind",
+        name: "Anna Lind",
+        party: "sfk-kalmar",
+        roles: &["intake"],
+    },
+    DemoUser {
+        id: "erik.berg",
+        name: "Erik Berg",
+        party: "sfk-kalmar-audit",
+        roles: &["auditor"],
+    },
+];
+
+/// The key id of the console's built-in consent issuer key.
+pub const CONSOLE_ISSUER_KEY_ID: &str = "console-1";
+
 /// Options of `samgate init`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitOptions {
@@ -130,6 +164,8 @@ pub struct InitReport {
     pub deployment_id: String,
     /// The parties, in configuration order.
     pub parties: Vec<PartyReport>,
+    /// The console users (`[[user]]`), in configuration order.
+    pub users: Vec<UserReport>,
     /// Every file written, in the order written (`samgate.toml` last).
     pub files: Vec<PathBuf>,
 }
@@ -150,6 +186,18 @@ pub struct PartyReport {
     pub certificate_sha256: String,
     /// Its inbox URL, for recipients.
     pub endpoint: Option<String>,
+    /// SPKI SHA-256 pin of its endpoint's server certificate
+    /// (`endpoint_certificate_sha256`), for recipients.
+    pub endpoint_certificate_sha256: Option<String>,
+}
+
+/// One console user as configured by `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserReport {
+    /// User id.
+    pub id: &'static str,
+    /// SPKI SHA-256 pin of the user's certificate.
+    pub certificate_sha256: String,
 }
 
 /// Errors of `samgate init`.
@@ -181,6 +229,14 @@ pub enum InitError {
     /// Generating a certificate or key failed.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// A PKCS#12 file could not be built.
+    #[error("cannot build the PKCS#12 file of user {user}: {reason}")]
+    Pkcs12 {
+        /// The user.
+        user: &'static str,
+        /// The cause.
+        reason: String,
+    },
     /// The system random number generator failed.
     #[error("system random number generator failed")]
     Random,
@@ -189,6 +245,14 @@ pub enum InitError {
     PortOutOfRange {
         /// The party without a port.
         party: &'static str,
+    },
+    /// A party's witness could not be prepared.
+    #[error("witness of {party}: {reason}")]
+    Witness {
+        /// The party.
+        party: &'static str,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -256,24 +320,41 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
     for party in DEMO_PARTIES {
         let client = ca.issue_client(party.id)?;
         push_cert(&mut files, &format!("pki/{}", party.id), &client);
-        let endpoint = if party.has_endpoint {
+        let (endpoint, endpoint_pin) = if party.has_endpoint {
             let p = port.ok_or(InitError::PortOutOfRange { party: party.id })?;
             port = p.checked_add(1);
             let server =
                 ca.issue_server(&format!("{} inbox", party.id), &["localhost", "127.0.0.1"])?;
             push_cert(&mut files, &format!("pki/{}-server", party.id), &server);
-            Some(format!("https://127.0.0.1:{p}/inbox"))
+            (
+                Some(format!("https://127.0.0.1:{p}/inbox")),
+                Some(spki_sha256_hex(server.cert_der())?),
+            )
         } else {
-            None
+            (None, None)
         };
         parties.push(PartyReport {
             id: party.id,
             certificate_sha256: spki_sha256_hex(client.cert_der())?,
             endpoint,
+            endpoint_certificate_sha256: endpoint_pin,
+        });
+    }
+
+    let mut users = Vec::new();
+    for user in DEMO_USERS {
+        let cert = ca.issue_client(user.name)?;
+        push_cert(&mut files, &format!("pki/users/{}", user.id), &cert);
+        let p12 = pkcs12(user, &cert, ca.cert_der())?;
+        files.push(Planned::private(format!("pki/users/{}.p12", user.id), &p12));
+        users.push(UserReport {
+            id: user.id,
+            certificate_sha256: spki_sha256_hex(cert.cert_der())?,
         });
     }
 
     push_signing_key(&mut files, &format!("keys/issuer-{CONSENT_ISSUER_ID}"))?;
+    push_signing_key(&mut files, "keys/issuer-console")?;
     push_signing_key(&mut files, "keys/audit")?;
     push_signing_key(&mut files, "keys/delivery")?;
     files.push(Planned::private(
@@ -288,13 +369,53 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
         push_signing_key(&mut files, &format!("keys/users-{}", party.id))?;
     }
 
-    let toml = render_config(opts, &deployment_id, &parties);
-    files.push(Planned::public(CONFIG_FILE.into(), &toml));
+    // One witness per agency (DESIGN §12), on recipient_base_port + 100 + i.
+    let gateway_client_pin = spki_sha256_hex(gateway_client.cert_der())?;
+    let mut witness_port = opts.recipient_base_port.checked_add(100);
+    let mut witnesses = Vec::new();
+    for party in DEMO_PARTIES.iter().filter(|p| is_witness_party(p)) {
+        let p = witness_port.ok_or(InitError::PortOutOfRange { party: party.id })?;
+        witness_port = p.checked_add(1);
+        let wopts = crate::witness::init::WitnessInit {
+            name: witness_name(party.id),
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
+            logs: vec![(
+                format!("samgate/{deployment_id}"),
+                "../../keys/audit.pub.pem".into(),
+            )],
+            client_ca: "../../pki/ca.pem".into(),
+            client_pins: vec![gateway_client_pin.clone()],
+        };
+        let (planned, _) =
+            crate::witness::init::plan(&wopts, Some(&ca)).map_err(|e| InitError::Witness {
+                party: party.id,
+                reason: e,
+            })?;
+        for f in planned {
+            files.push(Planned {
+                path: format!("witnesses/{}/{}", party.id, f.path),
+                contents: f.contents,
+                private: f.private,
+            });
+        }
+        witnesses.push((party.id, p));
+    }
+
+    let mut toml = render_config(opts, &deployment_id, &parties);
+    render_console(&mut toml, &users);
+    toml.push_str(&render_witnesses(&witnesses));
+    // 0600: the file names every key path and may carry a database URL
+    // with a password (issue #19).
+    files.push(Planned::private(CONFIG_FILE.into(), toml.as_bytes()));
 
     create_dir(dir, None)?;
     create_dir(&dir.join("pki"), Some(0o700))?;
+    create_dir(&dir.join("pki/users"), Some(0o700))?;
     create_dir(&dir.join("keys"), Some(0o700))?;
     create_dir(&dir.join("data"), None)?;
+    for (party, _) in &witnesses {
+        create_dir(&dir.join(format!("witnesses/{party}/tls")), Some(0o700))?;
+    }
     let mut written = Vec::with_capacity(files.len());
     for file in &files {
         let path = dir.join(&file.path);
@@ -306,8 +427,105 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
         config,
         deployment_id,
         parties,
+        users,
         files: written,
     })
+}
+
+/// Whether `init` writes a witness for this party: the agencies (fk, af, the municipality
+/// and the region), not the samordningsförbund that runs the intake.
+pub fn is_witness_party(party: &DemoParty) -> bool {
+    party.roles.contains(&"agency") && party.kind != "samordningsforbund"
+}
+
+/// The name of a party's witness (the key name of its cosignatures).
+pub fn witness_name(party: &str) -> String {
+    format!("{party}-witness")
+}
+
+/// The `[[witness]]` entries of `samgate.toml`.
+fn render_witnesses(witnesses: &[(&str, u16)]) -> String {
+    let mut out = String::from(
+        "\n# The agencies' witnesses (DESIGN §12, docs/audit.md): each cosigns every new\n\
+         # checkpoint after checking that it extends the last one it saw. Each lives in\n\
+         # witnesses/<party>/ (start it with `samgate witness serve --config\n\
+         # witnesses/<party>/witness.toml`); a real agency runs its own.\n",
+    );
+    for (party, port) in witnesses {
+        let _ = write!(
+            out,
+            "\n[[witness]]\nname = {}\nurl = {}\npublic_key = {}\n",
+            toml_string(&witness_name(party)),
+            toml_string(&format!("https://127.0.0.1:{port}")),
+            toml_string(&format!("witnesses/{party}/witness.vkey")),
+        );
+    }
+    out
+}
+
+/// A user's certificate, key and the CA certificate as PKCS#12 with an
+/// empty password (PBES2/AES-256, HMAC-SHA-256), for import into a browser.
+fn pkcs12(
+    user: &DemoUser,
+    cert: &crate::pki::IssuedCert,
+    ca_der: &[u8],
+) -> Result<Vec<u8>, InitError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let err = |reason: String| InitError::Pkcs12 {
+        user: user.id,
+        reason,
+    };
+    let key_der = pem::parse(cert.key_pem()).map_err(|e| err(e.to_string()))?;
+    let key = PrivateKey::from_der(key_der.contents()).map_err(|e| err(e.to_string()))?;
+    let leaf = Certificate::from_der(cert.cert_der()).map_err(|e| err(e.to_string()))?;
+    let ca = Certificate::from_der(ca_der).map_err(|e| err(e.to_string()))?;
+    let key_id = ring::digest::digest(&ring::digest::SHA256, cert.cert_der());
+    let chain = PrivateKeyChain::new(key_id.as_ref(), key, [leaf, ca]);
+    let mut store = KeyStore::new();
+    store.add_entry(user.id, KeyStoreEntry::PrivateKeyChain(chain));
+    store.writer("").write().map_err(|e| err(e.to_string()))
+}
+
+/// Appends the console's part of `samgate.toml`: the built-in `console`
+/// consent issuer, its signing key and the `[[user]]` entries (DESIGN §11).
+fn render_console(out: &mut String, users: &[UserReport]) {
+    let _ = write!(
+        out,
+        r#"
+# The browser console (https://<listen>/console/, DESIGN §11). Consents
+# recorded there are signed by the gateway as the built-in issuer "console".
+[[consent_issuer]]
+id = "console"
+key_id = {kid}
+public_key = "keys/issuer-console.pub.pem"
+
+[console]
+signing_key = "keys/issuer-console.pem"
+
+# People who sign in with a personal client certificate (pki/users/<id>.p12,
+# empty password). roles must be a subset of the party's roles.
+"#,
+        kid = toml_string(CONSOLE_ISSUER_KEY_ID),
+    );
+    for report in users {
+        let Some(user) = DEMO_USERS.iter().find(|u| u.id == report.id) else {
+            continue;
+        };
+        let roles = user
+            .roles
+            .iter()
+            .map(|r| toml_string(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(
+            out,
+            "\n[[user]]\nid = {}\nname = {}\nparty = {}\nroles = [{roles}]\ncertificate_sha256 = {}\n",
+            toml_string(user.id),
+            toml_string(user.name),
+            toml_string(user.party),
+            toml_string(&report.certificate_sha256),
+        );
+    }
 }
 
 fn push_cert(files: &mut Vec<Planned>, stem: &str, cert: &crate::pki::IssuedCert) {
@@ -416,6 +634,16 @@ outbound_private_key = "pki/gateway-client.key"
 rate_limit_per_party = 2000
 # How long in-flight requests may finish after SIGINT/SIGTERM.
 shutdown_grace = "10s"
+# Slow and many clients (DESIGN §10): a connection without a complete request
+# head after header_timeout is closed, a body must arrive within body_timeout,
+# a kept-alive connection without a request is closed after idle_timeout, a
+# TLS handshake must finish within tls_handshake_timeout, and at most
+# max_connections are served at once (more wait in the listen backlog).
+header_timeout = "10s"
+body_timeout = "30s"
+idle_timeout = "60s"
+tls_handshake_timeout = "10s"
+max_connections = 4096
 # A plain-HTTP listener with only /healthz, /readyz and /metrics:
 # metrics_listen = "127.0.0.1:9464"
 
@@ -433,9 +661,11 @@ vault = "keys/vault.key"
 audit_signing = "keys/audit.pem"
 delivery_signing = "keys/delivery.pem"
 
-# How often a signed tree head (checkpoint) is published.
+# How often a signed tree head (checkpoint) is published, and how many of the
+# [[witness]] below must cosign it (DESIGN §12).
 [audit]
 checkpoint_interval = "1s"
+witness_quorum = 3
 
 # Delivery to recipient endpoints: per-attempt timeout, when a queued exchange
 # expires, and the exponential backoff (with full jitter) between attempts.
@@ -444,10 +674,17 @@ timeout = "10s"
 expire_after = "24h"
 backoff_initial = "1s"
 backoff_max = "5m"
+# Concurrent async deliveries, and at most per_recipient of them to one
+# endpoint, so a slow recipient delays only its own messages.
+workers = 16
+per_recipient = 4
 
-# Consents may be valid for at most this long.
+# Consents may be valid for at most this long. After a delivered `closure`
+# a consent covers only follow-up (`uppfoljning`) and ends this many
+# calendar months after the closure (DESIGN §13).
 [consent]
 max_lifetime_days = 730
+follow_up_months = 12
 
 # Intake systems whose signed consents (compact JWS) are accepted: `id` is the
 # token's `iss`, `key_id` its `kid`. Add a second entry with a new key_id to
@@ -459,7 +696,9 @@ public_key = {issuer_key}
 
 # The parties. certificate_sha256 pins the party's client certificate (hex
 # SHA-256 of its SubjectPublicKeyInfo); a recipient's endpoint is where the
-# gateway delivers its messages. A party with jwt_issuer must also send a user
+# gateway delivers its messages, and endpoint_certificate_sha256 pins that
+# endpoint's server certificate the same way (another certificate, even one
+# from outbound_ca, is a failed delivery and nothing is sent). A party with jwt_issuer must also send a user
 # JWT (Authorization: Bearer) signed by that issuer on every request.
 "#
     );
@@ -484,6 +723,9 @@ public_key = {issuer_key}
         );
         if let Some(endpoint) = &report.endpoint {
             let _ = writeln!(out, "endpoint = {}", toml_string(endpoint));
+        }
+        if let Some(pin) = &report.endpoint_certificate_sha256 {
+            let _ = writeln!(out, "endpoint_certificate_sha256 = {}", toml_string(pin));
         }
         if party.is_auditor() {
             let _ = writeln!(
@@ -530,7 +772,7 @@ mod tests {
     /// each is private.
     fn expected_files() -> Vec<(String, bool)> {
         let mut files = vec![
-            ("samgate.toml".to_owned(), false),
+            ("samgate.toml".to_owned(), true),
             ("pki/ca.pem".to_owned(), false),
             ("pki/ca.key".to_owned(), true),
             ("pki/gateway.pem".to_owned(), false),
@@ -547,7 +789,26 @@ mod tests {
             ("keys/vault.key".to_owned(), true),
             ("keys/users-sfk-kalmar-audit.pem".to_owned(), true),
             ("keys/users-sfk-kalmar-audit.pub.pem".to_owned(), false),
+            ("keys/issuer-console.pem".to_owned(), true),
+            ("keys/issuer-console.pub.pem".to_owned(), false),
         ];
+        for party in DEMO_PARTIES.iter().filter(|p| is_witness_party(p)) {
+            for (f, private) in [
+                ("witness.toml", false),
+                ("witness.pem", true),
+                ("witness.pub.pem", false),
+                ("witness.vkey", false),
+                ("tls/server.pem", false),
+                ("tls/server.key", true),
+            ] {
+                files.push((format!("witnesses/{}/{f}", party.id), private));
+            }
+        }
+        for user in DEMO_USERS {
+            files.push((format!("pki/users/{}.pem", user.id), false));
+            files.push((format!("pki/users/{}.key", user.id), true));
+            files.push((format!("pki/users/{}.p12", user.id), true));
+        }
         for party in DEMO_PARTIES {
             files.push((format!("pki/{}.pem", party.id), false));
             files.push((format!("pki/{}.key", party.id), true));
@@ -666,6 +927,77 @@ mod tests {
         }
     }
 
+    /// DESIGN §11: one user per intake and auditor party, with a PKCS#12
+    /// (empty password) holding the pinned certificate and its key, and a
+    /// configuration that validates (roles within the party's).
+    #[test]
+    fn console_users_have_pinned_certificates_and_pkcs12_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = init(tmp.path(), &InitOptions::default()).unwrap();
+        let config = crate::config::Config::load(&report.config).unwrap();
+        assert_eq!(config.users.len(), DEMO_USERS.len());
+        for party in DEMO_PARTIES {
+            if party.roles.contains(&"intake") || party.is_auditor() {
+                assert!(
+                    DEMO_USERS.iter().any(|u| u.party == party.id),
+                    "{}",
+                    party.id
+                );
+            }
+        }
+        let console = config.console.as_ref().unwrap();
+        assert_eq!(console.key_id, CONSOLE_ISSUER_KEY_ID);
+        assert!(console.signing_key.ends_with("keys/issuer-console.pem"));
+        for user in DEMO_USERS {
+            let pem =
+                fs::read_to_string(tmp.path().join(format!("pki/users/{}.pem", user.id))).unwrap();
+            let der = crate::pki::first_certificate_der(&pem).unwrap();
+            let pin = spki_sha256_hex(&der).unwrap();
+            let configured = config.user(user.id).unwrap();
+            assert_eq!(hex::encode(configured.certificate_sha256), pin);
+            assert_eq!(configured.party.as_str(), user.party);
+            let p12 = fs::read(tmp.path().join(format!("pki/users/{}.p12", user.id))).unwrap();
+            let store = p12_keystore::KeyStore::from_pkcs12(
+                &p12,
+                "",
+                p12_keystore::Pkcs12ImportPolicy::default(),
+            )
+            .unwrap();
+            let (_, chain) = store.private_key_chain().unwrap();
+            assert_eq!(chain.certs()[0].as_der(), der.as_slice());
+            let key_pem =
+                fs::read_to_string(tmp.path().join(format!("pki/users/{}.key", user.id))).unwrap();
+            assert_eq!(
+                chain.key().as_der(),
+                pem::parse(key_pem).unwrap().contents()
+            );
+        }
+    }
+
+    #[test]
+    fn user_roles_must_be_within_the_party_and_pins_unique() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = init(tmp.path(), &InitOptions::default()).unwrap();
+        let text = fs::read_to_string(&report.config).unwrap();
+        let af_pin = report.party("af").unwrap().certificate_sha256.clone();
+        let anna = &report.users[0].certificate_sha256;
+        let bad = text
+            .replacen(
+                "roles = [\"intake\"]\ncertificate",
+                "roles = [\"auditor\"]\ncertificate",
+                1,
+            )
+            .replacen(anna.as_str(), &af_pin, 1);
+        let err = crate::config::Config::from_toml_str(&bad, tmp.path(), &report.config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("role `auditor` is not one of party `sfk-kalmar`'s roles"),
+            "{err}"
+        );
+        assert!(err.contains("already pinned to party `af`"), "{err}");
+    }
+
     #[test]
     fn generated_config_parses_and_has_the_contract_shape() {
         let tmp = tempfile::tempdir().unwrap();
@@ -701,7 +1033,9 @@ mod tests {
         }
 
         let issuers = cfg["consent_issuer"].as_array().unwrap();
-        assert_eq!(issuers.len(), 1);
+        // The demo intake system, and the console's built-in issuer (DESIGN §11).
+        assert_eq!(issuers.len(), 2);
+        assert_eq!(issuers[1]["id"].as_str(), Some("console"));
         assert_eq!(issuers[0]["id"].as_str(), Some("sfk-kalmar-intake"));
         assert_eq!(issuers[0]["key_id"].as_str(), Some("2026-1"));
         assert!(tmp

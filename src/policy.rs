@@ -35,6 +35,10 @@ use serde_json::{Map, Value};
 use crate::personnummer::Personnummer;
 use crate::schema::{field_pointer, Category, MessageSchema};
 
+pub mod route;
+
+pub use route::{ConsentRequirement, RouteConfig};
+
 /// The allow-list entry meaning "every field except free text".
 pub const ALL_FIELDS: &str = "*";
 

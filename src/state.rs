@@ -1,14 +1,12 @@
 //! `AppState`: everything a handler needs, built once at start from a
 //! validated [`Config`] and shared (cheaply cloned) across requests.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::log::{AuditLog, HeadSigner};
-use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
+use crate::auth::jwt::UserTokenVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, PartyConfig, PartyId};
-use crate::consent::verify::ConsentVerifier;
 use crate::crypto::Crypto;
 use crate::schema::SchemaRegistry;
 use crate::store::{Store, StoreError};
@@ -43,44 +41,79 @@ pub enum StartError {
 /// Most vault keys remembered by [`AppState::mark_vault_stored`].
 pub const VAULT_CACHE_MAX: usize = 100_000;
 
+tokio::task_local! {
+    /// The snapshot of the request being served on this task: set by the
+    /// authentication middleware around the rest of the request
+    /// ([`crate::http`]), read by [`AppState::live`] of every other clone of
+    /// the state the request uses (its handler's extractor clones its own).
+    pub static REQUEST_LIVE: Arc<crate::reload::Live>;
+}
+
 /// Shared application state.
-#[derive(Clone)]
+///
+/// Cloning is cheap. The reloadable part ([`crate::reload::Live`]) is read
+/// once per request: the first [`AppState::live`] on a value pins the
+/// snapshot current at that moment, and clones of a pinned value keep it
+/// (tasks spawned for the request stay on its configuration), while clones
+/// of an unpinned value start unpinned. axum clones the router's (never
+/// pinned) state for every request, so each request gets its own snapshot.
 pub struct AppState {
     inner: Arc<Inner>,
+    pinned: std::sync::OnceLock<Arc<crate::reload::Live>>,
+}
+
+impl Clone for AppState {
+    fn clone(&self) -> Self {
+        let pinned = std::sync::OnceLock::new();
+        if let Some(live) = self.pinned.get() {
+            let _ = pinned.set(live.clone());
+        }
+        AppState {
+            inner: self.inner.clone(),
+            pinned,
+        }
+    }
 }
 
 /// The contents of [`AppState`].
 pub struct Inner {
-    /// The validated configuration.
+    /// The configuration the process started with. Its parties, routes and
+    /// consent issuers are not reloaded here: use [`AppState::live`].
     pub config: Config,
     /// The database.
     pub store: Store,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    pins: HashMap<[u8; 32], usize>,
-    verifiers: HashMap<PartyId, UserTokenVerifier>,
+    /// The reloadable part (SIGHUP, [`crate::reload`]).
+    live: arc_swap::ArcSwap<crate::reload::Live>,
     /// Per-party rate limiter (None = off).
     pub rate_limiter: Option<crate::http::PartyRateLimiter>,
     /// Key material.
     pub crypto: Crypto,
     /// Compiled message schemas.
     pub schemas: SchemaRegistry,
-    /// Consent issuers.
-    pub consents: ConsentVerifier,
     /// The audit log writer.
     pub audit: AuditLog,
     /// This process's id (outbox claims are recorded with it).
     pub instance_id: String,
-    /// The outbound HTTPS client towards recipients (pooled).
-    pub delivery_client: reqwest::Client,
+    /// The outbound HTTPS clients towards recipients (pooled, pinned per
+    /// recipient): pick one with `for_delivery`.
+    pub delivery_client: crate::exchange::deliver::Clients,
     /// Wakes the outbox worker when an async exchange is committed.
     pub outbox_notify: tokio::sync::Notify,
+    /// Wakes the outbox dispatcher when an attempt has finished (a worker
+    /// or a per-recipient slot is free again).
+    pub outbox_freed: tokio::sync::Notify,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
     vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// The browser console's keys (DESIGN §11).
+    pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The witnesses that cosign tree heads (DESIGN §12).
+    pub witnesses: crate::witness::client::Cosigning,
 }
 
 impl std::ops::Deref for AppState {
@@ -101,35 +134,34 @@ impl AppState {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, StartError> {
-        let mut pins = HashMap::new();
-        let mut verifiers = HashMap::new();
-        for (i, p) in config.parties.iter().enumerate() {
-            pins.insert(p.certificate_sha256, i);
-            if let Some(j) = &p.jwt_issuer {
-                let key = format!("party[{i}].jwt_issuer.public_key");
-                let file = PublicKeyFile::load(&j.public_key).map_err(|e| StartError::Key {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-                let v = UserTokenVerifier::new(&j.iss, &j.audience, &file, j.key_id.as_deref())
-                    .map_err(|e| StartError::Key {
-                        key,
-                        reason: e.to_string(),
-                    })?;
-                verifiers.insert(p.id.clone(), v);
-            }
-        }
+        let live = crate::reload::Live::build(Arc::new(config.clone()), 0).map_err(|reasons| {
+            let (key, reason) = reasons
+                .first()
+                .and_then(|r| r.split_once(": "))
+                .map_or(("config".to_owned(), reasons.join("; ")), |(k, r)| {
+                    (k.to_owned(), r.to_owned())
+                });
+            StartError::Key { key, reason }
+        })?;
+        let console =
+            crate::console::ConsoleState::load(&config).map_err(|reason| StartError::Key {
+                key: "console.signing_key".into(),
+                reason,
+            })?;
         let _ = crate::http::metrics_handle();
         let crypto = Crypto::load(&config)?;
         let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
             key: "schemas".into(),
             reason: e.to_string(),
         })?;
-        let consents = ConsentVerifier::from_config(&config).map_err(|reason| StartError::Key {
-            key: "consent_issuer".into(),
-            reason,
-        })?;
-        let delivery_client = crate::exchange::deliver::client(&config)?;
+        let delivery_client = crate::exchange::deliver::clients(&config)?;
+        let witnesses =
+            crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
+                StartError::Key {
+                    key: "witness".into(),
+                    reason,
+                }
+            })?;
         let store = Store::open(&config.storage).await?;
         let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
         let signer = Arc::new(HeadSigner {
@@ -148,26 +180,80 @@ impl AppState {
                 config,
                 store,
                 clock,
-                pins,
-                verifiers,
+                live: arc_swap::ArcSwap::from_pointee(live),
+                console,
                 rate_limiter,
                 crypto,
                 schemas,
-                consents,
                 audit,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 delivery_client,
                 outbox_notify: tokio::sync::Notify::new(),
+                outbox_freed: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
+                witnesses,
             }),
+            pinned: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This request's snapshot of the reloadable configuration (parties,
+    /// routes, users, consent issuers): the first call pins the current one
+    /// (see the type's docs).
+    pub fn live(&self) -> &crate::reload::Live {
+        self.pinned.get_or_init(|| {
+            // Inside a request, the snapshot the authentication middleware
+            // pinned (so the principal and the routes come from one
+            // configuration); elsewhere the current one.
+            REQUEST_LIVE
+                .try_with(Arc::clone)
+                .unwrap_or_else(|_| self.inner.live.load_full())
+        })
+    }
+
+    /// The snapshot this value reads (pins it now if it is not yet).
+    pub fn live_arc(&self) -> Arc<crate::reload::Live> {
+        self.live();
+        self.pinned
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.inner.live.load_full())
+    }
+
+    /// The current snapshot, without pinning (background work, tests).
+    pub fn current_live(&self) -> Arc<crate::reload::Live> {
+        self.inner.live.load_full()
+    }
+
+    /// A clone that is not pinned: it reads the snapshot current at its
+    /// first [`AppState::live`]. For long-lived holders (routers, workers).
+    pub fn unpinned(&self) -> AppState {
+        AppState {
+            inner: self.inner.clone(),
+            pinned: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Installs a new snapshot ([`crate::reload::reload`]); requests already
+    /// running keep theirs.
+    pub fn install_live(&self, live: crate::reload::Live) {
+        self.inner.live.store(Arc::new(live));
     }
 
     /// The party a certificate pin belongs to.
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
-        self.pins.get(pin).and_then(|i| self.config.parties.get(*i))
+        let live = self.live();
+        live.pins.get(pin).and_then(|i| live.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        let live = self.live();
+        live.user_pins
+            .get(pin)
+            .and_then(|i| live.config.users.get(*i))
     }
 
     /// Finishes background work on a graceful stop (final tree head).
@@ -223,6 +309,6 @@ impl AppState {
 
     /// The user-token verifier of a party, if it has an issuer.
     pub fn user_verifier(&self, party: &PartyId) -> Option<&UserTokenVerifier> {
-        self.verifiers.get(party)
+        self.live().verifiers.get(party)
     }
 }

@@ -127,3 +127,83 @@ pub fn peer_spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
     out.copy_from_slice(digest.as_ref());
     Some(out)
 }
+
+/// A recipient's server certificate check (DESIGN §10 "Recipients are
+/// pinned too"): the chain must verify against `outbound_ca` (webpki, as
+/// without a pin) AND the end-entity certificate's SPKI SHA-256 must be one
+/// of `pins`. Otherwise the handshake fails and nothing is sent.
+#[derive(Debug)]
+pub struct PinnedServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    pins: Vec<[u8; 32]>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match peer_spki_sha256(end_entity) {
+            Some(spki) if self.pins.contains(&spki) => Ok(verified),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The outbound side for one pinned recipient endpoint: like
+/// [`client_config`], and the server's SPKI must be one of `pins`.
+pub fn pinned_client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    pins: Vec<[u8; 32]>,
+) -> Result<ClientConfig, TlsError> {
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca)?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(PinnedServerVerifier { inner, pins });
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    Ok(cfg)
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
-use super::record::{action, decision, AuditRecord};
+use super::record::action;
 use crate::auth::Principal;
 use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
@@ -46,6 +46,10 @@ pub struct SubjectSearch {
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<u64>,
+    /// Why the auditor searches (the console requires it); kept in the
+    /// `audit-query` record, at most 200 characters.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Proof query parameters.
@@ -125,29 +129,8 @@ fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
         .transpose()
 }
 
-/// Appends the `audit-query` record of a request; the answer is sent only
-/// once it is committed.
-pub(crate) async fn log_query(
-    state: &AppState,
-    principal: &Principal,
-    rid: Option<Extension<RequestId>>,
-    act: &str,
-    reason: String,
-    subject: Option<String>,
-) -> ApiResult<()> {
-    let record = AuditRecord {
-        request_id: rid.map(|Extension(r)| r.0),
-        action: act.to_owned(),
-        actor_party: Some(principal.party.to_string()),
-        actor_user: principal.user.clone(),
-        subject,
-        decision: decision::PERMIT.into(),
-        reason: Some(reason.chars().take(500).collect()),
-        ..AuditRecord::default()
-    };
-    state.audit.append(record, Vec::new()).await?;
-    Ok(())
-}
+// shim: remove after the parallel branches merge (moved to `audit::access`).
+pub(crate) use super::access::log_query;
 
 fn page_json(page: &Page) -> Value {
     let records: Vec<Value> = page.records.iter().map(query::record_json).collect();
@@ -240,16 +223,44 @@ pub async fn subject_search(
     let limit = limit(b.limit)?;
     let cursor = cursor(b.cursor.as_deref())?;
     let page = query::records_page(&state.store, &filter, cursor, limit).await?;
+    let reason = match b.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        None => "subject-search".to_owned(),
+        Some(r) => {
+            if r.chars().count() > 200 || has_long_number(r) {
+                return Err(bad(
+                    "`reason` must be at most 200 characters and hold no identifier",
+                ));
+            }
+            format!("subject-search: {r}")
+        }
+    };
     log_query(
         &state,
         &principal,
         rid,
         action::AUDIT_QUERY,
-        "subject-search".into(),
+        reason,
         Some(subject),
     )
     .await?;
     Ok(Json(page_json(&page)).into_response())
+}
+
+/// Whether free text could hold an identifier: six digits or more in a row
+/// (ignoring `-`, `+` and spaces between them).
+pub(crate) fn has_long_number(s: &str) -> bool {
+    let mut run = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run >= 6 {
+                return true;
+            }
+        } else if !matches!(c, '-' | '+' | ' ') {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// Signs a head covering every committed record and returns the newest.
@@ -282,7 +293,11 @@ pub async fn tree_head(
     )
     .await?;
     let head = fresh_head(&state).await?;
-    Ok(Json(head.to_json()).into_response())
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
+    Ok(Json(state.witnesses.head_json(&state.store, &head).await).into_response())
 }
 
 fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {

@@ -8,7 +8,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{log_query, personnummer};
+use super::access::log_query;
+use super::api::personnummer;
 use super::record::{action, AuditRecord};
 use crate::auth::Principal;
 use crate::config::Role;
@@ -17,13 +18,14 @@ use crate::http::{JsonBody, RequestId};
 use crate::state::AppState;
 
 /// The actions that are disclosures (or refused disclosures) of data.
-pub const EXCHANGE_ACTIONS: [&str; 6] = [
+pub const EXCHANGE_ACTIONS: [&str; 7] = [
     action::EXCHANGE_FORWARDED,
     action::EXCHANGE_DENIED,
     action::EXCHANGE_DELIVERED,
     action::EXCHANGE_FAILED,
     action::REPLY_FORWARDED,
     action::REPLY_WITHHELD,
+    action::REVOCATION_NOTIFIED,
 ];
 
 /// `POST /v1/disclosures` body.
@@ -31,6 +33,9 @@ pub const EXCHANGE_ACTIONS: [&str; 6] = [
 #[serde(deny_unknown_fields)]
 pub struct DisclosureRequest {
     personnummer: String,
+    /// Add leaves, inclusion proofs and the cosigned checkpoint (DESIGN §12).
+    #[serde(default)]
+    proofs: bool,
 }
 
 /// One line of the extract. `action` and `withheld` go beyond the fields
@@ -144,13 +149,16 @@ pub async fn disclosures(
     }
     let leaves = q.fetch_all(state.store.pool()).await?;
     let mut records = Vec::with_capacity(leaves.len());
-    for leaf in leaves {
+    for leaf in &leaves {
         records.push(
-            AuditRecord::from_leaf(&leaf)
+            AuditRecord::from_leaf(leaf)
                 .map_err(|_| ApiError::internal("a stored audit leaf does not parse"))?,
         );
     }
-    let out = one_per_exchange(&records);
+    let mut out = one_per_exchange(&records);
+    if body.value.proofs {
+        super::disclosure_proofs::attach(&state, &mut out, &leaves).await?;
+    }
     log_query(
         &state,
         &principal,

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 
-use super::api::{bad, fresh_head, log_query, number, params};
+use super::access::log_query;
+use super::api::{bad, fresh_head, number, params};
 use super::query;
 use super::record::action;
 use crate::auth::Principal;
@@ -59,7 +60,12 @@ pub async fn export(
     log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
     let head = fresh_head(&state).await?;
     let end = to.min(head.tree_size);
-    let mut head_line = serde_json::to_vec(&serde_json::json!({ "tree_head": head.to_json() }))
+    state
+        .witnesses
+        .await_head(&state.store, head.tree_size)
+        .await;
+    let head_json = state.witnesses.head_json(&state.store, &head).await;
+    let mut head_line = serde_json::to_vec(&serde_json::json!({ "tree_head": head_json }))
         .map_err(ApiError::internal)?;
     head_line.push(b'\n');
     let store = state.store.clone();

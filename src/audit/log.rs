@@ -28,7 +28,10 @@ use super::merkle::{self, Frontier};
 use super::record::AuditRecord;
 use crate::clock::{rfc3339_precise, Clock};
 use crate::keys::Ed25519Signer;
+use crate::store::sqlite_thread::SqliteThread;
 use crate::store::{Backend, Stmt, Store};
+
+mod blocking;
 
 /// Why an append failed. Nothing was written in either case.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +39,7 @@ pub enum AppendError {
     /// One of the item's side effects was refused by the database (e.g. a
     /// unique key: a replayed consent id).
     #[error("the decision could not be recorded: {0}")]
-    Effect(#[source] sqlx::Error),
+    Effect(EffectError),
     /// A side effect matched no row where it had to (a concurrent change).
     #[error("the decision no longer applies (a concurrent change)")]
     Conflict,
@@ -45,10 +48,45 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+/// A side effect the database refused, from either driver.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct EffectError {
+    /// A unique or primary-key constraint was violated.
+    pub unique: bool,
+    /// The database's message (SQL errors carry no bound values).
+    pub message: String,
+}
+
+impl From<sqlx::Error> for EffectError {
+    fn from(e: sqlx::Error) -> Self {
+        let unique = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
+        EffectError {
+            unique,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for EffectError {
+    fn from(e: rusqlite::Error) -> Self {
+        let unique = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        );
+        EffectError {
+            unique,
+            message: e.to_string(),
+        }
+    }
+}
+
 impl AppendError {
     /// True for a unique-constraint violation in a side effect.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, AppendError::Effect(sqlx::Error::Database(d)) if d.is_unique_violation())
+        matches!(self, AppendError::Effect(e) if e.unique)
     }
 }
 
@@ -119,6 +157,7 @@ impl super::checkpoint::NoteSigner for HeadSigner {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    heads: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AuditLog {
@@ -131,15 +170,37 @@ impl AuditLog {
         head_interval: Duration,
     ) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4).max(64));
+        let sqlite = match (store.backend(), store.sqlite_path()) {
+            (Backend::Sqlite, Some(path)) => {
+                match SqliteThread::open(path, "samgate-audit", SQLITE_BUSY_TIMEOUT) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        // The pool works on the same file: slower, still correct.
+                        tracing::warn!(error = %e, "audit writer: own SQLite connection unavailable; using the pool");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (heads_tx, heads) = tokio::sync::watch::channel(0);
         let writer = Writer {
             store,
+            sqlite,
             clock,
             signer,
             max_batch,
             head_interval,
+            heads: heads_tx,
         };
         let task = tokio::spawn(writer.run(rx));
-        (AuditLog { tx }, task)
+        (AuditLog { tx, heads }, task)
+    }
+
+    /// The seam for everything that follows signed heads (the witnesses, DESIGN §12): the
+    /// size of the newest head this writer has committed, updated after each commit.
+    pub fn subscribe_heads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.clone()
     }
 
     /// Appends a record together with its side effects, durably. Returns
@@ -177,11 +238,20 @@ impl AuditLog {
 
 struct Writer {
     store: Store,
+    /// On a SQLite file: the writer's own connection, so that a batch costs
+    /// one thread hand-off instead of one per statement. `None` on
+    /// PostgreSQL (and for `:memory:`), where the pool is used.
+    sqlite: Option<SqliteThread>,
     clock: Arc<dyn Clock>,
     signer: Arc<HeadSigner>,
     max_batch: usize,
     head_interval: Duration,
+    heads: tokio::sync::watch::Sender<u64>,
 }
+
+/// How long the writer's SQLite connection waits for another writer (a
+/// second process on the same file, or the pool's consent writes).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) {
@@ -243,6 +313,7 @@ impl Writer {
             .into_iter()
             .map(|j| (j.reply, (j.record, j.effects)))
             .unzip();
+        let items = Arc::new(items);
         // Optimistic first: side effects run without savepoints. If one fails
         // (rare: a replayed consent id, a concurrent revocation), the whole
         // transaction is rolled back and the batch runs again with a
@@ -276,9 +347,24 @@ impl Writer {
     /// committed, or the whole call fails and nothing is.
     async fn batch_tx(
         &self,
-        items: &[(AuditRecord, Vec<Stmt>)],
+        items: &Arc<Vec<(AuditRecord, Vec<Stmt>)>>,
         savepoints: bool,
     ) -> Result<Vec<Result<Appended, AppendError>>, BatchError> {
+        let now = self.clock.now();
+        let time = rfc3339_precise(now);
+        let time_us = crate::clock::to_us(now);
+        if let Some(thread) = &self.sqlite {
+            let batch = blocking::Batch {
+                items: items.clone(),
+                savepoints,
+                time,
+                time_us,
+            };
+            return thread
+                .call(move |conn| blocking::write(conn, &batch))
+                .await
+                .map_err(|e| BatchError::Storage(e.to_string()))?;
+        }
         let mut conn = self
             .store
             .pool()
@@ -286,26 +372,25 @@ impl Writer {
             .await
             .map_err(|e| e.to_string())?;
         let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-        let (mut size, mut frontier) = lock_state(&mut tx, self.store.backend()).await?;
-        let now = self.clock.now();
-        let time = rfc3339_precise(now);
-        let time_us = crate::clock::to_us(now);
-        let mut out = Vec::with_capacity(items.len());
-        let mut rows: Vec<(AuditRecord, Vec<u8>)> = Vec::with_capacity(items.len());
-        let mut nodes = Vec::new();
-        for (record, effects) in items {
-            if !effects.is_empty() && !savepoints {
-                for stmt in effects {
-                    match stmt.execute(&mut tx).await {
-                        Ok(rows) if stmt.expect_rows && rows == 0 => {
-                            return Err(BatchError::EffectFailed)
-                        }
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
-                        Err(e) => return Err(BatchError::Storage(e.to_string())),
+        let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        let mut seq = Sequencer::new(size, frontier, items.len());
+        if !savepoints {
+            // Optimistic: every effect of the batch, identical one-row
+            // inserts merged into multi-row ones (one round trip each).
+            let effects = crate::store::batch::group(items.iter().flat_map(|(_, e)| e.iter()));
+            for stmt in &effects {
+                match stmt.execute(&mut tx).await {
+                    Ok(rows) if stmt.expect_rows && rows == 0 => {
+                        return Err(BatchError::EffectFailed)
                     }
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
+                    Err(e) => return Err(BatchError::Storage(e.to_string())),
                 }
-            } else if !effects.is_empty() {
+            }
+        }
+        for (record, effects) in items.iter() {
+            if !effects.is_empty() && savepoints {
                 // The decision's side effects run in a savepoint so that one
                 // refused item (e.g. a replayed consent id) leaves the others.
                 let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
@@ -318,37 +403,23 @@ impl Writer {
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            failed = Some(AppendError::Effect(e));
+                            failed = Some(AppendError::Effect(e.into()));
                             break;
                         }
                     }
                 }
                 if let Some(err) = failed {
                     sp.rollback().await.map_err(|e| e.to_string())?;
-                    out.push(Err(err));
+                    seq.refuse(err);
                     continue;
                 }
                 sp.commit().await.map_err(|e| e.to_string())?;
             }
-            let mut record = record.clone();
-            record.seq = size + 1;
-            record.time = time.clone();
-            let leaf = record.leaf_bytes();
-            nodes.extend(
-                frontier
-                    .push(merkle::leaf_hash(&leaf))
-                    .map_err(|e| e.to_string())?,
-            );
-            size += 1;
-            out.push(Ok(Appended {
-                seq: record.seq,
-                time: time.clone(),
-            }));
-            rows.push((record, leaf));
+            seq.admit(record, &time)?;
         }
         // Records and tree nodes go in with multi-row inserts: a handful of
         // statements per batch instead of several per record.
-        for chunk in rows.chunks(RECORDS_PER_INSERT) {
+        for chunk in seq.rows.chunks(RECORDS_PER_INSERT) {
             let sql = multi_insert(
                 "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
                  msg_type, subject, exchange_id, consent_id, decision, leaf) VALUES ",
@@ -373,7 +444,7 @@ impl Writer {
             }
             q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
         }
-        for chunk in nodes.chunks(NODES_PER_INSERT) {
+        for chunk in seq.nodes.chunks(NODES_PER_INSERT) {
             let sql = multi_insert(
                 "INSERT INTO merkle_nodes (level, idx, hash) VALUES ",
                 3,
@@ -389,11 +460,12 @@ impl Writer {
             q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
         }
         sqlx::query("UPDATE audit_state SET tree_size = $1, frontier = $2 WHERE id = 1")
-            .bind(i64::try_from(size).map_err(|e| e.to_string())?)
-            .bind(frontier.to_bytes())
+            .bind(i64::try_from(seq.size).map_err(|e| e.to_string())?)
+            .bind(seq.frontier.to_bytes())
             .execute(&mut *tx)
             .await
             .map_err(|e| e.to_string())?;
+        let out = seq.finish();
         tx.commit().await.map_err(|e| e.to_string())?;
         Ok(out)
     }
@@ -401,6 +473,19 @@ impl Writer {
     /// Signs and stores a head for the current tree if it is newer than the
     /// latest stored head.
     async fn sign_head(&self) -> Result<(), String> {
+        if let Some(thread) = &self.sqlite {
+            let signer = self.signer.clone();
+            let now_us = self.clock.now_us();
+            let signed = thread
+                .call(move |conn| blocking::sign_head(conn, &signer, now_us))
+                .await
+                .map_err(|e| e.to_string())??;
+            // A new head goes to the witnesses (see `subscribe_heads`).
+            if let Some((size, _)) = signed {
+                self.heads.send_replace(size);
+            }
+            return Ok(());
+        }
         let mut conn = self
             .store
             .pool()
@@ -433,8 +518,76 @@ impl Writer {
             .await
             .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())?;
+        self.heads.send_replace(size);
         Ok(())
     }
+}
+
+/// Assigns sequence numbers and grows the tree for the records of one batch,
+/// in order; both engines use it between their effects and their inserts.
+struct Sequencer {
+    size: u64,
+    frontier: Frontier,
+    /// Admitted records (with `seq` and `time` set) and their leaf bytes.
+    rows: Vec<(AuditRecord, Vec<u8>)>,
+    /// Perfect subtree nodes completed by the admitted leaves.
+    nodes: Vec<merkle::Node>,
+    out: Vec<Result<Appended, AppendError>>,
+}
+
+impl Sequencer {
+    fn new(size: u64, frontier: Frontier, items: usize) -> Self {
+        Sequencer {
+            size,
+            frontier,
+            rows: Vec::with_capacity(items),
+            nodes: Vec::with_capacity(items * 2),
+            out: Vec::with_capacity(items),
+        }
+    }
+
+    /// The next record goes into the log.
+    fn admit(&mut self, record: &AuditRecord, time: &str) -> Result<(), BatchError> {
+        let mut record = record.clone();
+        record.seq = self.size + 1;
+        record.time = time.to_owned();
+        let leaf = record.leaf_bytes();
+        self.nodes.extend(
+            self.frontier
+                .push(merkle::leaf_hash(&leaf))
+                .map_err(|e| BatchError::Storage(e.to_string()))?,
+        );
+        self.size += 1;
+        self.out.push(Ok(Appended {
+            seq: record.seq,
+            time: time.to_owned(),
+        }));
+        self.rows.push((record, leaf));
+        Ok(())
+    }
+
+    /// The next item's decision was refused; it gets no record.
+    fn refuse(&mut self, err: AppendError) {
+        self.out.push(Err(err));
+    }
+
+    /// Each item's result, in order.
+    fn finish(&mut self) -> Vec<Result<Appended, AppendError>> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// Checks the stored tree state: its size must match its frontier.
+fn checked_state(size: i64, bytes: &[u8]) -> Result<(u64, Frontier), String> {
+    let frontier = Frontier::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let size = u64::try_from(size).map_err(|e| e.to_string())?;
+    if frontier.size() != size {
+        return Err(format!(
+            "audit state is inconsistent: tree_size {size} but frontier of {}",
+            frontier.size()
+        ));
+    }
+    Ok((size, frontier))
 }
 
 /// Rows per multi-row insert (well under SQLite's 32,766 bound parameters).
@@ -482,13 +635,5 @@ async fn lock_state(
     .map_err(|e| e.to_string())?;
     let (size, bytes) =
         row.ok_or_else(|| "the audit_state row is missing (the migrations create it)".to_owned())?;
-    let frontier = Frontier::from_bytes(&bytes).map_err(|e| e.to_string())?;
-    let size = u64::try_from(size).map_err(|e| e.to_string())?;
-    if frontier.size() != size {
-        return Err(format!(
-            "audit state is inconsistent: tree_size {size} but frontier of {}",
-            frontier.size()
-        ));
-    }
-    Ok((size, frontier))
+    checked_state(size, &bytes)
 }

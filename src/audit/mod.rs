@@ -2,10 +2,13 @@
 //! writer, the Merkle tree, signed checkpoints, proofs, the auditor API,
 //! disclosures and offline verification.
 
+pub mod access;
 pub mod api;
 pub mod checkpoint;
 pub mod cli;
+pub mod cosign;
 pub mod disclosure;
+pub mod disclosure_proofs;
 pub mod export;
 pub mod log;
 pub mod merkle;

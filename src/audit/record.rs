@@ -31,6 +31,9 @@ pub mod action {
     pub const AUDIT_QUERY: &str = "audit-query";
     /// A participant's register extract was produced.
     pub const DISCLOSURE: &str = "disclosure";
+    /// A revocation notice reached a party that had received data under
+    /// the consent (DESIGN §13).
+    pub const REVOCATION_NOTIFIED: &str = "revocation-notified";
 }
 
 /// Decisions recorded with an action.

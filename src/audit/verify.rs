@@ -24,7 +24,9 @@ use super::merkle::{self, Frontier, Hash, NodeId};
 use super::proof;
 use super::record::AuditRecord;
 
-pub use load::{verify_export, verify_store};
+pub use load::{
+    verify_export, verify_export_kept, verify_store, verify_store_kept, KeptCheckpoint,
+};
 
 /// The first bad record: printed as `seq <n>: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,7 @@ pub struct Verifier {
     needed: HashSet<NodeId>,
     nodes: HashMap<NodeId, Hash>,
     last_head: Option<(u64, Hash)>,
+    kept: Option<(u64, Hash)>,
 }
 
 impl Verifier {
@@ -186,9 +189,24 @@ impl Verifier {
             needed,
             nodes: HashMap::new(),
             last_head: None,
+            kept: None,
         };
         v.check_heads()?;
         Ok(v)
+    }
+
+    /// A checkpoint kept earlier (DESIGN §12, already opened and checked by the caller):
+    /// the log must reach its size, and the root over its first `tree_size` records must be
+    /// its root. This catches truncation and rollback to an older genuine head.
+    pub fn keep_checkpoint(&mut self, tree_size: u64, root_hash: Hash) -> Result<(), Failure> {
+        if tree_size <= self.frontier.size() {
+            return fail(
+                tree_size,
+                "a kept checkpoint must be given before the records",
+            );
+        }
+        self.kept = Some((tree_size, root_hash));
+        Ok(())
     }
 
     /// Checks the next record.
@@ -256,12 +274,26 @@ impl Verifier {
                 self.nodes.insert(node.id(), node.hash);
             }
         }
+        if let Some((size, root)) = self.kept {
+            if size == pos && self.frontier.root() != root {
+                return fail(
+                    size,
+                    format!("the root of records 1..{size} is not the root of the kept checkpoint of size {size} (the log was rewritten)"),
+                );
+            }
+        }
         self.check_heads()
     }
 
     /// Ends the run: every signed head must have been reached.
     pub fn finish(self) -> Result<Summary, Failure> {
         let n = self.frontier.size();
+        if let Some((size, _)) = self.kept.filter(|(s, _)| *s > n) {
+            return fail(
+                n.saturating_add(1),
+                format!("missing (the kept checkpoint covers {size} records, the log ends at {n}: truncated or rolled back)"),
+            );
+        }
         if let Some(head) = self.heads.get(self.next_head) {
             return fail(
                 n.saturating_add(1),

@@ -111,6 +111,15 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
                 "a client certificate is required",
             )
         })?;
+    // A personal user certificate (DESIGN §1, §11): (party, the user's
+    // roles, the user), no JWT needed.
+    if let Some(u) = state.user_by_pin(&pin) {
+        return Ok(Principal {
+            party: u.party.clone(),
+            roles: u.roles.clone(),
+            user: Some(u.id.clone()),
+        });
+    }
     let party = state.party_by_pin(&pin).ok_or_else(|| {
         ApiError::new(
             ProblemCode::Unauthenticated,

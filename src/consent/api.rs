@@ -72,7 +72,8 @@ pub fn vault_stmts(
     Ok((out, keys))
 }
 
-fn token_aad(id: &str) -> Vec<u8> {
+/// Associated data of a sealed consent token (also used by `keys rotate-vault`).
+pub fn token_aad(id: &str) -> Vec<u8> {
     let mut aad = b"consent-token\0".to_vec();
     aad.extend_from_slice(id.as_bytes());
     aad
@@ -88,7 +89,7 @@ pub async fn record(
     principal.require(Role::Intake)?;
     let now = state.clock.now();
     let token = body.value.token.trim();
-    let vc = state.consents.verify(token, now)?;
+    let vc = state.live().consents.verify(token, now)?;
     let id = vc.id.to_string();
     if model::fetch(&state.store, &id).await?.is_some() {
         return Err(replayed());
@@ -117,12 +118,28 @@ pub async fn record(
         expires_at_us: vc.expires_at.saturating_mul(1_000_000),
         recorded_at_us: now_us,
         revoked_at_us: None,
+        given_by_role: vc.given_by.as_ref().map(|g| g.role.clone()),
+        given_by_sealed: None,
+        given_by: vc.given_by.clone(),
+        protected_identity: vc.protected_identity,
+        closure: None,
+    };
+    // The representative's name is sealed like the token (DESIGN §13).
+    let given_by_name = match &vc.given_by {
+        Some(g) => Some(
+            state
+                .crypto
+                .seal_text(&super::lifecycle::given_by_aad(&id), &g.name)
+                .ok_or_else(|| ApiError::internal("cannot seal given_by"))?,
+        ),
+        None => None,
     };
     let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
     let mut effects = vec![Stmt::new(
         "INSERT INTO consents (id, subject, issuer, key_id, parties, purposes, categories, method, \
-         recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed, \
+         given_by_role, given_by_name, protected_identity) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .text(id.clone())
     .text(subject)
@@ -138,7 +155,10 @@ pub async fn record(
     .int(now_us)
     .text(sealed.key_id)
     .blob(sealed.nonce.to_vec())
-    .blob(sealed.ciphertext)];
+    .blob(sealed.ciphertext)
+    .opt_text(row.given_by_role.clone())
+    .opt_text(given_by_name)
+    .int(i64::from(row.protected_identity))];
     let (vault_rows, vault_keys) =
         vault_stmts(&state, &vc.subject, &[DOMAIN_CONSENT, DOMAIN_AUDIT])?;
     effects.extend(vault_rows);
@@ -187,9 +207,10 @@ pub async fn get(
     }
     let row = model::fetch(&state.store, &id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(not_found)?
+        .open(&state.crypto);
     if !principal.has(Role::Intake) {
-        crate::audit::api::log_query(
+        crate::audit::access::log_query(
             &state,
             &principal,
             rid,
@@ -255,6 +276,12 @@ pub async fn revoke(
         // pseudonym; the audit-domain one comes from the vault-free mapping
         // kept in the consent-recorded record.
         let subject = audit_subject_of(&state, &row).await?;
+        // Every party that received data under the consent is told, in the
+        // same transaction (DESIGN §13; see `notices`).
+        let (notices, notice_count) =
+            super::notices::notice_stmts(&state, &row, now_us, subject.as_deref()).await?;
+        let mut effects = vec![effect];
+        effects.extend(notices);
         let record = AuditRecord {
             request_id: rid,
             action: action::CONSENT_REVOKED.into(),
@@ -266,15 +293,21 @@ pub async fn revoke(
             reason: Some("withdrawn by the participant".into()),
             ..AuditRecord::default()
         };
-        match state.audit.append(record, vec![effect]).await {
-            Ok(_) | Err(crate::audit::log::AppendError::Conflict) => {}
+        match state.audit.append(record, effects).await {
+            Ok(_) => {
+                if notice_count > 0 {
+                    state.outbox_notify.notify_one();
+                }
+            }
+            Err(crate::audit::log::AppendError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(consent.id = %id, "consent revoked");
+        tracing::info!(consent.id = %id, notices = notice_count, "consent revoked");
     }
     let row = model::fetch(&state.store, &id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(not_found)?
+        .open(&state.crypto);
     Ok(Json(row.summary(state.clock.now_us())).into_response())
 }
 

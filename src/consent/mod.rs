@@ -3,6 +3,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod lifecycle;
 pub mod model;
+pub mod notices;
+pub mod receipt;
 pub mod token;
 pub mod verify;

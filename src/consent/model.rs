@@ -10,6 +10,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::lifecycle::{self, Closure, GivenBy, HistoryEvent};
 use crate::clock::rfc3339_us;
 use crate::config::PartyId;
 use crate::error::{ApiError, ProblemCode};
@@ -43,6 +44,16 @@ pub struct ConsentRow {
     pub recorded_at_us: i64,
     /// Revoked (µs), if withdrawn.
     pub revoked_at_us: Option<i64>,
+    /// The representative's role (`given_by.role`), if one gave it.
+    pub given_by_role: Option<String>,
+    /// The representative's name as stored (sealed, see [`ConsentRow::open`]).
+    pub given_by_sealed: Option<String>,
+    /// The representative, once opened with the vault key.
+    pub given_by: Option<GivenBy>,
+    /// The protected-identity marking (DESIGN §13).
+    pub protected_identity: bool,
+    /// The delivered closure, if any (DESIGN §13).
+    pub closure: Option<Closure>,
 }
 
 /// The consent states of DESIGN §2.
@@ -56,6 +67,8 @@ pub enum ConsentState {
     Expired,
     /// Before `nbf`.
     NotYetValid,
+    /// A closure was delivered: valid for follow-up only (DESIGN §13).
+    Closed,
 }
 
 impl ConsentState {
@@ -66,7 +79,13 @@ impl ConsentState {
             ConsentState::Revoked => "revoked",
             ConsentState::Expired => "expired",
             ConsentState::NotYetValid => "not_yet_valid",
+            ConsentState::Closed => "closed",
         }
+    }
+
+    /// Whether exchanges may rely on a consent in this state.
+    pub fn usable(self) -> bool {
+        matches!(self, ConsentState::Active | ConsentState::Closed)
     }
 }
 
@@ -86,6 +105,10 @@ pub struct ConsentSummary {
     expires_at: String,
     recorded_at: String,
     revoked_at: Option<String>,
+    given_by: Option<serde_json::Value>,
+    protected_identity: bool,
+    closure: Option<serde_json::Value>,
+    history: Vec<HistoryEvent>,
 }
 
 impl ConsentRow {
@@ -93,13 +116,42 @@ impl ConsentRow {
     pub fn state(&self, now_us: i64) -> ConsentState {
         if self.revoked_at_us.is_some_and(|r| r <= now_us) {
             ConsentState::Revoked
-        } else if now_us >= self.expires_at_us {
+        } else if now_us >= self.valid_until_us() {
             ConsentState::Expired
         } else if now_us < self.not_before_us {
             ConsentState::NotYetValid
+        } else if self.closure.is_some() {
+            ConsentState::Closed
         } else {
             ConsentState::Active
         }
+    }
+
+    /// When it stops being valid: its `exp`, or the end of the follow-up
+    /// period after a closure if that comes first.
+    pub fn valid_until_us(&self) -> i64 {
+        match &self.closure {
+            Some(c) => self.expires_at_us.min(c.follow_up_until_us),
+            None => self.expires_at_us,
+        }
+    }
+
+    /// Opens the sealed representative's name with the vault key.
+    pub fn open(mut self, crypto: &crate::crypto::Crypto) -> Self {
+        if let (Some(role), Some(sealed)) = (&self.given_by_role, &self.given_by_sealed) {
+            if let Some(name) = crypto.open_text(&lifecycle::given_by_aad(&self.id), sealed) {
+                self.given_by = Some(GivenBy {
+                    role: role.clone(),
+                    name,
+                });
+            }
+        }
+        self
+    }
+
+    /// The history of events at `now_us` (DESIGN §13).
+    pub fn history(&self, now_us: i64) -> Vec<HistoryEvent> {
+        lifecycle::history(self, now_us)
     }
 
     /// The API summary at `now_us`.
@@ -115,30 +167,71 @@ impl ConsentRow {
             method: self.method.clone(),
             recorded_by: self.recorded_by.clone(),
             not_before: rfc3339_us(self.not_before_us),
-            expires_at: rfc3339_us(self.expires_at_us),
+            expires_at: rfc3339_us(self.valid_until_us()),
             recorded_at: rfc3339_us(self.recorded_at_us),
             revoked_at: self.revoked_at_us.map(rfc3339_us),
+            given_by: self.given_by_json(),
+            protected_identity: self.protected_identity,
+            closure: self.closure.as_ref().map(|c| {
+                serde_json::json!({
+                    "exchange_id": c.exchange_id,
+                    "closed_at": rfc3339_us(c.closed_at_us),
+                    "follow_up_until": rfc3339_us(c.follow_up_until_us),
+                })
+            }),
+            history: self.history(now_us),
         }
     }
 
-    /// Whether it names both parties and the purpose.
-    pub fn covers(&self, from: &PartyId, to: &PartyId, purpose: &str) -> bool {
-        self.parties.iter().any(|p| p == from.as_str())
-            && self.parties.iter().any(|p| p == to.as_str())
-            && self.purposes.iter().any(|p| p == purpose)
+    /// `given_by` as shown: role and name once opened, the role alone
+    /// otherwise (the name is never shown sealed).
+    pub fn given_by_json(&self) -> Option<serde_json::Value> {
+        match (&self.given_by, &self.given_by_role) {
+            (Some(g), _) => Some(serde_json::json!({"role": g.role, "name": g.name})),
+            (None, Some(role)) => Some(serde_json::json!({ "role": role })),
+            (None, None) => None,
+        }
     }
 
-    /// The categories as typed values (unknown ones are skipped).
+    /// Whether it names both parties and the purpose; after a closure the
+    /// only purpose left is `uppfoljning` (DESIGN §13).
+    pub fn covers(&self, from: &PartyId, to: &PartyId, purpose: &str) -> bool {
+        self.covers_message(from, to, None, purpose)
+    }
+
+    /// [`ConsentRow::covers`] for a message of `msg_type`: after a closure,
+    /// further `closure` messages keep the original purposes, so that every
+    /// receiving party can be told (see `lifecycle`).
+    pub fn covers_message(
+        &self,
+        from: &PartyId,
+        to: &PartyId,
+        msg_type: Option<&str>,
+        purpose: &str,
+    ) -> bool {
+        let purpose_ok = self.purposes.iter().any(|p| p == purpose)
+            && (self.closure.is_none()
+                || purpose == lifecycle::FOLLOW_UP_PURPOSE
+                || msg_type == Some(lifecycle::CLOSURE_TYPE));
+        self.parties.iter().any(|p| p == from.as_str())
+            && self.parties.iter().any(|p| p == to.as_str())
+            && purpose_ok
+    }
+
+    /// The categories as typed values (unknown ones are skipped). For a
+    /// protected identity `contact` is never among them (DESIGN §13).
     pub fn category_set(&self) -> std::collections::BTreeSet<Category> {
         self.categories
             .iter()
             .filter_map(|c| c.parse().ok())
+            .filter(|c| !(self.protected_identity && *c == Category::Contact))
             .collect()
     }
 }
 
 const COLUMNS: &str = "id, subject, issuer, parties, purposes, categories, method, recorded_by, \
-     not_before_us, expires_at_us, recorded_at_us, revoked_at_us";
+     not_before_us, expires_at_us, recorded_at_us, revoked_at_us, given_by_role, given_by_name, \
+     protected_identity, closure_exchange_id, closed_at_us, follow_up_until_us";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<ConsentRow, sqlx::Error> {
     let list = |s: String| -> Vec<String> { serde_json::from_str(&s).unwrap_or_default() };
@@ -155,6 +248,22 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<ConsentRow, sqlx::Error> {
         expires_at_us: r.try_get("expires_at_us")?,
         recorded_at_us: r.try_get("recorded_at_us")?,
         revoked_at_us: r.try_get("revoked_at_us")?,
+        given_by_role: r.try_get("given_by_role")?,
+        given_by_sealed: r.try_get("given_by_name")?,
+        given_by: None,
+        protected_identity: r.try_get::<i64, _>("protected_identity")? != 0,
+        closure: match (
+            r.try_get::<Option<String>, _>("closure_exchange_id")?,
+            r.try_get::<Option<i64>, _>("closed_at_us")?,
+            r.try_get::<Option<i64>, _>("follow_up_until_us")?,
+        ) {
+            (Some(exchange_id), Some(closed_at_us), Some(follow_up_until_us)) => Some(Closure {
+                exchange_id,
+                closed_at_us,
+                follow_up_until_us,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -228,14 +337,32 @@ pub fn decide(
     purpose: &str,
     now_us: i64,
 ) -> Result<ConsentRow, Denial> {
+    decide_message(consents, from, to, None, purpose, now_us)
+}
+
+/// [`decide`] for a message of a known type (a closed consent still covers
+/// `closure` messages, see [`ConsentRow::covers_message`]). The consent
+/// returned carries the subject's protected-identity marking if any of
+/// the subject's consents has it (DESIGN §13: a property of the person).
+pub fn decide_message(
+    consents: &[ConsentRow],
+    from: &PartyId,
+    to: &PartyId,
+    msg_type: Option<&str>,
+    purpose: &str,
+    now_us: i64,
+) -> Result<ConsentRow, Denial> {
     if consents.is_empty() {
         return Err(Denial::Missing);
     }
+    let protected = consents.iter().any(|c| c.protected_identity);
     let mut active_exists = false;
     for c in consents {
-        if c.state(now_us) == ConsentState::Active {
-            if c.covers(from, to, purpose) {
-                return Ok(c.clone());
+        if c.state(now_us).usable() {
+            if c.covers_message(from, to, msg_type, purpose) {
+                let mut chosen = c.clone();
+                chosen.protected_identity |= protected;
+                return Ok(chosen);
             }
             active_exists = true;
         }

@@ -64,6 +64,10 @@ pub struct VerifiedConsent {
     pub not_before: i64,
     /// `exp` (unix seconds).
     pub expires_at: i64,
+    /// `given_by`: the representative who gave it (DESIGN §13).
+    pub given_by: Option<super::lifecycle::GivenBy>,
+    /// `protected_identity` (DESIGN §13).
+    pub protected_identity: bool,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +93,18 @@ struct Claims {
     categories: Vec<String>,
     method: String,
     recorded_by: String,
+    #[serde(default)]
+    given_by: Option<GivenByClaim>,
+    #[serde(default)]
+    protected_identity: Option<bool>,
+}
+
+/// `given_by` as signed (DESIGN §13).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GivenByClaim {
+    role: String,
+    name: String,
 }
 
 fn claims_error(detail: impl Into<String>) -> ApiError {
@@ -271,6 +287,26 @@ impl ConsentVerifier {
         if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
             return Err(claims_error("`recorded_by` must name the staff member"));
         }
+        let given_by = match c.given_by {
+            None => None,
+            Some(g) => {
+                if !super::lifecycle::ROLES.contains(&g.role.as_str()) {
+                    return Err(claims_error(
+                        "`given_by.role` must be guardian, god-man, forvaltare or fullmakt",
+                    ));
+                }
+                let name = g.name.trim();
+                if name.is_empty() || name.chars().count() > 200 {
+                    return Err(claims_error(
+                        "`given_by.name` must name the representative (at most 200 characters)",
+                    ));
+                }
+                Some(super::lifecycle::GivenBy {
+                    role: g.role,
+                    name: name.to_owned(),
+                })
+            }
+        };
         let mut purposes = c.purposes;
         purposes.sort();
         purposes.dedup();
@@ -288,6 +324,8 @@ impl ConsentVerifier {
             recorded_by: c.recorded_by,
             not_before: c.nbf,
             expires_at: c.exp,
+            given_by,
+            protected_identity: c.protected_identity.unwrap_or(false),
         })
     }
 }

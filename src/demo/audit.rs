@@ -137,7 +137,7 @@ pub(super) fn fail(out: &Out, tally: &mut Tally, text: String) {
 }
 
 /// The checkpoint key name (`samgate/<deployment id>`) and audit public key.
-fn audit_key(d: &Deployment) -> Result<(String, [u8; 32]), String> {
+pub(super) fn audit_key(d: &Deployment) -> Result<(String, [u8; 32]), String> {
     let pk = crate::keys::load_public_key_pem(&d.path().join("keys/audit.pub.pem"))
         .map_err(|e| e.to_string())?;
     let raw: [u8; 32] = pk

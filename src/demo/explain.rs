@@ -84,12 +84,13 @@ impl<'a> Explainer<'a> {
     }
 
     fn route(&self, from: &str, to: &str, ty: &str, purpose: &str) -> Option<&RouteConfig> {
-        self.config.routes.iter().find(|r| {
-            r.msg_type == ty
-                && r.from.iter().any(|p| p.as_str() == from)
-                && r.to.iter().any(|p| p.as_str() == to)
-                && r.purposes.iter().any(|p| p == purpose)
-        })
+        crate::policy::route::find(
+            &self.config.routes,
+            &crate::party::PartyId::new(from),
+            &crate::party::PartyId::new(to),
+            ty,
+            purpose,
+        )
     }
 
     /// The subject mode of the route, for the heading of a step.

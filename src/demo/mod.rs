@@ -24,6 +24,7 @@ pub mod recipient;
 pub mod script;
 pub mod setup;
 pub mod story;
+pub mod witnesses;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,7 +87,8 @@ pub async fn run(keep: Option<PathBuf>) -> ExitCode {
     let mut tally = Tally::default();
     let result = async {
         story::play(&deployment, &out, &mut tally).await?;
-        audit::check(&deployment, &out, &mut tally).await
+        audit::check(&deployment, &out, &mut tally).await?;
+        witnesses::check(&deployment, &out, &mut tally).await
     }
     .await;
     if let Err(e) = result {

@@ -136,6 +136,20 @@ impl Inbox {
         })
     }
 
+    /// Every delivery of a message type (e.g. `consent-revoked` notices).
+    pub fn of_type(&self, ty: &str) -> Vec<Delivery> {
+        self.shared
+            .received
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|d| d.body.get("type").and_then(Value::as_str) == Some(ty))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many distinct exchanges arrived.
     pub fn count(&self) -> usize {
         self.shared.received.lock().map(|v| v.len()).unwrap_or(0)

@@ -9,7 +9,7 @@ use crate::personnummer::Personnummer;
 
 /// Numbered steps in the whole demo (story and audit), for the progress
 /// counter.
-pub const STEPS: usize = 26;
+pub const STEPS: usize = 29;
 
 /// A demo persona (DOMAIN §7; fictional, Luhn-valid numbers).
 #[derive(Clone, Copy)]
@@ -70,8 +70,6 @@ pub(super) const PARTIES: [&str; 5] = ["fk", "af", "kommun-kalmar", "region-kalm
 pub(super) enum Expect {
     Delivered,
     Denied(&'static str),
-    /// Either is a correct reading of the contract (shown, not judged).
-    Either,
 }
 
 /// One exchange of the story.

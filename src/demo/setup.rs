@@ -39,6 +39,8 @@ pub struct Deployment {
     /// Recipient endpoints by party id.
     pub inboxes: BTreeMap<String, Inbox>,
     clients: BTreeMap<String, PartyClient>,
+    /// The agencies' witnesses (DESIGN §12), in configuration order.
+    witnesses: Vec<crate::witness::server::WitnessServer>,
 }
 
 impl Deployment {
@@ -84,6 +86,21 @@ impl Deployment {
             party.endpoint = Some(format!("https://127.0.0.1:{}/inbox", inbox.addr.port()));
             inboxes.insert(party.id.as_str().to_owned(), inbox);
         }
+        out.progress("starting the agencies' witnesses");
+        let mut witnesses = Vec::new();
+        for w in config.witnesses.iter_mut() {
+            let file = w
+                .public_key
+                .with_file_name(crate::witness::init::CONFIG_FILE);
+            let mut wc =
+                crate::witness::config::WitnessConfig::load(&file).map_err(DemoError::Setup)?;
+            wc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let server = crate::witness::server::WitnessServer::start(&wc)
+                .await
+                .map_err(DemoError::Setup)?;
+            w.url = format!("https://127.0.0.1:{}", server.addr.port());
+            witnesses.push(server);
+        }
         out.progress("starting the gateway");
         let state = AppState::build(config.clone()).await?;
         let gateway = Gateway::start(state).await?;
@@ -100,6 +117,20 @@ impl Deployment {
             "recipients",
             &format!("{} (HTTPS, accept only the gateway)", endpoints.join(", ")),
         );
+        if !witnesses.is_empty() {
+            let names: Vec<String> = witnesses
+                .iter()
+                .map(|w| format!("{} :{}", w.witness.key.name, w.addr.port()))
+                .collect();
+            out.ok(
+                "witnesses",
+                &format!(
+                    "{} (cosign every checkpoint; quorum {})",
+                    names.join(", "),
+                    config.audit.witness_quorum
+                ),
+            );
+        }
 
         let mut clients = BTreeMap::new();
         for party in &config.parties {
@@ -118,6 +149,7 @@ impl Deployment {
             addr,
             inboxes,
             clients,
+            witnesses,
         })
     }
 
@@ -134,6 +166,11 @@ impl Deployment {
         matches!(self.dir, Dir::Kept(_))
     }
 
+    /// The gateway's store (the demo reads older tree heads from it).
+    pub fn store(&self) -> Option<&crate::store::Store> {
+        self.gateway.as_ref().map(|g| &g.state.store)
+    }
+
     /// The client of a party.
     pub fn client(&self, party: &str) -> Result<&PartyClient, DemoError> {
         self.clients
@@ -148,6 +185,9 @@ impl Deployment {
         }
         for inbox in self.inboxes.values() {
             inbox.stop();
+        }
+        for w in self.witnesses.drain(..) {
+            w.stop().await;
         }
     }
 }
@@ -187,9 +227,27 @@ pub fn explore(d: &Deployment, out: &Out) {
         "curl {} -H \"authorization: Bearer $(samgate token sign --key keys/users-{AUDITOR}.pem --iss {AUDITOR}-users --sub revisor.anna)\" {base}/v1/audit/tree-head",
         tls(AUDITOR)
     ));
+    console(d, out, &base);
     out.note(
         "samgate.toml keeps the init ports; this run patched the endpoints to the ports above",
     );
+}
+
+/// `--keep`: how to open the console in a browser, in three steps.
+fn console(d: &Deployment, out: &Out, base: &str) {
+    let users = d.path().join("pki/users");
+    out.chapter("The console in a browser (DESIGN §11), in three steps");
+    out.line(&format!(
+        "1. import {}/anna.lind.p12 (intake) or erik.berg.p12 (audit) into the browser, empty password",
+        users.display()
+    ));
+    out.line(&format!(
+        "2. trust {}/pki/ca.pem as a certificate authority (or accept the warning once)",
+        d.path().display()
+    ));
+    out.line(&format!(
+        "3. open {base}/console/ and choose the certificate \"Anna Lind\" or \"Erik Berg\""
+    ));
 }
 
 fn attendance_example() -> String {

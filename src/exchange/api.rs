@@ -86,7 +86,7 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
         Ok((status, body)) => (*status, body.clone()),
         Err(e) => (e.code.status(), e.body()),
     };
-    if let Some(key) = &idem_key {
+    if let (Some(key), false) = (&idem_key, ctx.idempotency_finished) {
         idempotency::finish(&state, &principal.party, key, status, &body).await;
     }
     match result {
@@ -140,7 +140,7 @@ async fn handle(
     let env: Envelope = crate::http::parse_json(raw)?;
     // Only validated values reach the (permanent) audit record: an unknown
     // party, type or purpose is recorded as absent, never echoed.
-    if state.config.known_purposes().contains(&env.purpose) {
+    if state.live().config.known_purposes().contains(&env.purpose) {
         ctx.purpose = Some(env.purpose.clone());
     }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
@@ -153,7 +153,7 @@ async fn handle(
     if let Some(p) = &subject {
         ctx.subject_audit = Some(state.crypto.audit_pseudonym(p));
     }
-    let recipient = state.config.party(&env.to).ok_or_else(|| {
+    let recipient = state.live().config.party(&env.to).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownParty,
             format!("`to`: unknown party {}", crate::error::quote_id(&env.to)),
@@ -203,10 +203,11 @@ async fn handle(
                 )
             })?;
             let rows = model::for_subject(&state.store, &state.crypto.consent_pseudonym(p)).await?;
-            let c = model::decide(
+            let c = model::decide_message(
                 &rows,
                 &ctx.principal.party,
                 &recipient_id,
+                Some(env.msg_type.as_str()),
                 &env.purpose,
                 state.clock.now_us(),
             )
@@ -245,7 +246,8 @@ async fn handle(
         &recipient_id,
         ctx.consent_id.as_deref(),
     );
-    let message = json!({
+    let protected = consent.as_ref().is_some_and(|c| c.protected_identity);
+    let mut message = json!({
         "exchange_id": exchange_id,
         "from": ctx.principal.party.as_str(),
         "to": recipient_id.as_str(),
@@ -255,6 +257,10 @@ async fn handle(
         "consent_id": consent_ref,
         "payload": filtered.payload,
     });
+    if let (true, Some(obj)) = (protected, message.as_object_mut()) {
+        // DESIGN §13: the recipient is told; `contact` was never forwarded.
+        obj.insert("protected_identity".into(), Value::Bool(true));
+    }
     let body = Bytes::from(serde_json::to_vec(&message).map_err(ApiError::internal)?);
     ctx.forwarded = filtered.forwarded.clone();
     ctx.withheld = filtered.withheld.clone();
@@ -267,8 +273,13 @@ async fn handle(
     } else {
         "forwarded"
     };
-    let mut effects: Vec<Stmt> =
-        vec![ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh)];
+    let mut effects: Vec<Stmt> = vec![
+        ctx.exchange_row_stmt(state, &recipient_id, status, &fwd, &wh),
+        // The form the subject travels in, for revocation notices (§13).
+        Stmt::new("UPDATE exchanges SET subject_mode = $1 WHERE id = $2")
+            .text(crate::consent::lifecycle::mode_name(route.subject))
+            .text(exchange_id.clone()),
+    ];
     let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
         // The recipient's domain only when its pseudonym leaves the gateway:
@@ -308,13 +319,20 @@ async fn handle(
     let mut record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
     if numbers_withheld {
         record.reason = Some(super::numbers::REASON.to_owned());
+    } else if protected
+        && filtered.withheld.iter().any(|w| {
+            schema
+                .field(w)
+                .is_some_and(|f| f.category == crate::schema::Category::Contact)
+        })
+    {
+        record.reason = Some("protected_identity".into());
     }
-    state.audit.append(record, effects).await?;
-    state.mark_vault_stored(vault_keys);
-    metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "")
-        .increment(1);
-
     if ctx.delivery == Delivery::Async {
+        state.audit.append(record, effects).await?;
+        state.mark_vault_stored(vault_keys);
+        metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
+            .increment(1);
         state.outbox_notify.notify_one();
         return Ok((
             StatusCode::ACCEPTED,
@@ -326,57 +344,155 @@ async fn handle(
             }),
         ));
     }
-    let client = &state.delivery_client;
-    let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
-    match deliver::post(client, &endpoint, &exchange_id, &signature, body).await {
-        Ok(d) => {
-            let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
-            let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
-                .int(state.clock.now_us())
-                .text(exchange_id.clone());
-            record_outcome(state, record, vec![done]).await;
-            // The message is delivered: from here on the sender is told so,
-            // whatever happens to the reply (a reply that cannot be processed
-            // or audited is withheld, never an error that invites a resend).
-            let (reply, reply_withheld) = match reply::process(
-                state,
-                ctx,
-                &recipient_id,
-                &env.purpose,
-                consent.as_ref(),
-                subject.as_ref(),
-                &d,
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
-                    (Value::Null, true)
-                }
+    // DESIGN §10: a sync exchange finishes when its client leaves. From the
+    // commit of the forwarded record on, the work runs in its own task that
+    // the request only awaits: if hyper drops the request (the client
+    // disconnected, reset the stream, or shutdown passed its grace), the
+    // delivery, its outcome record and the stored idempotent answer still
+    // happen, so a retry with the same key sees the final result.
+    let tail = SyncTail {
+        state: state.clone(),
+        ctx: ctx.clone(),
+        record,
+        effects,
+        vault_keys,
+        endpoint,
+        body,
+        recipient_id,
+        purpose: env.purpose,
+        consent,
+        subject,
+        forwarded: filtered.forwarded,
+        withheld: filtered.withheld,
+    };
+    ctx.idempotency_finished = ctx.idempotency_key.is_some();
+    match tokio::spawn(tail.run()).await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Everything a sync exchange needs after its decision, owned, so that it
+/// can run to the end in its own task.
+struct SyncTail {
+    state: AppState,
+    ctx: ExchangeCtx,
+    record: crate::audit::record::AuditRecord,
+    effects: Vec<Stmt>,
+    vault_keys: Vec<String>,
+    endpoint: String,
+    body: Bytes,
+    recipient_id: PartyId,
+    purpose: String,
+    consent: Option<model::ConsentRow>,
+    subject: Option<Personnummer>,
+    forwarded: Vec<String>,
+    withheld: Vec<String>,
+}
+
+impl SyncTail {
+    /// Commits, delivers, records the outcome and stores the idempotent
+    /// answer (the request's own `finish` is skipped for this exchange).
+    async fn run(self) -> Result<(StatusCode, Value), ApiError> {
+        let result = self.deliver().await;
+        if let (Some(key), state, ctx) = (&self.ctx.idempotency_key, &self.state, &self.ctx) {
+            let (status, body) = match &result {
+                Ok((status, body)) => (*status, body.clone()),
+                Err(e) => (e.code.status(), e.body()),
             };
-            let mut out = json!({
-                "exchange_id": exchange_id,
-                "status": "delivered",
-                "forwarded": filtered.forwarded,
-                "withheld": filtered.withheld,
-                "reply": reply,
-            });
-            if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
-                obj.insert("reply_withheld".into(), Value::Bool(true));
-            }
-            Ok((StatusCode::OK, out))
+            idempotency::finish(state, &ctx.principal.party, key, status, &body).await;
         }
-        Err(err) => {
-            let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
-            record.reason = Some(err.to_string());
-            let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
-                .text(err.to_string())
-                .text(exchange_id.clone());
-            record_outcome(state, record, vec![failed]).await;
-            tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
-            Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
-                .with("exchange_id", exchange_id))
+        result
+    }
+
+    async fn deliver(&self) -> Result<(StatusCode, Value), ApiError> {
+        let state = &self.state;
+        let ctx = &self.ctx;
+        let exchange_id = ctx.exchange_id.clone();
+        state
+            .audit
+            .append(self.record.clone(), self.effects.clone())
+            .await?;
+        state.mark_vault_stored(self.vault_keys.clone());
+        metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
+            .increment(1);
+        let client = state
+            .delivery_client
+            .for_delivery(Some(self.recipient_id.as_str()), &self.endpoint);
+        let signature = deliver::sign_detached(&state.crypto.delivery_signer, &self.body);
+        let started = std::time::Instant::now();
+        let delivered = deliver::post(
+            client,
+            &self.endpoint,
+            &exchange_id,
+            &signature,
+            self.body.clone(),
+        )
+        .await;
+        crate::observe::delivery(
+            Some(self.recipient_id.as_str()),
+            "sync",
+            started.elapsed(),
+            &delivered,
+        );
+        match delivered {
+            Ok(d) => {
+                let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
+                let done = Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = 1, delivered_at_us = $1 WHERE id = $2")
+                    .int(state.clock.now_us())
+                    .text(exchange_id.clone());
+                let mut outcome = vec![done];
+                // A delivered closure limits its consent to follow-up (§13).
+                outcome.extend(crate::consent::lifecycle::closure_effect(
+                    state,
+                    ctx.msg_type.as_deref(),
+                    ctx.consent_id.as_deref(),
+                    &exchange_id,
+                ));
+                record_outcome(state, record, outcome).await;
+                // The message is delivered: from here on the sender is told so,
+                // whatever happens to the reply (a reply that cannot be processed
+                // or audited is withheld, never an error that invites a resend).
+                let (reply, reply_withheld) = match reply::process(
+                    state,
+                    ctx,
+                    &self.recipient_id,
+                    &self.purpose,
+                    self.consent.as_ref(),
+                    self.subject.as_ref(),
+                    &d,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
+                        (Value::Null, true)
+                    }
+                };
+                let mut out = json!({
+                    "exchange_id": exchange_id,
+                    "status": "delivered",
+                    "forwarded": self.forwarded,
+                    "withheld": self.withheld,
+                    "reply": reply,
+                });
+                if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
+                    obj.insert("reply_withheld".into(), Value::Bool(true));
+                }
+                Ok((StatusCode::OK, out))
+            }
+            Err(err) => {
+                let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
+                record.reason = Some(err.to_string());
+                let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
+                    .text(err.to_string())
+                    .text(exchange_id.clone());
+                record_outcome(state, record, vec![failed]).await;
+                tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+                Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
+                    .with("exchange_id", exchange_id))
+            }
         }
     }
 }
@@ -493,7 +609,8 @@ pub fn consent_reference(
     }
 }
 
-/// The route for (from, to, type, purpose), if any.
+/// The route for (from, to, type, purpose), if any (the rule is
+/// [`crate::policy::route::find`]).
 pub fn find_route<'a>(
     state: &'a AppState,
     from: &PartyId,
@@ -501,12 +618,7 @@ pub fn find_route<'a>(
     msg_type: &str,
     purpose: &str,
 ) -> Option<&'a RouteConfig> {
-    state.config.routes.iter().find(|r| {
-        r.msg_type == msg_type
-            && r.from.contains(from)
-            && r.to.contains(to)
-            && r.purposes.iter().any(|p| p == purpose)
-    })
+    crate::policy::route::find(&state.live().config.routes, from, to, msg_type, purpose)
 }
 
 /// Most failing pointers listed in a schema_violation problem.
@@ -580,7 +692,7 @@ pub async fn get(
             return Err(not_found());
         }
         // An auditor's read is itself an audit record (DESIGN §6).
-        crate::audit::api::log_query(
+        crate::audit::access::log_query(
             &state,
             &principal,
             rid,

@@ -9,6 +9,7 @@
 //! `{"alg":"EdDSA","kid":<delivery key id>,"typ":"samgate-delivery"}`. A
 //! recipient verifies by base64url-encoding the exact bytes it received.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -23,14 +24,35 @@ pub const SIGNATURE_HEADER: &str = "samgate-signature";
 /// Header carrying the exchange id (recipients de-duplicate on it).
 pub const EXCHANGE_ID_HEADER: &str = "samgate-exchange-id";
 
-/// Builds the outbound client.
-pub fn client(config: &Config) -> Result<reqwest::Client, StartError> {
-    let s = &config.server;
-    let tls = crate::tls::client_config(
-        &s.outbound_ca,
-        &s.outbound_certificate,
-        &s.outbound_private_key,
-    )?;
+/// The outbound HTTPS clients: one per recipient with a pinned endpoint
+/// certificate (`endpoint_certificate_sha256`, DESIGN §10), each verifying
+/// the chain to `outbound_ca` AND the pin, and a chain-only client for
+/// recipients configured without a pin. Every delivery picks its client with
+/// [`Clients::for_delivery`].
+#[derive(Clone)]
+pub struct Clients {
+    unpinned: reqwest::Client,
+    by_party: HashMap<String, reqwest::Client>,
+    by_endpoint: HashMap<String, String>,
+}
+
+impl Clients {
+    /// The client for a delivery to `recipient` (party id, when known) at
+    /// `endpoint`: the recipient's pinned client; else the pinned client of
+    /// the party configured with this endpoint; else the chain-only one.
+    pub fn for_delivery(&self, recipient: Option<&str>, endpoint: &str) -> &reqwest::Client {
+        recipient
+            .and_then(|r| self.by_party.get(r))
+            .or_else(|| {
+                self.by_endpoint
+                    .get(endpoint)
+                    .and_then(|p| self.by_party.get(p))
+            })
+            .unwrap_or(&self.unpinned)
+    }
+}
+
+fn build(config: &Config, tls: rustls::ClientConfig) -> Result<reqwest::Client, StartError> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(config.delivery.timeout)
@@ -43,6 +65,40 @@ pub fn client(config: &Config) -> Result<reqwest::Client, StartError> {
             key: "server.outbound_certificate".into(),
             reason: e.to_string(),
         })
+}
+
+/// Builds the outbound clients.
+pub fn clients(config: &Config) -> Result<Clients, StartError> {
+    let s = &config.server;
+    let tls = crate::tls::client_config(
+        &s.outbound_ca,
+        &s.outbound_certificate,
+        &s.outbound_private_key,
+    )?;
+    let unpinned = build(config, tls)?;
+    let mut by_party = HashMap::new();
+    let mut by_endpoint = HashMap::new();
+    for p in &config.parties {
+        let (Some(endpoint), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
+            if p.endpoint.is_some() {
+                tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
+            }
+            continue;
+        };
+        let tls = crate::tls::pinned_client_config(
+            &s.outbound_ca,
+            &s.outbound_certificate,
+            &s.outbound_private_key,
+            vec![pin],
+        )?;
+        by_party.insert(p.id.to_string(), build(config, tls)?);
+        by_endpoint.insert(endpoint.clone(), p.id.to_string());
+    }
+    Ok(Clients {
+        unpinned,
+        by_party,
+        by_endpoint,
+    })
 }
 
 /// The detached JWS over `body`.

@@ -196,7 +196,8 @@ pub async fn purge(state: &AppState, max_age_us: i64) {
         .await;
 }
 
-fn aad(party: &PartyId, key: &str) -> Vec<u8> {
+/// Associated data of a sealed idempotent response (also used by `keys rotate-vault`).
+pub fn aad(party: &PartyId, key: &str) -> Vec<u8> {
     format!("idempotency\0{party}\0{key}").into_bytes()
 }
 

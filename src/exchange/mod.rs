@@ -30,6 +30,7 @@ pub enum Delivery {
 
 /// What is known about an exchange as it passes the steps; every audit
 /// record of the exchange is built from it.
+#[derive(Clone)]
 pub struct ExchangeCtx {
     /// The sender.
     pub principal: Principal,
@@ -57,6 +58,9 @@ pub struct ExchangeCtx {
     pub delivery: Delivery,
     /// The request's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
+    /// The answer was stored under the key by the exchange's own task (a
+    /// sync exchange that must finish even if its client leaves, §10).
+    pub idempotency_finished: bool,
 }
 
 impl ExchangeCtx {
@@ -76,6 +80,7 @@ impl ExchangeCtx {
             withheld: Vec::new(),
             delivery: Delivery::Sync,
             idempotency_key: None,
+            idempotency_finished: false,
         }
     }
 

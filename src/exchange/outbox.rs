@@ -2,9 +2,11 @@
 //!
 //! An async exchange's signed message is committed, sealed with the vault
 //! key, in the same transaction as its `exchange-forwarded` audit record.
-//! A worker per instance claims due rows with a lease (PostgreSQL:
+//! A dispatcher per instance claims due rows with a lease (PostgreSQL:
 //! `FOR UPDATE SKIP LOCKED`, so racing instances never claim the same row;
-//! SQLite: one writer at a time), delivers them, and records the outcome
+//! SQLite: one writer at a time) and runs each [`attempt`] in its own task
+//! (at most `[delivery] workers` at once, `per_recipient` per endpoint, the
+//! lease renewed while it runs); an attempt delivers and records the outcome
 //! with an audit record in the same transaction that removes the row.
 //! Failures back off exponentially from `backoff_initial` to `backoff_max`
 //! with full jitter until `expire_after`. Delivery is at-least-once: a
@@ -12,11 +14,14 @@
 //! received the message and before the outcome was committed; the lease
 //! then runs out and another attempt carries the same `exchange_id`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use rand::Rng;
 use sqlx::Row;
+use tokio::sync::Semaphore;
 
 use super::deliver;
 use crate::audit::record::{action, decision, AuditRecord};
@@ -29,10 +34,11 @@ use crate::vault::Sealed;
 /// worker may retry the row: the lease must outlive one attempt and the
 /// commit of its outcome (which may wait for SQLite's busy timeout).
 const LEASE_MARGIN: Duration = Duration::from_secs(15);
-/// Rows claimed per round.
+/// Most rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
 
-fn aad(exchange_id: &str) -> Vec<u8> {
+/// Associated data of a sealed outbox body (also used by `keys rotate-vault`).
+pub fn aad(exchange_id: &str) -> Vec<u8> {
     let mut a = b"outbox\0".to_vec();
     a.extend_from_slice(exchange_id.as_bytes());
     a
@@ -78,22 +84,40 @@ struct Claimed {
     expires_at_us: i64,
 }
 
-/// Runs the worker until the task is aborted.
+/// Runs the outbox until the task is aborted: a dispatcher claims due rows
+/// while workers are free and hands each to its own task, so a slow or dead
+/// recipient only ever holds its own rows. At most `[delivery] workers`
+/// attempts run at once, and at most `per_recipient` towards one endpoint;
+/// rows of an endpoint at its limit are not claimed. A claim's lease is
+/// renewed while its attempt (delivery and outcome record) runs, so it never
+/// runs out under a live attempt and no other instance re-delivers it.
 pub async fn run(state: AppState) {
+    let workers = Arc::new(Semaphore::new(state.config.delivery.workers));
+    let busy: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut last_purge = std::time::Instant::now();
     loop {
-        match claim(&state).await {
-            Ok(rows) if !rows.is_empty() => {
-                let mut set = tokio::task::JoinSet::new();
-                for row in rows {
-                    let st = state.clone();
-                    set.spawn(async move { attempt(&st, row).await });
+        let free = workers.available_permits();
+        if free > 0 {
+            let saturated: Vec<String> = busy
+                .lock()
+                .map(|b| {
+                    b.iter()
+                        .filter(|(_, n)| **n >= state.config.delivery.per_recipient)
+                        .map(|(e, _)| e.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let limit = i64::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
+            match claim(&state, limit, &saturated).await {
+                Ok(rows) if !rows.is_empty() => {
+                    for row in rows {
+                        dispatch(&state, &workers, &busy, row).await;
+                    }
+                    continue;
                 }
-                while set.join_next().await.is_some() {}
-                continue;
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
         }
         if last_purge.elapsed() > Duration::from_secs(600) {
             super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
@@ -101,35 +125,148 @@ pub async fn run(state: AppState) {
         }
         tokio::select! {
             _ = state.outbox_notify.notified() => {},
+            _ = state.outbox_freed.notified() => {},
             _ = tokio::time::sleep(Duration::from_millis(250)) => {},
         }
     }
 }
 
-async fn claim(state: &AppState) -> Result<Vec<Claimed>, sqlx::Error> {
-    let now = state.clock.now_us();
-    let lease = state.config.delivery.timeout + LEASE_MARGIN;
-    let until = now + i64::try_from(lease.as_micros()).unwrap_or(60_000_000);
-    let sql = match state.store.backend() {
-        Backend::Postgres => {
-            "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
-             WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, \
-             attempts, expires_at_us"
+/// Starts one claimed row's attempt in its own task, or gives the claim
+/// back when its endpoint is already at `per_recipient`.
+async fn dispatch(
+    state: &AppState,
+    workers: &Arc<Semaphore>,
+    busy: &Arc<Mutex<HashMap<String, usize>>>,
+    row: Claimed,
+) {
+    let per_recipient = state.config.delivery.per_recipient;
+    let admitted = busy.lock().is_ok_and(|mut b| {
+        let n = b.entry(row.endpoint.clone()).or_insert(0);
+        if *n >= per_recipient {
+            false
+        } else {
+            *n += 1;
+            true
         }
-        Backend::Sqlite => {
-            "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
-             WHERE next_attempt_us <= $2 AND claimed_until_us < $2 ORDER BY next_attempt_us LIMIT $3) \
-             RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, attempts, expires_at_us"
-        }
+    });
+    let permit = if admitted {
+        workers.clone().try_acquire_owned().ok()
+    } else {
+        None
     };
-    let rows = sqlx::query(sql)
+    let Some(permit) = permit else {
+        if admitted {
+            release_slot(busy, &row.endpoint);
+        }
+        unclaim(state, &row.exchange_id).await;
+        return;
+    };
+    let st = state.clone();
+    let busy = busy.clone();
+    tokio::spawn(async move {
+        let endpoint = row.endpoint.clone();
+        let id = row.exchange_id.clone();
+        let lease = lease(&st);
+        let renew = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                renew(&st, &id, lease).await;
+            }
+        };
+        tokio::select! {
+            () = attempt(&st, row) => {},
+            () = renew => {},
+        }
+        release_slot(&busy, &endpoint);
+        drop(permit);
+        st.outbox_freed.notify_one();
+    });
+}
+
+fn release_slot(busy: &Mutex<HashMap<String, usize>>, endpoint: &str) {
+    if let Ok(mut b) = busy.lock() {
+        if let Some(n) = b.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                b.remove(endpoint);
+            }
+        }
+    }
+}
+
+fn lease(state: &AppState) -> Duration {
+    state.config.delivery.timeout + LEASE_MARGIN
+}
+
+fn lease_until(state: &AppState, lease: Duration) -> i64 {
+    state.clock.now_us() + i64::try_from(lease.as_micros()).unwrap_or(60_000_000)
+}
+
+/// Extends this instance's claim on a row whose attempt is still running.
+async fn renew(state: &AppState, exchange_id: &str, lease: Duration) {
+    let r = sqlx::query(
+        "UPDATE outbox SET claimed_until_us = $1 WHERE exchange_id = $2 AND claimed_by = $3",
+    )
+    .bind(lease_until(state, lease))
+    .bind(exchange_id.to_owned())
+    .bind(state.instance_id.clone())
+    .execute(state.store.pool())
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(exchange.id = %exchange_id, error = %e, "could not renew an outbox lease");
+    }
+}
+
+/// Gives a claim back at once (its endpoint is busy): it is due again.
+async fn unclaim(state: &AppState, exchange_id: &str) {
+    let _ = sqlx::query(
+        "UPDATE outbox SET claimed_until_us = 0 WHERE exchange_id = $1 AND claimed_by = $2",
+    )
+    .bind(exchange_id.to_owned())
+    .bind(state.instance_id.clone())
+    .execute(state.store.pool())
+    .await;
+}
+
+async fn claim(
+    state: &AppState,
+    limit: i64,
+    saturated: &[String],
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let now = state.clock.now_us();
+    let until = lease_until(state, lease(state));
+    // Endpoints at their per-recipient limit are left to other instances
+    // (or to this one once a slot frees).
+    let mut skip = String::new();
+    for i in 0..saturated.len() {
+        skip.push_str(if i == 0 {
+            " AND endpoint NOT IN ("
+        } else {
+            ", "
+        });
+        skip.push_str(&format!("${}", i + 5));
+    }
+    if !saturated.is_empty() {
+        skip.push(')');
+    }
+    let lock = match state.store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET claimed_until_us = $1, claimed_by = $4 WHERE exchange_id IN (SELECT exchange_id FROM outbox \
+         WHERE next_attempt_us <= $2 AND claimed_until_us < $2{skip} ORDER BY next_attempt_us LIMIT $3{lock}) \
+         RETURNING exchange_id, endpoint, body_key_id, body_nonce, body_sealed, attempts, expires_at_us"
+    );
+    let mut q = sqlx::query(&sql)
         .bind(until)
         .bind(now)
-        .bind(CLAIM_BATCH)
-        .bind(state.instance_id.clone())
-        .fetch_all(state.store.pool())
-        .await?;
+        .bind(limit)
+        .bind(state.instance_id.clone());
+    for e in saturated {
+        q = q.bind(e.clone());
+    }
+    let rows = q.fetch_all(state.store.pool()).await?;
     let mut out = Vec::new();
     for r in rows {
         let nonce: Vec<u8> = r.try_get("body_nonce")?;
@@ -204,11 +341,17 @@ async fn attempt(state: &AppState, row: Claimed) {
             return;
         }
     }
+    let mut record = base_record(state, &id).await;
+    // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
+    let client = state
+        .delivery_client
+        .for_delivery(record.to.as_deref(), &row.endpoint);
+    let started = std::time::Instant::now();
     let result = match state.crypto.vault.open_bytes(&aad(&id), &row.sealed) {
         Ok(body) => {
             let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
             deliver::post(
-                &state.delivery_client,
+                client,
                 &row.endpoint,
                 &id,
                 &signature,
@@ -219,12 +362,21 @@ async fn attempt(state: &AppState, row: Claimed) {
         }
         Err(e) => Err(format!("cannot open the sealed message: {e}")),
     };
-    let mut record = base_record(state, &id).await;
+    crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
     let outcome = match result {
         Ok(_) => {
-            record.action = action::EXCHANGE_DELIVERED.into();
+            // A revocation notice is recorded as `revocation-notified`, and
+            // a delivered closure limits its consent (DESIGN §13).
+            record.action =
+                crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
             record.decision = decision::DELIVERED.into();
-            let effects = vec![
+            let closure = crate::consent::lifecycle::closure_effect(
+                state,
+                record.msg_type.as_deref(),
+                record.consent_id.as_deref(),
+                &id,
+            );
+            let mut effects = vec![
                 Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
                     .text(id.clone())
                     .text(state.instance_id.clone())
@@ -234,6 +386,7 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .int(state.clock.now_us())
                     .text(id.clone()),
             ];
+            effects.extend(closure);
             state
                 .audit
                 .append(record, effects)

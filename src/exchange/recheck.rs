@@ -83,7 +83,14 @@ pub async fn before_attempt(
     let Some(consent) = model::fetch(&state.store, &consent_id).await? else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
-    let consent = match model::decide(&[consent], &from, &to, &purpose, now) {
+    let consent = match model::decide_message(
+        &[consent],
+        &from,
+        &to,
+        Some(msg_type.as_str()),
+        &purpose,
+        now,
+    ) {
         Ok(c) => c,
         Err(denial) => return Ok(Verdict::Refused(denial.code())),
     };

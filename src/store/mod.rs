@@ -18,6 +18,9 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::StorageConfig;
 
+pub mod batch;
+pub mod sqlite_thread;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -60,12 +63,15 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database file (SQLite only; `None` for `:memory:`).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl Store {
     /// Connects (creating the SQLite file if needed) without migrating.
     pub async fn connect(cfg: &StorageConfig) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
+        let mut sqlite_path = None;
         let (backend, url) = if cfg.url.starts_with("sqlite:") {
             let mut url = cfg.url.clone();
             if !url.contains("mode=") && !url.contains(":memory:") {
@@ -85,6 +91,9 @@ impl Store {
                         std::fs::create_dir_all(dir)
                             .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
                     }
+                }
+                if !url.contains(":memory:") {
+                    sqlite_path = Some(path.to_path_buf());
                 }
             }
             (Backend::Sqlite, url)
@@ -115,7 +124,93 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_path,
+        })
+    }
+
+    /// Connects without writing anything: a SQLite file must already exist
+    /// and is opened read-only (`mode=ro`, no directory or file created), a
+    /// PostgreSQL session is set to `default_transaction_read_only`. Used by
+    /// `samgate audit verify --config` and `samgate check`, where a mistyped
+    /// path must not leave an empty database behind.
+    pub async fn connect_read_only(cfg: &StorageConfig) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = cfg.url.strip_prefix("sqlite://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !path.starts_with(':') && !std::path::Path::new(path).is_file() {
+                return Err(StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("database file {path} does not exist"),
+                ))));
+            }
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|q| !q.is_empty() && !q.starts_with("mode="))
+                .collect();
+            let mut url = format!("sqlite://{path}?mode=ro");
+            for q in kept {
+                url.push('&');
+                url.push_str(q);
+            }
+            (Backend::Sqlite, url)
+        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            (Backend::Postgres, cfg.url.clone())
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let opts = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(cfg.max_connections.min(2))
+            .acquire_timeout(cfg.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
+                                .await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::Connect)?;
+        // Read-only: no audit writer runs on it, so no own connection either.
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_path: None,
+        })
+    }
+
+    /// The migration level of the database against this binary's:
+    /// `(applied, known)` versions (applied 0 = no migrations table).
+    pub async fn migration_level(&self) -> Result<(i64, i64), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = match sqlx::query_scalar::<_, i64>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        {
+            Ok(v) => v,
+            // No migrations table: a database samgate never set up.
+            Err(sqlx::Error::Database(_)) => None,
+            Err(e) => return Err(StoreError::Db(e)),
+        };
+        Ok((applied.unwrap_or(0), known))
     }
 
     /// Connects and applies the migrations of this backend.
@@ -155,6 +250,11 @@ impl Store {
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The SQLite database file, when the backend is a SQLite file.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
     }
 
     /// True when the database answers within `timeout` (for `/readyz`).
@@ -244,5 +344,26 @@ impl Stmt {
             };
         }
         Ok(q.execute(conn).await?.rows_affected())
+    }
+
+    /// Runs it on a rusqlite connection (the SQLite audit writer's own, see
+    /// [`sqlite_thread`]), through the connection's statement cache.
+    /// Placeholders are bound by name (`$1`, `$2`, ...), so their order in
+    /// the SQL does not matter.
+    pub fn execute_blocking(&self, conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+        let mut st = conn.prepare_cached(self.sql)?;
+        for (i, a) in self.args.iter().enumerate() {
+            let name = format!("${}", i + 1);
+            let Some(idx) = st.parameter_index(&name)? else {
+                return Err(rusqlite::Error::InvalidParameterName(name));
+            };
+            match a {
+                Arg::I64(v) => st.raw_bind_parameter(idx, v)?,
+                Arg::Text(v) => st.raw_bind_parameter(idx, v)?,
+                Arg::Blob(v) => st.raw_bind_parameter(idx, v)?,
+            }
+        }
+        let n = st.raw_execute()?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }

@@ -315,6 +315,8 @@ pub async fn record_consent(gw: &TestGateway, pnr: &str) {
         days: 30,
         method: "bankid".into(),
         recorded_by: "intake-staff".into(),
+        given_by: None,
+        protected_identity: false,
     };
     let token = samgate::consent::cli::sign_consent(&args, gw.state().clock.now().unix_timestamp())
         .unwrap();

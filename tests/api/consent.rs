@@ -235,8 +235,8 @@ async fn consent_sign_cli_prints_a_token_the_gateway_accepts() {
             "sfk-kalmar-intake",
             "--key-id",
             "2026-1",
-            "--subject",
-            "020314-9828",
+            "--subject-file",
+            "-",
             "--parties",
             "fk,af",
             "--purposes",
@@ -248,7 +248,15 @@ async fn consent_sign_cli_prints_a_token_the_gateway_accepts() {
             "--method",
             "bankid",
         ])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"020314-9828\n")?;
+            child.wait_with_output()
+        })
         .unwrap();
     assert!(
         out.status.success(),

@@ -243,6 +243,8 @@ fn consent_args_for(dir: &std::path::Path) -> samgate::cli::ConsentSignArgs {
         days: 30,
         method: "written".into(),
         recorded_by: "handlaggare.eva".into(),
+        given_by: None,
+        protected_identity: false,
     }
 }
 

@@ -167,6 +167,8 @@ struct RecipientInner {
     received: Mutex<Vec<Received>>,
     replies: Mutex<Vec<Reply>>,
     default_reply: Mutex<Reply>,
+    /// While set, connections are closed at once (the recipient is down).
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// A real HTTPS recipient on loopback that requires the gateway's client
@@ -193,10 +195,15 @@ impl Recipient {
             .route("/inbox", axum::routing::post(recipient_inbox))
             .with_state(inner.clone());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let inner_accept = inner.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Ok((tcp, _)) = listener.accept() => {
+                        if inner_accept.down.load(std::sync::atomic::Ordering::SeqCst) {
+                            drop(tcp);
+                            continue;
+                        }
                         let acceptor = acceptor.clone();
                         let app = app.clone();
                         tokio::spawn(async move {
@@ -223,6 +230,13 @@ impl Recipient {
         self.inner.replies.lock().unwrap().push(r);
     }
 
+    /// Takes the recipient down (connections refused at once) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.inner
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The reply used when none is queued.
     pub fn set_default_reply(&self, r: Reply) {
         *self.inner.default_reply.lock().unwrap() = r;
@@ -234,6 +248,10 @@ async fn recipient_inbox(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    if inner.down.load(std::sync::atomic::Ordering::SeqCst) {
+        // A connection kept alive from before it went down.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let reply = {
         let mut q = inner.replies.lock().unwrap();
         if q.is_empty() {
@@ -308,6 +326,10 @@ impl TestGateway {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.storage.url = fresh_db_url(db, dir.path()).await?;
         config.server.rate_limit_per_party = 0;
+        // The witnesses init writes are not running here; tests that want them start
+        // their own and configure them in `adjust` (tests/api/witness.rs).
+        config.witnesses.clear();
+        config.audit.witness_quorum = 0;
         let mut recipients = HashMap::new();
         for party in config.parties.iter_mut() {
             if party.endpoint.is_some() {

@@ -32,13 +32,17 @@ fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
 }
 
 /// `(path, method)` of every `.route("path", method(handler)...)` in
-/// `src/http.rs`, whatever the line breaks.
+/// `src/http/router.rs`, whatever the line breaks.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let src = repo_file("src/http.rs");
+    // The browser console (DESIGN §11) is HTML, not part of the JSON API:
+    // its nest and its start page are left out of the document.
+    let src = repo_file("src/http/router.rs")
+        .replace(".nest(\"/console\", crate::console::router())", "")
+        .replace(".route(\"/console/\", crate::console::home_route())", "");
     for hidden in [".nest(", ".nest_service(", ".merge(", ".route_service("] {
         assert!(
             !src.contains(hidden),
-            "src/http.rs mounts routes with `{hidden}`: this test only sees `.route(\"...\", ...)`; extend it"
+            "src/http/router.rs mounts routes with `{hidden}`: this test only sees `.route(\"...\", ...)`; extend it"
         );
     }
     let mut out = BTreeSet::new();
@@ -108,7 +112,7 @@ fn every_route_of_the_router_is_in_the_document() {
     let routes = router_routes();
     assert!(
         routes.len() >= 10,
-        "parsed too few routes from src/http.rs: {routes:?}"
+        "parsed too few routes from src/http/router.rs: {routes:?}"
     );
     assert!(routes.contains(&("/openapi.json".to_owned(), "get".to_owned())));
     let paths = doc["paths"].as_object().unwrap();

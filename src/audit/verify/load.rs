@@ -10,6 +10,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::{Columns, Entry, Failure, SignedHead, Source, Summary, Verifier, VerifyError};
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::cosign::{self, WitnessKey};
 use crate::audit::merkle::{Frontier, Hash};
 use crate::store::Store;
 
@@ -29,11 +31,59 @@ type Row = (
     Option<Vec<u8>>,
 );
 
+/// A checkpoint kept earlier, with the witnesses whose cosignatures it must carry
+/// (DESIGN §12): `quorum` valid cosignatures by distinct `witnesses`.
+#[derive(Debug, Clone, Default)]
+pub struct KeptCheckpoint {
+    /// The signed note (log signature and cosignature lines).
+    pub note: String,
+    /// The witness keys to count.
+    pub witnesses: Vec<WitnessKey>,
+    /// Cosignatures required.
+    pub quorum: usize,
+}
+
+impl KeptCheckpoint {
+    /// Opens the kept checkpoint for the log `origin` with its key: the log signature,
+    /// then the quorum. A failure names the size the checkpoint claims.
+    pub fn open(&self, origin: &str, public_key: &[u8; 32]) -> Result<Checkpoint, Failure> {
+        let claimed = self
+            .note
+            .split('\n')
+            .nth(1)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let first = self.note.split('\n').next().unwrap_or("");
+        if first != origin {
+            return Err(Failure {
+                seq: claimed,
+                reason: format!("the kept checkpoint is of the log `{first}`, not `{origin}`"),
+            });
+        }
+        cosign::open_cosigned(&self.note, origin, public_key, &self.witnesses, self.quorum)
+            .map(|(cp, _)| cp)
+            .map_err(|e| Failure {
+                seq: claimed,
+                reason: format!("the kept checkpoint of size {claimed} does not verify: {e}"),
+            })
+    }
+}
+
 /// Verifies the log in a database against its signed heads.
 pub async fn verify_store(
     store: &Store,
     key_name: &str,
     public_key: [u8; 32],
+) -> Result<Summary, VerifyError> {
+    verify_store_kept(store, key_name, public_key, None).await
+}
+
+/// [`verify_store`], and the log must contain the tree of a kept checkpoint.
+pub async fn verify_store_kept(
+    store: &Store,
+    key_name: &str,
+    public_key: [u8; 32],
+    kept: Option<&KeptCheckpoint>,
 ) -> Result<Summary, VerifyError> {
     let db = |e: sqlx::Error| VerifyError::Input(format!("reading the database: {e}"));
     let rows: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
@@ -59,6 +109,12 @@ pub async fn verify_store(
         });
     }
     let mut v = Verifier::new(Some(key_name.to_owned()), public_key, heads)?;
+    if let Some(kept) = kept {
+        let cp = kept.open(key_name, &public_key)?;
+        if cp.tree_size > 0 {
+            v.keep_checkpoint(cp.tree_size, cp.root_hash)?;
+        }
+    }
     let mut after = 0i64;
     loop {
         let page: Vec<Row> = sqlx::query_as(
@@ -133,6 +189,15 @@ pub async fn verify_store(
 /// Verifies an NDJSON export (records, then one `{"tree_head": ...}` line).
 /// The key name is the checkpoint's origin.
 pub fn verify_export(path: &Path, public_key: [u8; 32]) -> Result<Summary, VerifyError> {
+    verify_export_kept(path, public_key, None)
+}
+
+/// [`verify_export`], and the export must contain the tree of a kept checkpoint.
+pub fn verify_export_kept(
+    path: &Path,
+    public_key: [u8; 32],
+    kept: Option<&KeptCheckpoint>,
+) -> Result<Summary, VerifyError> {
     let open = || {
         std::fs::File::open(path)
             .map(BufReader::new)
@@ -163,7 +228,25 @@ pub fn verify_export(path: &Path, public_key: [u8; 32]) -> Result<Summary, Verif
         seq: count + 2,
         reason: "missing (the export does not end with a tree head line; truncated?)".into(),
     })?;
+    // An export ends exactly at its head: records after it are covered by no signature.
+    if count > head.tree_size {
+        return Err(Failure {
+            seq: head.tree_size + 1,
+            reason: format!(
+                "not covered by the export's tree head of size {} (an export must end at its head)",
+                head.tree_size
+            ),
+        }
+        .into());
+    }
+    let origin = head.checkpoint.split('\n').next().unwrap_or("").to_owned();
     let mut v = Verifier::new(None, public_key, vec![head])?;
+    if let Some(kept) = kept {
+        let cp = kept.open(&origin, &public_key)?;
+        if cp.tree_size > 0 {
+            v.keep_checkpoint(cp.tree_size, cp.root_hash)?;
+        }
+    }
     // Pass 2: the records.
     let mut seen = 0u64;
     for line in open()?.lines() {

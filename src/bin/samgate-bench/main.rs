@@ -605,6 +605,8 @@ async fn run_samgate(
                 days: 365,
                 method: "written".into(),
                 recorded_by: "handlaggare.eva".into(),
+                given_by: None,
+                protected_identity: false,
             },
             now,
         )

@@ -79,6 +79,9 @@ pub struct VaultKey {
     key_id: String,
     key: LessSafeKey,
     rng: SystemRandom,
+    /// Earlier vault keys (`[keys] vault` list after the first): they only
+    /// open, never seal (rotation, issue #19).
+    previous: Vec<(String, LessSafeKey)>,
 }
 
 impl VaultKey {
@@ -90,7 +93,29 @@ impl VaultKey {
             key_id: secret.key_id().to_owned(),
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
+            previous: Vec::new(),
         })
+    }
+
+    /// Adds earlier keys that still open what they sealed (rotation): the
+    /// key built by [`VaultKey::new`] stays the only one that seals. A key
+    /// whose id equals this one's or an earlier one's is skipped.
+    pub fn with_previous(mut self, secrets: Vec<Secret32>) -> Result<VaultKey, VaultError> {
+        for secret in secrets {
+            let id = secret.key_id().to_owned();
+            if id == self.key_id || self.previous.iter().any(|(k, _)| *k == id) {
+                continue;
+            }
+            let unbound =
+                UnboundKey::new(&AES_256_GCM, secret.expose()).map_err(|_| VaultError::Crypto)?;
+            self.previous.push((id, LessSafeKey::new(unbound)));
+        }
+        Ok(self)
+    }
+
+    /// Ids of the earlier (open-only) keys, in configuration order.
+    pub fn previous_key_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(|(id, _)| id.as_str()).collect()
     }
 
     /// The key id (first 8 hex characters of SHA-256 of the key).
@@ -151,15 +176,18 @@ impl VaultKey {
         aad: &[u8],
         sealed: &Sealed,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        if sealed.key_id != self.key_id {
+        let key = if sealed.key_id == self.key_id {
+            &self.key
+        } else if let Some((_, k)) = self.previous.iter().find(|(id, _)| *id == sealed.key_id) {
+            k
+        } else {
             return Err(VaultError::WrongKey {
                 expected: self.key_id.clone(),
                 found: sealed.key_id.clone(),
             });
-        }
+        };
         let mut buf = Zeroizing::new(sealed.ciphertext.clone());
-        let len = self
-            .key
+        let len = key
             .open_in_place(
                 Nonce::assume_unique_for_key(sealed.nonce),
                 Aad::from(aad),
@@ -190,6 +218,29 @@ fn row_aad(domain: &str, pseudonym: &Pseudonym) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_previous_key_opens_but_only_the_first_seals() {
+        let old = key(1);
+        let sealed = old.seal_bytes(b"aad", b"secret").expect("seal");
+        let new = key(2)
+            .with_previous(vec![Secret32::new([1; 32])])
+            .expect("ring");
+        assert_eq!(
+            &new.open_bytes(b"aad", &sealed).expect("open")[..],
+            b"secret"
+        );
+        let resealed = new.seal_bytes(b"aad", b"secret").expect("seal");
+        assert_eq!(resealed.key_id, new.key_id());
+        assert!(matches!(
+            old.open_bytes(b"aad", &resealed),
+            Err(VaultError::WrongKey { .. })
+        ));
+        assert!(matches!(
+            new.open_bytes(b"other", &sealed),
+            Err(VaultError::Authentication)
+        ));
+    }
     use crate::pseudonym::PseudonymMaster;
     use time::macros::date;
 

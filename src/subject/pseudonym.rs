@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn the_published_vector_file_matches_the_code() {
         let file: serde_json::Value =
-            serde_json::from_str(include_str!("../docs/test-vectors/pseudonyms.json"))
+            serde_json::from_str(include_str!("../../docs/test-vectors/pseudonyms.json"))
                 .expect("json");
         let key = hex::decode(file["master_key_hex"].as_str().expect("hex")).expect("hex");
         let key: [u8; 32] = key.try_into().expect("32 bytes");

@@ -1,35 +1,25 @@
-//! The HTTP surface: the router (every route in one place), the layers that
-//! wrap it (request id, authentication, rate limit, observation, framing
-//! checks), the JSON body extractor, and the health/metrics endpoints.
+//! The router: every route of the API in one place, the role guards, and the
+//! layers that wrap it (request id, authentication, rate limit, observation,
+//! framing checks).
 
 use std::num::NonZeroU32;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::extract::{RequestId, REQUEST_ID};
+use super::meta::{healthz, jwks, metrics_endpoint, openapi, readyz};
 use crate::auth::{authenticate, Principal};
-use crate::config::PartyId;
 use crate::error::{ApiError, ProblemCode, ProblemMarker};
+use crate::party::PartyId;
 use crate::state::AppState;
-
-/// The request id header, set on every response.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// A request's id (from `X-Request-Id` if the caller sent a sane one, else a
-/// fresh UUID). It goes into the span, the response and audit records.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 /// The mTLS router: every route of the API.
 pub fn router(state: AppState) -> Router {
@@ -49,6 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/consents/{id}/revocation",
             post(crate::consent::api::revoke).route_layer(middleware::from_fn(only_intake)),
+        )
+        .route(
+            "/v1/consents/{id}/receipt",
+            get(crate::consent::receipt::get).route_layer(middleware::from_fn(only_intake)),
         )
         .route("/v1/audit/records", get(crate::audit::api::records))
         .route(
@@ -70,6 +64,8 @@ pub fn router(state: AppState) -> Router {
             post(crate::audit::disclosure::disclosures)
                 .route_layer(middleware::from_fn(only_intake)),
         )
+        .nest("/console", crate::console::router())
+        .route("/console/", crate::console::home_route())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -116,79 +112,6 @@ pub fn ops_router(state: AppState) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(ProblemCode::NotFound, "no such resource")
-}
-
-/// `GET /openapi.json`: the OpenAPI 3.1 document of this API, the
-/// repository's `openapi.json` compiled in (any authenticated party).
-async fn openapi() -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
-    )
-        .into_response()
-}
-
-/// `GET /v1/keys`: the gateway's public keys as a JWKS (DESIGN §9): the
-/// delivery key that signs `Samgate-Signature` and the audit key that signs
-/// tree heads.
-async fn jwks(State(state): State<AppState>) -> Response {
-    use base64::Engine;
-    let jwk = |signer: &crate::keys::Ed25519Signer, purpose: &str| {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signer.public_key()),
-            "kid": signer.key_id(),
-            "use": "sig",
-            "alg": "EdDSA",
-            "samgate_purpose": purpose,
-        })
-    };
-    Json(serde_json::json!({
-        "keys": [
-            jwk(&state.crypto.delivery_signer, "delivery"),
-            jwk(&state.crypto.audit_signer, "audit"),
-        ]
-    }))
-    .into_response()
-}
-
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.store.ping(Duration::from_secs(2)).await {
-        Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::new(ProblemCode::Unavailable, "the database is unreachable").into_response()
-    }
-}
-
-async fn metrics_endpoint() -> Response {
-    let body = metrics_handle().render();
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
-}
-
-/// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ])
-            .map(PrometheusBuilder::build_recorder)
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
-        // A second install (several gateways in one test process) is harmless.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }
 
 /// Request id, span, access log line and metrics for every request.
@@ -315,7 +238,12 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
         }
     }
     parts.extensions.insert::<Principal>(principal);
-    next.run(Request::from_parts(parts, body)).await
+    // The handler's state is another clone: run it on the snapshot the
+    // principal was resolved on, not on one a reload installed meanwhile.
+    let live = state.live_arc();
+    crate::state::REQUEST_LIVE
+        .scope(live, next.run(Request::from_parts(parts, body)))
+        .await
 }
 
 /// Per-party token bucket: `n` requests/s, burst `2n`.
@@ -343,100 +271,6 @@ impl PartyRateLimiter {
             ))
         })
     }
-}
-
-/// A JSON request body: `application/json` required (415), at most the
-/// configured size (413), valid JSON (400 `malformed_json`) of the expected
-/// shape (400 `invalid_envelope`, naming the path but never the value).
-pub struct JsonBody<T> {
-    /// The parsed value.
-    pub value: T,
-    /// The exact bytes received (for idempotency hashing).
-    pub raw: Bytes,
-}
-
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.config.server.max_body_bytes;
-        check_json_content_type(req.headers())?;
-        let raw = read_body(req.into_body(), limit).await?;
-        let value = parse_json(&raw)?;
-        Ok(JsonBody { value, raw })
-    }
-}
-
-/// 415 unless the content type is JSON (`application/json` or `+json`).
-pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ok = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let essence = v
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "the request body must be application/json",
-        ))
-    }
-}
-
-/// Reads a body up to `limit` bytes (413 beyond).
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            ProblemCode::PayloadTooLarge,
-            format!("the request body exceeds the limit of {limit} bytes"),
-        )
-    })
-}
-
-/// Parses JSON into `T` with typed, value-free errors.
-pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::new(
-            ProblemCode::MalformedJson,
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // serde's "missing field `x`" / "unknown field `x`" name only keys;
-        // other messages can quote the offending value, so they are dropped.
-        let what = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
-            inner
-                .split(", expected")
-                .next()
-                .unwrap_or("invalid field")
-                .to_owned()
-        } else {
-            "has the wrong type or value".to_owned()
-        };
-        let place = if path == "." {
-            "the body".to_owned()
-        } else {
-            format!("`{path}`")
-        };
-        ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
-            .with("errors", vec![serde_json::Value::String(path)])
-    })
 }
 
 /// Problem for a request that needs a role the caller lacks (used where a

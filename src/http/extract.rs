@@ -1,0 +1,119 @@
+//! Request extractors: the request id and the JSON body (content type,
+//! size limit, value-free parse errors).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ProblemCode};
+use crate::state::AppState;
+
+/// The request id header, set on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id (from `X-Request-Id` if the caller sent a sane one, else a
+/// fresh UUID). It goes into the span, the response and audit records.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A JSON request body: `application/json` required (415), at most the
+/// configured size (413), valid JSON (400 `malformed_json`) of the expected
+/// shape (400 `invalid_envelope`, naming the path but never the value).
+pub struct JsonBody<T> {
+    /// The parsed value.
+    pub value: T,
+    /// The exact bytes received (for idempotency hashing).
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.server.max_body_bytes;
+        check_json_content_type(req.headers())?;
+        let raw = read_body(req.into_body(), limit).await?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// 415 unless the content type is JSON (`application/json` or `+json`).
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "the request body must be application/json",
+        ))
+    }
+}
+
+/// Reads a body up to `limit` bytes (413 beyond; 408 `request_timeout`
+/// when it does not arrive within `[server] body_timeout`, DESIGN §10).
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::connguard::is_body_timeout(&e) {
+            return ApiError::new(
+                ProblemCode::RequestTimeout,
+                "the request body did not arrive within the body timeout",
+            );
+        }
+        ApiError::new(
+            ProblemCode::PayloadTooLarge,
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    })
+}
+
+/// Parses JSON into `T` with typed, value-free errors.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            ProblemCode::MalformedJson,
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde's "missing field `x`" / "unknown field `x`" name only keys;
+        // other messages can quote the offending value, so they are dropped.
+        let what = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+            inner
+                .split(", expected")
+                .next()
+                .unwrap_or("invalid field")
+                .to_owned()
+        } else {
+            "has the wrong type or value".to_owned()
+        };
+        let place = if path == "." {
+            "the body".to_owned()
+        } else {
+            format!("`{path}`")
+        };
+        ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
+            .with("errors", vec![serde_json::Value::String(path)])
+    })
+}

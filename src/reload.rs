@@ -1,0 +1,258 @@
+//! Configuration reload on SIGHUP (issue #19).
+//!
+//! What reloads: parties (pins, endpoints, roles), console users, routes, consent issuers
+//! and each party's user-token issuer (its `jwt_issuer`). What does not:
+//! `[server]` (listen addresses, TLS material), `[storage]`, `[keys]`,
+//! `[audit]`, `[delivery]` and `[consent]`: those need a restart, and a
+//! reload that changes them applies the rest and logs which were ignored.
+//!
+//! The reloadable part is one immutable [`Live`] behind an
+//! [`arc_swap::ArcSwap`] in the state. A request reads it once (the first
+//! [`AppState::live`] of the request pins it, see there) and finishes on
+//! it, so an in-flight exchange is never decided half on the old routes and
+//! half on the new. Async deliveries already carry their endpoint in the
+//! outbox row. A file that does not load, does not validate or names a key
+//! that does not load is refused as a whole with its reasons (logged) and
+//! the running configuration stays; `samgate_config_reloads_total{result}`
+//! counts both outcomes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
+use crate::config::{Config, PartyId};
+use crate::consent::verify::ConsentVerifier;
+use crate::state::AppState;
+
+/// The reloadable part of the state: one consistent snapshot.
+pub struct Live {
+    /// The configuration this snapshot was built from. Only its parties,
+    /// routes and consent issuers are live; the other sections are those of
+    /// the running process ([`crate::state::Inner::config`]).
+    pub config: Arc<Config>,
+    /// Certificate pin → index into `config.parties`.
+    pub pins: HashMap<[u8; 32], usize>,
+    /// Personal certificate pin → index into `config.users` (DESIGN §11).
+    pub user_pins: HashMap<[u8; 32], usize>,
+    /// User-token verifiers of the parties that have a `jwt_issuer`.
+    pub verifiers: HashMap<PartyId, UserTokenVerifier>,
+    /// Consent issuers.
+    pub consents: ConsentVerifier,
+    /// Counts the reloads so far (0 = the start-up configuration).
+    pub generation: u64,
+}
+
+impl Live {
+    /// Builds a snapshot: loads the issuers' public keys. Every problem is
+    /// returned, each as `key: reason`.
+    pub fn build(config: Arc<Config>, generation: u64) -> Result<Live, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut pins = HashMap::new();
+        let mut verifiers = HashMap::new();
+        for (i, p) in config.parties.iter().enumerate() {
+            pins.insert(p.certificate_sha256, i);
+            if let Some(j) = &p.jwt_issuer {
+                let key = format!("party[{i}].jwt_issuer.public_key");
+                match PublicKeyFile::load(&j.public_key)
+                    .map_err(|e| e.to_string())
+                    .and_then(|file| {
+                        UserTokenVerifier::new(&j.iss, &j.audience, &file, j.key_id.as_deref())
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(v) => {
+                        verifiers.insert(p.id.clone(), v);
+                    }
+                    Err(reason) => problems.push(format!("{key}: {reason}")),
+                }
+            }
+        }
+        let consents = match ConsentVerifier::from_config(&config) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                problems.push(reason);
+                None
+            }
+        };
+        match consents {
+            Some(consents) if problems.is_empty() => Ok(Live {
+                user_pins: config
+                    .users
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (u.certificate_sha256, i))
+                    .collect(),
+                config,
+                pins,
+                verifiers,
+                consents,
+                generation,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Parties, routes, users (parties with a jwt_issuer) and consent issuers.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.config.parties.len(),
+            self.config.routes.len(),
+            self.verifiers.len(),
+            self.config.consent_issuers.len(),
+        )
+    }
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The new generation.
+    pub generation: u64,
+    /// Parties in the new configuration.
+    pub parties: usize,
+    /// Routes in the new configuration.
+    pub routes: usize,
+    /// Sections that changed but only take effect after a restart.
+    pub ignored: Vec<&'static str>,
+}
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration reload refused; the running configuration stays:\n  {}", reasons.join("\n  "))]
+pub struct Refused {
+    /// Every reason, one per problem.
+    pub reasons: Vec<String>,
+}
+
+/// Reloads the configuration file at `path` into the running state: the
+/// function SIGHUP calls. Logs and counts the outcome.
+pub fn reload(state: &AppState, path: &Path) -> Result<Reloaded, Refused> {
+    let result = try_reload(state, path);
+    match &result {
+        Ok(r) => {
+            metrics::counter!("samgate_config_reloads_total", "result" => "success").increment(1);
+            tracing::info!(
+                generation = r.generation,
+                parties = r.parties,
+                routes = r.routes,
+                "configuration reloaded"
+            );
+            for section in &r.ignored {
+                tracing::warn!(
+                    section = *section,
+                    "configuration section changed; it takes effect only after a restart"
+                );
+            }
+        }
+        Err(e) => {
+            metrics::counter!("samgate_config_reloads_total", "result" => "refused").increment(1);
+            for reason in &e.reasons {
+                tracing::error!(reason = %reason, "configuration reload refused");
+            }
+        }
+    }
+    result
+}
+
+fn try_reload(state: &AppState, path: &Path) -> Result<Reloaded, Refused> {
+    let config = Config::load(path).map_err(|e| Refused {
+        reasons: match e {
+            crate::config::ConfigError::Invalid { issues, .. } => issues
+                .into_iter()
+                .map(|i| format!("{}: {}", i.key, i.reason))
+                .collect(),
+            other => vec![other.to_string()],
+        },
+    })?;
+    let running = &state.config;
+    let ignored = restart_only_changes(running, &config);
+    let generation = state.current_live().generation + 1;
+    let live = Live::build(Arc::new(config), generation).map_err(|reasons| Refused { reasons })?;
+    // A new party needs its pseudonym domain before a request can name it.
+    state
+        .crypto
+        .add_domains(live.config.parties.iter().map(|p| p.id.as_str()))
+        .map_err(|e| Refused {
+            reasons: vec![format!("keys.pseudonym_master: {e}")],
+        })?;
+    let (parties, routes, _, _) = live.counts();
+    state.install_live(live);
+    Ok(Reloaded {
+        generation,
+        parties,
+        routes,
+        ignored,
+    })
+}
+
+/// The sections that differ but are not reloaded.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    if a.listen != b.listen || a.metrics_listen != b.metrics_listen {
+        out.push("server.listen");
+    }
+    if a.certificate != b.certificate
+        || a.private_key != b.private_key
+        || a.client_ca != b.client_ca
+        || a.outbound_ca != b.outbound_ca
+        || a.outbound_certificate != b.outbound_certificate
+        || a.outbound_private_key != b.outbound_private_key
+    {
+        out.push("server (TLS files)");
+    }
+    if a.deployment_id != b.deployment_id
+        || a.rate_limit_per_party != b.rate_limit_per_party
+        || a.shutdown_grace != b.shutdown_grace
+        || a.max_body_bytes != b.max_body_bytes
+    {
+        out.push("server");
+    }
+    if old.storage.url != new.storage.url
+        || old.storage.max_connections != new.storage.max_connections
+        || old.storage.acquire_timeout != new.storage.acquire_timeout
+    {
+        out.push("storage");
+    }
+    let (k, l) = (&old.keys, &new.keys);
+    if k.pseudonym_master != l.pseudonym_master
+        || k.vault != l.vault
+        || k.vault_previous != l.vault_previous
+        || k.audit_signing != l.audit_signing
+        || k.delivery_signing != l.delivery_signing
+    {
+        out.push("keys");
+    }
+    if old.audit.checkpoint_interval != new.audit.checkpoint_interval
+        || old.audit.max_batch != new.audit.max_batch
+    {
+        out.push("audit");
+    }
+    let (d, e) = (&old.delivery, &new.delivery);
+    if d.timeout != e.timeout
+        || d.connect_timeout != e.connect_timeout
+        || d.expire_after != e.expire_after
+        || d.backoff_initial != e.backoff_initial
+        || d.backoff_max != e.backoff_max
+        || d.workers != e.workers
+    {
+        out.push("delivery");
+    }
+    out
+}
+
+/// Reloads on every SIGHUP until the process ends (tokio's signal
+/// handling; spawned by `samgate serve`).
+#[cfg(unix)]
+pub fn spawn_on_sighup(
+    state: AppState,
+    path: std::path::PathBuf,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+            let _ = reload(&state, &path);
+        }
+    }))
+}

@@ -1,0 +1,227 @@
+//! The console (DESIGN §11) over real mTLS: personal user certificates as
+//! principals (also on the API, without a JWT), the form path through the
+//! same consent code and audit, CSRF, role refusals and headers. The
+//! browser side is tests/console (Chromium).
+
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::harness::{Client, Rsp, TestGateway};
+
+const PNR: &str = "19851224-1236";
+
+fn user(gw: &TestGateway, id: &str) -> Client {
+    Client::new(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        Some((
+            &gw.path(&format!("pki/users/{id}.pem")),
+            &gw.path(&format!("pki/users/{id}.key")),
+        )),
+        None,
+    )
+}
+
+async fn get(c: &Client, path: &str) -> Rsp {
+    c.try_get(path).await.unwrap()
+}
+
+/// Posts a form as a user, not following the redirect that answers success.
+async fn post_form(gw: &TestGateway, id: &str, path: &str, form: &[(&str, &str)]) -> Rsp {
+    let tls = samgate::tls::client_config(
+        &gw.path("pki/ca.pem"),
+        &gw.path(&format!("pki/users/{id}.pem")),
+        &gw.path(&format!("pki/users/{id}.key")),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        ser.append_pair(k, v);
+    }
+    let r = http
+        .post(format!("https://127.0.0.1:{}{path}", gw.addr().port()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(ser.finish())
+        .send()
+        .await
+        .unwrap();
+    Rsp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        text: r.text().await.unwrap(),
+    }
+}
+
+/// The CSRF token of the first form on a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn records(gw: &TestGateway, action: &str) -> Vec<Value> {
+    let r = gw
+        .auditor()
+        .get(&format!("/v1/audit/records?action={action}&limit=1000"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["records"].as_array().unwrap().clone()
+}
+
+both_backends!(
+    a_user_certificate_is_a_principal_on_the_api_without_a_jwt,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let erik = user(&gw, "erik.berg");
+        let head = erik.get("/v1/audit/tree-head").await;
+        assert_eq!(head.status, 200, "{}", head.text);
+        let queries = records(&gw, "audit-query").await;
+        assert!(queries
+            .iter()
+            .any(|r| r["actor_user"] == "erik.berg" && r["actor_party"] == "sfk-kalmar-audit"));
+        // The party's own certificate still needs its JWT.
+        let bare = gw
+            .client("sfk-kalmar-audit")
+            .get("/v1/audit/tree-head")
+            .await;
+        assert_eq!(bare.problem(), "invalid_token");
+        // Anna has the intake role only, although her party is also an agency.
+        let anna = user(&gw, "anna.lind");
+        assert_eq!(
+            anna.get("/v1/audit/records").await.problem(),
+            "forbidden_role"
+        );
+        let ex = anna
+            .post("/v1/exchanges", &serde_json::json!({"to": "fk"}))
+            .await;
+        assert_eq!(ex.problem(), "forbidden_role");
+    }
+);
+
+both_backends!(
+    the_console_form_records_through_the_consent_code_and_audit,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let anna = user(&gw, "anna.lind");
+        let page = get(&anna, "/console/intake").await;
+        assert_eq!(page.status, 200);
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert_eq!(page.headers["cache-control"], "no-store");
+        assert!(!page.text.contains("<script>"), "no inline script");
+        let token = csrf_of(&page.text);
+        let form = |csrf: &'static str| -> Vec<(&'static str, &'static str)> {
+            vec![
+                ("csrf", csrf),
+                ("personnummer", PNR),
+                ("parties", "af"),
+                ("parties", "fk"),
+                ("purposes", "samordnad-rehabilitering"),
+                ("categories", "attendance"),
+                ("method", "written"),
+                ("valid_until", "2099-01-01"),
+            ]
+        };
+        // Over the longest lifetime: a Swedish error, nothing recorded.
+        let too_long = post_form(
+            &gw,
+            "anna.lind",
+            "/console/intake/consents",
+            &form(token.clone().leak()),
+        )
+        .await;
+        assert_eq!(too_long.status, 422);
+        assert!(
+            too_long.text.contains("högst 730 dagar"),
+            "{}",
+            too_long.text
+        );
+        assert!(!too_long.text.contains("8512241236") && !too_long.text.contains("851224-1236"));
+        let until = gw
+            .state()
+            .clock
+            .now()
+            .date()
+            .saturating_add(time::Duration::days(30))
+            .to_string();
+        let mut good = form(token.clone().leak());
+        good.retain(|(k, _)| *k != "valid_until");
+        good.push(("valid_until", until.leak()));
+        let ok = post_form(&gw, "anna.lind", "/console/intake/consents", &good).await;
+        assert_eq!(ok.status, 303, "{}", ok.text);
+        let location = ok.headers["location"].to_str().unwrap().to_owned();
+        let id = location.strip_prefix("/console/intake/consents/").unwrap();
+        let summary = anna.get(&format!("/v1/consents/{id}")).await.json();
+        assert_eq!(summary["issuer"], "console");
+        assert_eq!(summary["recorded_by"], "anna.lind");
+        assert_eq!(summary["state"], "active");
+        let recorded = records(&gw, "consent-recorded").await;
+        let rec = recorded.iter().find(|r| r["consent_id"] == id).unwrap();
+        assert_eq!(rec["actor_user"], "anna.lind");
+        assert_eq!(rec["actor_party"], "sfk-kalmar");
+        // Without a valid token, or from an agency certificate: refused.
+        let forged = post_form(
+            &gw,
+            "anna.lind",
+            "/console/intake/consents",
+            &form("forged"),
+        )
+        .await;
+        assert_eq!(forged.status, 403);
+        let af = gw.client("af");
+        assert_eq!(get(&af, "/console/intake").await.status, 403);
+        assert_eq!(
+            get(&user(&gw, "erik.berg"), "/console/intake").await.status,
+            403
+        );
+        assert_eq!(get(&anna, "/console/audit").await.status, 403);
+        // The exchange path sees the console's consent.
+        let body = serde_json::json!({
+            "to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering",
+            "subject": PNR, "delivery": "sync",
+            "payload": {"period": {"start": "2026-11-01", "end": "2026-11-30"}, "attended_hours": 10}
+        });
+        let ex = af.post("/v1/exchanges", &body).await;
+        assert_eq!(ex.status, 200, "{}", ex.text);
+        crate::harness::assert_logs_clean(&["198512241236"]);
+    }
+);
+
+both_backends!(
+    subject_search_keeps_the_reason_and_refuses_numbers_in_it,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let c = gw.auditor();
+        let bad = c
+            .post(
+                "/v1/audit/subject-search",
+                &serde_json::json!({"personnummer": PNR, "reason": "om 19851224-1236"}),
+            )
+            .await;
+        assert_eq!(bad.problem(), "invalid_envelope");
+        let ok = c
+            .post(
+                "/v1/audit/subject-search",
+                &serde_json::json!({"personnummer": PNR, "reason": "dnr 2026/17"}),
+            )
+            .await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        let queries = records(&gw, "audit-query").await;
+        assert!(queries
+            .iter()
+            .any(|r| r["reason"] == "subject-search: dnr 2026/17"));
+        assert!(!queries
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("1236")));
+    }
+);

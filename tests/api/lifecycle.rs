@@ -1,0 +1,583 @@
+//! The consent lifecycle (DESIGN §13), end to end: a representative's
+//! consent, protected identity, closure and follow-up, revocation notices
+//! through the outbox, and the receipt of each state.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::exchange::{consent_args, now, ALVA};
+use crate::harness::TestGateway;
+use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
+use samgate::policy::SubjectMode;
+
+const BERIT: &str = "198209239865";
+const PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
+const ALL: &[&str] = &[
+    "case",
+    "identity",
+    "contact",
+    "benefit",
+    "employment",
+    "education",
+    "attendance",
+    "health",
+    "social-services",
+    "outcome",
+    "free-text",
+];
+
+fn example(t: &str) -> Value {
+    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
+}
+
+async fn record(gw: &TestGateway, args: &samgate::cli::ConsentSignArgs) -> Value {
+    let token = samgate::consent::cli::sign_consent(args, now()).unwrap();
+    let rsp = gw
+        .client("sfk-kalmar")
+        .post("/v1/consents", &json!({"token": token}))
+        .await;
+    assert_eq!(rsp.status, 201, "{}", rsp.text);
+    rsp.json()
+}
+
+async fn receipt(gw: &TestGateway, id: &str) -> Value {
+    let rsp = gw
+        .client("sfk-kalmar")
+        .get(&format!("/v1/consents/{id}/receipt"))
+        .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text);
+    rsp.json()
+}
+
+fn events(v: &Value) -> Vec<String> {
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn send(to: &str, ty: &str, purpose: &str, subject: &str, payload: Value) -> Value {
+    json!({"to": to, "type": ty, "purpose": purpose, "subject": subject,
+           "delivery": "sync", "payload": payload})
+}
+
+both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
+    let Some(gw) = TestGateway::spawn(db).await else {
+        return;
+    };
+    let mut args = consent_args(&gw, ALVA, PARTIES, &["case", "attendance"]);
+    args.given_by = Some("guardian:Karin Exempeldotter".into());
+    let summary = record(&gw, &args).await;
+    assert_eq!(
+        summary["given_by"],
+        json!({"role": "guardian", "name": "Karin Exempeldotter"})
+    );
+    assert_eq!(summary["protected_identity"], false);
+    assert_eq!(events(&summary), ["recorded"]);
+    let id = summary["id"].as_str().unwrap();
+    let got = gw
+        .client("sfk-kalmar")
+        .get(&format!("/v1/consents/{id}"))
+        .await
+        .json();
+    assert_eq!(got["given_by"]["role"], "guardian");
+    assert_eq!(got["given_by"]["name"], "Karin Exempeldotter");
+    let r = receipt(&gw, id).await;
+    assert_eq!(r["given_by"]["role"], "guardian");
+    assert_eq!(r["given_by"]["name"], "Karin Exempeldotter");
+    assert_eq!(r["given_by"]["dpv"], "dpv:Representative");
+    assert_eq!(r["recorded_by"], "handlaggare.eva");
+    assert_eq!(r["method"], "written");
+    // The name is sealed at rest: not in the consents table in clear.
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT given_by_name FROM consents WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_one(gw.state().store.pool())
+            .await
+            .unwrap();
+    assert!(!stored.unwrap().contains("Karin"));
+
+    // A bad role is 422 invalid_consent_claims (signed by hand: the CLI
+    // refuses it before signing).
+    let key = samgate::consent::token::SigningKeyFile::load(&args.key).unwrap();
+    let n = now();
+    let claims = json!({"jti": uuid::Uuid::new_v4().to_string(), "iss": "sfk-kalmar-intake", "sub": ALVA,
+        "aud": "samgate", "iat": n, "nbf": n, "exp": n + 86_400, "parties": ["fk", "af"],
+        "purposes": ["samordnad-rehabilitering"], "categories": ["case"], "method": "written",
+        "recorded_by": "handlaggare.eva", "given_by": {"role": "uncle", "name": "Nisse"}});
+    let bad = key.sign("2026-1", &claims).unwrap();
+    let rsp = gw
+        .client("sfk-kalmar")
+        .post("/v1/consents", &json!({"token": bad}))
+        .await;
+    assert_eq!(
+        (rsp.status, rsp.problem().as_str()),
+        (422, "invalid_consent_claims")
+    );
+    assert!(samgate::consent::cli::parse_given_by("uncle:Nisse").is_err());
+});
+
+both_backends!(
+    a_protected_participants_referral_carries_no_contact_field_to_any_recipient,
+    |db| async move {
+        // A route listing "*" to every other agency, pseudonymised.
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            c.routes.push(RouteConfig {
+                from: vec![PartyId::new("fk")],
+                to: ["af", "kommun-kalmar", "region-kalmar"]
+                    .iter()
+                    .map(|p| PartyId::new(*p))
+                    .collect(),
+                msg_type: "referral".into(),
+                purposes: vec!["samordnad-rehabilitering".into()],
+                fields: vec!["*".into()],
+                subject: SubjectMode::Pseudonymise,
+                consent: ConsentRequirement::Required,
+            });
+        })
+        .await
+        else {
+            return;
+        };
+        let mut args = consent_args(&gw, BERIT, PARTIES, ALL);
+        args.protected_identity = true;
+        let summary = record(&gw, &args).await;
+        assert_eq!(summary["protected_identity"], true);
+        let mut payload = example("referral");
+        payload["subject"] = json!(BERIT);
+        payload.as_object_mut().unwrap().remove("decision");
+        payload.as_object_mut().unwrap().remove("suggested_measure");
+        let contact = ["/address", "/municipality", "/phone"];
+        for to in ["sfk-kalmar", "af", "kommun-kalmar", "region-kalmar"] {
+            let rsp = gw
+                .client("fk")
+                .post(
+                    "/v1/exchanges",
+                    &send(
+                        to,
+                        "referral",
+                        "samordnad-rehabilitering",
+                        BERIT,
+                        payload.clone(),
+                    ),
+                )
+                .await;
+            assert_eq!(rsp.status, 200, "{to}: {}", rsp.text);
+            let withheld = rsp.json()["withheld"].clone();
+            for c in contact {
+                assert!(
+                    withheld.as_array().unwrap().contains(&json!(c)),
+                    "{to}: {c}"
+                );
+            }
+            let got = gw.recipient(to).received().last().unwrap().json();
+            assert_eq!(got["protected_identity"], true, "{to}");
+            let fields: BTreeSet<&String> = got["payload"].as_object().unwrap().keys().collect();
+            for c in ["address", "municipality", "phone"] {
+                assert!(!fields.contains(&c.to_owned()), "{to} got {c}");
+            }
+            assert!(fields.contains(&"income_source".to_owned()), "{to}");
+        }
+        // The audit records say why, and the receipt holds nothing of contact.
+        let reasons: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT msg_type FROM audit_records WHERE action = 'exchange-forwarded'",
+        )
+        .fetch_all(gw.state().store.pool())
+        .await
+        .unwrap();
+        assert_eq!(reasons.len(), 4);
+        let r = receipt(&gw, summary["id"].as_str().unwrap()).await;
+        assert_eq!(r["protected_identity"], true);
+        assert!(!r.to_string().contains("contact"), "{r}");
+        // The register extract lists no contact field either.
+        let ext = gw
+            .client("sfk-kalmar")
+            .post("/v1/disclosures", &json!({"personnummer": BERIT}))
+            .await;
+        assert_eq!(ext.status, 200, "{}", ext.text);
+        let items = ext.json()["disclosures"].as_array().unwrap().clone();
+        assert!(items.len() >= 4);
+        for item in items {
+            for c in contact {
+                assert!(
+                    !item["forwarded"].as_array().unwrap().contains(&json!(c)),
+                    "{item}"
+                );
+            }
+        }
+        // A participant without the marking still gets contact forwarded.
+        record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        payload["subject"] = json!(ALVA);
+        let rsp = gw
+            .client("fk")
+            .post(
+                "/v1/exchanges",
+                &send("af", "referral", "samordnad-rehabilitering", ALVA, payload),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let got = gw.recipient("af").received().last().unwrap().json();
+        assert!(got["payload"].get("phone").is_some());
+        assert!(got.get("protected_identity").is_none());
+    }
+);
+
+both_backends!(
+    after_a_closure_only_follow_up_passes_until_follow_up_months,
+    |db| async move {
+        let clock = samgate::clock::OffsetClock::new();
+        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
+            return;
+        };
+        let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
+        args.days = 700;
+        let summary = record(&gw, &args).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        let kommun = gw.client("kommun-kalmar");
+        let attendance = || {
+            send(
+                "fk",
+                "attendance-report",
+                "samordnad-rehabilitering",
+                ALVA,
+                example("attendance-report"),
+            )
+        };
+        assert_eq!(
+            kommun.post("/v1/exchanges", &attendance()).await.status,
+            200
+        );
+        let rsp = kommun
+            .post(
+                "/v1/exchanges",
+                &send(
+                    "fk",
+                    "closure",
+                    "samordnad-rehabilitering",
+                    ALVA,
+                    example("closure"),
+                ),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let closure_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        // The other receiving parties can still be told of the closure.
+        let rsp = kommun
+            .post(
+                "/v1/exchanges",
+                &send(
+                    "af",
+                    "closure",
+                    "samordnad-rehabilitering",
+                    ALVA,
+                    example("closure"),
+                ),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let rsp = kommun.post("/v1/exchanges", &attendance()).await;
+        assert_eq!((rsp.status, rsp.problem().as_str()), (403, "consent_scope"));
+        let follow_up = send("fk", "follow-up", "uppfoljning", ALVA, example("follow-up"));
+        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["state"], "closed");
+        assert_eq!(events(&s), ["recorded", "closure"]);
+        assert_eq!(s["closure"]["exchange_id"], closure_id.as_str());
+        assert_eq!(s["history"][1]["exchange_id"], closure_id.as_str());
+        let closed_at = s["closure"]["closed_at"].as_str().unwrap();
+        let until = s["closure"]["follow_up_until"].as_str().unwrap();
+        // Twelve calendar months later (the default follow_up_months).
+        let year: i32 = closed_at[..4].parse().unwrap();
+        assert_eq!(&until[..4], (year + 1).to_string());
+        assert_eq!(&until[4..], &closed_at[4..]);
+        assert_eq!(s["expires_at"], until);
+        let r = receipt(&gw, &id).await;
+        assert_eq!(r["state"], "closed");
+        assert_eq!(r["consent_status"], "dpv:ConsentGiven");
+        assert_eq!(r["validity"]["valid_until"], until);
+        let purposes = r["purposes"].as_array().unwrap();
+        assert!(purposes.contains(&json!({"purpose": "uppfoljning", "in_force": true})));
+        assert!(purposes.contains(
+            &json!({"purpose": "samordnad-rehabilitering", "in_force": false, "ended_by": "closure"})
+        ));
+
+        // Past follow_up_months: expired, and follow-up is refused too.
+        clock.advance_secs(367 * 86_400);
+        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "consent_expired")
+        );
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["state"], "expired");
+        assert_eq!(events(&s), ["recorded", "closure", "expired"]);
+        assert_eq!(s["history"][2]["time"], until);
+        let r = receipt(&gw, &id).await;
+        assert_eq!(r["state"], "expired");
+        assert_eq!(r["consent_status"], "dpv:ConsentExpired");
+        assert_eq!(r["history"][2]["event_state"], "dpv:ConsentExpired");
+        assert_eq!(r["purposes"][0]["in_force"], false);
+    }
+);
+
+/// Waits until `f` holds (the outbox delivers in the background).
+async fn eventually(mut f: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(f(), "condition not reached");
+}
+
+fn notices(gw: &TestGateway, party: &str) -> Vec<Value> {
+    gw.recipient(party)
+        .received()
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| v["type"] == "consent-revoked")
+        .collect()
+}
+
+both_backends!(
+    a_revocation_notifies_each_recipient_once_with_exactly_its_exchanges,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            c.delivery.backoff_initial = Duration::from_millis(20);
+            c.delivery.backoff_max = Duration::from_millis(100);
+        })
+        .await
+        else {
+            return;
+        };
+        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        // Another consent of another participant: none of its exchanges count.
+        record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
+        let kommun = gw.client("kommun-kalmar");
+        let ids = |rsp: crate::harness::Rsp| {
+            assert_eq!(rsp.status, 200, "{}", rsp.text);
+            rsp.json()["exchange_id"].as_str().unwrap().to_owned()
+        };
+        let att = |who: &str| {
+            send(
+                "fk",
+                "attendance-report",
+                "samordnad-rehabilitering",
+                who,
+                example("attendance-report"),
+            )
+        };
+        // Three deliveries to two recipients: fk twice (revealed), the
+        // region once (pseudonymised).
+        let fk1 = ids(kommun.post("/v1/exchanges", &att(ALVA)).await);
+        let fk2 = ids(gw.client("af").post("/v1/exchanges", &att(ALVA)).await);
+        let region = ids(kommun
+            .post(
+                "/v1/exchanges",
+                &send(
+                    "region-kalmar",
+                    "rehabilitation-plan",
+                    "samordnad-rehabilitering",
+                    ALVA,
+                    example("rehabilitation-plan"),
+                ),
+            )
+            .await);
+        ids(kommun.post("/v1/exchanges", &att(BERIT)).await);
+        // A refused one was never received.
+        let rsp = gw
+            .client("af")
+            .post(
+                "/v1/exchanges",
+                &send(
+                    "region-kalmar",
+                    "medical-certificate",
+                    "samordnad-rehabilitering",
+                    ALVA,
+                    example("medical-certificate"),
+                ),
+            )
+            .await;
+        assert_eq!(rsp.status, 403);
+        let region_got = gw.recipient("region-kalmar").received()[0].json();
+
+        // The region is down when the participant withdraws.
+        gw.recipient("region-kalmar").set_down(true);
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
+        assert_eq!(events(&rsp.json()), ["recorded", "revoked"]);
+
+        eventually(|| !notices(&gw, "fk").is_empty()).await;
+        let fk_notice = &notices(&gw, "fk")[0];
+        assert_eq!(fk_notice["consent_id"], id.as_str());
+        assert_eq!(fk_notice["subject"], json!({"personnummer": ALVA}));
+        assert_eq!(fk_notice["revoked_at"], revoked_at.as_str());
+        assert_eq!(fk_notice["from"], "samgate");
+        let mut want = vec![fk1.clone(), fk2.clone()];
+        want.sort();
+        assert_eq!(fk_notice["exchange_ids"], json!(want));
+        // Signed like any delivery, with its own id in the header.
+        let fk_raw = gw
+            .recipient("fk")
+            .received()
+            .into_iter()
+            .find(|r| r.json()["type"] == "consent-revoked")
+            .unwrap();
+        let pubkey = gw.state().crypto.delivery_signer.public_key();
+        let sig = fk_raw.headers["samgate-signature"].to_str().unwrap();
+        assert!(samgate::exchange::deliver::verify_detached(
+            &pubkey,
+            sig,
+            &fk_raw.body
+        ));
+        assert_eq!(
+            fk_raw.headers["samgate-exchange-id"].to_str().unwrap(),
+            fk_notice["exchange_id"].as_str().unwrap()
+        );
+        assert!(notices(&gw, "region-kalmar").is_empty());
+
+        // The region comes back and gets its notice, in its own form.
+        gw.recipient("region-kalmar").set_down(false);
+        eventually(|| !notices(&gw, "region-kalmar").is_empty()).await;
+        let rn = &notices(&gw, "region-kalmar")[0];
+        assert_eq!(rn["exchange_ids"], json!([region]));
+        assert_eq!(rn["consent_id"], region_got["consent_id"]);
+        assert!(rn["consent_id"].as_str().unwrap().starts_with("pc1_"));
+        assert_eq!(rn["subject"], region_got["subject"]);
+        assert!(rn["subject"]["pseudonym"]
+            .as_str()
+            .unwrap()
+            .starts_with("ps1_"));
+        assert!(!rn.to_string().contains(ALVA));
+
+        // Exactly one each; no notice to a party that received nothing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(notices(&gw, "fk").len(), 1);
+        assert_eq!(notices(&gw, "region-kalmar").len(), 1);
+        assert!(notices(&gw, "af").is_empty());
+        assert!(notices(&gw, "sfk-kalmar").is_empty());
+        let notified: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_records WHERE action = 'revocation-notified' AND consent_id = $1",
+        )
+        .bind(id.clone())
+        .fetch_one(gw.state().store.pool())
+        .await
+        .unwrap();
+        assert_eq!(notified, 2);
+        // Revoking again sends nothing more.
+        gw.client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(notices(&gw, "fk").len(), 1);
+
+        let r = receipt(&gw, &id).await;
+        assert_eq!(r["state"], "revoked");
+        assert_eq!(r["consent_status"], "dpv:ConsentWithdrawn");
+        assert_eq!(r["history"][1]["event"], "revoked");
+        assert_eq!(r["history"][1]["event_state"], "dpv:ConsentWithdrawn");
+        assert_eq!(r["history"][1]["time"], revoked_at.as_str());
+    }
+);
+
+both_backends!(
+    the_receipt_of_an_active_consent_field_by_field,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let summary = record(
+            &gw,
+            &consent_args(&gw, ALVA, &["fk", "af"], &["case", "health"]),
+        )
+        .await;
+        let id = summary["id"].as_str().unwrap();
+        let r = receipt(&gw, id).await;
+        assert_eq!(r["schema_version"], "samgate-consent-receipt/1");
+        assert_eq!(r["record_id"], id);
+        assert_eq!(r["consent_id"], id);
+        assert_eq!(r["subject"], summary["subject"]);
+        assert!(r["subject"].as_str().unwrap().starts_with("ps1_"));
+        assert!(uuid::Uuid::parse_str(r["receipt_id"].as_str().unwrap()).is_ok());
+        assert_eq!(r["language"], "sv");
+        assert_eq!(
+            r["controllers"],
+            json!([
+                {"party_id": "af", "party_name": "Arbetsförmedlingen", "party_type": "arbetsformedlingen",
+                 "party_role": "dpv:JointDataControllers"},
+                {"party_id": "fk", "party_name": "Försäkringskassan", "party_type": "forsakringskassan",
+                 "party_role": "dpv:JointDataControllers"},
+            ])
+        );
+        assert_eq!(r["recipients"], json!(["af", "fk"]));
+        assert_eq!(
+            r["purposes"],
+            json!([
+                {"purpose": "samordnad-rehabilitering", "in_force": true},
+                {"purpose": "uppfoljning", "in_force": true},
+            ])
+        );
+        assert_eq!(
+            r["data_categories"],
+            json!([
+                {"pii_type": "case", "special_category": false},
+                {"pii_type": "health", "special_category": true},
+            ])
+        );
+        assert_eq!(r["legal_basis"]["dpv"], "dpv:ExplicitlyExpressedConsent");
+        assert!(r["legal_basis"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("12 kap. 2 §"));
+        assert_eq!(r["method"], "written");
+        assert_eq!(r["given_by"], Value::Null);
+        assert_eq!(r["recorded_by"], "handlaggare.eva");
+        assert_eq!(r["issuer"], "sfk-kalmar-intake");
+        assert_eq!(r["protected_identity"], false);
+        assert_eq!(r["validity"]["not_before"], summary["not_before"]);
+        assert_eq!(r["validity"]["expires_at"], summary["expires_at"]);
+        assert_eq!(r["validity"]["valid_until"], summary["expires_at"]);
+        assert_eq!(r["state"], "active");
+        assert_eq!(r["consent_status"], "dpv:ConsentGiven");
+        assert_eq!(
+            r["history"],
+            json!([{"event": "recorded", "time": summary["recorded_at"], "event_state": "dpv:ConsentGiven"}])
+        );
+        assert!(!r.to_string().contains(ALVA));
+        // Intake only; unknown ids are 404.
+        let rsp = gw
+            .client("fk")
+            .get(&format!("/v1/consents/{id}/receipt"))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "forbidden_role")
+        );
+        let rsp = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{}/receipt", uuid::Uuid::new_v4()))
+            .await;
+        assert_eq!((rsp.status, rsp.problem().as_str()), (404, "not_found"));
+    }
+);

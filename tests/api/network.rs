@@ -1,0 +1,536 @@
+//! A hostile network (DESIGN §10, issue #14): slow and many clients, an
+//! unpinned certificate, the connection cap, a client that leaves during a
+//! sync exchange, a slow recipient, and a recipient endpoint that serves the
+//! wrong certificate. Real TLS, real recipients on loopback; no latency
+//! assertions (the figures are in docs/security.md from a measured run).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::both_backends;
+use crate::exchange::{record_consent, ALVA};
+use crate::harness::{Db, Reply, TestGateway};
+
+const PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
+const CATEGORIES: &[&str] = &["case", "identity", "attendance", "free-text"];
+
+fn attendance(to: &str) -> Value {
+    let payload: Value =
+        serde_json::from_str(samgate::schema::builtin_example("attendance-report").unwrap())
+            .unwrap();
+    json!({"to": to, "type": "attendance-report", "purpose": "samordnad-rehabilitering",
+           "subject": ALVA, "delivery": "sync", "payload": payload})
+}
+
+/// A TLS connection to the gateway presenting `cert`/`key` (HTTP/1.1).
+async fn tls_connect(
+    addr: SocketAddr,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let cfg = samgate::tls::client_config(ca, cert, key).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+async fn party_connect(gw: &TestGateway, party: &str) -> TlsStream<TcpStream> {
+    tls_connect(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        &gw.path(&format!("pki/{party}.pem")),
+        &gw.path(&format!("pki/{party}.key")),
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads until the peer closes; the bytes read. Gives up (returning None)
+/// after `limit`, which is only a guard against a hanging test.
+async fn read_to_close(s: &mut TlsStream<TcpStream>, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(out)
+}
+
+/// One plain request on an open connection; the status line's code.
+async fn get_on(s: &mut TlsStream<TcpStream>, path: &str) -> u16 {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        assert!(n > 0, "connection closed before a response head");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let len: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    text[9..12].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_connections_are_closed_after_header_timeout_while_a_party_is_served() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.header_timeout = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    // 300 connections with a pinned certificate: most trickle a request head
+    // one byte every 200 ms (it would take minutes to complete), every tenth
+    // sends nothing at all after the handshake.
+    let mut slow = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let mut s = party_connect(&gw, "af").await;
+        slow.spawn(async move {
+            let head = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            let mut buf = [0u8; 256];
+            let mut sent = 0;
+            // The guard only keeps a broken gateway from hanging the test.
+            let guard = tokio::time::sleep(Duration::from_secs(60));
+            tokio::pin!(guard);
+            loop {
+                tokio::select! {
+                    r = s.read(&mut buf) => {
+                        // Closed (EOF or reset), never answered.
+                        return matches!(r, Ok(0) | Err(_));
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(200)), if i % 10 != 0 && sent < head.len() => {
+                        if s.write_all(&head[sent..sent + 1]).await.is_err() {
+                            return true;
+                        }
+                        let _ = s.flush().await;
+                        sent += 1;
+                    }
+                    _ = &mut guard => return false,
+                }
+            }
+        });
+    }
+    // Meanwhile a normal party keeps being served.
+    let fk = gw.client("fk");
+    let mut served = 0;
+    while slow.len() == 300 && served < 500 {
+        let rsp = fk.get("/healthz").await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served > 0);
+    let mut closed = 0;
+    while let Some(r) = slow.join_next().await {
+        assert!(r.unwrap(), "a slow connection was answered or never closed");
+        closed += 1;
+    }
+    assert_eq!(closed, 300);
+    // And the gateway still serves after the attack.
+    assert_eq!(fk.get("/healthz").await.status, 200);
+    let metrics = fk.get("/metrics").await.text;
+    assert!(
+        metrics.contains("samgate_connections_closed_total{reason=\"header_timeout\"}"),
+        "no header_timeout closures counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_lives_until_idle_timeout_not_header_timeout() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.header_timeout = Duration::from_secs(1);
+        c.server.idle_timeout = Duration::from_secs(3);
+    })
+    .await
+    .unwrap();
+    let mut s = party_connect(&gw, "fk").await;
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    // Longer than header_timeout, shorter than idle_timeout: still open.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    // Then nothing: closed once idle_timeout has passed.
+    let rest = read_to_close(&mut s, Duration::from_secs(30)).await;
+    assert_eq!(
+        rest,
+        Some(Vec::new()),
+        "the idle connection was not closed quietly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpinned_certificate_is_closed_before_a_request_is_read() {
+    // Timeouts far beyond the test's guard: only the pin check can close.
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.header_timeout = Duration::from_secs(300);
+        c.server.idle_timeout = Duration::from_secs(300);
+    })
+    .await
+    .unwrap();
+    let ca = samgate::pki::Ca::from_pem(
+        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
+        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
+    )
+    .unwrap();
+    // Same CA, same name as a real party, but not pinned.
+    let cert = ca.issue_client("fk").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
+    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
+    let mut s = tls_connect(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        &other.path().join("c.pem"),
+        &other.path().join("c.key"),
+    )
+    .await
+    .unwrap();
+    // The request may or may not be written before the close arrives; it
+    // is never answered.
+    let _ = s
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let answer = read_to_close(&mut s, Duration::from_secs(30)).await;
+    assert_eq!(
+        answer.map(|a| a.is_empty()),
+        Some(true),
+        "an unpinned certificate got an HTTP answer or the connection stayed open"
+    );
+    // Without writing anything: closed at once, long before any timeout.
+    let mut s = tls_connect(
+        gw.addr(),
+        &gw.path("pki/ca.pem"),
+        &other.path().join("c.pem"),
+        &other.path().join("c.key"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_to_close(&mut s, Duration::from_secs(30)).await,
+        Some(Vec::new())
+    );
+    let metrics = gw.client("fk").get("/metrics").await.text;
+    assert!(metrics.contains("samgate_connections_closed_total{reason=\"unpinned\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_new_connections_wait_and_nothing_crashes() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.max_connections = 4;
+        c.server.header_timeout = Duration::from_secs(60);
+        c.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = party_connect(&gw, "fk").await;
+        assert_eq!(get_on(&mut s, "/healthz").await, 200);
+        held.push(s);
+    }
+    // The fifth waits in the listen backlog: its handshake does not finish
+    // while four are held.
+    let addr = gw.addr();
+    let (ca, cert, key) = (
+        gw.path("pki/ca.pem"),
+        gw.path("pki/af.pem"),
+        gw.path("pki/af.key"),
+    );
+    let fifth = tokio::spawn(async move {
+        let mut s = tls_connect(addr, &ca, &cert, &key).await.unwrap();
+        get_on(&mut s, "/healthz").await
+    });
+    // More than the cap at once: none of these crash anything.
+    let mut extra = Vec::new();
+    for _ in 0..20 {
+        extra.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!fifth.is_finished(), "a fifth connection was served");
+    drop(extra);
+    // Freeing one slot lets it through.
+    held.pop();
+    assert_eq!(fifth.await.unwrap(), 200);
+    for s in held.iter_mut() {
+        assert_eq!(get_on(s, "/healthz").await, 200);
+    }
+}
+
+both_backends!(
+    a_sync_exchange_finishes_when_its_client_leaves,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        gw.recipient("fk").set_default_reply(Reply {
+            delay: Duration::from_secs(5),
+            ..Reply::default()
+        });
+        // A client that gives up after 1 s of a 5 s delivery.
+        let impatient = {
+            let tls = samgate::tls::client_config(
+                &gw.path("pki/ca.pem"),
+                &gw.path("pki/af.pem"),
+                &gw.path("pki/af.key"),
+            )
+            .unwrap();
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .timeout(Duration::from_secs(1))
+                .build()
+                .unwrap()
+        };
+        let msg = attendance("fk");
+        let gone = impatient
+            .post(format!(
+                "https://127.0.0.1:{}/v1/exchanges",
+                gw.addr().port()
+            ))
+            .header("idempotency-key", "leaver-1")
+            .json(&msg)
+            .send()
+            .await;
+        assert!(
+            gone.is_err_and(|e| e.is_timeout()),
+            "the client did not leave"
+        );
+        drop(impatient);
+        // The retry with the key: in progress (202 forwarded) until the
+        // delivery ends, then the final result.
+        let af = gw.client("af");
+        let mut last = None;
+        for _ in 0..200 {
+            let r = af
+                .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "leaver-1")])
+                .await;
+            if r.status == 200 {
+                last = Some(r);
+                break;
+            }
+            // 409: the key is claimed but the decision not yet committed
+            // (a loaded machine); 202: committed, delivery in progress.
+            match r.status {
+                409 => assert_eq!(r.problem(), "idempotency_conflict"),
+                202 => assert_eq!(r.json()["status"], "forwarded"),
+                other => panic!("unexpected {other}: {}", r.text),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = last.expect("the exchange never finished");
+        let body = last.json();
+        assert_eq!(body["status"], "delivered");
+        assert!(body["forwarded"].is_array(), "not the full result: {body}");
+        assert_eq!(
+            last.headers
+                .get("idempotent-replay")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        let id = body["exchange_id"].as_str().unwrap().to_owned();
+        assert_eq!(gw.recipient("fk").received().len(), 1);
+        let pool = gw.state().store.pool();
+        let actions: Vec<String> = sqlx::query_scalar(
+            "SELECT action FROM audit_records WHERE exchange_id = $1 ORDER BY seq",
+        )
+        .bind(id.clone())
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(actions, ["exchange-forwarded", "exchange-delivered"]);
+        let status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+        assert_eq!(status["status"], "delivered");
+    }
+);
+
+both_backends!(
+    a_slow_recipient_does_not_delay_another_recipients_async_messages,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            c.delivery.timeout = Duration::from_secs(60);
+            c.delivery.workers = 4;
+            c.delivery.per_recipient = 2;
+        })
+        .await
+        else {
+            return;
+        };
+        record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        // fk answers after 20 s; af at once.
+        gw.recipient("fk").set_default_reply(Reply {
+            delay: Duration::from_secs(20),
+            ..Reply::default()
+        });
+        let kommun = gw.client("kommun-kalmar");
+        let send = |to: &'static str| {
+            let mut m = attendance(to);
+            m["delivery"] = json!("async");
+            let kommun = kommun.clone();
+            async move {
+                let r = kommun.post("/v1/exchanges", &m).await;
+                assert_eq!(r.status, 202, "{}", r.text);
+                r.json()["exchange_id"].as_str().unwrap().to_owned()
+            }
+        };
+        let mut slow = Vec::new();
+        for _ in 0..6 {
+            slow.push(send("fk").await);
+        }
+        // fk's attempts are under way (claimed) before af's messages exist.
+        let pool = gw.state().store.pool().clone();
+        let mut in_flight = 0;
+        for _ in 0..400 {
+            let claimed: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE claimed_until_us > $1 AND claimed_by IS NOT NULL",
+            )
+            .bind(samgate::clock::Clock::now_us(&samgate::clock::SystemClock))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            in_flight = claimed;
+            if claimed == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(in_flight, 2, "fk's two per-recipient slots are in use");
+        let mut fast = Vec::new();
+        for _ in 0..5 {
+            fast.push(send("af").await);
+        }
+        let af = gw.client("kommun-kalmar");
+        for id in &fast {
+            let mut status = Value::Null;
+            for _ in 0..400 {
+                status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+                if status["status"] == "delivered" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert_eq!(status["status"], "delivered", "{status}");
+        }
+        assert_eq!(gw.recipient("af").received().len(), 5);
+        // All of af's messages went through while fk had not yet answered
+        // one: the slow recipient held only its own (at most per_recipient) rows.
+        assert_eq!(gw.recipient("fk").received().len(), 0);
+        for id in &slow {
+            let s = af.get(&format!("/v1/exchanges/{id}")).await.json();
+            assert_eq!(s["status"], "queued", "{s}");
+        }
+    }
+);
+
+both_backends!(
+    a_recipient_endpoint_with_another_partys_certificate_gets_nothing,
+    |db| async move {
+        // fk's endpoint now points at kommun-kalmar's inbox: a real server
+        // with a certificate from the same CA, valid for 127.0.0.1, but not
+        // the one pinned for fk.
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            let other = c
+                .parties
+                .iter()
+                .find(|p| p.id.as_str() == "kommun-kalmar")
+                .unwrap()
+                .endpoint
+                .clone();
+            let fk = c
+                .parties
+                .iter_mut()
+                .find(|p| p.id.as_str() == "fk")
+                .unwrap();
+            assert!(fk.endpoint_certificate_sha256.is_some(), "init pins it");
+            fk.endpoint = other;
+        })
+        .await
+        else {
+            return;
+        };
+        record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        let af = gw.client("af");
+        let rsp = af.post("/v1/exchanges", &attendance("fk")).await;
+        assert_eq!(rsp.status, 502, "{}", rsp.text);
+        assert_eq!(rsp.problem(), "recipient_failed");
+        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+        assert_eq!(status["status"], "failed");
+        // Async: every attempt fails the same way.
+        let mut m = attendance("fk");
+        m["delivery"] = json!("async");
+        let rsp = af.post("/v1/exchanges", &m).await;
+        assert_eq!(rsp.status, 202);
+        let id2 = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let mut s = Value::Null;
+        for _ in 0..400 {
+            s = af.get(&format!("/v1/exchanges/{id2}")).await.json();
+            if s["attempts"].as_i64().unwrap_or(0) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(s["status"], "queued", "{s}");
+        assert!(s["attempts"].as_i64().unwrap() >= 1, "{s}");
+        assert!(gw.recipient("kommun-kalmar").received().is_empty());
+        assert!(gw.recipient("fk").received().is_empty());
+        // A correctly pinned recipient is still delivered to.
+        let ok = gw
+            .client("kommun-kalmar")
+            .post("/v1/exchanges", &attendance("af"))
+            .await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        assert_eq!(gw.recipient("af").received().len(), 1);
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.body_timeout = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    let mut s = party_connect(&gw, "sfk-kalmar").await;
+    // A complete head announcing 100 bytes, then only ten of them.
+    s.write_all(
+        b"POST /v1/consents HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"token\":",
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let answer = read_to_close(&mut s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("urn:samgate:problem:request_timeout"),
+        "{text}"
+    );
+    // The gateway keeps serving.
+    assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
+}
