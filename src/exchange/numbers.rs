@@ -16,6 +16,12 @@
 //!   as sent, is listed in `withheld`, and the enclosing top-level field
 //!   stays in `forwarded`. Removing an array element shifts the later
 //!   elements in the recipient's copy.
+//! - JSON numbers are scanned too, by their decimal digits: a personnummer
+//!   sent as `200203149828` (not a string) is withheld like a string. A
+//!   10-digit form starting with `0` loses that digit as a JSON number and
+//!   is then not a §3 form; it is not caught.
+//! - Not caught (not §3 forms): digits separated by spaces or other
+//!   punctuation, and non-ASCII digits (e.g. fullwidth `２００２…`).
 //! - Identifier fields (`x-identifier`) are not scanned: they already carry
 //!   the recipient's pseudonym, or were removed.
 
@@ -42,6 +48,16 @@ pub fn contains_personnummer(text: &str) -> bool {
     })
 }
 
+/// Whether a JSON leaf holds a number: a string containing one, or a JSON
+/// number whose digits are one (`{"ref": 200203149828}`).
+fn leaf_holds_number(value: &Value) -> bool {
+    match value {
+        Value::String(s) => contains_personnummer(s),
+        Value::Number(n) => contains_personnummer(&n.to_string()),
+        _ => false,
+    }
+}
+
 /// Withholds every forwarded string that holds a number (module docs).
 /// Returns whether anything was withheld.
 pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered) -> bool {
@@ -58,7 +74,7 @@ pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered) -> bool
         let Some(value) = object.get_mut(&name) else {
             continue;
         };
-        if value.as_str().is_some_and(contains_personnummer) || contains_personnummer(&name) {
+        if leaf_holds_number(value) || contains_personnummer(&name) {
             object.remove(&name);
             filtered.forwarded.retain(|p| p != &pointer);
             withheld.push(pointer);
@@ -83,7 +99,7 @@ fn scrub(value: &mut Value, pointer: &str, withheld: &mut Vec<String>) {
             let old = std::mem::take(items);
             for (i, mut item) in old.into_iter().enumerate() {
                 let child = format!("{pointer}/{i}");
-                if item.as_str().is_some_and(contains_personnummer) {
+                if leaf_holds_number(&item) {
                     withheld.push(child);
                     continue;
                 }
@@ -99,11 +115,8 @@ fn scrub_object(map: &mut Map<String, Value>, pointer: &str, withheld: &mut Vec<
     let names: Vec<String> = map.keys().cloned().collect();
     for name in names {
         let child = format!("{pointer}{}", field_pointer(&name));
-        let offending = contains_personnummer(&name)
-            || map
-                .get(&name)
-                .and_then(Value::as_str)
-                .is_some_and(contains_personnummer);
+        let offending =
+            contains_personnummer(&name) || map.get(&name).is_some_and(leaf_holds_number);
         if offending {
             map.remove(&name);
             withheld.push(child);
@@ -139,6 +152,15 @@ mod tests {
         }
         // A samordningsnummer (day + 60).
         assert!(contains_personnummer("id 701063-2391"));
+    }
+
+    /// Review finding: a JSON number (not a string) holding a 10 or 12
+    /// digit personnummer passed the scan on pseudonymise routes.
+    #[test]
+    fn json_numbers_holding_a_personnummer_are_found() {
+        assert!(leaf_holds_number(&serde_json::json!(200203149828_u64)));
+        assert!(leaf_holds_number(&serde_json::json!(7010632391_u64)));
+        assert!(!leaf_holds_number(&serde_json::json!(42)));
     }
 
     /// A valid personnummer (12 digits) from a date and a serial.
