@@ -112,6 +112,8 @@ pub struct Inner {
     pub console: crate::console::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by [`AppState::abort`].
+    halted: std::sync::atomic::AtomicBool,
     /// The witnesses that cosign tree heads (DESIGN §12).
     pub witnesses: crate::witness::client::Cosigning,
 }
@@ -192,6 +194,7 @@ impl AppState {
                 outbox_freed: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
                 background: std::sync::Mutex::new(Vec::new()),
+                halted: std::sync::atomic::AtomicBool::new(false),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
                 witnesses,
             }),
@@ -277,12 +280,19 @@ impl AppState {
 
     /// Stops background work at once (crash simulation in tests).
     pub fn abort(&self) {
+        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
         self.abort_background();
         if let Ok(mut t) = self.audit_task.lock() {
             if let Some(t) = t.take() {
                 t.abort();
             }
         }
+    }
+
+    /// True after [`AppState::abort`]: outbox attempts already spawned send
+    /// nothing more.
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether this vault row is known to be stored.

@@ -573,10 +573,11 @@ pub(crate) async fn revoke(
 pub(crate) async fn search(
     State(state): State<AppState>,
     principal: Principal,
+    rid: Rid,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
+    let v = viewer_with(&state, principal.clone(), Role::Intake)?;
     let pairs = read_form(body).await?;
     check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
     let pnr = match pnr_field(&state, &pairs) {
@@ -590,6 +591,18 @@ pub(crate) async fn search(
         }
     };
     let subject = state.crypto.consent_pseudonym(&pnr);
+    // Looking up whether a person is a participant is itself a disclosure:
+    // it is logged like the auditor's subject search and the extract.
+    crate::audit::access::log_query(
+        &state,
+        &principal,
+        rid,
+        crate::audit::record::action::AUDIT_QUERY,
+        "console intake consent search".to_owned(),
+        Some(state.crypto.audit_pseudonym(&pnr)),
+    )
+    .await
+    .map_err(|e| PageError::from_api(&e))?;
     drop(pnr);
     let rows = crate::consent::model::for_subject(&state.store, &subject)
         .await

@@ -227,6 +227,9 @@ pub(crate) fn viewer(state: &AppState, principal: Principal) -> Result<Viewer, P
         .user
         .as_deref()
         .and_then(|id| state.live().config.user(id))
+        // Only the user's own party can present them: a party's user token
+        // naming another party's person does not sign in as that person.
+        .filter(|u| u.party == principal.party && u.roles.is_subset(&principal.roles))
         .cloned()
         .ok_or_else(|| {
             PageError::forbidden(

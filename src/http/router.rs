@@ -222,6 +222,9 @@ async fn framing(req: Request, next: Next) -> Response {
 /// per-party rate limit.
 async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    if let Some(e) = cross_site_refusal(&parts) {
+        return e.into_response();
+    }
     let principal = match authenticate(&parts, &state) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -244,6 +247,41 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
     crate::state::REQUEST_LIVE
         .scope(live, next.run(Request::from_parts(parts, body)))
         .await
+}
+
+/// A browser presents a person's client certificate to every page that
+/// asks, like a cookie: a request another site made it send (an image, a
+/// no-cors form post) must not act or read in that person's name. Requests
+/// the browser marks as cross-site or same-site (`Sec-Fetch-Site`), and
+/// non-GET requests whose `Origin` is not this gateway, are refused; the one
+/// exception is following a link to the console's start page. Agency
+/// systems send neither header and are not affected.
+fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<ApiError> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let foreign_site = matches!(header("sec-fetch-site"), Some("cross-site" | "same-site"));
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header("host").map(str::to_owned));
+    let foreign_origin = parts.method != axum::http::Method::GET
+        && header("origin").is_some_and(|o| {
+            let o = o.strip_prefix("https://").unwrap_or(o);
+            host.as_deref() != Some(o)
+        });
+    if !foreign_site && !foreign_origin {
+        return None;
+    }
+    let start_page = parts.method == axum::http::Method::GET
+        && header("sec-fetch-mode") == Some("navigate")
+        && matches!(parts.uri.path(), "/console" | "/console/");
+    if start_page && !foreign_origin {
+        return None;
+    }
+    Some(ApiError::new(
+        ProblemCode::ForbiddenRole,
+        "requests made by another site are refused",
+    ))
 }
 
 /// Per-party token bucket: `n` requests/s, burst `2n`.

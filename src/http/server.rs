@@ -249,8 +249,13 @@ async fn serve_connection(
     // A certificate that chains to the CA but is pinned to no party (a
     // retired or stray one) gets no HTTP at all: closed before a byte of a
     // request is read.
-    if pin.is_none_or(|p| state.party_by_pin(&p).is_none()) {
-        tracing::info!("connection closed: client certificate not pinned to any party");
+    // Personal user certificates ([[user]], DESIGN §11) are pinned too. The
+    // current snapshot, read unpinned: this state lives as long as the
+    // connection, and a reload must reach its next request.
+    let live = state.current_live();
+    let known = |p: &[u8; 32]| live.pins.contains_key(p) || live.user_pins.contains_key(p);
+    if pin.is_none_or(|p| !known(&p)) {
+        tracing::info!("connection closed: client certificate not pinned to any party or user");
         closed("unpinned");
         let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
         return;

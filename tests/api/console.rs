@@ -225,3 +225,125 @@ both_backends!(
             .any(|r| r["reason"].as_str().unwrap_or("").contains("1236")));
     }
 );
+
+both_backends!(
+    requests_another_site_makes_the_browser_send_are_refused,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let anna = user(&gw, "anna.lind");
+        // An empty no-cors POST from another page (no preflight): refused
+        // before it can revoke anything in the user's name.
+        let revoke = anna
+            .post_with(
+                "/v1/consents/00000000-0000-4000-8000-000000000000/revocation",
+                &serde_json::json!({}),
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("sec-fetch-mode", "no-cors"),
+                ],
+            )
+            .await;
+        assert_eq!(revoke.status, 403, "{}", revoke.text);
+        assert_eq!(revoke.problem(), "forbidden_role");
+        // A POST whose Origin is another site, from a browser without
+        // Sec-Fetch-* headers.
+        let foreign = anna
+            .post_with(
+                "/v1/consents/00000000-0000-4000-8000-000000000000/revocation",
+                &serde_json::json!({}),
+                &[("origin", "https://evil.example")],
+            )
+            .await;
+        assert_eq!(foreign.problem(), "forbidden_role");
+        // An <img> pointing at an auditor page writes no audit-query record.
+        let before = records(&gw, "audit-query").await.len();
+        let erik = user(&gw, "erik.berg");
+        let img = erik
+            .http
+            .get(format!("{}/v1/audit/records", erik.base))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "no-cors")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(img.status().as_u16(), 403);
+        // (records() itself adds one query record: the auditor's own read.)
+        assert_eq!(records(&gw, "audit-query").await.len(), before + 1);
+        // Following a link to the console's start page still works; the
+        // same-origin requests of the console's own pages are untouched.
+        let link = anna
+            .http
+            .get(format!("{}/console/", anna.base))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(link.status().as_u16(), 200);
+        let own = anna
+            .http
+            .get(format!("{}/console/intake", anna.base))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(own.status().as_u16(), 200);
+        // Agency systems send neither header.
+        assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
+    }
+);
+
+both_backends!(
+    a_party_token_naming_another_partys_person_does_not_sign_in,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        // sfk-kalmar-audit's own issuer names anna.lind (a user of sfk-kalmar).
+        let token = samgate::consent::token::sign_user_token(
+            &gw.path("keys/users-sfk-kalmar-audit.pem"),
+            "sfk-kalmar-audit-users",
+            "anna.lind",
+            "samgate",
+            10,
+        )
+        .unwrap();
+        let mut c = gw.client("sfk-kalmar-audit");
+        c.bearer = Some(token);
+        let page = get(&c, "/console/").await;
+        assert_eq!(page.status, 403, "{}", page.text);
+        assert!(!page.text.contains("Anna Lind"), "{}", page.text);
+    }
+);
+
+both_backends!(
+    the_intake_consent_search_is_an_audited_query,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let anna = user(&gw, "anna.lind");
+        let page = get(&anna, "/console/intake").await;
+        let token = csrf_of(&page.text);
+        let before = records(&gw, "audit-query").await;
+        let found = post_form(
+            &gw,
+            "anna.lind",
+            "/console/intake/search",
+            &[("csrf", &token), ("personnummer", PNR)],
+        )
+        .await;
+        assert_eq!(found.status, 200, "{}", found.text);
+        let after = records(&gw, "audit-query").await;
+        let new: Vec<_> = after
+            .iter()
+            .filter(|r| !before.iter().any(|b| b["seq"] == r["seq"]))
+            .filter(|r| r["actor_user"] == "anna.lind")
+            .collect();
+        assert_eq!(new.len(), 1, "{after:?}");
+        assert!(new[0]["subject"].as_str().unwrap().starts_with("ps1_"));
+        assert!(!new[0].to_string().contains("1236"));
+    }
+);

@@ -177,10 +177,12 @@ both_backends!(
         };
         let consent = record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
         let kommun = gw.client("kommun-kalmar");
+        // The closure last: once delivered it limits the consent to
+        // follow-up (DESIGN §13).
         for (to, t) in [
             ("region-kalmar", "rehabilitation-plan"),
-            ("region-kalmar", "closure"),
             ("fk", "rehabilitation-plan"),
+            ("region-kalmar", "closure"),
         ] {
             let rsp = kommun
                 .post("/v1/exchanges", &message(to, t, example(t)))
