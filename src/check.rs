@@ -541,11 +541,10 @@ async fn check_endpoints(r: &mut Report, c: &Config) {
     }
 }
 
-/// The party's pinned endpoint certificate, when the configuration has one.
-/// `[[party]] endpoint_certificate_sha256` (#14) is not on this branch yet:
-/// once it is, this returns `p.endpoint_certificate_sha256`.
-fn endpoint_pin(_p: &crate::config::PartyConfig) -> Option<[u8; 32]> {
-    None
+/// The party's pinned endpoint certificate (`[[party]]
+/// endpoint_certificate_sha256`, DESIGN §10), when the configuration has one.
+fn endpoint_pin(p: &crate::config::PartyConfig) -> Option<[u8; 32]> {
+    p.endpoint_certificate_sha256
 }
 
 struct Probe {

@@ -164,6 +164,10 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
             if p["id"].as_str() == Some("fk") {
                 p["endpoint"] = toml::Value::String(format!("https://127.0.0.1:{dead_port}/inbox"));
             }
+            // An endpoint whose certificate is not the pinned one (§10).
+            if p["id"].as_str() == Some("af") {
+                p["endpoint_certificate_sha256"] = toml::Value::String("ab".repeat(32));
+            }
         }
     });
     let (code, v) = check_json(&config);
@@ -180,6 +184,16 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
         .unwrap();
     assert!(
         has(&format!("party[{fk}].endpoint"), "cannot connect"),
+        "{f:#?}"
+    );
+    let af = gw
+        .config
+        .parties
+        .iter()
+        .position(|p| p.id.as_str() == "af")
+        .unwrap();
+    assert!(
+        has(&format!("party[{af}].endpoint"), "not the pinned"),
         "{f:#?}"
     );
     // The text form has one FAIL line per finding.
