@@ -258,13 +258,19 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
 /// systems send neither header and are not affected.
 fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<ApiError> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let foreign_site = matches!(header("sec-fetch-site"), Some("cross-site" | "same-site"));
+    let fetch_site = header("sec-fetch-site");
+    let foreign_site = matches!(fetch_site, Some("cross-site" | "same-site"));
     let host = parts
         .uri
         .authority()
         .map(|a| a.as_str().to_owned())
         .or_else(|| header("host").map(str::to_owned));
-    let foreign_origin = parts.method != axum::http::Method::GET
+    // A browser that says where a request comes from (`Sec-Fetch-Site`) is
+    // believed; `Origin` decides only for those that do not. (The console's
+    // `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` on
+    // its own form posts.)
+    let foreign_origin = fetch_site.is_none()
+        && parts.method != axum::http::Method::GET
         && header("origin").is_some_and(|o| {
             let o = o.strip_prefix("https://").unwrap_or(o);
             host.as_deref() != Some(o)
