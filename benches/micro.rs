@@ -15,11 +15,11 @@ use samgate::audit::record::AuditRecord;
 use samgate::config::Config;
 use samgate::consent::verify::ConsentVerifier;
 use samgate::keys::Secret32;
-use samgate::personnummer::Personnummer;
 use samgate::policy::{self, FilterInput};
-use samgate::pseudonym::PseudonymMaster;
 use samgate::schema::Category;
 use samgate::schema::SchemaRegistry;
+use samgate::subject::personnummer::Personnummer;
+use samgate::subject::pseudonym::PseudonymMaster;
 use serde_json::Value;
 
 const PNR: &str = "200203149828";

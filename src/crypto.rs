@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use crate::config::{Config, SecretSource};
 use crate::keys::{self, Ed25519Signer};
-use crate::personnummer::Personnummer;
-use crate::pseudonym::{DomainKey, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT};
-use crate::state::StartError;
-use crate::vault::VaultKey;
+use crate::startup::StartError;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::{
+    DomainKey, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT,
+};
+use crate::subject::vault::VaultKey;
 
 /// Loaded keys.
 pub struct Crypto {
@@ -196,7 +198,7 @@ impl Crypto {
         let key_id = parts.next()?.to_owned();
         let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
         let ciphertext = b64.decode(parts.next()?).ok()?;
-        let sealed = crate::vault::Sealed {
+        let sealed = crate::subject::vault::Sealed {
             key_id,
             nonce,
             ciphertext,

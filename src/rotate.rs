@@ -23,10 +23,11 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::config::{Config, PartyId};
+use crate::config::Config;
 use crate::crypto::Crypto;
+use crate::party::PartyId;
 use crate::store::Store;
-use crate::vault::Sealed;
+use crate::subject::vault::Sealed;
 
 /// Counts for one kind of sealed value.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

@@ -10,15 +10,16 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::log_query;
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
 use super::record::action;
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
-use crate::http::{JsonBody, RequestId};
-use crate::personnummer::Personnummer;
-use crate::pseudonym::Pseudonym;
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
 
 /// `GET /v1/audit/records` query parameters (all text, parsed below so that
 /// every error is a problem document).
@@ -128,9 +129,6 @@ fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
     v.map(|s| Cursor::decode(s).ok_or_else(|| bad("`cursor` is not a cursor of this API")))
         .transpose()
 }
-
-// shim: remove after the parallel branches merge (moved to `audit::access`).
-pub(crate) use super::access::log_query;
 
 fn page_json(page: &Page) -> Value {
     let records: Vec<Value> = page.records.iter().map(query::record_json).collect();

@@ -12,9 +12,9 @@ use super::access::log_query;
 use super::api::personnummer;
 use super::record::{action, AuditRecord};
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, RequestId};
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
 
 /// The actions that are disclosures (or refused disclosures) of data.

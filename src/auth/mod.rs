@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::config::{PartyId, Role};
 use crate::error::{ApiError, ProblemCode};
+use crate::party::{PartyId, Role};
 use crate::state::AppState;
 
 /// Inserted into every request by the TLS accept loop: the SHA-256 of the

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use super::model::{self, ConsentRow};
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
-use crate::http::{JsonBody, RequestId};
-use crate::pseudonym::{DOMAIN_AUDIT, DOMAIN_CONSENT};
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::pseudonym::{DOMAIN_AUDIT, DOMAIN_CONSENT};
 
 /// `POST /v1/consents` body.
 #[derive(Deserialize)]
@@ -38,7 +38,7 @@ pub struct Revocation {
 /// ([`AppState::mark_vault_stored`]).
 pub fn vault_stmts(
     state: &AppState,
-    p: &crate::personnummer::Personnummer,
+    p: &crate::subject::personnummer::Personnummer,
     domains: &[&str],
 ) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
     let mut out = Vec::new();
@@ -179,7 +179,9 @@ pub async fn record(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(consent.id = %id, "consent recorded");
-    Ok(crate::http::created(row.summary(state.clock.now_us())))
+    Ok(crate::http::extract::created(
+        row.summary(state.clock.now_us()),
+    ))
 }
 
 fn replayed() -> ApiError {
@@ -240,12 +242,12 @@ pub async fn revoke(
         .is_some_and(|v| v.as_bytes() != b"0")
         || req.headers().contains_key(http::header::TRANSFER_ENCODING);
     let body: Revocation = if has_body {
-        crate::http::check_json_content_type(req.headers())?;
-        let raw = crate::http::read_body(req.into_body(), limit).await?;
+        crate::http::extract::check_json_content_type(req.headers())?;
+        let raw = crate::http::extract::read_body(req.into_body(), limit).await?;
         if raw.iter().all(u8::is_ascii_whitespace) {
             Revocation::default()
         } else {
-            crate::http::parse_json(&raw)?
+            crate::http::extract::parse_json(&raw)?
         }
     } else {
         Revocation::default()

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::token::SigningKeyFile;
 use crate::cli::ConsentSignArgs;
-use crate::personnummer::Personnummer;
+use crate::subject::personnummer::Personnummer;
 
 /// Consent claims as signed (DESIGN §2).
 #[derive(Serialize)]

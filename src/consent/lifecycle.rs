@@ -24,8 +24,8 @@
 use serde::Serialize;
 
 use crate::clock::rfc3339_us;
+use crate::crypto::Crypto;
 use crate::policy::SubjectMode;
-use crate::state::AppState;
 use crate::store::Stmt;
 
 /// The representative roles of `given_by.role` (DESIGN §13): vårdnadshavare,
@@ -37,7 +37,7 @@ pub const FOLLOW_UP_PURPOSE: &str = "uppfoljning";
 /// The message type whose delivery closes a consent.
 pub const CLOSURE_TYPE: &str = "closure";
 /// The type of the revocation notices the gateway itself sends.
-pub const NOTICE_TYPE: &str = crate::exchange::recheck::REVOCATION_NOTICE_TYPE;
+pub const NOTICE_TYPE: &str = "consent-revoked";
 /// The sender recorded for revocation notices (not a party: the gateway).
 pub const NOTICE_SENDER: &str = "samgate";
 
@@ -101,7 +101,8 @@ pub fn add_months(us: i64, months: u32) -> i64 {
 /// transaction as the delivery's audit record, which is the audit record
 /// of the transition. Only the first closure of a live consent counts.
 pub fn closure_effect(
-    state: &AppState,
+    now_us: i64,
+    follow_up_months: u32,
     msg_type: Option<&str>,
     consent_id: Option<&str>,
     exchange_id: &str,
@@ -110,8 +111,8 @@ pub fn closure_effect(
         return None;
     }
     let consent_id = consent_id?;
-    let now = state.clock.now_us();
-    let until = add_months(now, state.config.consent.follow_up_months);
+    let now = now_us;
+    let until = add_months(now, follow_up_months);
     Some(
         Stmt::new(
             "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3 \
@@ -125,18 +126,18 @@ pub fn closure_effect(
 }
 
 /// The `consent_id` a recipient gets (DESIGN §5, §10): the exchange
-/// path's own [`crate::exchange::api::consent_reference`], so exchanges and
+/// path's own [`crate::subject::consent_reference`], so exchanges and
 /// revocation notices always agree.
 pub fn recipient_consent_id(
-    state: &AppState,
+    crypto: &Crypto,
     mode: SubjectMode,
     recipient: &str,
     consent_id: &str,
 ) -> String {
-    crate::exchange::api::consent_reference(
-        state,
+    crate::subject::consent_reference(
+        crypto,
         mode,
-        &crate::config::PartyId::new(recipient),
+        &crate::party::PartyId::new(recipient),
         Some(consent_id),
     )
     .unwrap_or_default()

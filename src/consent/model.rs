@@ -12,8 +12,8 @@ use sqlx::Row;
 
 use super::lifecycle::{self, Closure, GivenBy, HistoryEvent};
 use crate::clock::rfc3339_us;
-use crate::config::PartyId;
 use crate::error::{ApiError, ProblemCode};
+use crate::party::PartyId;
 use crate::schema::Category;
 use crate::store::Store;
 

@@ -41,12 +41,12 @@ use super::lifecycle::{self, mode_name, parse_mode, NOTICE_SENDER, NOTICE_TYPE};
 use super::model::ConsentRow;
 use crate::audit::record::action;
 use crate::error::ApiError;
-use crate::personnummer::Personnummer;
 use crate::policy::SubjectMode;
-use crate::pseudonym::{Pseudonym, DOMAIN_CONSENT};
 use crate::state::AppState;
 use crate::store::Stmt;
-use crate::vault::Sealed;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::{Pseudonym, DOMAIN_CONSENT};
+use crate::subject::vault::Sealed;
 
 /// The notices for a consent revoked at `revoked_at_us`: the statements to
 /// commit with the revocation, and how many notices they queue.
@@ -90,7 +90,7 @@ pub async fn notice_stmts(
             "from": NOTICE_SENDER,
             "to": party,
             "type": NOTICE_TYPE,
-            "consent_id": lifecycle::recipient_consent_id(state, mode, &party, &row.id),
+            "consent_id": lifecycle::recipient_consent_id(&state.crypto, mode, &party, &row.id),
             "subject": subject_json,
             "revoked_at": crate::clock::rfc3339_us(revoked_at_us),
             "exchange_ids": exchange_ids,

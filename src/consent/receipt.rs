@@ -17,8 +17,9 @@ use super::lifecycle::FOLLOW_UP_PURPOSE;
 use super::model::{self, ConsentRow, ConsentState};
 use crate::auth::Principal;
 use crate::clock::rfc3339_us;
-use crate::config::{Config, Role};
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
 

@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use crate::auth::jwt::PublicKeyFile;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
-use crate::personnummer::Personnummer;
 use crate::schema::Category;
+use crate::subject::personnummer::Personnummer;
 
 /// Clock skew accepted on `nbf`/`exp`.
 const LEEWAY_SECS: i64 = 60;

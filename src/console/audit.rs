@@ -23,8 +23,8 @@ use super::{
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
 use crate::auth::Principal;
-use crate::config::Role;
-use crate::http::{JsonBody, RequestId};
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
 
 type Rid = Option<Extension<RequestId>>;
@@ -333,7 +333,7 @@ pub(crate) async fn tree_heads(
     rid: Rid,
 ) -> Result<Response, PageError> {
     let v = viewer_with(&state, principal, Role::Auditor)?;
-    crate::audit::api::log_query(
+    crate::audit::access::log_query(
         &state,
         &v.principal,
         rid,
@@ -438,7 +438,7 @@ pub(crate) async fn search(
     let raw = serde_json::to_vec(&json!({ "personnummer": pnr.expose(), "reason": reason }))
         .map_err(|_| super::internal())?;
     drop(pnr);
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
+    let value = crate::http::extract::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
     drop(raw);
     let body = JsonBody {
         value,

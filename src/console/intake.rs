@@ -17,11 +17,12 @@ use super::{
     viewer_with, when, PageError, Viewer,
 };
 use crate::auth::Principal;
-use crate::config::{Role, CONSOLE_ISSUER_ID};
-use crate::http::{JsonBody, RequestId};
-use crate::personnummer::{Personnummer, PersonnummerError};
+use crate::config::CONSOLE_ISSUER_ID;
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
+use crate::subject::personnummer::{Personnummer, PersonnummerError};
 
 type Rid = Option<Extension<RequestId>>;
 
@@ -364,7 +365,7 @@ pub(crate) async fn record(
     let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
     drop(claims);
     let raw = serde_json::to_vec(&json!({ "token": token })).map_err(|_| super::internal())?;
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
+    let value = crate::http::extract::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
     let body = JsonBody {
         value,
         raw: Bytes::from(raw),
@@ -681,7 +682,7 @@ pub(crate) async fn extract(
     let raw = serde_json::to_vec(&json!({ "personnummer": pnr.expose() }))
         .map_err(|_| super::internal())?;
     drop(pnr);
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
+    let value = crate::http::extract::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
     let body = JsonBody {
         value,
         raw: Bytes::new(),

@@ -8,7 +8,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::{viewer, PageError, Viewer};
 use crate::auth::Principal;
-use crate::config::Role;
+use crate::party::Role;
 use crate::state::AppState;
 
 const CSS: &str = include_str!("assets/console.css");

@@ -49,7 +49,7 @@ fn event_label(e: &str) -> String {
 pub(crate) async fn build(
     state: &AppState,
     v: &Viewer,
-    rid: Option<axum::Extension<crate::http::RequestId>>,
+    rid: Option<axum::Extension<crate::http::extract::RequestId>>,
     id: &str,
 ) -> Result<Receipt, PageError> {
     let s = super::intake::summary(state, v, rid, id).await?;
@@ -69,7 +69,7 @@ pub(crate) async fn given_by_of_token(state: &AppState, id: &str) -> Option<Valu
     .ok()
     .flatten();
     let (key_id, nonce, ciphertext) = row?;
-    let sealed = crate::vault::Sealed {
+    let sealed = crate::subject::vault::Sealed {
         key_id,
         nonce: nonce.try_into().ok()?,
         ciphertext,

@@ -19,15 +19,17 @@ use super::reply;
 use super::{deliver, idempotency, Delivery, ExchangeCtx};
 use crate::audit::record::{action, decision};
 use crate::auth::Principal;
-use crate::config::{ConsentRequirement, PartyId, Role, RouteConfig};
 use crate::consent::model;
 use crate::error::{ApiError, ApiResult, ProblemCode};
-use crate::http::RequestId;
-use crate::personnummer::Personnummer;
+use crate::http::extract::RequestId;
+use crate::party::{PartyId, Role};
+use crate::policy::route::ConsentRequirement;
 use crate::policy::{self, FilterError, FilterInput, SubjectMode};
 use crate::schema::SchemaError;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::{consent_reference, recipient_form};
 
 /// The request envelope.
 #[derive(Deserialize)]
@@ -96,8 +98,8 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
 }
 
 async fn read(state: &AppState, headers: &HeaderMap, req: Request) -> Result<Bytes, ApiError> {
-    crate::http::check_json_content_type(headers)?;
-    crate::http::read_body(req.into_body(), state.config.server.max_body_bytes).await
+    crate::http::extract::check_json_content_type(headers)?;
+    crate::http::extract::read_body(req.into_body(), state.config.server.max_body_bytes).await
 }
 
 /// Records a refusal (client errors only: a 5xx is not a decision) and
@@ -137,7 +139,7 @@ async fn handle(
     ctx: &mut ExchangeCtx,
     raw: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
-    let env: Envelope = crate::http::parse_json(raw)?;
+    let env: Envelope = crate::http::extract::parse_json(raw)?;
     // Only validated values reach the (permanent) audit record: an unknown
     // party, type or purpose is recorded as absent, never echoed.
     if state.live().config.known_purposes().contains(&env.purpose) {
@@ -174,8 +176,8 @@ async fn handle(
     schema.validate(&env.payload).map_err(schema_error)?;
     policy::check_identifiers(schema, &env.payload).map_err(filter_error)?;
     identifiers_name_the_subject(schema, &env.payload, subject.as_ref())?;
-    let route = find_route(
-        state,
+    let route = crate::policy::route::find(
+        &state.live().config.routes,
         &ctx.principal.party,
         &recipient_id,
         &env.msg_type,
@@ -217,7 +219,8 @@ async fn handle(
         }
     };
     let categories = consent.as_ref().map(model::ConsentRow::category_set);
-    let mut ident = |p: &Personnummer| identifier(state, route.subject, &recipient_id, p);
+    let mut ident =
+        |p: &Personnummer| recipient_form(&state.crypto, route.subject, &recipient_id, p);
     let mut filtered = policy::filter(
         FilterInput {
             schema,
@@ -235,13 +238,13 @@ async fn handle(
     let subject_json = match (&subject, route.subject) {
         (Some(p), SubjectMode::Reveal) => json!({"personnummer": p.expose()}),
         (Some(p), SubjectMode::Pseudonymise) => {
-            json!({"pseudonym": identifier(state, SubjectMode::Pseudonymise, &recipient_id, p)})
+            json!({"pseudonym": recipient_form(&state.crypto, SubjectMode::Pseudonymise, &recipient_id, p)})
         }
         _ => Value::Null,
     };
     let exchange_id = ctx.exchange_id.clone();
     let consent_ref = consent_reference(
-        state,
+        &state.crypto,
         route.subject,
         &recipient_id,
         ctx.consent_id.as_deref(),
@@ -285,9 +288,12 @@ async fn handle(
         // The recipient's domain only when its pseudonym leaves the gateway:
         // that is what a reply may need to resolve.
         let domains: &[&str] = if route.subject == SubjectMode::Pseudonymise {
-            &[crate::pseudonym::DOMAIN_AUDIT, recipient_id.as_str()]
+            &[
+                crate::subject::pseudonym::DOMAIN_AUDIT,
+                recipient_id.as_str(),
+            ]
         } else {
-            &[crate::pseudonym::DOMAIN_AUDIT]
+            &[crate::subject::pseudonym::DOMAIN_AUDIT]
         };
         let (rows, keys) = crate::consent::api::vault_stmts(state, p, domains)?;
         effects.extend(rows);
@@ -444,7 +450,8 @@ impl SyncTail {
                 let mut outcome = vec![done];
                 // A delivered closure limits its consent to follow-up (§13).
                 outcome.extend(crate::consent::lifecycle::closure_effect(
-                    state,
+                    state.clock.now_us(),
+                    state.config.consent.follow_up_months,
                     ctx.msg_type.as_deref(),
                     ctx.consent_id.as_deref(),
                     &exchange_id,
@@ -571,54 +578,6 @@ fn identifiers_name_the_subject(
         }
     }
     Ok(())
-}
-
-/// How an identifier travels on a route: revealed, the recipient's
-/// pseudonym, or removed.
-pub fn identifier(
-    state: &AppState,
-    mode: SubjectMode,
-    recipient: &PartyId,
-    p: &Personnummer,
-) -> Option<String> {
-    match mode {
-        SubjectMode::Reveal => Some(p.expose().to_owned()),
-        SubjectMode::Pseudonymise => state
-            .crypto
-            .pseudonym(recipient.as_str(), p)
-            .map(|x| x.as_str().to_owned()),
-        SubjectMode::Omit => None,
-    }
-}
-
-/// The `consent_id` a recipient gets (DESIGN §5, §10): the consent id on
-/// `reveal` routes; on `pseudonymise` and `omit` routes the recipient's own
-/// `pc1_` reference, so that it is no join key across routes or recipients.
-pub fn consent_reference(
-    state: &AppState,
-    mode: SubjectMode,
-    recipient: &PartyId,
-    consent_id: Option<&str>,
-) -> Option<String> {
-    let id = consent_id?;
-    match mode {
-        SubjectMode::Reveal => Some(id.to_owned()),
-        SubjectMode::Pseudonymise | SubjectMode::Omit => {
-            state.crypto.consent_reference(recipient.as_str(), id)
-        }
-    }
-}
-
-/// The route for (from, to, type, purpose), if any (the rule is
-/// [`crate::policy::route::find`]).
-pub fn find_route<'a>(
-    state: &'a AppState,
-    from: &PartyId,
-    to: &PartyId,
-    msg_type: &str,
-    purpose: &str,
-) -> Option<&'a RouteConfig> {
-    crate::policy::route::find(&state.live().config.routes, from, to, msg_type, purpose)
 }
 
 /// Most failing pointers listed in a schema_violation problem.

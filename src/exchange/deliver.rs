@@ -17,7 +17,7 @@ use base64::Engine;
 
 use crate::config::Config;
 use crate::keys::Ed25519Signer;
-use crate::state::StartError;
+use crate::startup::StartError;
 
 /// Header carrying the detached JWS.
 pub const SIGNATURE_HEADER: &str = "samgate-signature";

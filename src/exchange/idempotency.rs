@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::config::PartyId;
 use crate::error::{ApiError, ProblemCode};
+use crate::party::PartyId;
 use crate::state::AppState;
 
 /// A claim older than this (seconds) belongs to a request that died.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::audit::record::AuditRecord;
 use crate::auth::Principal;
-use crate::config::PartyId;
+use crate::party::PartyId;
 use crate::state::AppState;
 use crate::store::Stmt;
 

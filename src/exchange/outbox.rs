@@ -28,7 +28,7 @@ use crate::audit::record::{action, decision, AuditRecord};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Backend, Stmt};
-use crate::vault::Sealed;
+use crate::subject::vault::Sealed;
 
 /// How long a claim lasts beyond the delivery timeout before another
 /// worker may retry the row: the lease must outlive one attempt and the
@@ -376,7 +376,8 @@ async fn attempt(state: &AppState, row: Claimed) {
                 crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
             record.decision = decision::DELIVERED.into();
             let closure = crate::consent::lifecycle::closure_effect(
-                state,
+                state.clock.now_us(),
+                state.config.consent.follow_up_months,
                 record.msg_type.as_deref(),
                 record.consent_id.as_deref(),
                 &id,

@@ -22,15 +22,16 @@
 //!   the claim runs out and the next attempt checks again.
 
 use crate::audit::record::{action, decision, AuditRecord};
-use crate::config::{ConsentRequirement, PartyId};
 use crate::consent::model;
 use crate::error::ProblemCode;
+use crate::party::PartyId;
+use crate::policy::route::ConsentRequirement;
 use crate::state::AppState;
 use crate::store::Stmt;
 
 /// The message type of the §13 revocation notice, which is sent because
 /// the consent was withdrawn and so is not held to it.
-pub const REVOCATION_NOTICE_TYPE: &str = "consent-revoked";
+pub const REVOCATION_NOTICE_TYPE: &str = crate::consent::lifecycle::NOTICE_TYPE;
 
 /// What the check before an attempt decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,9 @@ pub async fn before_attempt(
         return Ok(Verdict::Deliver);
     }
     let (from, to) = (PartyId::new(sender), PartyId::new(recipient));
-    let Some(route) = super::api::find_route(state, &from, &to, &msg_type, &purpose) else {
+    let Some(route) =
+        crate::policy::route::find(&state.live().config.routes, &from, &to, &msg_type, &purpose)
+    else {
         return Ok(Verdict::Refused(ProblemCode::RouteNotAllowed));
     };
     if route.consent == ConsentRequirement::NotRequired {

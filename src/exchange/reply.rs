@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 use super::deliver::Delivered;
 use super::ExchangeCtx;
 use crate::audit::record::{action, decision};
-use crate::config::{ConsentRequirement, PartyId};
 use crate::consent::model::ConsentRow;
 use crate::error::ApiError;
-use crate::personnummer::Personnummer;
+use crate::party::PartyId;
+use crate::policy::route::ConsentRequirement;
 use crate::policy::{self, FilterInput, SubjectMode};
-use crate::pseudonym::Pseudonym;
 use crate::state::AppState;
-use crate::vault::Sealed;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
+use crate::subject::vault::Sealed;
 
 /// The `reason` of a reply withheld because its `type` is no message type.
 pub const UNKNOWN_TYPE: &str = "unknown_type";
@@ -68,7 +69,13 @@ pub async fn process(
     };
     record.msg_type = Some(reply.msg_type.clone());
     // The reverse route must list the forward exchange's purpose (DESIGN §10).
-    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose);
+    let route = crate::policy::route::find(
+        &state.live().config.routes,
+        recipient,
+        &sender,
+        &reply.msg_type,
+        purpose,
+    );
     let Some(route) = route else {
         record.reason = Some("no reverse route".into());
         state.audit.append(record, Vec::new()).await?;
@@ -105,7 +112,8 @@ pub async fn process(
         return Ok((Value::Null, true));
     }
     let categories = consent.map(ConsentRow::category_set);
-    let mut ident = |p: &Personnummer| super::api::identifier(state, route.subject, &sender, p);
+    let mut ident =
+        |p: &Personnummer| crate::subject::recipient_form(&state.crypto, route.subject, &sender, p);
     let mut filtered = match policy::filter(
         FilterInput {
             schema,

@@ -38,7 +38,7 @@ use data_encoding::BASE32_NOPAD;
 use ring::{hkdf, hmac};
 
 use crate::keys::Secret32;
-use crate::personnummer::Personnummer;
+use crate::subject::personnummer::Personnummer;
 
 /// The pseudonym domain of the audit log.
 pub const DOMAIN_AUDIT: &str = "audit";

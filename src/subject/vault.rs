@@ -36,8 +36,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::keys::Secret32;
-use crate::personnummer::Personnummer;
-use crate::pseudonym::Pseudonym;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
 
 /// Errors of the vault crypto. Never contain plaintext or key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,7 +241,7 @@ mod tests {
             Err(VaultError::Authentication)
         ));
     }
-    use crate::pseudonym::PseudonymMaster;
+    use crate::subject::pseudonym::PseudonymMaster;
     use time::macros::date;
 
     fn key(byte: u8) -> VaultKey {

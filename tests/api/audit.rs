@@ -5,7 +5,7 @@
 use base64::Engine;
 use samgate::audit::merkle::Hash;
 use samgate::audit::record::AuditRecord;
-use samgate::personnummer::Personnummer;
+use samgate::subject::personnummer::Personnummer;
 use serde_json::{json, Value};
 
 use crate::both_backends;

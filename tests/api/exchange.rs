@@ -191,7 +191,7 @@ both_backends!(
             );
         }
         // The same person in another recipient's domain is a different pseudonym.
-        let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+        let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
         let other = gw.state().crypto.pseudonym("fk", &p).unwrap();
         assert_ne!(other.as_str(), ps);
         assert_eq!(
@@ -422,7 +422,7 @@ async fn async_exchange_survives_a_restart_before_delivery() {
         .execute(state.store.pool())
         .await
         .unwrap();
-    gw.gw = Some(samgate::server::Gateway::start(state).await.unwrap());
+    gw.gw = Some(samgate::http::server::Gateway::start(state).await.unwrap());
     let mut status = Value::Null;
     for _ in 0..200 {
         status = gw
@@ -694,7 +694,7 @@ both_backends!(
         let alva_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(ALVA).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap());
         assert_eq!(body["subject"], json!(alva_audit));
         // One item per exchange (DESIGN §10): the delivered attendance
         // report and the denial.
@@ -716,7 +716,7 @@ both_backends!(
         let nils_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(NILS).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(NILS).unwrap());
         let nils_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
                 .bind(nils_audit)
@@ -767,7 +767,8 @@ both_backends!(
 both_backends!(
     a_reply_can_only_re_identify_the_exchanges_own_subject,
     |db| async move {
-        use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
+        use samgate::party::PartyId;
+        use samgate::policy::route::{ConsentRequirement, RouteConfig};
         let Some(gw) = TestGateway::spawn_with(db, |c| {
             let route = |from: &str, to: &str, fields: &[&str], subject| RouteConfig {
                 from: vec![PartyId::new(from)],

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use samgate::config::Config;
-use samgate::server::Gateway;
+use samgate::http::server::Gateway;
 use samgate::state::AppState;
 use serde_json::Value;
 use tempfile::TempDir;

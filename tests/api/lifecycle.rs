@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::exchange::{consent_args, now, ALVA};
 use crate::harness::TestGateway;
-use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
+use samgate::party::PartyId;
+use samgate::policy::route::{ConsentRequirement, RouteConfig};
 use samgate::policy::SubjectMode;
 
 const BERIT: &str = "198209239865";

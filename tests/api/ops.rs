@@ -536,7 +536,7 @@ both_backends!(
                 .unwrap();
         assert!(!vault.is_empty());
         for (d, p, k, n, c) in vault {
-            let s = samgate::vault::Sealed {
+            let s = samgate::subject::vault::Sealed {
                 key_id: k,
                 nonce: n.try_into().unwrap(),
                 ciphertext: c,
@@ -552,7 +552,7 @@ both_backends!(
                 .unwrap();
         assert!(tokens.iter().any(|t| t.0 == consent));
         for (id, k, n, c) in tokens {
-            let s = samgate::vault::Sealed {
+            let s = samgate::subject::vault::Sealed {
                 key_id: k,
                 nonce: n.try_into().unwrap(),
                 ciphertext: c,
@@ -580,7 +580,7 @@ both_backends!(
         // the queued body is delivered.
         gw.recipient("fk").set_default_reply(Reply::default());
         let state = samgate::state::AppState::build(only_new).await.unwrap();
-        let g = samgate::server::Gateway::start(state).await.unwrap();
+        let g = samgate::http::server::Gateway::start(state).await.unwrap();
         gw.gw = Some(g);
         let af = gw.client("af");
         let replay = af

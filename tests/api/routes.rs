@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::exchange::{now, ALVA};
 use crate::harness::TestGateway;
-use samgate::config::ConsentRequirement;
+use samgate::policy::route::ConsentRequirement;
 use samgate::policy::SubjectMode;
 
 both_backends!(
@@ -36,7 +36,7 @@ both_backends!(
                 .status,
             201
         );
-        let pnr = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+        let pnr = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
 
         let routes = gw.config.routes.clone();
         let mut checked = 0;

@@ -86,7 +86,7 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     let state2 = samgate::state::AppState::build(gw.config.clone())
         .await
         .unwrap();
-    let gw2 = samgate::server::Gateway::start(state2).await.unwrap();
+    let gw2 = samgate::http::server::Gateway::start(state2).await.unwrap();
     record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
 
     let clients = [
@@ -208,7 +208,7 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
         return;
     }
     let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
-    let gw2 = samgate::server::Gateway::start(
+    let gw2 = samgate::http::server::Gateway::start(
         samgate::state::AppState::build(gw.config.clone())
             .await
             .unwrap(),
@@ -312,7 +312,7 @@ async fn secrets_can_come_from_the_environment() {
     file_cfg.keys.pseudonym_master =
         samgate::config::SecretSource::File(dir.path().join("keys/pseudonym.key"));
     let from_file = samgate::crypto::Crypto::load(&file_cfg).unwrap();
-    let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+    let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
     assert_eq!(from_env.audit_pseudonym(&p), from_file.audit_pseudonym(&p));
     // An unset variable is a configuration error naming the key.
     std::env::remove_var(&var);

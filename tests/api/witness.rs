@@ -11,9 +11,9 @@ use std::time::Duration;
 use samgate::audit::cosign::{self, WitnessKey};
 use samgate::audit::verify::{Failure, KeptCheckpoint, VerifyError};
 use samgate::config::Config;
-use samgate::server::Gateway;
+use samgate::config::WitnessEntry;
+use samgate::http::server::Gateway;
 use samgate::state::AppState;
-use samgate::witness::client::WitnessEntry;
 use samgate::witness::config::WitnessConfig;
 use samgate::witness::server::WitnessServer;
 
@@ -370,7 +370,7 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
         let w_name = w_name.clone();
         async move {
             // The recorder is process-wide; the witness name is unique to this test.
-            let m = samgate::http::metrics_handle().render();
+            let m = samgate::telemetry::metrics_handle().render();
             metric(
                 &m,
                 "samgate_witness_refusals_total",
