@@ -213,7 +213,10 @@ pub async fn subject_search(
     principal.require(Role::Auditor)?;
     let b = body.value;
     let pnr = personnummer(&state, &b.personnummer)?;
-    let subject = state.crypto.audit_pseudonym(&pnr);
+    let subject = state
+        .crypto
+        .audit_pseudonym(&pnr)
+        .map_err(ApiError::internal)?;
     let filter = RecordFilter {
         subject: Some(subject.clone()),
         ..RecordFilter::default()

@@ -135,7 +135,10 @@ pub async fn disclosures(
 ) -> ApiResult<Response> {
     principal.require(Role::Intake)?;
     let pnr = personnummer(&state, &body.value.personnummer)?;
-    let subject = state.crypto.audit_pseudonym(&pnr);
+    let subject = state
+        .crypto
+        .audit_pseudonym(&pnr)
+        .map_err(ApiError::internal)?;
     let marks: Vec<String> = (0..EXCHANGE_ACTIONS.len())
         .map(|i| format!("${}", i + 2))
         .collect();

@@ -15,7 +15,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
-use crate::subject::pseudonym::{DOMAIN_AUDIT, DOMAIN_CONSENT};
+use crate::subject::Subject;
 
 /// `POST /v1/consents` body.
 #[derive(Deserialize)]
@@ -30,46 +30,6 @@ pub struct RecordConsent {
 pub struct Revocation {
     #[serde(default)]
     reason: Option<String>,
-}
-
-/// The vault rows for a subject in the given domains (idempotent inserts),
-/// leaving out rows this instance already knows are stored. Returns the
-/// statements and the keys to mark as stored once they have committed
-/// ([`AppState::mark_vault_stored`]).
-pub fn vault_stmts(
-    state: &AppState,
-    p: &crate::subject::personnummer::Personnummer,
-    domains: &[&str],
-) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
-    let mut out = Vec::new();
-    let mut keys = Vec::new();
-    for d in domains {
-        let Some(ps) = state.crypto.pseudonym(d, p) else {
-            continue;
-        };
-        let key = format!("{d}\0{}", ps.as_str());
-        if state.vault_is_stored(&key) {
-            continue;
-        }
-        let sealed = state
-            .crypto
-            .vault
-            .seal(d, &ps, p)
-            .map_err(ApiError::internal)?;
-        out.push(
-            Stmt::new(
-                "INSERT INTO vault (domain, pseudonym, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (domain, pseudonym) DO NOTHING",
-            )
-            .text(*d)
-            .text(ps.as_str())
-            .text(sealed.key_id)
-            .blob(sealed.nonce.to_vec())
-            .blob(sealed.ciphertext),
-        );
-        keys.push(key);
-    }
-    Ok((out, keys))
 }
 
 /// Associated data of a sealed consent token (also used by `keys rotate-vault`).
@@ -94,7 +54,10 @@ pub async fn record(
     if model::fetch(&state.store, &id).await?.is_some() {
         return Err(replayed());
     }
-    let subject = state.crypto.consent_pseudonym(&vc.subject);
+    // The subject's forms, each keyed once (DESIGN §3).
+    let person =
+        Subject::new(&state.crypto, vc.subject.clone(), None).map_err(ApiError::internal)?;
+    let subject = person.consent().to_owned();
     let sealed = state
         .crypto
         .vault
@@ -159,15 +122,15 @@ pub async fn record(
     .opt_text(row.given_by_role.clone())
     .opt_text(given_by_name)
     .int(i64::from(row.protected_identity))];
-    let (vault_rows, vault_keys) =
-        vault_stmts(&state, &vc.subject, &[DOMAIN_CONSENT, DOMAIN_AUDIT])?;
+    let known = |key: &str| state.vault_is_stored(key);
+    let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
     effects.extend(vault_rows);
     let record = AuditRecord {
         request_id: rid.map(|r| r.0 .0.clone()),
         action: action::CONSENT_RECORDED.into(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
-        subject: Some(state.crypto.audit_pseudonym(&vc.subject)),
+        subject: Some(person.audit().to_owned()),
         consent_id: Some(id.clone()),
         decision: decision::PERMIT.into(),
         purpose: row.purposes.first().cloned(),

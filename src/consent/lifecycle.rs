@@ -126,7 +126,7 @@ pub fn closure_effect(
 }
 
 /// The `consent_id` a recipient gets (DESIGN §5, §10): the exchange
-/// path's own [`crate::subject::consent_reference`], so exchanges and
+/// path's own [`Crypto::recipient_consent_id`], so exchanges and
 /// revocation notices always agree.
 pub fn recipient_consent_id(
     crypto: &Crypto,
@@ -134,13 +134,13 @@ pub fn recipient_consent_id(
     recipient: &str,
     consent_id: &str,
 ) -> String {
-    crate::subject::consent_reference(
-        crypto,
-        mode,
-        &crate::party::PartyId::new(recipient),
-        Some(consent_id),
-    )
-    .unwrap_or_default()
+    crypto
+        .recipient_consent_id(
+            mode,
+            &crate::party::PartyId::new(recipient),
+            Some(consent_id),
+        )
+        .unwrap_or_default()
 }
 
 /// A stored subject mode (`exchanges.subject_mode`). Rows from before the

@@ -591,7 +591,12 @@ pub(crate) async fn search(
             return Ok(rsp);
         }
     };
-    let subject = state.crypto.consent_pseudonym(&pnr);
+    let forms = state
+        .crypto
+        .consent_pseudonym(&pnr)
+        .and_then(|c| Ok((c, state.crypto.audit_pseudonym(&pnr)?)));
+    let (subject, audit_subject) =
+        forms.map_err(|e| PageError::from_api(&crate::error::ApiError::internal(e)))?;
     // Looking up whether a person is a participant is itself a disclosure:
     // it is logged like the auditor's subject search and the extract.
     crate::audit::access::log_query(
@@ -600,7 +605,7 @@ pub(crate) async fn search(
         rid,
         crate::audit::record::action::AUDIT_QUERY,
         "console intake consent search".to_owned(),
-        Some(state.crypto.audit_pseudonym(&pnr)),
+        Some(audit_subject),
     )
     .await
     .map_err(|e| PageError::from_api(&e))?;

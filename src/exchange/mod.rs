@@ -1,22 +1,23 @@
-//! Exchanges (DESIGN §4, §5): the endpoint, delivery with a detached
-//! signature, replies through the reverse route, the async outbox and
-//! idempotency keys.
+//! Exchanges (DESIGN §4, §5): the handlers (`api`), the steps of one
+//! exchange (`flow`), its SQL (`store`), the sync delivery (`sync`),
+//! delivery with a detached signature (`deliver`), replies through the
+//! reverse route (`reply`), the async outbox and idempotency keys.
 
 pub mod api;
 pub mod deliver;
+mod flow;
 pub mod idempotency;
 pub mod numbers;
 pub mod outbox;
 pub mod recheck;
 pub mod reply;
+mod store;
+mod sync;
 
 use serde::Deserialize;
 
 use crate::audit::record::AuditRecord;
 use crate::auth::Principal;
-use crate::party::PartyId;
-use crate::state::AppState;
-use crate::store::Stmt;
 
 /// `delivery` in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,33 +106,5 @@ impl ExchangeCtx {
             payload_sha256: self.payload_sha256.clone(),
             ..AuditRecord::default()
         }
-    }
-
-    /// The `exchanges` row written with the forwarded record.
-    pub fn exchange_row_stmt(
-        &self,
-        state: &AppState,
-        to: &PartyId,
-        status: &str,
-        fwd: &str,
-        wh: &str,
-    ) -> Stmt {
-        Stmt::new(
-            "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
-             consent_id, subject, forwarded, withheld, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
-        )
-        .text(self.exchange_id.clone())
-        .text(self.principal.party.to_string())
-        .text(to.to_string())
-        .text(self.msg_type.clone().unwrap_or_default())
-        .text(self.purpose.clone().unwrap_or_default())
-        .text(if self.delivery == Delivery::Async { "async" } else { "sync" })
-        .text(status)
-        .opt_text(self.consent_id.clone())
-        .opt_text(self.subject_audit.clone())
-        .text(fwd)
-        .text(wh)
-        .int(state.clock.now_us())
     }
 }

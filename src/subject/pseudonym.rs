@@ -117,6 +117,13 @@ impl fmt::Debug for PseudonymMaster {
     }
 }
 
+/// A pseudonym domain without a derived key: every configured party,
+/// `audit` and `consent` are derived at start, so this is a configuration
+/// bug, never a client's mistake.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no pseudonym key for domain `{0}`")]
+pub struct MissingDomain(pub String);
+
 /// The derived key `K_d` of one pseudonym domain.
 #[derive(Clone)]
 pub struct DomainKey {

@@ -19,6 +19,7 @@ pub fn pseudonym(gw: &TestGateway, pnr: &str) -> String {
     gw.state()
         .crypto
         .audit_pseudonym(&Personnummer::parse(pnr).unwrap())
+        .unwrap()
 }
 
 /// A record as the exchange code would write it.

@@ -694,7 +694,8 @@ both_backends!(
         let alva_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap())
+            .unwrap();
         assert_eq!(body["subject"], json!(alva_audit));
         // One item per exchange (DESIGN §10): the delivered attendance
         // report and the denial.
@@ -716,7 +717,8 @@ both_backends!(
         let nils_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(NILS).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(NILS).unwrap())
+            .unwrap();
         let nils_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
                 .bind(nils_audit)

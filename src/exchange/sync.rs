@@ -1,0 +1,204 @@
+//! The delivery step of a sync exchange (DESIGN §5, §10): commit the
+//! decision, deliver, record the outcome, process the reply, and store the
+//! idempotent answer, all in a task of its own.
+//!
+//! A sync exchange finishes when its client leaves. From the commit of the
+//! forwarded record on, the work runs in its own task that the request only
+//! awaits: if hyper drops the request (the client disconnected, reset the
+//! stream, or shutdown passed its grace), the delivery, its outcome record
+//! and the stored idempotent answer still happen, so a retry with the same
+//! key sees the final result.
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use super::deliver::{self, Delivered};
+use super::{idempotency, reply, ExchangeCtx};
+use crate::audit::record::{action, decision, AuditRecord};
+use crate::consent::model::ConsentRow;
+use crate::error::{ApiError, ProblemCode};
+use crate::party::PartyId;
+use crate::state::AppState;
+use crate::store::Stmt;
+use crate::subject::Subject;
+
+/// Everything committed with the decision, and the message to deliver.
+pub(super) struct Decision {
+    pub(super) record: AuditRecord,
+    pub(super) effects: Vec<Stmt>,
+    pub(super) vault_keys: Vec<String>,
+    pub(super) endpoint: String,
+    pub(super) body: Bytes,
+}
+
+/// Everything a sync exchange needs after its decision, owned, so that it
+/// can run to the end in its own task.
+pub(super) struct SyncTail {
+    pub(super) state: AppState,
+    pub(super) ctx: ExchangeCtx,
+    pub(super) decision: Decision,
+    pub(super) recipient_id: PartyId,
+    pub(super) purpose: String,
+    pub(super) consent: Option<ConsentRow>,
+    pub(super) subject: Option<Subject>,
+    pub(super) forwarded: Vec<String>,
+    pub(super) withheld: Vec<String>,
+}
+
+/// Runs `tail` in its own task and awaits it.
+pub(super) async fn finish(tail: SyncTail) -> Result<(StatusCode, Value), ApiError> {
+    match tokio::spawn(tail.run()).await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+impl SyncTail {
+    /// Commits, delivers, records the outcome and stores the idempotent
+    /// answer (the request's own `finish` is skipped for this exchange).
+    async fn run(self) -> Result<(StatusCode, Value), ApiError> {
+        let result = self.deliver().await;
+        if let Some(key) = &self.ctx.idempotency_key {
+            let (status, body) = match &result {
+                Ok((status, body)) => (*status, body.clone()),
+                Err(e) => (e.code.status(), e.body()),
+            };
+            let party = &self.ctx.principal.party;
+            idempotency::finish(&self.state, party, key, status, &body).await;
+        }
+        result
+    }
+
+    async fn deliver(&self) -> Result<(StatusCode, Value), ApiError> {
+        let (state, d) = (&self.state, &self.decision);
+        let exchange_id = self.ctx.exchange_id.clone();
+        state
+            .audit
+            .append(d.record.clone(), d.effects.clone())
+            .await?;
+        state.mark_vault_stored(d.vault_keys.clone());
+        metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
+            .increment(1);
+        let client = state
+            .delivery_client
+            .for_delivery(Some(self.recipient_id.as_str()), &d.endpoint);
+        let signature = deliver::sign_detached(&state.crypto.delivery_signer, &d.body);
+        let started = std::time::Instant::now();
+        let delivered = deliver::post(
+            client,
+            &d.endpoint,
+            &exchange_id,
+            &signature,
+            d.body.clone(),
+        )
+        .await;
+        crate::observe::delivery(
+            Some(self.recipient_id.as_str()),
+            "sync",
+            started.elapsed(),
+            &delivered,
+        );
+        match delivered {
+            Ok(delivered) => self.delivered(&delivered).await,
+            Err(err) => Err(self.failed(&err.to_string()).await),
+        }
+    }
+
+    /// The recipient accepted: the outcome record, the closure a delivered
+    /// `closure` causes (§13), then the reply. From here on the sender is
+    /// told the message was delivered, whatever happens to the reply (a
+    /// reply that cannot be processed or audited is withheld, never an error
+    /// that invites a resend).
+    async fn delivered(&self, d: &Delivered) -> Result<(StatusCode, Value), ApiError> {
+        let (state, ctx) = (&self.state, &self.ctx);
+        let exchange_id = ctx.exchange_id.clone();
+        let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
+        let mut outcome = vec![super::store::delivered(&exchange_id, state.clock.now_us())];
+        outcome.extend(crate::consent::lifecycle::closure_effect(
+            state.clock.now_us(),
+            state.config.consent.follow_up_months,
+            ctx.msg_type.as_deref(),
+            ctx.consent_id.as_deref(),
+            &exchange_id,
+        ));
+        record_outcome(state, record, outcome).await;
+        let processed = reply::process(
+            state,
+            ctx,
+            &self.recipient_id,
+            &self.purpose,
+            self.consent.as_ref(),
+            self.subject.as_ref(),
+            d,
+        )
+        .await;
+        let (reply, reply_withheld) = processed.unwrap_or_else(|e| {
+            tracing::warn!(exchange.id = %exchange_id, error = %e, "reply withheld: it could not be processed");
+            (Value::Null, true)
+        });
+        let mut out = json!({
+            "exchange_id": exchange_id,
+            "status": "delivered",
+            "forwarded": self.forwarded,
+            "withheld": self.withheld,
+            "reply": reply,
+        });
+        if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
+            obj.insert("reply_withheld".into(), Value::Bool(true));
+        }
+        Ok((StatusCode::OK, out))
+    }
+
+    /// The recipient did not accept: the exchange is recorded as failed (502).
+    async fn failed(&self, err: &str) -> ApiError {
+        let (state, ctx) = (&self.state, &self.ctx);
+        let exchange_id = ctx.exchange_id.clone();
+        let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
+        record.reason = Some(err.to_owned());
+        let failed = super::store::failed(&exchange_id, err);
+        record_outcome(state, record, vec![failed]).await;
+        tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+        ApiError::new(
+            ProblemCode::RecipientFailed,
+            format!(
+                "the recipient did not accept the message ({err}); the exchange is recorded as failed"
+            ),
+        )
+        .with("exchange_id", exchange_id)
+    }
+}
+
+/// Records the outcome of a delivery that has already happened. The
+/// decision itself (`exchange-forwarded`) was committed before the message
+/// left; if the outcome cannot be written now (storage just went away), the
+/// caller is still told the truth about the delivery and the record is
+/// retried in the background for up to ten minutes.
+async fn record_outcome(state: &AppState, record: AuditRecord, effects: Vec<Stmt>) {
+    if state
+        .audit
+        .append(record.clone(), effects.clone())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            if st
+                .audit
+                .append(record.clone(), effects.clone())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+        tracing::error!(exchange.id = ?record.exchange_id, action = %record.action, "could not record a delivery outcome");
+    });
+}
