@@ -11,6 +11,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::consent::model::Denial;
+use crate::exchange::error::ExchangeError;
 use crate::policy::FilterError;
 use crate::schema::SchemaError;
 
@@ -314,6 +316,51 @@ impl From<FilterError> for ApiError {
                 "the payload must be a JSON object",
             )
             .with("errors", vec![String::new()]),
+        }
+    }
+}
+
+/// The problem code of a consent refusal (the exchange path and the
+/// outbox's re-check both use it).
+impl From<Denial> for ProblemCode {
+    fn from(d: Denial) -> ProblemCode {
+        match d {
+            Denial::Missing => ProblemCode::ConsentMissing,
+            Denial::Revoked => ProblemCode::ConsentRevoked,
+            Denial::Expired => ProblemCode::ConsentExpired,
+            Denial::Scope => ProblemCode::ConsentScope,
+        }
+    }
+}
+
+/// Consent refusals of the exchange path → 403 problems.
+impl From<Denial> for ApiError {
+    fn from(d: Denial) -> ApiError {
+        ApiError::new(ProblemCode::from(d), d.to_string())
+    }
+}
+
+/// Exchange refusals → problems (DESIGN §5): the code per variant, and the
+/// failing pointer (`errors`) or the failed exchange's id where there is one.
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> ApiError {
+        use ExchangeError as E;
+        let code = match &e {
+            E::InvalidSubject(_) | E::AnotherPerson(_) => ProblemCode::InvalidPersonnummer,
+            E::UnknownParty(_) => ProblemCode::UnknownParty,
+            E::UnknownType(_) => ProblemCode::UnknownType,
+            E::SubjectRequiredBy(_) | E::SubjectRequired | E::BadIdempotencyKey => {
+                ProblemCode::InvalidEnvelope
+            }
+            E::NoRoute { .. } => ProblemCode::RouteNotAllowed,
+            E::RecipientFailed { .. } => ProblemCode::RecipientFailed,
+            _ => return ApiError::internal(e),
+        };
+        let out = ApiError::new(code, e.to_string());
+        match e {
+            E::SubjectRequiredBy(p) | E::AnotherPerson(p) => out.with("errors", vec![p]),
+            E::RecipientFailed { exchange_id, .. } => out.with("exchange_id", exchange_id),
+            _ => out,
         }
     }
 }

@@ -12,7 +12,6 @@ use sqlx::Row;
 
 use super::lifecycle::{self, Closure, GivenBy, HistoryEvent};
 use crate::clock::rfc3339_us;
-use crate::error::{ApiError, ProblemCode};
 use crate::party::PartyId;
 use crate::schema::Category;
 use crate::store::Store;
@@ -288,40 +287,21 @@ pub async fn for_subject(store: &Store, subject: &str) -> Result<Vec<ConsentRow>
     rows.iter().map(from_row).collect()
 }
 
-/// Why an exchange is not covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an exchange is not covered (the message is the problem's detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// No consent for the subject.
+    #[error("no consent is recorded for this participant")]
     Missing,
     /// The relevant consent was withdrawn.
+    #[error("the participant has withdrawn their consent")]
     Revoked,
     /// The relevant consent expired or is not yet valid.
+    #[error("the participant's consent is not valid at this time")]
     Expired,
     /// Active consents exist but none names both parties and the purpose.
+    #[error("the consent does not cover these parties and this purpose")]
     Scope,
-}
-
-impl Denial {
-    /// The problem code.
-    pub fn code(self) -> ProblemCode {
-        match self {
-            Denial::Missing => ProblemCode::ConsentMissing,
-            Denial::Revoked => ProblemCode::ConsentRevoked,
-            Denial::Expired => ProblemCode::ConsentExpired,
-            Denial::Scope => ProblemCode::ConsentScope,
-        }
-    }
-
-    /// The problem response.
-    pub fn error(self) -> ApiError {
-        let detail = match self {
-            Denial::Missing => "no consent is recorded for this participant",
-            Denial::Revoked => "the participant has withdrawn their consent",
-            Denial::Expired => "the participant's consent is not valid at this time",
-            Denial::Scope => "the consent does not cover these parties and this purpose",
-        };
-        ApiError::new(self.code(), detail)
-    }
 }
 
 /// The consent check of the exchange path: an active consent for the

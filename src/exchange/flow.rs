@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::ExchangeError;
 use super::sync::Decision;
 use super::{Delivery, ExchangeCtx};
 use crate::audit::record::{action, decision};
@@ -115,9 +116,7 @@ fn envelope<'a>(
     }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
     let number = match &env.subject {
-        Some(s) => Some(Personnummer::parse(s).map_err(|e| {
-            ApiError::new(ProblemCode::InvalidPersonnummer, format!("`subject`: {e}"))
-        })?),
+        Some(s) => Some(Personnummer::parse(s).map_err(ExchangeError::InvalidSubject)?),
         None => None,
     };
     let recipient = config.party(&env.to);
@@ -130,19 +129,10 @@ fn envelope<'a>(
         }
         None => None,
     };
-    let recipient = recipient.ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::UnknownParty,
-            format!("`to`: unknown party {}", quote_id(&env.to)),
-        )
-    })?;
+    let recipient = recipient.ok_or_else(|| ExchangeError::UnknownParty(quote_id(&env.to)))?;
     ctx.to = Some(recipient.id.to_string());
-    let schema = state.schemas.get(&env.msg_type).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::UnknownType,
-            format!("`type`: unknown message type {}", quote_id(&env.msg_type)),
-        )
-    })?;
+    let schema = (state.schemas.get(&env.msg_type))
+        .ok_or_else(|| ExchangeError::UnknownType(quote_id(&env.msg_type)))?;
     ctx.msg_type = Some(env.msg_type.clone());
     schema.validate(&env.payload)?;
     policy::check_identifiers(schema, &env.payload)?;
@@ -164,7 +154,7 @@ fn identifiers_name_the_subject(
     schema: &MessageSchema,
     payload: &Value,
     subject: Option<&Subject>,
-) -> Result<(), ApiError> {
+) -> Result<(), ExchangeError> {
     let Some(obj) = payload.as_object() else {
         return Ok(());
     };
@@ -174,22 +164,14 @@ fn identifiers_name_the_subject(
             continue;
         }
         let Some(subject) = subject else {
-            return Err(ApiError::new(
-                ProblemCode::InvalidEnvelope,
-                format!("`subject` is required when the payload names a person (`{pointer}`)"),
-            )
-            .with("errors", vec![pointer]));
+            return Err(ExchangeError::SubjectRequiredBy(pointer));
         };
         let same = value
             .as_str()
             .and_then(|v| Personnummer::parse(v).ok())
             .is_some_and(|p| subject.is(&p));
         if !same {
-            return Err(ApiError::new(
-                ProblemCode::InvalidPersonnummer,
-                format!("`{pointer}` names another person than the envelope's `subject`"),
-            )
-            .with("errors", vec![pointer]));
+            return Err(ExchangeError::AnotherPerson(pointer));
         }
     }
     Ok(())
@@ -200,7 +182,7 @@ fn route<'a>(
     state: &'a AppState,
     ctx: &ExchangeCtx,
     c: &Checked<'_>,
-) -> Result<&'a RouteConfig, ApiError> {
+) -> Result<&'a RouteConfig, ExchangeError> {
     let from = &ctx.principal.party;
     let to = &c.recipient.id;
     crate::policy::route::find(
@@ -210,15 +192,11 @@ fn route<'a>(
         &c.msg_type,
         &c.purpose,
     )
-    .ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::RouteNotAllowed,
-            format!(
-                "no route allows `{from}` to send `{}` to `{to}` for {}",
-                c.msg_type,
-                quote_id(&c.purpose)
-            ),
-        )
+    .ok_or_else(|| ExchangeError::NoRoute {
+        from: from.to_string(),
+        to: to.to_string(),
+        msg_type: c.msg_type.clone(),
+        purpose: quote_id(&c.purpose),
     })
 }
 
@@ -233,12 +211,7 @@ async fn consent(
     if route.consent == ConsentRequirement::NotRequired {
         return Ok(None);
     }
-    let subject = c.subject.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::InvalidEnvelope,
-            "`subject` is required on this route",
-        )
-    })?;
+    let subject = c.subject.as_ref().ok_or(ExchangeError::SubjectRequired)?;
     let rows = model::for_subject(&state.store, subject.consent()).await?;
     let consent = model::decide_message(
         &rows,
@@ -247,8 +220,7 @@ async fn consent(
         Some(c.msg_type.as_str()),
         &c.purpose,
         state.clock.now_us(),
-    )
-    .map_err(model::Denial::error)?;
+    )?;
     ctx.consent_id = Some(consent.id.clone());
     Ok(Some(consent))
 }
@@ -364,7 +336,7 @@ fn record(
         .recipient
         .endpoint
         .clone()
-        .ok_or_else(|| ApiError::internal("recipient without endpoint"))?;
+        .ok_or(ExchangeError::NoEndpoint)?;
     if ctx.delivery == Delivery::Async {
         effects.push(super::outbox::insert_stmt(
             state,

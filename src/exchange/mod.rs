@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod deliver;
+pub mod error;
 mod flow;
 pub mod idempotency;
 pub mod numbers;

@@ -108,7 +108,7 @@ pub async fn before_attempt(
         now,
     ) {
         Ok(c) => c,
-        Err(denial) => return Ok(Verdict::Refused(denial.code())),
+        Err(denial) => return Ok(Verdict::Refused(ProblemCode::from(denial))),
     };
     let categories = consent.category_set();
     let forwarded: Vec<String> = serde_json::from_str(&forwarded).unwrap_or_default();

@@ -14,10 +14,11 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::deliver::{self, Delivered};
+use super::error::ExchangeError;
 use super::{idempotency, reply, ExchangeCtx};
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::consent::model::ConsentRow;
-use crate::error::{ApiError, ProblemCode};
+use crate::error::ApiError;
 use crate::party::PartyId;
 use crate::state::AppState;
 use crate::store::Stmt;
@@ -159,13 +160,11 @@ impl SyncTail {
         let failed = super::store::failed(&exchange_id, err);
         record_outcome(state, record, vec![failed]).await;
         tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
-        ApiError::new(
-            ProblemCode::RecipientFailed,
-            format!(
-                "the recipient did not accept the message ({err}); the exchange is recorded as failed"
-            ),
-        )
-        .with("exchange_id", exchange_id)
+        ExchangeError::RecipientFailed {
+            error: err.to_owned(),
+            exchange_id,
+        }
+        .into()
     }
 }
 
