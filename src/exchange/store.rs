@@ -86,11 +86,15 @@ pub fn delivered(exchange_id: &str, now_us: i64) -> Stmt {
     .text(exchange_id)
 }
 
-/// A sync exchange the recipient did not accept.
-pub fn failed(exchange_id: &str, error: &str) -> Stmt {
-    Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
-        .text(error)
-        .text(exchange_id)
+/// A sync exchange the recipient did not accept (`possibly_received`:
+/// the message may have arrived all the same).
+pub fn failed(exchange_id: &str, error: &str, possibly_received: bool) -> Stmt {
+    Stmt::new(
+        "UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1, possibly_received = $2 WHERE id = $3",
+    )
+    .text(error)
+    .int(i64::from(possibly_received))
+    .text(exchange_id)
 }
 
 /// What `GET /v1/exchanges/{id}` shows of an exchange.

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::deliver::{self, Delivered};
+use super::deliver::{self, Delivered, DeliveryError};
 use super::error::ExchangeError;
 use super::{idempotency, reply, ExchangeCtx};
 use crate::audit::record::{action, decision, AuditRecord};
@@ -102,7 +102,7 @@ impl SyncTail {
         );
         match delivered {
             Ok(delivered) => self.delivered(&delivered).await,
-            Err(err) => Err(self.failed(&err.to_string()).await),
+            Err(err) => Err(self.failed(&err).await),
         }
     }
 
@@ -121,6 +121,7 @@ impl SyncTail {
             state.config.consent.follow_up_months,
             ctx.msg_type.as_deref(),
             ctx.consent_id.as_deref(),
+            Some(self.recipient_id.as_str()),
             &exchange_id,
         ));
         record_outcome(state, record, outcome).await;
@@ -148,20 +149,35 @@ impl SyncTail {
         if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
             obj.insert("reply_withheld".into(), Value::Bool(true));
         }
+        // A revocation that came after the consent was decided (§13).
+        crate::consent::notices::after_delivery(
+            state,
+            ctx.consent_id.as_deref(),
+            ctx.msg_type.as_deref(),
+        );
         Ok((StatusCode::OK, out))
     }
 
-    /// The recipient did not accept: the exchange is recorded as failed (502).
-    async fn failed(&self, err: &str) -> ApiError {
+    /// The recipient did not accept: the exchange is recorded as failed
+    /// (502), and when the message may have arrived all the same, it counts
+    /// as received for revocation notices (§13).
+    async fn failed(&self, err: &DeliveryError) -> ApiError {
         let (state, ctx) = (&self.state, &self.ctx);
         let exchange_id = ctx.exchange_id.clone();
         let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
-        record.reason = Some(err.to_owned());
-        let failed = super::store::failed(&exchange_id, err);
+        record.reason = Some(err.to_string());
+        let failed = super::store::failed(&exchange_id, &err.to_string(), err.may_have_arrived());
         record_outcome(state, record, vec![failed]).await;
         tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+        if err.may_have_arrived() {
+            crate::consent::notices::after_delivery(
+                state,
+                ctx.consent_id.as_deref(),
+                ctx.msg_type.as_deref(),
+            );
+        }
         ExchangeError::RecipientFailed {
-            error: err.to_owned(),
+            error: err.to_string(),
             exchange_id,
         }
         .into()
