@@ -67,7 +67,6 @@ use crate::state::AppState;
 use crate::store::Stmt;
 use crate::subject::personnummer::Personnummer;
 use crate::subject::pseudonym::{Pseudonym, DOMAIN_CONSENT};
-use crate::subject::vault::Sealed;
 
 /// The notices for a consent revoked at `revoked_at_us`: the statements to
 /// commit with the revocation, and how many notices they queue.
@@ -441,23 +440,5 @@ async fn subject_of(state: &AppState, row: &ConsentRow) -> Result<Option<Personn
     let Ok(ps) = Pseudonym::parse(&row.subject) else {
         return Ok(None);
     };
-    let found: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT key_id, nonce, ciphertext FROM vault WHERE domain = $1 AND pseudonym = $2",
-    )
-    .bind(DOMAIN_CONSENT)
-    .bind(ps.as_str().to_owned())
-    .fetch_optional(state.store.pool())
-    .await?;
-    let Some((key_id, nonce, ciphertext)) = found else {
-        return Ok(None);
-    };
-    let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
-        return Ok(None);
-    };
-    let sealed = Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    };
-    Ok(state.crypto.vault.open(DOMAIN_CONSENT, &ps, &sealed).ok())
+    Ok(crate::subject::open_vault_row(state, DOMAIN_CONSENT, &ps).await?)
 }

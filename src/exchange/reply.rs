@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::deliver::Delivered;
 use super::ExchangeCtx;
-use crate::audit::record::{action, decision};
+use crate::audit::record::{action, decision, AuditRecord};
 use crate::consent::model::ConsentRow;
 use crate::error::ApiError;
 use crate::party::PartyId;
@@ -53,20 +53,11 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
-    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
-    record.from = Some(recipient.to_string());
-    record.to = Some(sender.to_string());
-    record.msg_type = None;
-    record.actor_party = Some(recipient.to_string());
-    record.actor_user = None;
-    record.forwarded = Vec::new();
-    record.withheld = Vec::new();
+    let mut record = reply_record(ctx, recipient);
     // The type is the recipient's text: it enters the record (and the
     // permanent log) only once it is known to be a message type (DESIGN §10).
     let Some(schema) = state.schemas.get(&reply.msg_type) else {
-        record.reason = Some(UNKNOWN_TYPE.into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, UNKNOWN_TYPE).await;
     };
     record.msg_type = Some(reply.msg_type.clone());
     // The reverse route must list the forward exchange's purpose (DESIGN §10).
@@ -78,9 +69,7 @@ pub async fn process(
         purpose,
     );
     let Some(route) = route else {
-        record.reason = Some("no reverse route".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "no reverse route").await;
     };
     // Identifier fields first: a reply may carry the recipient's pseudonym
     // where the schema expects a personnummer.
@@ -96,9 +85,7 @@ pub async fn process(
     )
     .await?;
     if schema.validate(&payload).is_err() {
-        record.reason = Some("schema_violation".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "schema_violation").await;
     }
     let consent_ok = match route.consent {
         ConsentRequirement::NotRequired => true,
@@ -107,9 +94,7 @@ pub async fn process(
         }
     };
     if !consent_ok {
-        record.reason = Some("consent_scope".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "consent_scope").await;
     }
     let categories = consent.map(ConsentRow::category_set);
     let mut ident =
@@ -125,13 +110,36 @@ pub async fn process(
     ) {
         Ok(f) => f,
         Err(e) => {
-            record.reason = Some(ApiError::from(e).code.as_str().to_owned());
-            state.audit.append(record, Vec::new()).await?;
-            return Ok((Value::Null, true));
+            return withhold(state, record, ApiError::from(e).code.as_str()).await;
         }
     };
     let numbers_withheld = route.subject != SubjectMode::Reveal
         && super::numbers::withhold_numbers(schema, &mut filtered);
+    forward(state, record, &reply.msg_type, filtered, numbers_withheld).await
+}
+
+/// The record of a reply: from the recipient back to the sender, acted by
+/// the recipient; withheld until [`forward`] says otherwise.
+fn reply_record(ctx: &ExchangeCtx, recipient: &PartyId) -> AuditRecord {
+    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
+    record.from = Some(recipient.to_string());
+    record.to = Some(ctx.principal.party.to_string());
+    record.msg_type = None;
+    record.actor_party = Some(recipient.to_string());
+    record.actor_user = None;
+    record.forwarded = Vec::new();
+    record.withheld = Vec::new();
+    record
+}
+
+/// Records the forwarded reply (`reply-forwarded`) and answers with it.
+async fn forward(
+    state: &AppState,
+    record: AuditRecord,
+    msg_type: &str,
+    filtered: policy::Filtered,
+    numbers_withheld: bool,
+) -> Result<(Value, bool), ApiError> {
     let mut ok = record;
     ok.action = action::REPLY_FORWARDED.into();
     ok.decision = decision::PERMIT.into();
@@ -143,13 +151,25 @@ pub async fn process(
     state.audit.append(ok, Vec::new()).await?;
     Ok((
         json!({
-            "type": reply.msg_type,
+            "type": msg_type,
             "payload": filtered.payload,
             "forwarded": filtered.forwarded,
             "withheld": filtered.withheld,
         }),
         false,
     ))
+}
+
+/// Records a withheld reply (`reply-withheld`, with its reason) and answers
+/// that the reply was withheld.
+async fn withhold(
+    state: &AppState,
+    mut record: AuditRecord,
+    reason: impl Into<String>,
+) -> Result<(Value, bool), ApiError> {
+    record.reason = Some(reason.into());
+    state.audit.append(record, Vec::new()).await?;
+    Ok((Value::Null, true))
 }
 
 /// Identifier fields of a reply may only name the exchange's own subject:

@@ -166,6 +166,24 @@ pub async fn reidentify(
     ps: &Pseudonym,
     mut record: AuditRecord,
 ) -> Result<Option<Personnummer>, ApiError> {
+    let Some(number) = open_vault_row(state, domain, ps).await? else {
+        return Ok(None);
+    };
+    record.action = action::REIDENTIFIED.into();
+    record.decision = decision::PERMIT.into();
+    state.audit.append(record, Vec::new()).await?;
+    Ok(Some(number))
+}
+
+/// Opens the vault row `(domain, ps)`: the one reader of the `vault` table.
+/// [`reidentify`] records what it opens; the other caller is the gateway's
+/// own revocation notice ([`crate::consent::notices`]), which names the
+/// subject only to parties that already received them in that form.
+pub(crate) async fn open_vault_row(
+    state: &AppState,
+    domain: &str,
+    ps: &Pseudonym,
+) -> Result<Option<Personnummer>, sqlx::Error> {
     let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
         "SELECT key_id, nonce, ciphertext FROM vault WHERE domain = $1 AND pseudonym = $2",
     )
@@ -184,11 +202,5 @@ pub async fn reidentify(
         nonce,
         ciphertext,
     };
-    let Ok(number) = state.crypto.vault.open(domain, ps, &sealed) else {
-        return Ok(None);
-    };
-    record.action = action::REIDENTIFIED.into();
-    record.decision = decision::PERMIT.into();
-    state.audit.append(record, Vec::new()).await?;
-    Ok(Some(number))
+    Ok(state.crypto.vault.open(domain, ps, &sealed).ok())
 }
