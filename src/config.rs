@@ -701,6 +701,14 @@ impl Validator {
             workers: raw.delivery.workers.unwrap_or(16).max(1),
             per_recipient: raw.delivery.per_recipient.unwrap_or(4).max(1),
         };
+        if delivery.connect_timeout >= delivery.timeout {
+            // A total timeout reached while still connecting would count as
+            // "may have arrived" (revocation notices, DESIGN §13).
+            self.issue(
+                "delivery.connect_timeout",
+                "must be shorter than delivery.timeout",
+            );
+        }
         let days = raw.consent.max_lifetime_days.unwrap_or(730);
         if days == 0 {
             self.issue("consent.max_lifetime_days", "must be at least 1");

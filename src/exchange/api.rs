@@ -216,6 +216,7 @@ async fn handle(
                 state,
                 &c,
                 &env.msg_type,
+                &env.purpose,
                 recipient_id.as_str(),
             )
             .await?

@@ -998,5 +998,11 @@ both_backends!(
         let day = &revoked_at[..10];
         assert_eq!(second["revoked_at"], format!("{day}T00:00:00Z"));
         assert_ne!(second["exchange_ids"], first["exchange_ids"]);
+        // Random ids (v4): a v7 id would carry the time the notices were
+        // made, the same for both.
+        for n in [first, &second] {
+            let id = uuid::Uuid::parse_str(n["exchange_id"].as_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 4, "{n}");
+        }
     }
 );
