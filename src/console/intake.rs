@@ -35,6 +35,7 @@ struct Filled {
     valid_until: String,
     given_by_role: String,
     given_by_name: String,
+    protected_identity: bool,
 }
 
 fn defaults(state: &AppState) -> Filled {
@@ -64,6 +65,7 @@ fn defaults(state: &AppState) -> Filled {
         valid_until: until.to_string(),
         given_by_role: String::new(),
         given_by_name: String::new(),
+        protected_identity: false,
     }
 }
 
@@ -144,6 +146,14 @@ fn consent_form(state: &AppState, token: &str, f: &Filled, errs: &[String]) -> M
                             label for={"cat-" (c.as_str())} { (label) }
                             span class="hint" id={"cat-" (c.as_str()) "-hint"} { (explain) }
                         }
+                    }
+                }
+                fieldset {
+                    legend { "Skyddade personuppgifter" }
+                    div class="check" {
+                        input type="checkbox" name="protected_identity" value="yes" id="protected-identity" checked[f.protected_identity] aria-describedby="protected-identity-hint";
+                        label for="protected-identity" { "Deltagaren har skyddade personuppgifter" }
+                        span class="hint" id="protected-identity-hint" { "Markeringen i folkbokföringen (sekretessmarkering eller skyddad folkbokföring). Då lämnas kontaktuppgifter aldrig ut, vad samtycket och rutten än säger." }
                     }
                 }
                 fieldset {
@@ -261,6 +271,9 @@ pub(crate) async fn record(
             .unwrap_or("")
             .trim()
             .to_owned(),
+        // A checkbox is sent only when ticked; any value counts as ticked,
+        // so that a mangled form errs towards the marking.
+        protected_identity: first(&pairs, "protected_identity").is_some(),
     };
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
@@ -361,6 +374,10 @@ pub(crate) async fn record(
     if let (Some(g), Some(obj)) = (given_by, claims.as_object_mut()) {
         obj.insert("given_by".into(), g);
     }
+    // As `samgate consent sign --protected-identity`: the claim only when set.
+    if let (true, Some(obj)) = (f.protected_identity, claims.as_object_mut()) {
+        obj.insert("protected_identity".into(), Value::Bool(true));
+    }
     let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
     drop(claims);
     let raw = serde_json::to_vec(&json!({ "token": token })).map_err(|_| super::internal())?;
@@ -405,13 +422,25 @@ fn summary_list(state: &AppState, s: &Value) -> Markup {
             .unwrap_or_default()
     };
     let st = s["state"].as_str().unwrap_or("");
+    let closure = s.get("closure").filter(|c| c.is_object());
+    let purposes = list("purposes");
     html! {
         dl class="summary" {
             dt { "Status" } dd { strong class={"state state-" (st)} { (labels::state(st)) } }
             dt { "Samtyckets id" } dd { code { (s["id"].as_str().unwrap_or("")) } }
             dt { "Parter" } dd { ul { @for p in list("parties") { li { (party_name(state, &p)) } } } }
-            dt { "Ändamål" } dd { ul { @for p in list("purposes") { li { (labels::purpose(&p)) } } } }
+            dt { "Ändamål" } dd { ul { @for p in &purposes { li { (labels::purpose_after(p, closure.is_some())) } } } }
+            @if let Some(c) = closure {
+                dt { "Avslut" } dd { (labels::closure(
+                    &date_of(c["closed_at"].as_str().unwrap_or("")),
+                    &date_of(c["follow_up_until"].as_str().unwrap_or("")),
+                    purposes.iter().any(|p| p == crate::consent::lifecycle::FOLLOW_UP_PURPOSE),
+                )) }
+            }
             dt { "Uppgifter" } dd { ul { @for c in list("categories") { li { (labels::category_code(&c)) } } } }
+            @if s["protected_identity"].as_bool() == Some(true) {
+                dt { "Skyddade personuppgifter" } dd { (labels::PROTECTED_IDENTITY) }
+            }
             dt { "Hur det lämnades" } dd { (labels::method(s["method"].as_str().unwrap_or(""))) }
             @if let Some(g) = s.get("given_by").filter(|g| g.is_object()) {
                 dt { "Lämnat av" } dd { (labels::given_by(g["role"].as_str().unwrap_or(""))) ": " (g["name"].as_str().unwrap_or("")) }
@@ -608,8 +637,14 @@ pub(crate) async fn search(
         .await
         .map_err(|_| PageError::from_api(&crate::error::ApiError::unavailable("storage")))?;
     let now_us = state.clock.now_us();
+    // The marking is the person's (DESIGN §13): on every consent if on any.
+    let protected = rows.iter().any(|r| r.protected_identity);
     let summaries: Vec<Value> = rows
-        .iter()
+        .into_iter()
+        .map(|mut r| {
+            r.protected_identity |= protected;
+            r
+        })
         .filter_map(|r| serde_json::to_value(r.summary(now_us)).ok())
         .collect();
     let body = html! {

@@ -347,3 +347,156 @@ both_backends!(
         assert!(!new[0].to_string().contains("1236"));
     }
 );
+
+/// Records a consent through the console form as Anna, returning its id.
+async fn record_in_console(gw: &TestGateway, extra: &[(&str, &str)]) -> String {
+    let anna = user(gw, "anna.lind");
+    let page = get(&anna, "/console/intake").await;
+    let token = csrf_of(&page.text);
+    let until = gw
+        .state()
+        .clock
+        .now()
+        .date()
+        .saturating_add(time::Duration::days(30))
+        .to_string();
+    let mut form: Vec<(&str, &str)> = vec![
+        ("csrf", &token),
+        ("personnummer", PNR),
+        ("parties", "af"),
+        ("parties", "fk"),
+        ("purposes", "samordnad-rehabilitering"),
+        ("categories", "attendance"),
+        ("categories", "contact"),
+        ("method", "written"),
+        ("valid_until", &until),
+    ];
+    form.extend_from_slice(extra);
+    let ok = post_form(gw, "anna.lind", "/console/intake/consents", &form).await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let location = ok.headers["location"].to_str().unwrap();
+    location
+        .strip_prefix("/console/intake/consents/")
+        .unwrap()
+        .to_owned()
+}
+
+/// The consent page and the printed receipt page of consent `id`.
+async fn pages(gw: &TestGateway, id: &str) -> (String, String) {
+    let anna = user(gw, "anna.lind");
+    let page = get(&anna, &format!("/console/intake/consents/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let receipt = get(&anna, &format!("/console/intake/consents/{id}/receipt")).await;
+    assert_eq!(receipt.status, 200, "{}", receipt.text);
+    (page.text, receipt.text)
+}
+
+both_backends!(
+    the_intake_form_records_the_protected_identity_and_no_page_lists_contact,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let anna = user(&gw, "anna.lind");
+        let form = get(&anna, "/console/intake").await.text;
+        assert!(
+            form.contains(r#"type="checkbox" name="protected_identity" value="yes""#),
+            "{form}"
+        );
+        assert!(form.contains("Skyddade personuppgifter"), "{form}");
+        // A consent recorded before intake learnt of the marking.
+        let older = record_in_console(&gw, &[]).await;
+        let (page, receipt) = pages(&gw, &older).await;
+        assert!(page.contains("Kontaktuppgifter"), "{page}");
+        assert!(receipt.contains("Kontaktuppgifter"), "{receipt}");
+        assert!(!page.contains("Skyddade personuppgifter"), "{page}");
+        // The marked consent: the signed claim carries the marking.
+        let marked = record_in_console(&gw, &[("protected_identity", "yes")]).await;
+        let claim = |id: String| {
+            let pool = gw.state().store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT protected_identity FROM consents WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(claim(marked.clone()).await, 1);
+        assert_eq!(claim(older.clone()).await, 0);
+        let s = anna.get(&format!("/v1/consents/{marked}")).await.json();
+        assert_eq!(s["protected_identity"], true);
+        // Both consents' pages show the marking and leave contact out:
+        // the marking is the person's, whichever consent carries it.
+        for id in [&marked, &older] {
+            let (page, receipt) = pages(&gw, id).await;
+            for text in [&page, &receipt] {
+                assert!(text.contains("Skyddade personuppgifter"), "{id}: {text}");
+                assert!(!text.contains("Kontaktuppgifter"), "{id}: {text}");
+                assert!(text.contains("Närvaro"), "{id}: {text}");
+            }
+        }
+        crate::harness::assert_logs_clean(&["198512241236"]);
+    }
+);
+
+both_backends!(
+    the_consent_pages_show_a_closure_in_swedish,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let mut args = crate::exchange::consent_args(
+            &gw,
+            PNR,
+            &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"],
+            &["case", "outcome", "attendance"],
+        );
+        args.days = 700;
+        let token = samgate::consent::cli::sign_consent(&args, crate::exchange::now()).unwrap();
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post("/v1/consents", &serde_json::json!({"token": token}))
+            .await;
+        assert_eq!(rsp.status, 201, "{}", rsp.text);
+        let id = rsp.json()["id"].as_str().unwrap().to_owned();
+        let (page, receipt) = pages(&gw, &id).await;
+        assert!(!page.contains("Samverkan avslutades"), "{page}");
+        assert!(!receipt.contains("Samverkan avslutades"), "{receipt}");
+        let closure: Value =
+            serde_json::from_str(samgate::schema::builtin_example("closure").unwrap()).unwrap();
+        let rsp = gw
+            .client("kommun-kalmar")
+            .post(
+                "/v1/exchanges",
+                &serde_json::json!({"to": "fk", "type": "closure",
+                    "purpose": "samordnad-rehabilitering", "subject": PNR,
+                    "delivery": "sync", "payload": closure}),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["state"], "closed");
+        let closed = &s["closure"]["closed_at"].as_str().unwrap()[..10];
+        let until = &s["closure"]["follow_up_until"].as_str().unwrap()[..10];
+        let (page, receipt) = pages(&gw, &id).await;
+        for text in [&page, &receipt] {
+            assert!(text.contains("Avslutat, gäller för uppföljning"), "{text}");
+            assert!(!text.contains(">closed<"), "{text}");
+            assert!(
+                text.contains(&format!("Samverkan avslutades {closed}")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("bara för uppföljning, till och med {until}")),
+                "{text}"
+            );
+        }
+    }
+);

@@ -1006,3 +1006,65 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    a_protected_persons_older_unmarked_consent_lists_no_contact_either,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        let older = record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
+        let id = older["id"].as_str().unwrap().to_owned();
+        assert!(receipt(&gw, &id).await.to_string().contains("contact"));
+        // Intake learns of the marking and records a new consent with it.
+        let mut args = consent_args(&gw, BERIT, PARTIES, &["case", "contact"]);
+        args.protected_identity = true;
+        record(&gw, &args).await;
+        // The older consent's receipt and summary now carry the person's
+        // marking and hold nothing of the contact category.
+        let r = receipt(&gw, &id).await;
+        assert_eq!(r["protected_identity"], true, "{r}");
+        assert!(!r.to_string().contains("contact"), "{r}");
+        assert!(r["data_categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"pii_type": "identity", "special_category": false})));
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["protected_identity"], true, "{s}");
+        let categories = s["categories"].as_array().unwrap();
+        assert!(!categories.contains(&json!("contact")), "{s}");
+        assert_eq!(categories.len(), ALL.len() - 1, "{s}");
+        // A later consent that forgot the flag is recorded as the person's.
+        let later = record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
+        assert_eq!(later["protected_identity"], true, "{later}");
+        assert!(!later["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        // Revoking it answers with the same summary.
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        assert_eq!(rsp.json()["protected_identity"], true);
+        assert!(!rsp.json()["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        // Another participant's consents are untouched.
+        let alva = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        assert_eq!(alva["protected_identity"], false);
+        assert!(alva["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        let r = receipt(&gw, alva["id"].as_str().unwrap()).await;
+        assert_eq!(r["protected_identity"], false);
+        assert!(r.to_string().contains("\"contact\""));
+    }
+);
