@@ -8,6 +8,7 @@ use base64::Engine;
 use serde_json::json;
 
 use crate::both_backends;
+use crate::exchange::ALVA;
 use crate::harness::{Client, Db, TestGateway};
 
 both_backends!(
@@ -218,6 +219,50 @@ async fn user_token_attacks_get_401_invalid_token() {
         let rsp = auditor_with(&gw, &token).await;
         assert_eq!(rsp.status, 401, "{what}: {}", rsp.text);
         assert_eq!(rsp.problem(), "invalid_token", "{what}");
+    }
+}
+
+/// Staff e-ID subjects are often a personnummer; a user token naming one is
+/// refused, so that it never lands in clear in the audit log (DESIGN §10).
+#[tokio::test]
+async fn a_user_token_whose_sub_is_a_personnummer_gets_401_invalid_token() {
+    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let with_sub = |sub: &str| {
+        let mut c = user_claims();
+        c["sub"] = json!(sub);
+        sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)
+    };
+    // Every spelling of DESIGN §3, and a samordningsnummer.
+    let mut refused = crate::harness::pnr_forms(ALVA);
+    refused.extend(["020314+9828".to_owned(), "20020314+9828".to_owned()]);
+    refused.push("197010632391".to_owned());
+    let mut auditor = gw.client("sfk-kalmar-audit");
+    for sub in &refused {
+        // An audit query: it would log its user in the audit record.
+        auditor.bearer = Some(with_sub(sub));
+        let rsp = auditor.get("/v1/audit/tree-head").await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (401, "invalid_token"),
+            "{}",
+            rsp.text
+        );
+        assert!(!rsp.text.contains(&sub[sub.len() - 4..]), "{}", rsp.text);
+    }
+    // Digits that fail the check digit are no personnummer: a user id.
+    for sub in ["200203149829", "0203149829", "hsa.12345"] {
+        assert_eq!(auditor_with(&gw, &with_sub(sub)).await.status, 200, "{sub}");
+    }
+    crate::harness::assert_logs_clean(&[ALVA, "197010632391"]);
+    let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records")
+        .fetch_all(gw.state().store.pool())
+        .await
+        .unwrap();
+    for l in leaves {
+        let text = String::from_utf8_lossy(&l).to_string();
+        for form in crate::harness::pnr_forms(ALVA) {
+            assert!(!text.contains(&form), "a personnummer in the audit log");
+        }
     }
 }
 
