@@ -13,9 +13,7 @@ use crate::harness::{Rsp, TestGateway};
 both_backends!(
     proofs_from_the_api_verify_against_the_signed_head,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         seed(&gw, 9).await;
         let c = gw.auditor();
         let head1 = c.get("/v1/audit/tree-head").await.json();
@@ -103,9 +101,7 @@ both_backends!(
 both_backends!(
     disclosures_list_the_exchanges_about_a_person_newest_first,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let a = pseudonym(&gw, PNR_A);
         record_consent(&gw, PNR_A).await;
         seed(&gw, 9).await;
@@ -150,10 +146,7 @@ both_backends!(
         let rsp = intake
             .post("/v1/disclosures", &json!({"personnummer": "20020314-9829"}))
             .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (422, "invalid_personnummer")
-        );
+        assert_eq!(rsp.problem_code(), (422, "invalid_personnummer"));
         assert!(!rsp.text.contains("20020314-9829"));
         let rsp = gw
             .client("fk")

@@ -18,7 +18,7 @@ const N: u64 = 20;
 
 /// A stopped gateway whose SQLite log has `N` records under a final signed head.
 async fn stopped_log() -> TestGateway {
-    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let mut gw = TestGateway::spawn(Db::Sqlite).await;
     seed(&gw, N as usize).await;
     gw.stop().await; // signs the final head
     gw
@@ -191,9 +191,7 @@ async fn a_forged_head_signature_is_detected() {
 }
 
 both_backends!(a_full_export_verifies_offline, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else {
-        return;
-    };
+    let gw = TestGateway::spawn(db).await;
     seed(&gw, 25).await;
     let rsp = gw.auditor().get("/v1/audit/export").await;
     assert_eq!(rsp.status, 200);
@@ -252,9 +250,7 @@ both_backends!(a_full_export_verifies_offline, |db| async move {
 });
 
 both_backends!(concurrent_appends_make_one_gap_free_tree, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else {
-        return;
-    };
+    let gw = TestGateway::spawn(db).await;
     let subject = Some(pseudonym(&gw, PNR_A));
     let mut tasks = Vec::new();
     for t in 0..16 {

@@ -10,16 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::exchange::{now, ALVA};
-use crate::harness::{fresh_db_url, Client, Recipient, Reply};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{
+    consent_args_in, free_port, fresh_db_url, now, Client, Recipient, Reply, ALVA,
+};
 
 fn serve(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_samgate"))
@@ -49,14 +42,9 @@ both_backends!(
     |db| async move {
         let dir = tempfile::tempdir().unwrap();
         samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
-        let Some(url) = fresh_db_url(db, dir.path()).await else {
-            return;
-        };
+        let url = fresh_db_url(db, dir.path()).await;
         let fk = Recipient::start(dir.path(), "fk", "127.0.0.1:0".parse().unwrap()).await;
-        fk.set_default_reply(Reply {
-            delay: Duration::from_millis(20),
-            ..Reply::default()
-        });
+        fk.set_default_reply(Reply::delayed(Duration::from_millis(20)));
         let port = free_port();
         let path = dir.path().join("samgate.toml");
         let text = std::fs::read_to_string(&path)
@@ -80,24 +68,8 @@ both_backends!(
         std::fs::write(&path, text).unwrap();
 
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let af = Client::new(
-            addr,
-            &dir.path().join("pki/ca.pem"),
-            Some((
-                &dir.path().join("pki/af.pem"),
-                &dir.path().join("pki/af.key"),
-            )),
-            None,
-        );
-        let intake = Client::new(
-            addr,
-            &dir.path().join("pki/ca.pem"),
-            Some((
-                &dir.path().join("pki/sfk-kalmar.pem"),
-                &dir.path().join("pki/sfk-kalmar.key"),
-            )),
-            None,
-        );
+        let af = Client::of(addr, dir.path(), "af");
+        let intake = Client::of(addr, dir.path(), "sfk-kalmar");
         let mut child = serve(&path);
         wait_healthy(&af).await;
         let mut args = consent_args_for(dir.path());
@@ -159,9 +131,7 @@ both_backends!(
         for _ in 0..800 {
             seen.clear();
             for r in fk.received() {
-                *seen
-                    .entry(r.json()["exchange_id"].as_str().unwrap().to_owned())
-                    .or_default() += 1;
+                *seen.entry(r.exchange_id()).or_default() += 1;
             }
             if acknowledged.iter().all(|id| seen.contains_key(id)) {
                 break;
@@ -231,21 +201,12 @@ both_backends!(
     }
 );
 
+/// Alva's consent for af and fk: attendance and case, 30 days.
 fn consent_args_for(dir: &std::path::Path) -> samgate::cli::ConsentSignArgs {
-    samgate::cli::ConsentSignArgs {
-        key: dir.join("keys/issuer-sfk-kalmar-intake.pem"),
-        issuer: "sfk-kalmar-intake".into(),
-        key_id: "2026-1".into(),
-        subject: ALVA.into(),
-        parties: vec!["af".into(), "fk".into()],
-        purposes: vec!["samordnad-rehabilitering".into()],
-        categories: vec!["attendance".into(), "case".into()],
-        days: 30,
-        method: "written".into(),
-        recorded_by: "handlaggare.eva".into(),
-        given_by: None,
-        protected_identity: false,
-    }
+    let mut args = consent_args_in(dir, ALVA, &["af", "fk"], &["attendance", "case"]);
+    args.purposes = vec!["samordnad-rehabilitering".into()];
+    args.days = 30;
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,15 +227,7 @@ async fn sigterm_drains_and_signs_a_final_tree_head() {
         );
     std::fs::write(&path, text).unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let intake = Client::new(
-        addr,
-        &dir.path().join("pki/ca.pem"),
-        Some((
-            &dir.path().join("pki/sfk-kalmar.pem"),
-            &dir.path().join("pki/sfk-kalmar.key"),
-        )),
-        None,
-    );
+    let intake = Client::of(addr, dir.path(), "sfk-kalmar");
     let mut child = serve(&path);
     wait_healthy(&intake).await;
     let token = samgate::consent::cli::sign_consent(&consent_args_for(dir.path()), now()).unwrap();

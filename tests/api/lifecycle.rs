@@ -8,39 +8,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::exchange::{consent_args, now, ALVA};
-use crate::harness::TestGateway;
+use crate::harness::{
+    consent_args, envelope, example, fast_retries, now, record_signed, TestGateway,
+    ALL_CATEGORIES as ALL, ALL_PARTIES as PARTIES, ALVA, BERIT,
+};
 use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
 use samgate::policy::SubjectMode;
 
-const BERIT: &str = "198209239865";
-const PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
-const ALL: &[&str] = &[
-    "case",
-    "identity",
-    "contact",
-    "benefit",
-    "employment",
-    "education",
-    "attendance",
-    "health",
-    "social-services",
-    "outcome",
-    "free-text",
-];
-
-fn example(t: &str) -> Value {
-    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
-}
-
 async fn record(gw: &TestGateway, args: &samgate::cli::ConsentSignArgs) -> Value {
-    let token = samgate::consent::cli::sign_consent(args, now()).unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token}))
-        .await;
-    assert_eq!(rsp.status, 201, "{}", rsp.text);
-    rsp.json()
+    record_signed(gw, args, now()).await
 }
 
 async fn receipt(gw: &TestGateway, id: &str) -> Value {
@@ -61,15 +37,15 @@ fn events(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn send(to: &str, ty: &str, purpose: &str, subject: &str, payload: Value) -> Value {
-    json!({"to": to, "type": ty, "purpose": purpose, "subject": subject,
-           "delivery": "sync", "payload": payload})
+/// A sync exchange for samordnad-rehabilitering.
+fn send(to: &str, ty: &str, subject: &str, payload: Value) -> Value {
+    let mut m = envelope(to, ty, subject, payload);
+    m["delivery"] = json!("sync");
+    m
 }
 
 both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else {
-        return;
-    };
+    let gw = TestGateway::spawn(db).await;
     let mut args = consent_args(&gw, ALVA, PARTIES, &["case", "attendance"]);
     args.given_by = Some("guardian:Karin Exempeldotter".into());
     let summary = record(&gw, &args).await;
@@ -97,7 +73,7 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
     let stored: Option<String> =
         sqlx::query_scalar("SELECT given_by_name FROM consents WHERE id = $1")
             .bind(id.to_owned())
-            .fetch_one(gw.state().store.pool())
+            .fetch_one(gw.pool())
             .await
             .unwrap();
     assert!(!stored.unwrap().contains("Karin"));
@@ -111,14 +87,8 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
         "purposes": ["samordnad-rehabilitering"], "categories": ["case"], "method": "written",
         "recorded_by": "handlaggare.eva", "given_by": {"role": "uncle", "name": "Nisse"}});
     let bad = key.sign("2026-1", &claims).unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": bad}))
-        .await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (422, "invalid_consent_claims")
-    );
+    let rsp = gw.submit_consent(&bad).await;
+    assert_eq!(rsp.problem_code(), (422, "invalid_consent_claims"));
     assert!(samgate::consent::cli::parse_given_by("uncle:Nisse").is_err());
 });
 
@@ -126,7 +96,7 @@ both_backends!(
     a_protected_participants_referral_carries_no_contact_field_to_any_recipient,
     |db| async move {
         // A route listing "*" to every other agency, pseudonymised.
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             c.routes.push(RouteConfig {
                 from: vec![PartyId::new("fk")],
                 to: ["af", "kommun-kalmar", "region-kalmar"]
@@ -140,10 +110,7 @@ both_backends!(
                 consent: ConsentRequirement::Required,
             });
         })
-        .await
-        else {
-            return;
-        };
+        .await;
         let mut args = consent_args(&gw, BERIT, PARTIES, ALL);
         args.protected_identity = true;
         let summary = record(&gw, &args).await;
@@ -156,16 +123,7 @@ both_backends!(
         for to in ["sfk-kalmar", "af", "kommun-kalmar", "region-kalmar"] {
             let rsp = gw
                 .client("fk")
-                .post(
-                    "/v1/exchanges",
-                    &send(
-                        to,
-                        "referral",
-                        "samordnad-rehabilitering",
-                        BERIT,
-                        payload.clone(),
-                    ),
-                )
+                .post_exchange(&send(to, "referral", BERIT, payload.clone()))
                 .await;
             assert_eq!(rsp.status, 200, "{to}: {}", rsp.text);
             let withheld = rsp.json()["withheld"].clone();
@@ -187,7 +145,7 @@ both_backends!(
         let reasons: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT msg_type FROM audit_records WHERE action = 'exchange-forwarded'",
         )
-        .fetch_all(gw.state().store.pool())
+        .fetch_all(gw.pool())
         .await
         .unwrap();
         assert_eq!(reasons.len(), 4);
@@ -215,10 +173,7 @@ both_backends!(
         payload["subject"] = json!(ALVA);
         let rsp = gw
             .client("fk")
-            .post(
-                "/v1/exchanges",
-                &send("af", "referral", "samordnad-rehabilitering", ALVA, payload),
-            )
+            .post_exchange(&send("af", "referral", ALVA, payload))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let got = gw.recipient("af").received().last().unwrap().json();
@@ -231,9 +186,7 @@ both_backends!(
     after_a_closure_only_follow_up_passes_until_follow_up_months,
     |db| async move {
         let clock = samgate::clock::OffsetClock::new();
-        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
-            return;
-        };
+        let gw = TestGateway::spawn_clocked(db, clock.clone()).await;
         let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
         args.days = 700;
         let summary = record(&gw, &args).await;
@@ -243,47 +196,26 @@ both_backends!(
             send(
                 "fk",
                 "attendance-report",
-                "samordnad-rehabilitering",
                 ALVA,
                 example("attendance-report"),
             )
         };
-        assert_eq!(
-            kommun.post("/v1/exchanges", &attendance()).await.status,
-            200
-        );
+        assert_eq!(kommun.post_exchange(&attendance()).await.status, 200);
         let rsp = kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "fk",
-                    "closure",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("closure"),
-                ),
-            )
+            .post_exchange(&send("fk", "closure", ALVA, example("closure")))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let closure_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let closure_id = rsp.exchange_id();
         // The other receiving parties can still be told of the closure.
         let rsp = kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "af",
-                    "closure",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("closure"),
-                ),
-            )
+            .post_exchange(&send("af", "closure", ALVA, example("closure")))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let rsp = kommun.post("/v1/exchanges", &attendance()).await;
-        assert_eq!((rsp.status, rsp.problem().as_str()), (403, "consent_scope"));
-        let follow_up = send("fk", "follow-up", "uppfoljning", ALVA, example("follow-up"));
-        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
+        let rsp = kommun.post_exchange(&attendance()).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_scope"));
+        let mut follow_up = send("fk", "follow-up", ALVA, example("follow-up"));
+        follow_up["purpose"] = json!("uppfoljning");
+        let rsp = kommun.post_exchange(&follow_up).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
 
         let s = gw
@@ -314,11 +246,8 @@ both_backends!(
 
         // Past follow_up_months: expired, and follow-up is refused too.
         clock.advance_secs(367 * 86_400);
-        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "consent_expired")
-        );
+        let rsp = kommun.post_exchange(&follow_up).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_expired"));
         let s = gw
             .client("sfk-kalmar")
             .get(&format!("/v1/consents/{id}"))
@@ -358,14 +287,7 @@ fn notices(gw: &TestGateway, party: &str) -> Vec<Value> {
 both_backends!(
     a_revocation_notifies_each_recipient_once_with_exactly_its_exchanges,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
-        .await
-        else {
-            return;
-        };
+        let gw = TestGateway::spawn_with(db, fast_retries).await;
         let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
         let id = summary["id"].as_str().unwrap().to_owned();
         // Another consent of another participant: none of its exchanges count.
@@ -373,57 +295,38 @@ both_backends!(
         let kommun = gw.client("kommun-kalmar");
         let ids = |rsp: crate::harness::Rsp| {
             assert_eq!(rsp.status, 200, "{}", rsp.text);
-            rsp.json()["exchange_id"].as_str().unwrap().to_owned()
+            rsp.exchange_id()
         };
-        let att = |who: &str| {
-            send(
-                "fk",
-                "attendance-report",
-                "samordnad-rehabilitering",
-                who,
-                example("attendance-report"),
-            )
-        };
+        let att = |who: &str| send("fk", "attendance-report", who, example("attendance-report"));
         // Three deliveries to two recipients: fk twice (revealed), the
         // region once (pseudonymised).
-        let fk1 = ids(kommun.post("/v1/exchanges", &att(ALVA)).await);
-        let fk2 = ids(gw.client("af").post("/v1/exchanges", &att(ALVA)).await);
+        let fk1 = ids(kommun.post_exchange(&att(ALVA)).await);
+        let fk2 = ids(gw.client("af").post_exchange(&att(ALVA)).await);
         let region = ids(kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "region-kalmar",
-                    "rehabilitation-plan",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("rehabilitation-plan"),
-                ),
-            )
+            .post_exchange(&send(
+                "region-kalmar",
+                "rehabilitation-plan",
+                ALVA,
+                example("rehabilitation-plan"),
+            ))
             .await);
-        ids(kommun.post("/v1/exchanges", &att(BERIT)).await);
+        ids(kommun.post_exchange(&att(BERIT)).await);
         // A refused one was never received.
         let rsp = gw
             .client("af")
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "region-kalmar",
-                    "medical-certificate",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("medical-certificate"),
-                ),
-            )
+            .post_exchange(&send(
+                "region-kalmar",
+                "medical-certificate",
+                ALVA,
+                example("medical-certificate"),
+            ))
             .await;
         assert_eq!(rsp.status, 403);
         let region_got = gw.recipient("region-kalmar").received()[0].json();
 
         // The region is down when the participant withdraws.
         gw.recipient("region-kalmar").set_down(true);
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
         assert_eq!(events(&rsp.json()), ["recorded", "revoked"]);
@@ -481,14 +384,12 @@ both_backends!(
             "SELECT COUNT(*) FROM audit_records WHERE action = 'revocation-notified' AND consent_id = $1",
         )
         .bind(id.clone())
-        .fetch_one(gw.state().store.pool())
+        .fetch_one(gw.pool())
         .await
         .unwrap();
         assert_eq!(notified, 2);
         // Revoking again sends nothing more.
-        gw.client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        gw.revoke(&id, &json!({})).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(notices(&gw, "fk").len(), 1);
 
@@ -504,9 +405,7 @@ both_backends!(
 both_backends!(
     the_receipt_of_an_active_consent_field_by_field,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let summary = record(
             &gw,
             &consent_args(&gw, ALVA, &["fk", "af"], &["case", "health"]),
@@ -570,14 +469,11 @@ both_backends!(
             .client("fk")
             .get(&format!("/v1/consents/{id}/receipt"))
             .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "forbidden_role")
-        );
+        assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
         let rsp = gw
             .client("sfk-kalmar")
             .get(&format!("/v1/consents/{}/receipt", uuid::Uuid::new_v4()))
             .await;
-        assert_eq!((rsp.status, rsp.problem().as_str()), (404, "not_found"));
+        assert_eq!(rsp.problem_code(), (404, "not_found"));
     }
 );

@@ -90,14 +90,14 @@ async fn gateway_with_witnesses(
     test: &str,
     n: usize,
     quorum: usize,
-) -> Option<(TestGateway, Vec<TestWitness>)> {
+) -> (TestGateway, Vec<TestWitness>) {
     let _ = crate::harness::captured_logs();
     let dir = tempfile::tempdir().unwrap();
     samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
     let mut config = Config::load(&dir.path().join("samgate.toml")).unwrap();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.rate_limit_per_party = 0;
-    config.storage.url = fresh_db_url(db, dir.path()).await?;
+    config.storage.url = fresh_db_url(db, dir.path()).await;
     let mut witnesses = Vec::new();
     for i in 0..n {
         witnesses.push(start_witness(dir.path(), &wname(test, i), &origin(&config)).await);
@@ -114,7 +114,7 @@ async fn gateway_with_witnesses(
     config.audit.witness_quorum = quorum;
     config.audit.witness_wait = Duration::from_secs(20);
     let gw = start_gateway(config.clone()).await;
-    Some((
+    (
         TestGateway {
             dir,
             config,
@@ -122,7 +122,7 @@ async fn gateway_with_witnesses(
             recipients: HashMap::new(),
         },
         witnesses,
-    ))
+    )
 }
 
 async fn start_gateway(config: Config) -> Gateway {
@@ -168,9 +168,7 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
-    let Some((gw, mut ws)) = gateway_with_witnesses(db, "q2", 3, 2).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(db, "q2", 3, 2).await;
     seed(&gw, 5).await;
     let auditor = gw.auditor();
     let head = auditor.get("/v1/audit/tree-head").await;
@@ -267,9 +265,7 @@ fn witness_client(gw: &TestGateway, w: &TestWitness, party_cert: &str) -> Client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_protocol_answers_per_spec() {
-    let Some((gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "proto", 1, 1).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "proto", 1, 1).await;
     seed(&gw, 3).await;
     let head = gw.auditor().get("/v1/audit/tree-head").await.json();
     let size = head["tree_size"].as_u64().unwrap();
@@ -325,9 +321,7 @@ async fn the_witness_protocol_answers_per_spec() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
-    let Some((mut gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "fork", 1, 1).await else {
-        return;
-    };
+    let (mut gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "fork", 1, 1).await;
     let w_name = ws[0].name.clone();
     let org = origin(&gw.config);
     // Log A reaches size 4 and the witness cosigns it.
@@ -467,9 +461,7 @@ fn run_verify(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_checkpoint() {
-    let Some((gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "kept", 3, 2).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "kept", 3, 2).await;
     seed(&gw, 6).await;
     let auditor = gw.auditor();
     // An older genuine head, as a log operator could show it later.
@@ -593,9 +585,7 @@ async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
-    let Some((mut gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "dbroll", 1, 1).await else {
-        return;
-    };
+    let (mut gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "dbroll", 1, 1).await;
     seed(&gw, 5).await;
     gw.state().audit.sign_head().await.unwrap();
     let old = samgate::audit::query::latest_head(&gw.state().store)
@@ -679,9 +669,7 @@ async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
 both_backends!(
     a_disclosure_with_proofs_verifies_offline_and_not_after_one_byte_changes,
     |db| async move {
-        let Some((gw, mut ws)) = gateway_with_witnesses(db, "disc", 3, 2).await else {
-            return;
-        };
+        let (gw, mut ws) = gateway_with_witnesses(db, "disc", 3, 2).await;
         seed(&gw, 9).await;
         let intake = gw.client("sfk-kalmar");
         let r = intake
@@ -795,7 +783,7 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agency() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     // `samgate init` wrote a witness per agency, wired into samgate.toml with quorum 3.
     let written = Config::load(&gw.path("samgate.toml")).unwrap();
     let names: Vec<&str> = written.witnesses.iter().map(|w| w.name.as_str()).collect();
