@@ -376,9 +376,6 @@ async fn the_auditor_api_needs_the_auditor_role_and_a_user_token() {
         .post("/v1/audit/subject-search", &json!({"personnummer": PNR_A}))
         .await;
     assert_eq!(rsp.problem(), "forbidden_role");
-    let rsp = gw
-        .auditor()
-        .post("/v1/disclosures", &json!({"personnummer": PNR_A}))
-        .await;
+    let rsp = gw.auditor().disclosures(PNR_A).await;
     assert_eq!(rsp.problem(), "forbidden_role");
 }

@@ -11,15 +11,7 @@ use crate::harness::{Client, Rsp, TestGateway};
 const PNR: &str = "19851224-1236";
 
 fn user(gw: &TestGateway, id: &str) -> Client {
-    Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path(&format!("pki/users/{id}.pem")),
-            &gw.path(&format!("pki/users/{id}.key")),
-        )),
-        None,
-    )
+    Client::of(gw.addr(), gw.dir.path(), &format!("users/{id}"))
 }
 
 async fn get(c: &Client, path: &str) -> Rsp {
@@ -51,6 +43,15 @@ async fn post_form(gw: &TestGateway, id: &str, path: &str, form: &[(&str, &str)]
         .await
         .unwrap();
     Rsp::read(r).await
+}
+
+/// A GET the browser marks as coming from another site, in `mode`.
+async fn cross_site_get(c: &Client, path: &str, mode: &str) -> Rsp {
+    c.get_with(
+        path,
+        &[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", mode)],
+    )
+    .await
 }
 
 /// The CSRF token of the first form on a page.
@@ -246,36 +247,18 @@ both_backends!(
         // An <img> pointing at an auditor page writes no audit-query record.
         let before = records(&gw, "audit-query").await.len();
         let erik = user(&gw, "erik.berg");
-        let img = erik
-            .http
-            .get(format!("{}/v1/audit/records", erik.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "no-cors")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(img.status().as_u16(), 403);
+        let img = cross_site_get(&erik, "/v1/audit/records", "no-cors").await;
+        assert_eq!(img.status, 403);
         // (records() itself adds one query record: the auditor's own read.)
         assert_eq!(records(&gw, "audit-query").await.len(), before + 1);
         // Following a link to the console's start page still works; the
         // same-origin requests of the console's own pages are untouched.
-        let link = anna
-            .http
-            .get(format!("{}/console/", anna.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "navigate")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(link.status().as_u16(), 200);
+        let link = cross_site_get(&anna, "/console/", "navigate").await;
+        assert_eq!(link.status, 200);
         let own = anna
-            .http
-            .get(format!("{}/console/intake", anna.base))
-            .header("sec-fetch-site", "same-origin")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(own.status().as_u16(), 200);
+            .get_with("/console/intake", &[("sec-fetch-site", "same-origin")])
+            .await;
+        assert_eq!(own.status, 200);
         // Agency systems send neither header.
         assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
     }
@@ -286,16 +269,7 @@ both_backends!(
     |db| async move {
         let gw = TestGateway::spawn(db).await;
         // sfk-kalmar-audit's own issuer names anna.lind (a user of sfk-kalmar).
-        let token = samgate::consent::token::sign_user_token(
-            &gw.path("keys/users-sfk-kalmar-audit.pem"),
-            "sfk-kalmar-audit-users",
-            "anna.lind",
-            "samgate",
-            10,
-        )
-        .unwrap();
-        let mut c = gw.client("sfk-kalmar-audit");
-        c.bearer = Some(token);
+        let c = gw.client_as_user("sfk-kalmar-audit", "anna.lind");
         let page = get(&c, "/console/").await;
         assert_eq!(page.status, 403, "{}", page.text);
         assert!(!page.text.contains("Anna Lind"), "{}", page.text);

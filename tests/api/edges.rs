@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{
-    assert_free_of, assert_logs_clean, backend_available, consent_args, envelope, example,
-    fast_retries, now, pnr_forms, record_consent, record_signed, Db, Reply, TestGateway,
+    assert_free_of, assert_logs_clean, backend_available, consent_args, consent_to_all, count,
+    envelope, example, fast_retries, now, pnr_forms, record_signed, Db, Reply, TestGateway,
     ALL_CATEGORIES, ALL_PARTIES, ALVA, NILS,
 };
 
@@ -140,6 +140,17 @@ fn scalars(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The configured routes of `msg_type` to `to`.
+fn routes_to<'a>(
+    c: &'a mut samgate::config::Config,
+    msg_type: &'a str,
+    to: &'a str,
+) -> impl Iterator<Item = &'a mut samgate::config::RouteConfig> {
+    c.routes
+        .iter_mut()
+        .filter(move |r| r.msg_type == msg_type && r.to.iter().any(|p| p.as_str() == to))
+}
+
 /// The values of a pseudonymised message that could identify the person or
 /// the consent: everything but the parties, type, purpose and payload.
 fn person_values(received: &Value) -> Vec<String> {
@@ -155,14 +166,12 @@ both_backends!(
     |db| async move {
         // FK gets the plan pseudonymised too, so two recipients hold one.
         let gw = TestGateway::spawn_with(db, |c| {
-            for r in c.routes.iter_mut() {
-                if r.msg_type == "rehabilitation-plan" && r.to.iter().any(|p| p.as_str() == "fk") {
-                    r.subject = SubjectMode::Pseudonymise;
-                }
+            for r in routes_to(c, "rehabilitation-plan", "fk") {
+                r.subject = SubjectMode::Pseudonymise;
             }
         })
         .await;
-        let consent = record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let consent = consent_to_all(&gw, ALVA).await;
         let kommun = gw.client("kommun-kalmar");
         // The closure last: once delivered it limits the consent to
         // follow-up (DESIGN §13).
@@ -205,7 +214,7 @@ both_backends!(
 
 both_backends!(a_revocation_stops_a_queued_message, |db| async move {
     let gw = TestGateway::spawn_with(db, fast_retries).await;
-    let consent = record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let consent = consent_to_all(&gw, ALVA).await;
     let (id, st) = queue_refused(&gw).await;
     assert_eq!(st["status"], "queued", "{st}");
     let rev = gw.revoke(&consent, &json!({})).await;
@@ -220,10 +229,7 @@ both_backends!(a_revocation_stops_a_queued_message, |db| async move {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].reason.as_deref(), Some("consent_revoked"));
     assert_eq!(failed[0].decision, "failed");
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-        .fetch_one(gw.pool())
-        .await
-        .unwrap();
+    let left = count(gw.pool(), "SELECT COUNT(*) FROM outbox").await;
     assert_eq!(left, 0);
 });
 
@@ -232,7 +238,7 @@ both_backends!(
     |db| async move {
         let clock = samgate::clock::OffsetClock::new();
         let gw = TestGateway::spawn_clocked_with(db, clock.clone(), fast_retries).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        consent_to_all(&gw, ALVA).await;
         let (id, _) = queue_refused(&gw).await;
         clock.advance_secs(25 * 3600);
         let st = ended_then_recipient_back(&gw, &id).await;
@@ -273,8 +279,7 @@ both_backends!(
 );
 
 both_backends!(an_unknown_reply_type_leaves_no_trace, |db| async move {
-    let mut gw = TestGateway::spawn(db).await;
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(db, ALVA).await;
     let long = "Q".repeat(300);
     let with_number = format!("svar om {}", &pnr_forms(NILS)[1]);
     let mut ids = Vec::new();
@@ -308,10 +313,7 @@ both_backends!(an_unknown_reply_type_leaves_no_trace, |db| async move {
     // Neither the auditor's view nor the extract shows the text.
     let records = gw.auditor().get("/v1/audit/records?limit=1000").await;
     assert!(!records.text.contains(&long));
-    let extract = gw
-        .client("sfk-kalmar")
-        .post("/v1/disclosures", &json!({"personnummer": ALVA}))
-        .await;
+    let extract = gw.client("sfk-kalmar").disclosures(ALVA).await;
     assert!(!extract.text.contains(&long));
     assert_logs_clean(&[NILS]);
     assert!(
@@ -328,14 +330,12 @@ both_backends!(
         // The referral may also go to the group for follow-up; the group's
         // reply route lists only samordnad-rehabilitering.
         let gw = TestGateway::spawn_with(db, |c| {
-            for r in c.routes.iter_mut() {
-                if r.msg_type == "referral" && r.to.iter().any(|p| p.as_str() == "sfk-kalmar") {
-                    r.purposes.push("uppfoljning".into());
-                }
+            for r in routes_to(c, "referral", "sfk-kalmar") {
+                r.purposes.push("uppfoljning".into());
             }
         })
         .await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        consent_to_all(&gw, ALVA).await;
         let reply = json!({"type": "referral", "payload": {"referral_id": "R-2026-17", "decision": "accepted"}});
         for (purpose, passes) in [("samordnad-rehabilitering", true), ("uppfoljning", false)] {
             gw.recipient("sfk-kalmar")
@@ -364,8 +364,7 @@ both_backends!(
 both_backends!(
     a_number_in_a_free_field_never_reaches_a_pseudonymise_recipient,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let mut plan = example("rehabilitation-plan");
         plan["goal"] = json!("Mål för 20020314-9828");
         plan["sub_goals"][1]["description"] = json!("Besök med 0203149828");
@@ -422,8 +421,7 @@ both_backends!(
 );
 
 both_backends!(client_chosen_strings_never_rest_in_clear, |db| async move {
-    let mut gw = TestGateway::spawn(db).await;
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(db, ALVA).await;
     let af = gw.client("af");
     let msg = message("fk", "attendance-report", example("attendance-report"));
     // Request ids: kept when sane, replaced when they could hold a number.
@@ -493,7 +491,7 @@ both_backends!(
             c.delivery.backoff_max = Duration::from_millis(50);
         })
         .await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        consent_to_all(&gw, ALVA).await;
         let fk = gw.recipient("fk");
         fk.set_default_reply(Reply::status(503));
         let rsp = gw.client("af").post_exchange(&async_attendance()).await;
@@ -526,8 +524,7 @@ both_backends!(
 both_backends!(
     served_records_are_exactly_their_leaf_plus_leaf,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let c = gw.auditor();
         let page = c.get("/v1/audit/records").await.json();
         let export = c.get("/v1/audit/export").await.text;
@@ -643,8 +640,7 @@ fn planted_numbers_never_reach_the_recipient(db: Db) {
         return;
     }
     let gw = rt.block_on(async {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         gw
     });
     let plant = (

@@ -6,16 +6,15 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{
-    assert_free_of, assert_logs_clean, attendance, consent_args, envelope, example, fast_retries,
-    now, record_consent, record_signed, Db, Reply, TestGateway, ALL_CATEGORIES, ALL_PARTIES, ALVA,
-    NILS,
+    assert_free_of, assert_logs_clean, attendance, consent_args, consent_to_all, count, envelope,
+    example, fast_retries, now, record_consent, record_signed, Db, Reply, TestGateway,
+    ALL_CATEGORIES, ALL_PARTIES, ALVA, NILS,
 };
 
 both_backends!(
     attendance_report_is_delivered_with_exactly_the_allowed_fields,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let mut msg = attendance("20020314-9828");
         msg["payload"]["scheduled_hours"] = json!(36);
         let rsp = gw.client("af").post_exchange(&msg).await;
@@ -82,8 +81,7 @@ both_backends!(
             &pk, &sig, &tampered
         ));
 
-        let forwarded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action IN ('exchange-forwarded','exchange-delivered')")
-        .fetch_one(gw.pool()).await.unwrap();
+        let forwarded = count(gw.pool(), "SELECT COUNT(*) FROM audit_records WHERE action IN ('exchange-forwarded','exchange-delivered')").await;
         assert_eq!(forwarded, 2);
         assert_logs_clean(&[ALVA]);
     }
@@ -92,8 +90,7 @@ both_backends!(
 both_backends!(
     pseudonymised_route_gives_each_recipient_its_own_pseudonym,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let msg = envelope(
             "region-kalmar",
             "rehabilitation-plan",
@@ -125,7 +122,7 @@ both_backends!(
 
 both_backends!(exchange_is_denied_after_revocation, |db| async move {
     let gw = TestGateway::spawn(db).await;
-    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    let id = consent_to_all(&gw, NILS).await;
     let rsp = gw.client("af").post_exchange(&attendance(NILS)).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
     let rev = gw.revoke(&id, &json!({"reason": "wants out"})).await;
@@ -245,7 +242,7 @@ both_backends!(
     async_exchange_is_delivered_exactly_once_after_recipient_failures,
     |db| async move {
         let gw = TestGateway::spawn_with(db, fast_retries).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        consent_to_all(&gw, ALVA).await;
         let fk = gw.recipient("fk");
         fk.push_reply(Reply::status(503));
         fk.push_reply(Reply::status(500));
@@ -272,8 +269,7 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_exchange_survives_a_restart_before_delivery() {
-    let mut gw = TestGateway::spawn(Db::Sqlite).await;
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(Db::Sqlite, ALVA).await;
     // The recipient refuses until the gateway has been restarted.
     gw.recipient("fk").set_default_reply(Reply::status(503));
     let mut msg = attendance(ALVA);
@@ -303,8 +299,7 @@ async fn async_exchange_survives_a_restart_before_delivery() {
 both_backends!(
     idempotency_key_returns_the_first_result_and_sends_once,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let af = gw.client("af");
         let msg = attendance(ALVA);
         let a = af
@@ -343,8 +338,7 @@ both_backends!(
 both_backends!(
     a_reply_goes_back_through_the_reverse_route,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         gw.recipient("sfk-kalmar").push_reply(Reply::json(json!({"type": "referral", "payload": {"referral_id": "R-2026-17", "decision": "accepted", "suggested_measure": "group-activity", "health_summary": "not for the sender"}})));
         let msg = envelope("sfk-kalmar", "referral", ALVA, example("referral"));
         let rsp = gw.client("fk").post_exchange(&msg).await;
@@ -370,8 +364,7 @@ both_backends!(
 both_backends!(
     a_failing_recipient_gives_502_and_a_failed_exchange,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         gw.recipient("fk").push_reply(Reply::status(500));
         let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
         assert_eq!(rsp.problem_code(), (502, "recipient_failed"));
@@ -383,9 +376,8 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
-    let mut gw = TestGateway::spawn(Db::Sqlite).await;
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(Db::Sqlite, ALVA).await;
+    let id = consent_to_all(&gw, NILS).await;
     // Caller-chosen strings and a reply that hold numbers (DESIGN §10).
     gw.recipient("fk").push_reply(Reply::json(
         json!({"type": format!("t {NILS}"), "payload": {"n": ALVA}}),
@@ -427,11 +419,7 @@ both_backends!(an_expired_consent_gives_consent_expired, |db| async move {
     clock.advance_secs(31 * 86_400);
     let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
     assert_eq!(rsp.problem_code(), (403, "consent_expired"));
-    let summary = gw
-        .client("sfk-kalmar")
-        .get(&format!("/v1/consents/{id}"))
-        .await
-        .json();
+    let summary = gw.consent(&id).await;
     assert_eq!(summary["state"], "expired");
     assert_eq!(gw.recipient("fk").received().len(), 1);
 });
@@ -457,9 +445,8 @@ both_backends!(
 both_backends!(
     a_disclosure_extract_lists_only_that_participants_exchanges,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
+        consent_to_all(&gw, NILS).await;
         let af = gw.client("af");
         assert_eq!(af.post_exchange(&attendance(ALVA)).await.status, 200);
         assert_eq!(af.post_exchange(&attendance(NILS)).await.status, 200);
@@ -467,10 +454,7 @@ both_backends!(
         denied["to"] = json!("region-kalmar");
         assert_eq!(af.post_exchange(&denied).await.status, 403);
 
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post("/v1/disclosures", &json!({"personnummer": "20020314-9828"}))
-            .await;
+        let rsp = gw.client("sfk-kalmar").disclosures("20020314-9828").await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         assert_free_of(&rsp.text, &[ALVA, NILS], "the extract");
         let body = rsp.json();
@@ -513,10 +497,7 @@ both_backends!(
             .map(|d| d["exchange_id"].as_str().unwrap().to_owned())
             .collect();
         assert!(!alva_ids.contains(&nils_ids[0]));
-        let rsp = gw
-            .client("af")
-            .post("/v1/disclosures", &json!({"personnummer": ALVA}))
-            .await;
+        let rsp = gw.client("af").disclosures(ALVA).await;
         assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
     }
 );
@@ -524,8 +505,7 @@ both_backends!(
 both_backends!(
     a_payload_naming_another_person_than_the_subject_is_refused,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let mut payload = example("referral");
         payload["subject"] = json!(NILS);
         let msg = envelope("sfk-kalmar", "referral", ALVA, payload);
@@ -565,8 +545,8 @@ both_backends!(
             ));
         })
         .await;
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        consent_to_all(&gw, ALVA).await;
+        consent_to_all(&gw, NILS).await;
         let referral = |who: &str| {
             json!({"to": "region-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
         "subject": who, "payload": {"referral_id": "R-1", "subject": who}})
@@ -603,11 +583,11 @@ both_backends!(
         ));
         let rsp = gw.client("fk").post_exchange(&referral(ALVA)).await;
         assert_eq!(rsp.json()["reply"]["payload"]["subject"], json!(ALVA));
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action = 'reidentified'")
-                .fetch_one(gw.pool())
-                .await
-                .unwrap();
+        let n = count(
+            gw.pool(),
+            "SELECT COUNT(*) FROM audit_records WHERE action = 'reidentified'",
+        )
+        .await;
         assert_eq!(n, 1);
     }
 );

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::harness::{b64_json as b64, sign_jws, sign_jws_der, Client, Db, TestGateway, ALVA};
+use crate::harness::{
+    b64_json as b64, sign_jws, sign_jws_der, Client, Db, Identity, TestGateway, ALVA,
+};
 
 both_backends!(
     healthz_answers_over_mtls_with_each_partys_certificate,
@@ -39,38 +41,15 @@ async fn a_client_without_certificate_is_refused_in_the_handshake() {
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
     let gw = TestGateway::spawn(Db::Sqlite).await;
-    let other = tempfile::tempdir().unwrap();
     let ca = samgate::pki::TestCa::generate("Other CA").unwrap();
-    let cert = ca.issue_client("fk").unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let c = Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
-        None,
-    );
+    let c = gw.client_with(&Identity::issue(&ca, "fk"));
     assert!(c.try_get("/healthz").await.is_err());
 }
 
 #[tokio::test]
 async fn an_unpinned_certificate_from_the_right_ca_is_closed_without_an_answer() {
     let gw = TestGateway::spawn(Db::Sqlite).await;
-    let ca = samgate::pki::Ca::from_pem(
-        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
-        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
-    )
-    .unwrap();
-    let cert = ca.issue_client("fk").unwrap();
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let c = Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
-        None,
-    );
+    let c = gw.client_with(&Identity::issue(&gw.ca(), "fk"));
     // DESIGN §10: the pin is checked right after the handshake; the
     // connection is closed before any request is read (tests/api/network.rs).
     assert!(c.try_get("/healthz").await.is_err());
@@ -301,6 +280,24 @@ mod config_errors {
         dir
     }
 
+    /// The error of the init config with one more attendance route from af,
+    /// whose `to` and further keys are `rest` (TOML lines).
+    fn refused_with_route(rest: &str) -> ConfigError {
+        let dir = init_dir();
+        load_modified(dir.path(), |t| {
+            t + "\n[[route]]\nfrom = [\"af\"]\ntype = \"attendance-report\"\n\
+                 purposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\n"
+                + rest
+        })
+        .unwrap_err()
+    }
+
+    /// The error's message names each of `words`.
+    fn assert_names(err: &ConfigError, words: &[&str]) {
+        let text = err.to_string();
+        assert!(words.iter().all(|w| text.contains(w)), "{text}");
+    }
+
     fn load_modified(
         dir: &std::path::Path,
         f: impl FnOnce(String) -> String,
@@ -329,16 +326,8 @@ mod config_errors {
 
     #[test]
     fn a_route_naming_an_unknown_party_is_refused() {
-        let dir = init_dir();
-        let err = load_modified(dir.path(), |t| {
-            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"skatteverket\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\n"
-        })
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("skatteverket") && text.contains(".to"),
-            "{text}"
-        );
+        let err = refused_with_route("to = [\"skatteverket\"]\n");
+        assert_names(&err, &["skatteverket", ".to"]);
     }
 
     #[test]
@@ -346,20 +335,13 @@ mod config_errors {
         let dir = init_dir();
         std::fs::remove_file(dir.path().join("keys/vault.key")).unwrap();
         let err = Config::load(&dir.path().join("samgate.toml")).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("keys.vault") && text.contains("vault.key"),
-            "{text}"
-        );
+        assert_names(&err, &["keys.vault", "vault.key"]);
     }
 
     #[test]
     fn consent_not_required_is_refused_outside_statistics() {
-        let dir = init_dir();
-        let err = load_modified(dir.path(), |t| {
-            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"fk\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\nsubject = \"omit\"\nconsent = \"not-required\"\n"
-        })
-        .unwrap_err();
+        let err =
+            refused_with_route("to = [\"fk\"]\nsubject = \"omit\"\nconsent = \"not-required\"\n");
         assert!(err.to_string().contains("not-required"), "{err}");
     }
 }

@@ -74,24 +74,17 @@ pub fn attendance(subject: &str) -> Value {
 
 /// The consent the intake party (sfk-kalmar-intake) signs for these
 /// parties and categories: both purposes, a year, written.
+/// `working_set` is a `TestGateway` or the directory of a `samgate init`.
 pub fn consent_args(
-    gw: &TestGateway,
-    subject: &str,
-    parties: &[&str],
-    categories: &[&str],
-) -> samgate::cli::ConsentSignArgs {
-    consent_args_in(gw.dir.path(), subject, parties, categories)
-}
-
-/// [`consent_args`] for the working set in `dir` (a gateway of its own).
-pub fn consent_args_in(
-    dir: &Path,
+    working_set: impl AsRef<Path>,
     subject: &str,
     parties: &[&str],
     categories: &[&str],
 ) -> samgate::cli::ConsentSignArgs {
     samgate::cli::ConsentSignArgs {
-        key: dir.join("keys/issuer-sfk-kalmar-intake.pem"),
+        key: working_set
+            .as_ref()
+            .join("keys/issuer-sfk-kalmar-intake.pem"),
         issuer: "sfk-kalmar-intake".into(),
         key_id: "2026-1".into(),
         subject: subject.into(),
@@ -116,6 +109,11 @@ pub async fn record_signed(
     let rsp = gw.submit_consent(&token).await;
     assert_eq!(rsp.status, 201, "{}", rsp.text);
     rsp.json()
+}
+
+/// Records a consent of `subject` for every party and category; its id.
+pub async fn consent_to_all(gw: &TestGateway, subject: &str) -> String {
+    record_consent(gw, subject, ALL_PARTIES, ALL_CATEGORIES).await
 }
 
 /// Records a consent through the API and returns its id.
@@ -160,6 +158,11 @@ pub fn sign_jws(pem_path: &Path, header: &Value, claims: &Value) -> String {
 pub fn fast_retries(c: &mut Config) {
     c.delivery.backoff_initial = Duration::from_millis(20);
     c.delivery.backoff_max = Duration::from_millis(100);
+}
+
+/// The one number a `SELECT COUNT(*) …` answers.
+pub async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 /// A free loopback port (bound, then released for a child to take).
@@ -267,17 +270,9 @@ impl std::io::Write for LogWriter {
     }
 }
 
-/// Every textual form of a personnummer (10 and 12 digits, with and without
-/// separator), for scanning logs, responses and database files.
-pub fn pnr_forms(canonical12: &str) -> Vec<String> {
-    let short = &canonical12[2..];
-    vec![
-        canonical12.to_owned(),
-        format!("{}-{}", &canonical12[..8], &canonical12[8..]),
-        short.to_owned(),
-        format!("{}-{}", &short[..6], &short[6..]),
-    ]
-}
+#[path = "../support/pnr.rs"]
+mod pnr;
+pub use pnr::pnr_forms;
 
 /// Asserts that `text` holds no form of these numbers; `what` names where.
 pub fn assert_free_of(text: &str, numbers: &[&str], what: &str) {
@@ -487,6 +482,14 @@ impl TestGateway {
         Self::spawn_with(db, |_| {}).await
     }
 
+    /// Like [`spawn`], with `subject`'s consent to every party and category
+    /// recorded (the usual start of an exchange test).
+    pub async fn spawn_with_consent(db: Db, subject: &str) -> TestGateway {
+        let gw = Self::spawn(db).await;
+        consent_to_all(&gw, subject).await;
+        gw
+    }
+
     /// Like [`spawn`], letting the test adjust the configuration first.
     pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut Config)) -> TestGateway {
         Self::spawn_full(db, adjust, Arc::new(samgate::clock::SystemClock)).await
@@ -575,17 +578,42 @@ impl TestGateway {
 
     /// The auditor party's client with a fresh user token.
     pub fn auditor(&self) -> Client {
+        self.client_as_user("sfk-kalmar-audit", "revisor.anna")
+    }
+
+    /// `party`'s client with a fresh user token naming `user`, signed by
+    /// the party's own `[[jwt_issuer]]` key (`keys/users-<party>.pem`).
+    pub fn client_as_user(&self, party: &str, user: &str) -> Client {
         let token = samgate::consent::token::sign_user_token(
-            &self.path("keys/users-sfk-kalmar-audit.pem"),
-            "sfk-kalmar-audit-users",
-            "revisor.anna",
+            &self.path(&format!("keys/users-{party}.pem")),
+            &format!("{party}-users"),
+            user,
             "samgate",
             10,
         )
         .unwrap();
-        let mut c = self.client("sfk-kalmar-audit");
+        let mut c = self.client(party);
         c.bearer = Some(token);
         c
+    }
+
+    /// The gateway's own CA (`pki/ca.pem`), to issue what nobody pinned.
+    pub fn ca(&self) -> samgate::pki::Ca {
+        samgate::pki::Ca::from_pem(
+            &std::fs::read_to_string(self.path("pki/ca.pem")).unwrap(),
+            &std::fs::read_to_string(self.path("pki/ca.key")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// A client presenting `id` (and trusting the gateway's CA).
+    pub fn client_with(&self, id: &Identity) -> Client {
+        Client::new(
+            self.addr(),
+            &self.path("pki/ca.pem"),
+            Some((&id.cert, &id.key)),
+            None,
+        )
     }
 
     /// Sends a consent token as the intake party (sfk-kalmar), as it is.
@@ -593,6 +621,14 @@ impl TestGateway {
         self.client("sfk-kalmar")
             .post("/v1/consents", &json!({"token": token}))
             .await
+    }
+
+    /// `GET /v1/consents/{id}` as the intake party, its JSON.
+    pub async fn consent(&self, consent_id: &str) -> Value {
+        self.client("sfk-kalmar")
+            .get(&format!("/v1/consents/{consent_id}"))
+            .await
+            .json()
     }
 
     /// Revokes a consent as the intake party, with this body.
@@ -643,6 +679,36 @@ impl TestGateway {
         if let Some(gw) = self.gw.take() {
             gw.shutdown().await;
         }
+    }
+}
+
+/// A client certificate and key in files of their own.
+pub struct Identity {
+    _dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Identity {
+    /// A client certificate for `name` issued by `ca`, written out.
+    pub fn issue(ca: &samgate::pki::Ca, name: &str) -> Identity {
+        let issued = ca.issue_client(name).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        std::fs::write(&cert, issued.cert_pem()).unwrap();
+        std::fs::write(&key, issued.key_pem()).unwrap();
+        Identity {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+}
+
+/// The gateway's working set (what `samgate init` wrote).
+impl AsRef<Path> for TestGateway {
+    fn as_ref(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -765,6 +831,14 @@ impl Client {
         self.try_get(path).await.unwrap()
     }
 
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Rsp {
+        let mut rb = self.auth(self.http.get(format!("{}{}", self.base, path)));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Rsp::read(rb.send().await.unwrap()).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Rsp {
         self.post_with(path, body, &[]).await
     }
@@ -789,6 +863,12 @@ impl Client {
         self.post_with("/v1/exchanges", msg, headers).await
     }
 
+    /// `POST /v1/disclosures` for this personnummer (any spelling).
+    pub async fn disclosures(&self, personnummer: &str) -> Rsp {
+        self.post("/v1/disclosures", &json!({"personnummer": personnummer}))
+            .await
+    }
+
     /// `GET /v1/exchanges/{id}`, its JSON.
     pub async fn exchange_status(&self, id: &str) -> Value {
         self.get(&format!("/v1/exchanges/{id}")).await.json()
@@ -798,7 +878,7 @@ impl Client {
     /// (the caller asserts on it). Bounded, asserting no duration.
     pub async fn wait_for_exchange(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let mut st = Value::Null;
-        for _ in 0..400 {
+        for _ in 0..800 {
             st = self.exchange_status(id).await;
             if done(&st) {
                 return st;

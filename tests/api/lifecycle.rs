@@ -56,11 +56,7 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
     assert_eq!(summary["protected_identity"], false);
     assert_eq!(events(&summary), ["recorded"]);
     let id = summary["id"].as_str().unwrap();
-    let got = gw
-        .client("sfk-kalmar")
-        .get(&format!("/v1/consents/{id}"))
-        .await
-        .json();
+    let got = gw.consent(id).await;
     assert_eq!(got["given_by"]["role"], "guardian");
     assert_eq!(got["given_by"]["name"], "Karin Exempeldotter");
     let r = receipt(&gw, id).await;
@@ -153,10 +149,7 @@ both_backends!(
         assert_eq!(r["protected_identity"], true);
         assert!(!r.to_string().contains("contact"), "{r}");
         // The register extract lists no contact field either.
-        let ext = gw
-            .client("sfk-kalmar")
-            .post("/v1/disclosures", &json!({"personnummer": BERIT}))
-            .await;
+        let ext = gw.client("sfk-kalmar").disclosures(BERIT).await;
         assert_eq!(ext.status, 200, "{}", ext.text);
         let items = ext.json()["disclosures"].as_array().unwrap().clone();
         assert!(items.len() >= 4);
@@ -218,11 +211,7 @@ both_backends!(
         let rsp = kommun.post_exchange(&follow_up).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
 
-        let s = gw
-            .client("sfk-kalmar")
-            .get(&format!("/v1/consents/{id}"))
-            .await
-            .json();
+        let s = gw.consent(&id).await;
         assert_eq!(s["state"], "closed");
         assert_eq!(events(&s), ["recorded", "closure"]);
         assert_eq!(s["closure"]["exchange_id"], closure_id.as_str());
@@ -248,11 +237,7 @@ both_backends!(
         clock.advance_secs(367 * 86_400);
         let rsp = kommun.post_exchange(&follow_up).await;
         assert_eq!(rsp.problem_code(), (403, "consent_expired"));
-        let s = gw
-            .client("sfk-kalmar")
-            .get(&format!("/v1/consents/{id}"))
-            .await
-            .json();
+        let s = gw.consent(&id).await;
         assert_eq!(s["state"], "expired");
         assert_eq!(events(&s), ["recorded", "closure", "expired"]);
         assert_eq!(s["history"][2]["time"], until);

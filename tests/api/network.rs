@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::both_backends;
-use crate::harness::{record_consent, Db, Reply, TestGateway, ALL_PARTIES as PARTIES, ALVA};
+use crate::harness::{
+    record_consent, Db, Identity, Reply, TestGateway, ALL_PARTIES as PARTIES, ALVA,
+};
 
 const CATEGORIES: &[&str] = &["case", "identity", "attendance", "free-text"];
 
@@ -24,6 +26,15 @@ fn attendance(to: &str) -> Value {
     let mut m = crate::harness::attendance(ALVA);
     m["to"] = json!(to);
     m
+}
+
+/// A gateway (SQLite) with these header and idle timeouts, in seconds.
+async fn with_timeouts(header_secs: u64, idle_secs: u64) -> TestGateway {
+    TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.header_timeout = Duration::from_secs(header_secs);
+        c.server.idle_timeout = Duration::from_secs(idle_secs);
+    })
+    .await
 }
 
 /// A TLS connection to the gateway presenting `cert`/`key` (HTTP/1.1).
@@ -158,11 +169,7 @@ async fn trickling_connections_are_closed_after_header_timeout_while_a_party_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_lives_until_idle_timeout_not_header_timeout() {
-    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
-        c.server.header_timeout = Duration::from_secs(1);
-        c.server.idle_timeout = Duration::from_secs(3);
-    })
-    .await;
+    let gw = with_timeouts(1, 3).await;
     let mut s = party_connect(&gw, "fk").await;
     assert_eq!(get_on(&mut s, "/healthz").await, 200);
     // Longer than header_timeout, shorter than idle_timeout: still open.
@@ -180,29 +187,13 @@ async fn a_kept_alive_connection_lives_until_idle_timeout_not_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpinned_certificate_is_closed_before_a_request_is_read() {
     // Timeouts far beyond the test's guard: only the pin check can close.
-    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
-        c.server.header_timeout = Duration::from_secs(300);
-        c.server.idle_timeout = Duration::from_secs(300);
-    })
-    .await;
-    let ca = samgate::pki::Ca::from_pem(
-        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
-        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
-    )
-    .unwrap();
+    let gw = with_timeouts(300, 300).await;
     // Same CA, same name as a real party, but not pinned.
-    let cert = ca.issue_client("fk").unwrap();
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let mut s = tls_connect(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        &other.path().join("c.pem"),
-        &other.path().join("c.key"),
-    )
-    .await
-    .unwrap();
+    let other = Identity::issue(&gw.ca(), "fk");
+    let ca = gw.path("pki/ca.pem");
+    let mut s = tls_connect(gw.addr(), &ca, &other.cert, &other.key)
+        .await
+        .unwrap();
     // The request may or may not be written before the close arrives; it
     // is never answered.
     let _ = s
@@ -215,14 +206,9 @@ async fn an_unpinned_certificate_is_closed_before_a_request_is_read() {
         "an unpinned certificate got an HTTP answer or the connection stayed open"
     );
     // Without writing anything: closed at once, long before any timeout.
-    let mut s = tls_connect(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        &other.path().join("c.pem"),
-        &other.path().join("c.key"),
-    )
-    .await
-    .unwrap();
+    let mut s = tls_connect(gw.addr(), &ca, &other.cert, &other.key)
+        .await
+        .unwrap();
     assert_eq!(
         read_to_close(&mut s, Duration::from_secs(30)).await,
         Some(Vec::new())

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{
-    consent_args, free_port, now, record_consent, Client, Db, Reply, TestGateway,
+    consent_args, count, free_port, now, record_consent, Client, Db, Reply, TestGateway,
     ALL_PARTIES as ALL, ALVA,
 };
 
@@ -45,6 +45,15 @@ fn write_config(gw: &TestGateway, name: &str, adjust: impl FnOnce(&mut toml::Tab
     path
 }
 
+/// The index of a party in `[[party]]` (as `check` names it).
+fn party_index(gw: &TestGateway, id: &str) -> usize {
+    gw.config
+        .parties
+        .iter()
+        .position(|p| p.id.as_str() == id)
+        .unwrap()
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -53,6 +62,15 @@ fn set_mode(path: &Path, mode: u32) {
 fn without_attendance_routes(t: &mut toml::Table) {
     let routes = t["route"].as_array_mut().unwrap();
     routes.retain(|r| r["type"].as_str() != Some("attendance-report"));
+}
+
+/// `samgate check --config <config>` (the text form).
+fn check_text(config: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    bin()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 fn check_json(config: &Path) -> (i32, Value) {
@@ -104,11 +122,7 @@ async fn check_passes_on_a_fresh_init_with_its_recipients_up() {
         .iter()
         .all(|c| c["detail"].as_str().unwrap().contains("SPKI SHA-256")));
     // Text form: one line per check and a summary, exit 0.
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_text(&config);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -175,32 +189,18 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
     let has = |key: &str, text: &str| f.iter().any(|(k, d)| k == key && d.contains(text));
     assert!(has("server.certificate", "expired"), "{f:#?}");
     assert!(has("keys.vault", "mode 0644"), "{f:#?}");
-    let fk = gw
-        .config
-        .parties
-        .iter()
-        .position(|p| p.id.as_str() == "fk")
-        .unwrap();
+    let fk = party_index(&gw, "fk");
     assert!(
         has(&format!("party[{fk}].endpoint"), "cannot connect"),
         "{f:#?}"
     );
-    let af = gw
-        .config
-        .parties
-        .iter()
-        .position(|p| p.id.as_str() == "af")
-        .unwrap();
+    let af = party_index(&gw, "af");
     assert!(
         has(&format!("party[{af}].endpoint"), "not the pinned"),
         "{f:#?}"
     );
     // The text form has one FAIL line per finding.
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_text(&config);
     let text = String::from_utf8(out.stdout).unwrap();
     set_mode(&gw.path("keys/vault.key"), 0o600);
     assert_eq!(
@@ -214,11 +214,7 @@ async fn check_exits_2_on_a_config_that_does_not_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("samgate.toml");
     std::fs::write(&path, "[server]\nlisten = 1\n").unwrap();
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_text(&path);
     assert_eq!(out.status.code(), Some(2));
     let missing = bin()
         .args(["check", "--config"])
@@ -396,15 +392,10 @@ async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
     let rsp = af.post_exchange(&attendance("async")).await;
     assert_eq!(rsp.status, 202, "{}", rsp.text);
     let id = rsp.exchange_id();
-    let mut delivered = false;
-    for _ in 0..200 {
-        let s = af.exchange_status(&id).await;
-        if s["status"] == "delivered" {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let s = af
+        .wait_for_exchange(&id, |s| s["status"] == "delivered")
+        .await;
+    let delivered = s["status"] == "delivered";
     assert!(delivered);
     // A signed tree head exists once the checkpoint interval has passed.
     let _ = gw.state().audit.sign_head().await;
@@ -554,15 +545,10 @@ both_backends!(
         assert_eq!(replay.json()["exchange_id"], idem.json()["exchange_id"]);
         let id = queued.exchange_id();
         gw.state().outbox_notify.notify_one();
-        let mut delivered = false;
-        for _ in 0..300 {
-            let s = af.exchange_status(&id).await;
-            if s["status"] == "delivered" {
-                delivered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let s = af
+            .wait_for_exchange(&id, |s| s["status"] == "delivered")
+            .await;
+        let delivered = s["status"] == "delivered";
         assert!(delivered, "the re-sealed outbox body was not delivered");
         gw.stop().await;
     }
@@ -719,12 +705,11 @@ async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
     // request has decided its route.
     let mut started = false;
     for _ in 0..400 {
-        let n: i64 = sqlx::query_scalar(
+        let n = count(
+            gw.pool(),
             "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'attendance-report'",
         )
-        .fetch_one(gw.pool())
-        .await
-        .unwrap();
+        .await;
         if n > 0 {
             started = true;
             break;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    backend_available, now, record_consent, via_proxy, ChaosProxy, Client, Db, TestGateway,
+    backend_available, count, now, record_consent, via_proxy, ChaosProxy, Client, Db, TestGateway,
     ALL_PARTIES, ALVA,
 };
 
@@ -62,12 +62,11 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
     }
     assert!(ok, "the gateway did not recover");
     assert_eq!(gw.client("fk").get("/readyz").await.status, 200);
-    let delivered: i64 = sqlx::query_scalar(
+    let delivered = count(
+        gw.pool(),
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
     )
-    .fetch_one(gw.pool())
-    .await
-    .unwrap();
+    .await;
     assert_eq!(delivered as usize, gw.recipient("fk").received().len());
 }
 
@@ -136,18 +135,16 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     for (i, s) in seqs.iter().enumerate() {
         assert_eq!(*s, i as i64 + 1, "gap in seq");
     }
-    let forwarded: i64 = sqlx::query_scalar(
+    let forwarded = count(
+        &pool,
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-forwarded'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let delivered: i64 = sqlx::query_scalar(
+    .await;
+    let delivered = count(
+        &pool,
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!((forwarded as usize, delivered as usize), (total, total));
 
     // One tree: the root over every leaf equals the root of the newest head,

@@ -250,17 +250,20 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     }
 });
 
+/// `samgate witness serve` of the witness in `wdir`, as a child process.
+fn witness_serve(wdir: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_samgate"))
+        .args(["witness", "serve", "--config"])
+        .arg(wdir.join("witness.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// An mTLS client presenting the gateway's own client certificate, towards a witness.
 fn witness_client(gw: &TestGateway, w: &TestWitness, party_cert: &str) -> Client {
-    Client::new(
-        w.server.as_ref().unwrap().addr,
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path(&format!("pki/{party_cert}.pem")),
-            &gw.path(&format!("pki/{party_cert}.key")),
-        )),
-        None,
-    )
+    Client::of(w.server.as_ref().unwrap().addr, gw.dir.path(), party_cert)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,7 +766,8 @@ both_backends!(
                 .unwrap_or_else(|| panic!("{what} not in the extract"));
             let i = at + needle.len() / 2;
             let mut bytes = text.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' {
+            // Never `a` -> `A`: hex decodes either case to the same byte.
+            bytes[i] = if bytes[i].eq_ignore_ascii_case(&b'a') {
                 b'B'
             } else if bytes[i].is_ascii_digit() {
                 b'0' + (bytes[i] - b'0' + 1) % 10
@@ -859,13 +863,7 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     ]);
     assert_eq!(code, Some(2));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
-        .args(["witness", "serve", "--config"])
-        .arg(wdir.join("witness.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = witness_serve(&wdir);
     eventually("the witness listens", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -874,14 +872,10 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     .await;
     let head = gw.auditor().get("/v1/audit/tree-head").await.json();
     let note = head["checkpoint"].as_str().unwrap();
-    let c = Client::new(
+    let c = Client::of(
         format!("127.0.0.1:{port}").parse().unwrap(),
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path("pki/gateway-client.pem"),
-            &gw.path("pki/gateway-client.key"),
-        )),
-        None,
+        gw.dir.path(),
+        "gateway-client",
     );
     let r = c
         .post_raw(
@@ -896,13 +890,7 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     // The witness keeps the size across a restart of the process.
     child.kill().unwrap();
     let _ = child.wait();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
-        .args(["witness", "serve", "--config"])
-        .arg(wdir.join("witness.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = witness_serve(&wdir);
     let mut tries = 0;
     let r = loop {
         tries += 1;
