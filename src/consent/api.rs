@@ -275,7 +275,7 @@ pub async fn revoke(
         // The audit subject: the consent row only holds the consent-domain
         // pseudonym; the audit-domain one comes from the vault-free mapping
         // kept in the consent-recorded record.
-        let subject = audit_subject_of(&state, &row).await?;
+        let subject = super::notices::audit_subject_of(&state, &row).await?;
         // Every party that received data under the consent is told, in the
         // same transaction (DESIGN §13; see `notices`).
         let (notices, notice_count) =
@@ -298,6 +298,10 @@ pub async fn revoke(
                 if notice_count > 0 {
                     state.outbox_notify.notify_one();
                 }
+                // Deliveries that completed after the notices were built.
+                if let Err(e) = super::notices::sweep(&state, &id).await {
+                    tracing::warn!(consent.id = %id, error = %e, "revocation sweep failed; the outbox's housekeeping sweeps again");
+                }
             }
             Err(crate::audit::log::AppendError::Conflict) => {}
             Err(e) => return Err(e.into()),
@@ -309,16 +313,4 @@ pub async fn revoke(
         .ok_or_else(not_found)?
         .open(&state.crypto);
     Ok(Json(row.summary(state.clock.now_us())).into_response())
-}
-
-/// The audit-domain subject of a consent, from its consent-recorded record.
-async fn audit_subject_of(state: &AppState, row: &ConsentRow) -> Result<Option<String>, ApiError> {
-    let subject: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT subject FROM audit_records WHERE consent_id = $1 AND action = $2 ORDER BY seq LIMIT 1",
-    )
-    .bind(row.id.clone())
-    .bind(action::CONSENT_RECORDED)
-    .fetch_optional(state.store.pool())
-    .await?;
-    Ok(subject.flatten())
 }

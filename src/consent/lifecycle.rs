@@ -142,14 +142,17 @@ pub fn recipient_consent_id(
     .unwrap_or_default()
 }
 
-/// A stored subject mode (`exchanges.subject_mode`); rows from before the
-/// column existed count as the most private form that still names the
-/// subject.
+/// A stored subject mode (`exchanges.subject_mode`). Rows from before the
+/// column existed (or an unknown value) count as `omit`: the notice then
+/// names no subject and the `pc1_` reference, which tells the party nothing
+/// it did not hold (a pseudonym would be new, linkable information to a
+/// party that received none); its `exchange_ids` still say which messages
+/// are meant.
 pub fn parse_mode(s: Option<&str>) -> SubjectMode {
     match s {
         Some("reveal") => SubjectMode::Reveal,
-        Some("omit") => SubjectMode::Omit,
-        _ => SubjectMode::Pseudonymise,
+        Some("pseudonymise") => SubjectMode::Pseudonymise,
+        _ => SubjectMode::Omit,
     }
 }
 
@@ -265,6 +268,7 @@ mod tests {
         ] {
             assert_eq!(parse_mode(Some(mode_name(m))), m);
         }
-        assert_eq!(parse_mode(None), SubjectMode::Pseudonymise);
+        assert_eq!(parse_mode(None), SubjectMode::Omit);
+        assert_eq!(parse_mode(Some("other")), SubjectMode::Omit);
     }
 }

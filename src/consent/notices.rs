@@ -27,6 +27,27 @@
 //! - A sender that got a reply supplied the personnummer itself, so its
 //!   notice uses the `reveal` form.
 //!
+//! # Deliveries that race the revocation
+//!
+//! The revocation reads who received data, then commits. A delivery that
+//! completes after that read (an async attempt in flight, or a sync
+//! exchange decided just before the revocation and forwarded just after)
+//! is not named by its notices. Every exchange a notice names is marked
+//! (`revocation_notice_marks`, one row per consent, party and exchange, in
+//! the notice's own transaction), and [`sweep`] queues a further notice for
+//! what a revoked consent's parties received and no notice named yet. It
+//! runs after the revocation commits and after every delivery under a
+//! consent (spawned, off the answer's path), so whichever of the two
+//! commits last finds the other: a delivery committed before the
+//! revocation is seen by the revocation's sweep, one committed after sees
+//! the revocation. [`sweep_pending`] runs when the outbox starts and with
+//! its housekeeping (every ten minutes), for a sweep a crash cut short. The marks'
+//! primary key makes two sweeps that race name an exchange once: the
+//! second's transaction fails and queues nothing. Such a late notice is
+//! committed without an audit record of its own (the decision is the
+//! `consent-revoked` record already in the log); its delivery is recorded
+//! as `revocation-notified` like every notice.
+//!
 //! Body: `{exchange_id, from: "samgate", to, type: "consent-revoked",
 //! consent_id, subject, revoked_at, exchange_ids}`, where `exchange_id` is
 //! the notice's own delivery id (also in `Samgate-Exchange-Id`; recipients
@@ -73,7 +94,12 @@ pub async fn notice_stmts(
     for ((party, mode), exchange_ids) in groups {
         let mode = parse_mode(Some(mode));
         let Some(endpoint) = state.config.party(&party).and_then(|p| p.endpoint.clone()) else {
+            // A party that only sends (it got a reply) and has no endpoint
+            // cannot be told through the outbox; counted and logged so an
+            // operator can tell it another way.
             tracing::warn!(consent.id = %row.id, party = %party, "no endpoint for a revocation notice");
+            metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => "no_endpoint")
+                .increment(1);
             continue;
         };
         let subject_json = match (mode, &subject) {
@@ -84,13 +110,22 @@ pub async fn notice_stmts(
             },
             _ => Value::Null,
         };
+        let consent_ref = lifecycle::recipient_consent_id(state, mode, &party, &row.id);
+        if consent_ref.is_empty() {
+            // No reference can be formed (no consent-reference key): a
+            // notice without a consent id would tell the party nothing.
+            tracing::warn!(consent.id = %row.id, party = %party, "no consent reference for a revocation notice");
+            metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => "no_reference")
+                .increment(1);
+            continue;
+        }
         let notice_id = uuid::Uuid::now_v7().to_string();
         let body = json!({
             "exchange_id": notice_id,
             "from": NOTICE_SENDER,
             "to": party,
             "type": NOTICE_TYPE,
-            "consent_id": lifecycle::recipient_consent_id(state, mode, &party, &row.id),
+            "consent_id": consent_ref,
             "subject": subject_json,
             "revoked_at": crate::clock::rfc3339_us(revoked_at_us),
             "exchange_ids": exchange_ids,
@@ -114,12 +149,113 @@ pub async fn notice_stmts(
         stmts.push(crate::exchange::outbox::insert_stmt(
             state, &notice_id, &endpoint, &bytes,
         )?);
+        for exchange_id in &exchange_ids {
+            stmts.push(
+                Stmt::new(
+                    "INSERT INTO revocation_notice_marks (consent_id, party, exchange_id, notice_id) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .text(row.id.clone())
+                .text(party.clone())
+                .text(exchange_id.clone())
+                .text(notice_id.clone()),
+            );
+        }
         count += 1;
     }
     Ok((stmts, count))
 }
 
-/// (party, form) → the exchanges it received under the consent.
+/// Queues a notice for what the parties of a revoked consent received and
+/// no notice has named yet (see the module's "Deliveries that race the
+/// revocation"). Returns how many notices it queued; 0 when the consent is
+/// not revoked, nothing is pending, or a concurrent sweep named it first.
+pub async fn sweep(state: &AppState, consent_id: &str) -> Result<usize, ApiError> {
+    let Some(row) = super::model::fetch(&state.store, consent_id).await? else {
+        return Ok(0);
+    };
+    let Some(revoked_at_us) = row.revoked_at_us else {
+        return Ok(0);
+    };
+    let subject = audit_subject_of(state, &row).await?;
+    let (stmts, count) = notice_stmts(state, &row, revoked_at_us, subject.as_deref()).await?;
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut tx = state.store.pool().begin().await?;
+    for stmt in &stmts {
+        if let Err(e) = stmt.execute(&mut tx).await {
+            // Most likely a mark that a concurrent sweep committed first:
+            // that sweep's notice names the exchange.
+            tracing::debug!(consent.id = %consent_id, error = %e, "late revocation notice not queued");
+            return Ok(0);
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(consent.id = %consent_id, notices = count, "late revocation notices queued");
+    state.outbox_notify.notify_one();
+    Ok(count)
+}
+
+/// After a delivery under `consent_id`: if the consent was revoked in the
+/// meantime, the recipient is told (spawned, off the answer's path).
+pub fn after_delivery(state: &AppState, consent_id: Option<&str>, msg_type: Option<&str>) {
+    let Some(consent_id) = consent_id else {
+        return;
+    };
+    if lifecycle::is_notice(msg_type) {
+        return;
+    }
+    let (state, consent_id) = (state.clone(), consent_id.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = sweep(&state, &consent_id).await {
+            tracing::warn!(consent.id = %consent_id, error = %e, "revocation sweep after a delivery failed; the outbox's housekeeping sweeps again");
+        }
+    });
+}
+
+/// Sweeps every revoked consent that has a received exchange no notice
+/// named (a sweep that a crash or a storage error cut short).
+pub async fn sweep_pending(state: &AppState) {
+    let pending: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
+        "SELECT DISTINCT e.consent_id FROM exchanges e JOIN consents c ON c.id = e.consent_id \
+         WHERE c.revoked_at_us IS NOT NULL AND e.status IN ('delivered', 'forwarded') \
+         AND e.msg_type <> $1 AND NOT EXISTS (SELECT 1 FROM revocation_notice_marks m \
+         WHERE m.consent_id = e.consent_id AND m.party = e.recipient AND m.exchange_id = e.id)",
+    )
+    .bind(NOTICE_TYPE)
+    .fetch_all(state.store.pool())
+    .await;
+    match pending {
+        Ok(ids) => {
+            for id in ids {
+                if let Err(e) = sweep(state, &id).await {
+                    tracing::warn!(consent.id = %id, error = %e, "revocation sweep failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for unsent revocation notices"),
+    }
+}
+
+/// The audit-domain subject of a consent, from its consent-recorded record
+/// (the consent row only holds the consent-domain pseudonym).
+pub async fn audit_subject_of(
+    state: &AppState,
+    row: &ConsentRow,
+) -> Result<Option<String>, ApiError> {
+    let subject: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT subject FROM audit_records WHERE consent_id = $1 AND action = $2 ORDER BY seq LIMIT 1",
+    )
+    .bind(row.id.clone())
+    .bind(action::CONSENT_RECORDED)
+    .fetch_optional(state.store.pool())
+    .await?;
+    Ok(subject.flatten())
+}
+
+/// (party, form) → the exchanges it received under the consent that no
+/// notice has named yet.
 async fn recipients(
     state: &AppState,
     consent_id: &str,
@@ -139,8 +275,19 @@ async fn recipients(
     .bind(action::REPLY_FORWARDED)
     .fetch_all(state.store.pool())
     .await?;
+    let named: BTreeSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
+        "SELECT party, exchange_id FROM revocation_notice_marks WHERE consent_id = $1",
+    )
+    .bind(consent_id.to_owned())
+    .fetch_all(state.store.pool())
+    .await?
+    .into_iter()
+    .collect();
     let mut groups: BTreeMap<(String, &'static str), BTreeSet<String>> = BTreeMap::new();
     for (id, recipient, mode) in delivered {
+        if named.contains(&(recipient.clone(), id.clone())) {
+            continue;
+        }
         groups
             .entry((recipient, mode_name(parse_mode(mode.as_deref()))))
             .or_default()
@@ -148,6 +295,9 @@ async fn recipients(
     }
     for (id, sender) in replies {
         if let (Some(id), Some(sender)) = (id, sender) {
+            if named.contains(&(sender.clone(), id.clone())) {
+                continue;
+            }
             groups
                 .entry((sender, mode_name(SubjectMode::Reveal)))
                 .or_default()

@@ -480,6 +480,12 @@ impl SyncTail {
                 if let (true, Some(obj)) = (reply_withheld, out.as_object_mut()) {
                     obj.insert("reply_withheld".into(), Value::Bool(true));
                 }
+                // A revocation that came after the consent was decided (§13).
+                crate::consent::notices::after_delivery(
+                    state,
+                    ctx.consent_id.as_deref(),
+                    ctx.msg_type.as_deref(),
+                );
                 Ok((StatusCode::OK, out))
             }
             Err(err) => {

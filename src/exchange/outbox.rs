@@ -95,6 +95,8 @@ pub async fn run(state: AppState) {
     let workers = Arc::new(Semaphore::new(state.config.delivery.workers));
     let busy: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut last_purge = std::time::Instant::now();
+    // Revocation notices a crash or a storage error left unsent (§13).
+    crate::consent::notices::sweep_pending(&state).await;
     loop {
         let free = workers.available_permits();
         if free > 0 {
@@ -121,6 +123,7 @@ pub async fn run(state: AppState) {
         }
         if last_purge.elapsed() > Duration::from_secs(600) {
             super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
+            crate::consent::notices::sweep_pending(&state).await;
             last_purge = std::time::Instant::now();
         }
         tokio::select! {
@@ -392,11 +395,17 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .text(id.clone()),
             ];
             effects.extend(closure);
-            state
-                .audit
-                .append(record, effects)
-                .await
-                .map(|_| "delivered")
+            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+            let done = state.audit.append(record, effects).await;
+            if done.is_ok() {
+                // A revocation that came while this attempt was in flight.
+                crate::consent::notices::after_delivery(
+                    state,
+                    consent_id.as_deref(),
+                    msg_type.as_deref(),
+                );
+            }
+            done.map(|_| "delivered")
         }
         Err(err) if now >= row.expires_at_us => {
             record.action = action::EXCHANGE_FAILED.into();

@@ -13,6 +13,10 @@
 //!   revoked → `consent_revoked`; expired or not yet valid →
 //!   `consent_expired`; no longer naming both parties and the purpose, or
 //!   no longer covering a forwarded field's category → `consent_scope`.
+//!   The protected-identity marking is read from every consent of the
+//!   subject, as at exchange time: a participant marked protected while a
+//!   message with a `contact` field waited makes that message
+//!   `consent_scope` too (its body was built before the marking).
 //! - The route is looked up again too: a route removed from the
 //!   configuration while the message waited ends it as `route_not_allowed`
 //!   (no route, no exchange, DESIGN §4). A missing consent row ends it as
@@ -80,9 +84,18 @@ pub async fn before_attempt(
     let Some(consent_id) = consent_id else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
-    let Some(consent) = model::fetch(&state.store, &consent_id).await? else {
+    let Some(mut consent) = model::fetch(&state.store, &consent_id).await? else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
+    // The protected-identity marking is a property of the person, on any
+    // of their consents (DESIGN §13): a marking recorded while the message
+    // waited takes `contact` out of what may leave.
+    if !consent.protected_identity {
+        consent.protected_identity = model::for_subject(&state.store, &consent.subject)
+            .await?
+            .iter()
+            .any(|c| c.protected_identity);
+    }
     let consent = match model::decide_message(
         &[consent],
         &from,

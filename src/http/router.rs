@@ -128,6 +128,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().clone();
+    let private = req.uri().path().starts_with("/v1/");
     let span = tracing::info_span!("request", request.id = %id, http.method = %method, route = %route, party.id = tracing::field::Empty);
     let start = Instant::now();
     let mut rsp = next.run(req).instrument(span.clone()).await;
@@ -155,6 +156,18 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
         rsp.headers_mut().insert(REQUEST_ID, v);
+    }
+    // API answers name participants' consents and exchanges: no browser,
+    // proxy or client cache keeps them (the console sets its own).
+    if private
+        && !rsp
+            .headers()
+            .contains_key(axum::http::header::CACHE_CONTROL)
+    {
+        rsp.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
     }
     rsp
 }

@@ -390,3 +390,23 @@ async fn the_plain_operations_listener_serves_only_health_and_metrics() {
         .unwrap();
     assert_eq!(rsp.status().as_u16(), 404);
 }
+
+both_backends!(api_answers_are_never_stored_by_a_cache, |db| async move {
+    let Some(gw) = TestGateway::spawn(db).await else {
+        return;
+    };
+    // A success and a problem, for an auditor and for a party.
+    for rsp in [
+        gw.auditor().get("/v1/audit/tree-head").await,
+        gw.auditor().get("/v1/audit/records?limit=1").await,
+        gw.client("fk")
+            .get("/v1/exchanges/00000000-0000-7000-8000-000000000000")
+            .await,
+        gw.client("sfk-kalmar")
+            .get("/v1/consents/not-a-consent")
+            .await,
+    ] {
+        assert!(rsp.status == 200 || rsp.status == 404, "{}", rsp.text);
+        assert_eq!(rsp.headers["cache-control"], "no-store", "{}", rsp.text);
+    }
+});

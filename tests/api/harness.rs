@@ -359,6 +359,8 @@ struct RecipientInner {
     default_reply: Mutex<Reply>,
     /// While set, connections are closed at once (the recipient is down).
     down: std::sync::atomic::AtomicBool,
+    /// Requests that reached the inbox, counted before any reply delay.
+    arrivals: std::sync::atomic::AtomicUsize,
 }
 
 /// A real HTTPS recipient on loopback that requires the gateway's client
@@ -415,6 +417,14 @@ impl Recipient {
         self.inner.received.lock().unwrap().clone()
     }
 
+    /// Requests that reached the inbox so far (also those still being
+    /// answered after a reply delay).
+    pub fn arrivals(&self) -> usize {
+        self.inner
+            .arrivals
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Queue one reply (used before the default).
     pub fn push_reply(&self, r: Reply) {
         self.inner.replies.lock().unwrap().push(r);
@@ -442,6 +452,9 @@ async fn recipient_inbox(
         // A connection kept alive from before it went down.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    inner
+        .arrivals
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let reply = {
         let mut q = inner.replies.lock().unwrap();
         if q.is_empty() {

@@ -462,3 +462,131 @@ both_backends!(
         assert_eq!(rsp.problem_code(), (404, "not_found"));
     }
 );
+
+/// The `fk` → `af` referral route listing every field, revealed.
+fn referral_route(c: &mut samgate::config::Config) {
+    c.routes.push(RouteConfig {
+        from: vec![PartyId::new("fk")],
+        to: vec![PartyId::new("af")],
+        msg_type: "referral".into(),
+        purposes: vec!["samordnad-rehabilitering".into()],
+        fields: vec!["*".into()],
+        subject: SubjectMode::Reveal,
+        consent: ConsentRequirement::Required,
+    });
+    c.delivery.backoff_initial = Duration::from_millis(20);
+    c.delivery.backoff_max = Duration::from_millis(100);
+}
+
+fn referral_of(who: &str) -> Value {
+    let mut payload = example("referral");
+    payload["subject"] = json!(who);
+    payload.as_object_mut().unwrap().remove("decision");
+    payload.as_object_mut().unwrap().remove("suggested_measure");
+    let mut env = send("af", "referral", "samordnad-rehabilitering", who, payload);
+    env["delivery"] = json!("async");
+    env
+}
+
+both_backends!(
+    a_protected_marking_recorded_while_a_message_waits_keeps_its_contact_fields_in,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
+            return;
+        };
+        record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        // The recipient is down: the referral, with the phone number, waits.
+        gw.recipient("af").set_down(true);
+        let rsp = gw
+            .client("fk")
+            .post("/v1/exchanges", &referral_of(ALVA))
+            .await;
+        assert_eq!(rsp.status, 202, "{}", rsp.text);
+        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        assert!(rsp.json()["forwarded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/phone")));
+        // Intake learns of the protected identity and records a new consent
+        // with the marking (the waiting message was decided under the first).
+        let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
+        args.protected_identity = true;
+        let status = || async {
+            gw.client("fk")
+                .get(&format!("/v1/exchanges/{exchange_id}"))
+                .await
+                .json()
+        };
+        record(&gw, &args).await;
+        // An attempt that began before the marking was committed may still
+        // be in flight: wait until one that began after it has been made
+        // (it fails on the recipient, or ends the exchange at its check),
+        // so that every later attempt is checked against the marking.
+        let after = status().await["attempts"].as_i64().unwrap() + 2;
+        let checked =
+            |st: &Value| st["status"] != "queued" || st["attempts"].as_i64().unwrap() >= after;
+        for _ in 0..400 {
+            if checked(&status().await) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(checked(&status().await));
+        gw.recipient("af").set_down(false);
+        for _ in 0..400 {
+            if status().await["status"] != "queued" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let st = status().await;
+        assert_eq!(st["status"], "failed", "{st}");
+        assert_eq!(st["last_error"], "consent_scope", "{st}");
+        assert!(
+            gw.recipient("af").received().is_empty(),
+            "the waiting message left with its contact fields"
+        );
+    }
+);
+
+both_backends!(
+    a_delivery_in_flight_when_the_consent_is_revoked_gets_its_notice,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
+            return;
+        };
+        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        // The recipient takes its time to answer the async delivery.
+        gw.recipient("af").push_reply(crate::harness::Reply {
+            delay: Duration::from_millis(1500),
+            ..Default::default()
+        });
+        let rsp = gw
+            .client("fk")
+            .post("/v1/exchanges", &referral_of(ALVA))
+            .await;
+        assert_eq!(rsp.status, 202, "{}", rsp.text);
+        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        // The delivery has passed its consent check and reached the inbox...
+        eventually(|| gw.recipient("af").arrivals() == 1).await;
+        // ...when the participant withdraws.
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        // The recipient accepts the message afterwards, and is then told.
+        eventually(|| !notices(&gw, "af").is_empty()).await;
+        let got = gw.recipient("af").received();
+        assert_eq!(got[0].json()["exchange_id"], exchange_id.as_str());
+        let n = &notices(&gw, "af")[0];
+        assert_eq!(n["exchange_ids"], json!([exchange_id]));
+        assert_eq!(n["consent_id"], id.as_str());
+        assert_eq!(n["subject"], json!({"personnummer": ALVA}));
+        // Exactly once, also after the outbox's own sweep.
+        samgate::consent::notices::sweep_pending(gw.state()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(notices(&gw, "af").len(), 1);
+    }
+);

@@ -1,0 +1,15 @@
+-- Which exchanges a revocation notice has named (DESIGN §13). Keep in step
+-- with migrations/postgres/0019_revocation_notice_marks.sql.
+--
+-- One row per (consent, party, exchange) that a queued consent-revoked
+-- notice names. A delivery that completes after the revocation read its
+-- recipients (a delivery in flight, a sync exchange decided just before the
+-- revocation) is found by a sweep and gets a notice of its own; the primary
+-- key makes two sweeps that race name an exchange at most once.
+CREATE TABLE revocation_notice_marks (
+    consent_id TEXT NOT NULL,
+    party TEXT NOT NULL,
+    exchange_id TEXT NOT NULL,
+    notice_id TEXT NOT NULL,
+    PRIMARY KEY (consent_id, party, exchange_id)
+);
