@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{
-    consent_args, envelope, example, fast_retries, now, record_signed, TestGateway,
+    consent_args, consent_to_all, envelope, example, fast_retries, now, record_signed, TestGateway,
     ALL_CATEGORIES as ALL, ALL_PARTIES as PARTIES, ALVA, BERIT,
 };
 use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
@@ -273,8 +273,7 @@ both_backends!(
     a_revocation_notifies_each_recipient_once_with_exactly_its_exchanges,
     |db| async move {
         let gw = TestGateway::spawn_with(db, fast_retries).await;
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let id = consent_to_all(&gw, ALVA).await;
         // Another consent of another participant: none of its exchanges count.
         record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
         let kommun = gw.client("kommun-kalmar");
@@ -474,8 +473,7 @@ fn referral_route(c: &mut samgate::config::Config) {
         subject: SubjectMode::Reveal,
         consent: ConsentRequirement::Required,
     });
-    c.delivery.backoff_initial = Duration::from_millis(20);
-    c.delivery.backoff_max = Duration::from_millis(100);
+    fast_retries(c);
 }
 
 fn referral_of(who: &str) -> Value {
@@ -483,7 +481,7 @@ fn referral_of(who: &str) -> Value {
     payload["subject"] = json!(who);
     payload.as_object_mut().unwrap().remove("decision");
     payload.as_object_mut().unwrap().remove("suggested_measure");
-    let mut env = send("af", "referral", "samordnad-rehabilitering", who, payload);
+    let mut env = send("af", "referral", who, payload);
     env["delivery"] = json!("async");
     env
 }
@@ -491,18 +489,13 @@ fn referral_of(who: &str) -> Value {
 both_backends!(
     a_protected_marking_recorded_while_a_message_waits_keeps_its_contact_fields_in,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
-            return;
-        };
+        let gw = TestGateway::spawn_with(db, referral_route).await;
         record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
         // The recipient is down: the referral, with the phone number, waits.
         gw.recipient("af").set_down(true);
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
+        let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let exchange_id = rsp.exchange_id();
         assert!(rsp.json()["forwarded"]
             .as_array()
             .unwrap()
@@ -511,12 +504,7 @@ both_backends!(
         // with the marking (the waiting message was decided under the first).
         let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
         args.protected_identity = true;
-        let status = || async {
-            gw.client("fk")
-                .get(&format!("/v1/exchanges/{exchange_id}"))
-                .await
-                .json()
-        };
+        let status = || async { gw.client("fk").exchange_status(&exchange_id).await };
         record(&gw, &args).await;
         // An attempt that began before the marking was committed may still
         // be in flight: wait until one that began after it has been made
@@ -552,29 +540,18 @@ both_backends!(
 both_backends!(
     a_delivery_in_flight_when_the_consent_is_revoked_gets_its_notice,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let gw = TestGateway::spawn_with(db, referral_route).await;
+        let id = consent_to_all(&gw, ALVA).await;
         // The recipient takes its time to answer the async delivery.
-        gw.recipient("af").push_reply(crate::harness::Reply {
-            delay: Duration::from_millis(1500),
-            ..Default::default()
-        });
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
+        gw.recipient("af")
+            .push_reply(crate::harness::Reply::delayed(Duration::from_millis(1500)));
+        let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let exchange_id = rsp.exchange_id();
         // The delivery has passed its consent check and reached the inbox...
         eventually(|| gw.recipient("af").arrivals() == 1).await;
         // ...when the participant withdraws.
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // The recipient accepts the message afterwards, and is then told.
         eventually(|| !notices(&gw, "af").is_empty()).await;
