@@ -610,12 +610,7 @@ impl Writer {
     async fn begin_locked(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, u64, Frontier), String> {
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut tx = self.store.pool().begin().await.map_err(|e| e.to_string())?;
         let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
         Ok((tx, size, frontier))
     }
