@@ -13,3 +13,18 @@ CREATE TABLE revocation_notice_marks (
     notice_id TEXT NOT NULL,
     PRIMARY KEY (consent_id, party, exchange_id)
 );
+
+-- An exchange whose message may have reached its recipient although no
+-- delivery was recorded (an attempt that timed out or broke after sending,
+-- or a delivery whose outcome could not be written): it counts as received
+-- for revocation notices.
+ALTER TABLE exchanges ADD COLUMN possibly_received BIGINT NOT NULL DEFAULT 0;
+
+-- The parties that a delivered `closure` under a consent has told: after a
+-- closure, a further closure goes only to a party not yet told (DESIGN §13).
+CREATE TABLE consent_closures (
+    consent_id TEXT NOT NULL,
+    party TEXT NOT NULL,
+    exchange_id TEXT NOT NULL,
+    PRIMARY KEY (consent_id, party)
+);

@@ -104,24 +104,57 @@ pub fn closure_effect(
     state: &AppState,
     msg_type: Option<&str>,
     consent_id: Option<&str>,
+    recipient: Option<&str>,
     exchange_id: &str,
-) -> Option<Stmt> {
-    if msg_type != Some(CLOSURE_TYPE) {
-        return None;
-    }
-    let consent_id = consent_id?;
+) -> Vec<Stmt> {
+    let (Some(CLOSURE_TYPE), Some(consent_id)) = (msg_type, consent_id) else {
+        return Vec::new();
+    };
     let now = state.clock.now_us();
     let until = add_months(now, state.config.consent.follow_up_months);
-    Some(
-        Stmt::new(
-            "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3 \
-             WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
-        )
-        .int(now)
-        .int(until)
-        .text(exchange_id)
-        .text(consent_id),
+    let mut effects = vec![Stmt::new(
+        "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3 \
+         WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
     )
+    .int(now)
+    .int(until)
+    .text(exchange_id)
+    .text(consent_id)];
+    if let Some(recipient) = recipient {
+        // The party has been told of the closure (see [`closure_allowed`]).
+        effects.push(
+            Stmt::new(
+                "INSERT INTO consent_closures (consent_id, party, exchange_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (consent_id, party) DO NOTHING",
+            )
+            .text(consent_id)
+            .text(recipient)
+            .text(exchange_id),
+        );
+    }
+    effects
+}
+
+/// After a closure, a further `closure` under the consent may go only to a
+/// party that no delivered closure has told yet (DESIGN §13: the exception
+/// exists so that each receiving party can be told once, not to keep the
+/// original purposes open to one party). Anything else passes.
+pub async fn closure_allowed(
+    state: &AppState,
+    consent: &super::model::ConsentRow,
+    msg_type: &str,
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    if consent.closure.is_none() || msg_type != CLOSURE_TYPE {
+        return Ok(true);
+    }
+    let told: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM consent_closures WHERE consent_id = $1 AND party = $2")
+            .bind(consent.id.clone())
+            .bind(recipient.to_owned())
+            .fetch_optional(state.store.pool())
+            .await?;
+    Ok(told.is_none())
 }
 
 /// The `consent_id` a recipient gets (DESIGN §5, §10): the exchange

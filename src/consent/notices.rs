@@ -89,66 +89,56 @@ pub async fn notice_stmts(
     } else {
         None
     };
+    // The configuration in force now (a reload may have moved an endpoint).
+    let live = state.current_live();
+    let forms = forms_per_party(&groups);
     let mut stmts = Vec::new();
     let mut count = 0;
     for ((party, mode), exchange_ids) in groups {
         let mode = parse_mode(Some(mode));
-        let Some(endpoint) = state.config.party(&party).and_then(|p| p.endpoint.clone()) else {
-            // A party that only sends (it got a reply) and has no endpoint
-            // cannot be told through the outbox; counted and logged so an
-            // operator can tell it another way.
-            tracing::warn!(consent.id = %row.id, party = %party, "no endpoint for a revocation notice");
-            metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => "no_endpoint")
-                .increment(1);
-            continue;
-        };
-        let subject_json = match (mode, &subject) {
-            (SubjectMode::Reveal, Some(p)) => json!({"personnummer": p.expose()}),
-            (SubjectMode::Pseudonymise, Some(p)) => match state.crypto.pseudonym(&party, p) {
-                Some(ps) => json!({"pseudonym": ps.as_str()}),
-                None => Value::Null,
-            },
-            _ => Value::Null,
-        };
+        let endpoint = live.config.party(&party).and_then(|p| p.endpoint.clone());
         let consent_ref = lifecycle::recipient_consent_id(state, mode, &party, &row.id);
-        if consent_ref.is_empty() {
-            // No reference can be formed (no consent-reference key): a
-            // notice without a consent id would tell the party nothing.
-            tracing::warn!(consent.id = %row.id, party = %party, "no consent reference for a revocation notice");
-            metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => "no_reference")
-                .increment(1);
-            continue;
-        }
-        let notice_id = uuid::Uuid::now_v7().to_string();
-        let body = json!({
-            "exchange_id": notice_id,
-            "from": NOTICE_SENDER,
-            "to": party,
-            "type": NOTICE_TYPE,
-            "consent_id": consent_ref,
-            "subject": subject_json,
-            "revoked_at": crate::clock::rfc3339_us(revoked_at_us),
-            "exchange_ids": exchange_ids,
-        });
-        let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
-        stmts.push(
-            Stmt::new(
-                "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
-                 consent_id, subject, forwarded, withheld, created_at_us, subject_mode) \
-                 VALUES ($1, $2, $3, $4, '', 'async', 'queued', 0, $5, $6, '[]', '[]', $7, $8)",
-            )
-            .text(notice_id.clone())
-            .text(NOTICE_SENDER)
-            .text(party.clone())
-            .text(NOTICE_TYPE)
-            .text(row.id.clone())
-            .opt_text(audit_subject.map(str::to_owned))
-            .int(state.clock.now_us())
-            .text(mode_name(mode)),
-        );
-        stmts.push(crate::exchange::outbox::insert_stmt(
-            state, &notice_id, &endpoint, &bytes,
-        )?);
+        let notice_id = match (endpoint, consent_ref.is_empty()) {
+            (Some(endpoint), false) => {
+                let notice = Notice {
+                    party: &party,
+                    mode,
+                    consent_ref,
+                    // A party that received data in several forms gets its
+                    // non-`reveal` notices later and with the day only, so
+                    // that their time does not join the forms (§10).
+                    separate: forms.get(party.as_str()).copied().unwrap_or(0) > 1
+                        && mode != SubjectMode::Reveal,
+                };
+                let id = notice.stmts(
+                    state,
+                    row,
+                    revoked_at_us,
+                    audit_subject,
+                    subject.as_ref(),
+                    &endpoint,
+                    &exchange_ids,
+                    &mut stmts,
+                )?;
+                count += 1;
+                id
+            }
+            (endpoint, _) => {
+                // A party that only sends (it got a reply) and has no
+                // endpoint, or no reference can be formed: it cannot be told
+                // through the outbox. Logged and counted once (its exchanges
+                // are marked), so an operator can tell it another way.
+                let reason = if endpoint.is_none() {
+                    "no_endpoint"
+                } else {
+                    "no_reference"
+                };
+                tracing::warn!(consent.id = %row.id, party = %party, reason, "a revocation notice cannot be sent");
+                metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => reason)
+                    .increment(1);
+                format!("unsent:{reason}")
+            }
+        };
         for exchange_id in &exchange_ids {
             stmts.push(
                 Stmt::new(
@@ -161,9 +151,105 @@ pub async fn notice_stmts(
                 .text(notice_id.clone()),
             );
         }
-        count += 1;
     }
     Ok((stmts, count))
+}
+
+/// How many forms each party received the subject in.
+fn forms_per_party(
+    groups: &BTreeMap<(String, &'static str), BTreeSet<String>>,
+) -> BTreeMap<String, usize> {
+    let mut forms = BTreeMap::new();
+    for (party, _) in groups.keys() {
+        *forms.entry(party.clone()).or_insert(0) += 1;
+    }
+    forms
+}
+
+/// One notice to one party in one form.
+struct Notice<'a> {
+    party: &'a str,
+    mode: SubjectMode,
+    consent_ref: String,
+    /// Sent later (1–15 minutes, at random) with `revoked_at` at the day.
+    separate: bool,
+}
+
+impl Notice<'_> {
+    /// Pushes the notice's exchange row and outbox row; returns its id.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one notice from the parts notice_stmts holds"
+    )]
+    fn stmts(
+        &self,
+        state: &AppState,
+        row: &ConsentRow,
+        revoked_at_us: i64,
+        audit_subject: Option<&str>,
+        subject: Option<&Personnummer>,
+        endpoint: &str,
+        exchange_ids: &BTreeSet<String>,
+        stmts: &mut Vec<Stmt>,
+    ) -> Result<String, ApiError> {
+        let subject_json = match (self.mode, subject) {
+            (SubjectMode::Reveal, Some(p)) => json!({"personnummer": p.expose()}),
+            (SubjectMode::Pseudonymise, Some(p)) => match state.crypto.pseudonym(self.party, p) {
+                Some(ps) => json!({"pseudonym": ps.as_str()}),
+                None => Value::Null,
+            },
+            _ => Value::Null,
+        };
+        const DAY_US: i64 = 86_400_000_000;
+        let (revoked_at, delay_us) = if self.separate {
+            use rand::Rng;
+            let delay_s: i64 = rand::thread_rng().gen_range(60..=900);
+            (
+                revoked_at_us - revoked_at_us.rem_euclid(DAY_US),
+                delay_s * 1_000_000,
+            )
+        } else {
+            (revoked_at_us, 0)
+        };
+        let notice_id = uuid::Uuid::now_v7().to_string();
+        let body = json!({
+            "exchange_id": notice_id,
+            "from": NOTICE_SENDER,
+            "to": self.party,
+            "type": NOTICE_TYPE,
+            "consent_id": self.consent_ref,
+            "subject": subject_json,
+            "revoked_at": crate::clock::rfc3339_us(revoked_at),
+            "exchange_ids": exchange_ids,
+        });
+        let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+        stmts.push(
+            Stmt::new(
+                "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
+                 consent_id, subject, forwarded, withheld, created_at_us, subject_mode) \
+                 VALUES ($1, $2, $3, $4, '', 'async', 'queued', 0, $5, $6, '[]', '[]', $7, $8)",
+            )
+            .text(notice_id.clone())
+            .text(NOTICE_SENDER)
+            .text(self.party)
+            .text(NOTICE_TYPE)
+            .text(row.id.clone())
+            .opt_text(audit_subject.map(str::to_owned))
+            .int(state.clock.now_us())
+            .text(mode_name(self.mode)),
+        );
+        stmts.push(crate::exchange::outbox::insert_stmt(
+            state, &notice_id, endpoint, &bytes,
+        )?);
+        if delay_us > 0 {
+            stmts.push(
+                Stmt::new("UPDATE outbox SET next_attempt_us = next_attempt_us + $1 WHERE exchange_id = $2")
+                    .int(delay_us)
+                    .text(notice_id.clone()),
+            );
+        }
+        Ok(notice_id)
+    }
 }
 
 /// Queues a notice for what the parties of a revoked consent received and
@@ -178,23 +264,40 @@ pub async fn sweep(state: &AppState, consent_id: &str) -> Result<usize, ApiError
         return Ok(0);
     };
     let subject = audit_subject_of(state, &row).await?;
-    let (stmts, count) = notice_stmts(state, &row, revoked_at_us, subject.as_deref()).await?;
+    // Twice at most: a mark that a concurrent sweep committed first makes
+    // the transaction fail; read the marks again and queue what is left.
+    let mut count = 0;
+    for _ in 0..2 {
+        let (stmts, n) = notice_stmts(state, &row, revoked_at_us, subject.as_deref()).await?;
+        if stmts.is_empty() {
+            return Ok(0);
+        }
+        match commit(state, &stmts).await {
+            Ok(()) => {
+                count = n;
+                break;
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tracing::debug!(consent.id = %consent_id, "a concurrent sweep named some exchanges first");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     if count == 0 {
         return Ok(0);
     }
-    let mut tx = state.store.pool().begin().await?;
-    for stmt in &stmts {
-        if let Err(e) = stmt.execute(&mut tx).await {
-            // Most likely a mark that a concurrent sweep committed first:
-            // that sweep's notice names the exchange.
-            tracing::debug!(consent.id = %consent_id, error = %e, "late revocation notice not queued");
-            return Ok(0);
-        }
-    }
-    tx.commit().await?;
     tracing::info!(consent.id = %consent_id, notices = count, "late revocation notices queued");
     state.outbox_notify.notify_one();
     Ok(count)
+}
+
+/// Runs `stmts` in one transaction.
+async fn commit(state: &AppState, stmts: &[Stmt]) -> Result<(), sqlx::Error> {
+    let mut tx = state.store.pool().begin().await?;
+    for stmt in stmts {
+        stmt.execute(&mut tx).await?;
+    }
+    tx.commit().await
 }
 
 /// After a delivery under `consent_id`: if the consent was revoked in the
@@ -217,15 +320,7 @@ pub fn after_delivery(state: &AppState, consent_id: Option<&str>, msg_type: Opti
 /// Sweeps every revoked consent that has a received exchange no notice
 /// named (a sweep that a crash or a storage error cut short).
 pub async fn sweep_pending(state: &AppState) {
-    let pending: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
-        "SELECT DISTINCT e.consent_id FROM exchanges e JOIN consents c ON c.id = e.consent_id \
-         WHERE c.revoked_at_us IS NOT NULL AND e.status IN ('delivered', 'forwarded') \
-         AND e.msg_type <> $1 AND NOT EXISTS (SELECT 1 FROM revocation_notice_marks m \
-         WHERE m.consent_id = e.consent_id AND m.party = e.recipient AND m.exchange_id = e.id)",
-    )
-    .bind(NOTICE_TYPE)
-    .fetch_all(state.store.pool())
-    .await;
+    let pending = pending_consents(state).await;
     match pending {
         Ok(ids) => {
             for id in ids {
@@ -236,6 +331,34 @@ pub async fn sweep_pending(state: &AppState) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot look for unsent revocation notices"),
     }
+}
+
+/// Revoked consents with a received exchange, or a reply passed to its
+/// sender, that no notice has named.
+async fn pending_consents(state: &AppState) -> Result<Vec<String>, sqlx::Error> {
+    let mut ids: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT DISTINCT e.consent_id FROM exchanges e JOIN consents c ON c.id = e.consent_id \
+         WHERE c.revoked_at_us IS NOT NULL \
+         AND (e.status IN ('delivered', 'forwarded') OR e.possibly_received = 1) \
+         AND e.msg_type <> $1 AND NOT EXISTS (SELECT 1 FROM revocation_notice_marks m \
+         WHERE m.consent_id = e.consent_id AND m.party = e.recipient AND m.exchange_id = e.id)",
+    )
+    .bind(NOTICE_TYPE)
+    .fetch_all(state.store.pool())
+    .await?
+    .into_iter()
+    .collect();
+    let replies: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT a.consent_id FROM audit_records a JOIN consents c ON c.id = a.consent_id \
+         WHERE a.action = $1 AND c.revoked_at_us IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM revocation_notice_marks m WHERE m.consent_id = a.consent_id \
+         AND m.party = a.to_party AND m.exchange_id = a.exchange_id)",
+    )
+    .bind(action::REPLY_FORWARDED)
+    .fetch_all(state.store.pool())
+    .await?;
+    ids.extend(replies);
+    Ok(ids.into_iter().collect())
 }
 
 /// The audit-domain subject of a consent, from its consent-recorded record
@@ -262,7 +385,8 @@ async fn recipients(
 ) -> Result<BTreeMap<(String, &'static str), BTreeSet<String>>, ApiError> {
     let delivered: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT id, recipient, subject_mode FROM exchanges \
-         WHERE consent_id = $1 AND status IN ('delivered', 'forwarded') AND msg_type <> $2",
+         WHERE consent_id = $1 AND (status IN ('delivered', 'forwarded') OR possibly_received = 1) \
+         AND msg_type <> $2",
     )
     .bind(consent_id.to_owned())
     .bind(NOTICE_TYPE)

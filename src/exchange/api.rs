@@ -212,6 +212,16 @@ async fn handle(
                 state.clock.now_us(),
             )
             .map_err(model::Denial::error)?;
+            if !crate::consent::lifecycle::closure_allowed(
+                state,
+                &c,
+                &env.msg_type,
+                recipient_id.as_str(),
+            )
+            .await?
+            {
+                return Err(model::Denial::Scope.error());
+            }
             ctx.consent_id = Some(c.id.clone());
             Some(c)
         }
@@ -447,6 +457,7 @@ impl SyncTail {
                     state,
                     ctx.msg_type.as_deref(),
                     ctx.consent_id.as_deref(),
+                    Some(self.recipient_id.as_str()),
                     &exchange_id,
                 ));
                 record_outcome(state, record, outcome).await;
@@ -491,11 +502,19 @@ impl SyncTail {
             Err(err) => {
                 let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
                 record.reason = Some(err.to_string());
-                let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1 WHERE id = $2")
+                let failed = Stmt::new("UPDATE exchanges SET status = 'failed', attempts = 1, last_error = $1, possibly_received = $2 WHERE id = $3")
                     .text(err.to_string())
+                    .int(i64::from(err.may_have_arrived()))
                     .text(exchange_id.clone());
                 record_outcome(state, record, vec![failed]).await;
                 tracing::warn!(exchange.id = %exchange_id, error = %err, "sync delivery failed");
+                if err.may_have_arrived() {
+                    crate::consent::notices::after_delivery(
+                        state,
+                        ctx.consent_id.as_deref(),
+                        ctx.msg_type.as_deref(),
+                    );
+                }
                 Err(ApiError::new(ProblemCode::RecipientFailed, format!("the recipient did not accept the message ({err}); the exchange is recorded as failed"))
                     .with("exchange_id", exchange_id))
             }

@@ -98,6 +98,12 @@ pub async fn run(state: AppState) {
     // Revocation notices a crash or a storage error left unsent (§13).
     crate::consent::notices::sweep_pending(&state).await;
     loop {
+        // Housekeeping on elapsed time, also while claims keep succeeding.
+        if last_purge.elapsed() > Duration::from_secs(600) {
+            super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
+            crate::consent::notices::sweep_pending(&state).await;
+            last_purge = std::time::Instant::now();
+        }
         let free = workers.available_permits();
         if free > 0 {
             let saturated: Vec<String> = busy
@@ -120,11 +126,6 @@ pub async fn run(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
             }
-        }
-        if last_purge.elapsed() > Duration::from_secs(600) {
-            super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
-            crate::consent::notices::sweep_pending(&state).await;
-            last_purge = std::time::Instant::now();
         }
         tokio::select! {
             _ = state.outbox_notify.notified() => {},
@@ -366,10 +367,12 @@ async fn attempt(state: &AppState, row: Claimed) {
                 Bytes::from(body.to_vec()),
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.may_have_arrived(), e.to_string()))
         }
-        Err(e) => Err(format!("cannot open the sealed message: {e}")),
+        Err(e) => Err((false, format!("cannot open the sealed message: {e}"))),
     };
+    let may_have_arrived = matches!(&result, Err((true, _)));
+    let result = result.map_err(|(_, e)| e);
     crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
     let outcome = match result {
         Ok(_) => {
@@ -382,6 +385,7 @@ async fn attempt(state: &AppState, row: Claimed) {
                 state,
                 record.msg_type.as_deref(),
                 record.consent_id.as_deref(),
+                record.to.as_deref(),
                 &id,
             );
             let mut effects = vec![
@@ -397,14 +401,17 @@ async fn attempt(state: &AppState, row: Claimed) {
             effects.extend(closure);
             let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
             let done = state.audit.append(record, effects).await;
-            if done.is_ok() {
-                // A revocation that came while this attempt was in flight.
-                crate::consent::notices::after_delivery(
-                    state,
-                    consent_id.as_deref(),
-                    msg_type.as_deref(),
-                );
+            if done.is_err() {
+                // Delivered but not recorded: the retry may be refused by
+                // its consent check, and the party still holds the message.
+                possibly_received(state, &id).await;
             }
+            // A revocation that came while this attempt was in flight.
+            crate::consent::notices::after_delivery(
+                state,
+                consent_id.as_deref(),
+                msg_type.as_deref(),
+            );
             done.map(|_| "delivered")
         }
         Err(err) if now >= row.expires_at_us => {
@@ -421,6 +428,15 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .text(err)
                     .text(id.clone()),
             ];
+            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+            if may_have_arrived {
+                possibly_received(state, &id).await;
+                crate::consent::notices::after_delivery(
+                    state,
+                    consent_id.as_deref(),
+                    msg_type.as_deref(),
+                );
+            }
             state.audit.append(record, effects).await.map(|_| "expired")
         }
         Err(err) => {
@@ -440,6 +456,14 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .bind(id.clone())
                     .execute(state.store.pool())
                     .await;
+            if may_have_arrived {
+                possibly_received(state, &id).await;
+                crate::consent::notices::after_delivery(
+                    state,
+                    record.consent_id.as_deref(),
+                    record.msg_type.as_deref(),
+                );
+            }
             tracing::info!(exchange.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, "async delivery failed; will retry");
             match (r1, r2) {
                 (Ok(_), Ok(_)) => Ok("retry"),
@@ -449,6 +473,20 @@ async fn attempt(state: &AppState, row: Claimed) {
     };
     if let Err(e) = outcome {
         tracing::warn!(exchange.id = %id, error = %e, "could not record the delivery outcome; the lease will expire and it is retried");
+    }
+}
+
+/// Marks an exchange whose message may have reached its recipient without
+/// an acknowledged delivery (see [`super::deliver::DeliveryError::may_have_arrived`]):
+/// revocation notices count it as received. Best effort: if it cannot be
+/// written, it is logged.
+pub async fn possibly_received(state: &AppState, exchange_id: &str) {
+    let r = sqlx::query("UPDATE exchanges SET possibly_received = 1 WHERE id = $1")
+        .bind(exchange_id.to_owned())
+        .execute(state.store.pool())
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(exchange.id = %exchange_id, error = %e, "could not mark an exchange as possibly received");
     }
 }
 

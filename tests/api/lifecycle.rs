@@ -567,3 +567,294 @@ both_backends!(
         assert_eq!(notices(&gw, "af").len(), 1);
     }
 );
+
+// Review of f3af744 (lrev): a delivery whose answer the gateway never saw
+// (the recipient read the whole message, the attempt timed out) is a
+// `failed` attempt to the gateway; when the consent is revoked before the
+// retry, the retry is refused (`consent_revoked`) and the party that holds
+// the message is never told.
+both_backends!(
+    a_delivery_that_reached_the_recipient_but_timed_out_gets_its_notice,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            referral_route(c);
+            c.delivery.timeout = Duration::from_millis(400);
+        })
+        .await
+        else {
+            return;
+        };
+        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        // The recipient reads the whole message but answers too late.
+        gw.recipient("af").push_reply(crate::harness::Reply {
+            delay: Duration::from_secs(3),
+            ..Default::default()
+        });
+        let rsp = gw
+            .client("fk")
+            .post("/v1/exchanges", &referral_of(ALVA))
+            .await;
+        assert_eq!(rsp.status, 202, "{}", rsp.text);
+        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        eventually(|| gw.recipient("af").arrivals() == 1).await;
+        // The recipient is then unreachable for a while (its retries fail).
+        gw.recipient("af").set_down(true);
+        let status = || async {
+            gw.client("fk")
+                .get(&format!("/v1/exchanges/{exchange_id}"))
+                .await
+                .json()
+        };
+        // The timed-out attempt is recorded as a failed attempt.
+        for _ in 0..400 {
+            if status().await["attempts"].as_i64().unwrap() >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(status().await["attempts"].as_i64().unwrap() >= 1);
+        // The participant withdraws; the next attempt is refused.
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        for _ in 0..400 {
+            if status().await["status"] != "queued" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let st = status().await;
+        assert_eq!(st["status"], "failed", "{st}");
+        assert_eq!(st["last_error"], "consent_revoked", "{st}");
+        gw.recipient("af").set_down(false);
+        samgate::consent::notices::sweep_pending(gw.state()).await;
+        // The recipient holds the referral (it read it): it must be told.
+        assert_eq!(gw.recipient("af").arrivals(), 1);
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'consent-revoked' AND recipient = 'af'",
+        )
+        .fetch_one(gw.state().store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            queued, 1,
+            "no revocation notice for a party that read the message"
+        );
+    }
+);
+
+// Review of f3af744 (lrev): revocation notices look up the party's endpoint
+// in the configuration the process started with (`state.config`), not the
+// reloaded one (`state.live()`) that the exchanges themselves use. A party
+// whose endpoint moved by a reload (SIGHUP) received its data at the new
+// endpoint; its notice goes to the old one (here still running; in real
+// life a decommissioned host, so the notice is retried until it expires).
+both_backends!(
+    a_revocation_notice_goes_to_the_endpoint_the_data_went_to_after_a_reload,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            c.delivery.backoff_initial = Duration::from_millis(20);
+            c.delivery.backoff_max = Duration::from_millis(100);
+        })
+        .await
+        else {
+            return;
+        };
+        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        // fk moves its inbox: a new endpoint, configured by a reload.
+        let moved =
+            crate::harness::Recipient::start(gw.dir.path(), "fk", "127.0.0.1:0".parse().unwrap())
+                .await;
+        let text = std::fs::read_to_string(gw.path("samgate.toml")).unwrap();
+        let mut t: toml::Table = toml::from_str(&text).unwrap();
+        t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
+        t["storage"]["url"] = toml::Value::String(gw.config.storage.url.clone());
+        for p in t["party"].as_array_mut().unwrap() {
+            let pid = p["id"].as_str().unwrap().to_owned();
+            let ep = if pid == "fk" {
+                Some(format!("https://127.0.0.1:{}/inbox", moved.addr.port()))
+            } else {
+                gw.config.party(&pid).and_then(|c| c.endpoint.clone())
+            };
+            if let Some(ep) = ep {
+                p["endpoint"] = toml::Value::String(ep);
+            }
+        }
+        let path = gw.path("moved.toml");
+        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        samgate::reload::reload(gw.state(), &path).unwrap();
+        let rsp = gw
+            .client("kommun-kalmar")
+            .post(
+                "/v1/exchanges",
+                &send(
+                    "fk",
+                    "attendance-report",
+                    "samordnad-rehabilitering",
+                    ALVA,
+                    example("attendance-report"),
+                ),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        // The data went to the new endpoint.
+        assert_eq!(moved.received().len(), 1);
+        assert!(gw.recipient("fk").received().is_empty());
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let at_new = || {
+            moved
+                .received()
+                .iter()
+                .map(|r| r.json())
+                .filter(|v| v["type"] == "consent-revoked")
+                .count()
+        };
+        for _ in 0..400 {
+            if at_new() > 0 || !notices(&gw, "fk").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            notices(&gw, "fk").is_empty(),
+            "the notice went to fk's old endpoint, which never received {exchange_id}"
+        );
+        assert_eq!(at_new(), 1, "fk's current endpoint was not told");
+    }
+);
+
+// Review of f3af744 (lrev): after a closure the consent keeps its original
+// purposes for further `closure` messages "so that every receiving party
+// can be told" — but not only once per party: the same sender can keep
+// sending the same party closures, each with the free-text `future_plan`
+// and `hours_per_week`, under `samordnad-rehabilitering` for the whole
+// follow-up period (DESIGN §13: other purposes are 403 `consent_scope`).
+both_backends!(
+    after_a_closure_a_party_already_told_gets_no_further_closure,
+    |db| async move {
+        let Some(gw) = TestGateway::spawn(db).await else {
+            return;
+        };
+        record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let kommun = gw.client("kommun-kalmar");
+        let closure = |plan: &str| {
+            let mut p = example("closure");
+            p["future_plan"] = json!(plan);
+            send("fk", "closure", "samordnad-rehabilitering", ALVA, p)
+        };
+        let rsp = kommun.post("/v1/exchanges", &closure("The plan.")).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        // fk has been told; months later the municipality sends it more.
+        let rsp = kommun
+            .post("/v1/exchanges", &closure("New notes on her health."))
+            .await;
+        assert_eq!(
+            (rsp.status, rsp.problem().as_str()),
+            (403, "consent_scope"),
+            "a second closure to a party already told passed: {}",
+            rsp.text
+        );
+    }
+);
+
+both_backends!(
+    a_party_that_received_two_forms_gets_its_second_notice_later_and_by_the_day,
+    |db| async move {
+        // af receives Alva revealed (referral) and pseudonymised (attendance).
+        let Some(gw) = TestGateway::spawn_with(db, |c| {
+            referral_route(c);
+            let referral = c.routes.pop().unwrap();
+            c.routes.insert(0, referral);
+            c.routes.insert(
+                0,
+                RouteConfig {
+                    from: vec![PartyId::new("fk")],
+                    to: vec![PartyId::new("af")],
+                    msg_type: "attendance-report".into(),
+                    purposes: vec!["samordnad-rehabilitering".into()],
+                    fields: vec!["*".into()],
+                    subject: SubjectMode::Pseudonymise,
+                    consent: ConsentRequirement::Required,
+                },
+            );
+        })
+        .await
+        else {
+            return;
+        };
+        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        let id = summary["id"].as_str().unwrap().to_owned();
+        let fk = gw.client("fk");
+        let mut referral = referral_of(ALVA);
+        referral["delivery"] = json!("sync");
+        assert_eq!(fk.post("/v1/exchanges", &referral).await.status, 200);
+        let att = send(
+            "af",
+            "attendance-report",
+            "samordnad-rehabilitering",
+            ALVA,
+            example("attendance-report"),
+        );
+        assert_eq!(fk.post("/v1/exchanges", &att).await.status, 200);
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
+        // The revealed form arrives at once, exact to the microsecond.
+        eventually(|| !notices(&gw, "af").is_empty()).await;
+        let first = &notices(&gw, "af")[0];
+        assert_eq!(first["subject"], json!({"personnummer": ALVA}));
+        assert_eq!(first["revoked_at"], revoked_at.as_str());
+        // The pseudonymous one waits in the outbox, at least a minute, and
+        // says only the day.
+        type Row = (String, i64, String, Vec<u8>, Vec<u8>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT o.exchange_id, o.next_attempt_us, o.body_key_id, o.body_nonce, o.body_sealed \
+             FROM outbox o JOIN exchanges e ON e.id = o.exchange_id \
+             WHERE e.msg_type = 'consent-revoked' AND e.recipient = 'af'",
+        )
+        .fetch_all(gw.state().store.pool())
+        .await
+        .unwrap();
+        // (The first one's row may still be there while its delivery is
+        // being recorded.)
+        let soon = gw.state().clock.now_us() + 50_000_000;
+        let later: Vec<Row> = rows.into_iter().filter(|r| r.1 >= soon).collect();
+        assert_eq!(later.len(), 1);
+        let (notice_id, _, key_id, nonce, ciphertext) = later.into_iter().next().unwrap();
+        let sealed = samgate::subject::vault::Sealed {
+            key_id,
+            nonce: nonce.try_into().unwrap(),
+            ciphertext,
+        };
+        let body = gw
+            .state()
+            .crypto
+            .vault
+            .open_bytes(&samgate::exchange::outbox::aad(&notice_id), &sealed)
+            .unwrap();
+        let second: Value = serde_json::from_slice(&body).unwrap();
+        assert!(second["subject"]["pseudonym"]
+            .as_str()
+            .unwrap()
+            .starts_with("ps1_"));
+        let day = &revoked_at[..10];
+        assert_eq!(second["revoked_at"], format!("{day}T00:00:00Z"));
+        assert_ne!(second["exchange_ids"], first["exchange_ids"]);
+    }
+);
