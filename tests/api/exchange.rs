@@ -520,26 +520,19 @@ both_backends!(
 both_backends!(
     a_reply_can_only_re_identify_the_exchanges_own_subject,
     |db| async move {
-        use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
+        use crate::harness::route;
         let gw = TestGateway::spawn_with(db, |c| {
-            let route = |from: &str, to: &str, fields: &[&str], subject| RouteConfig {
-                from: vec![PartyId::new(from)],
-                to: vec![PartyId::new(to)],
-                msg_type: "referral".into(),
-                purposes: vec!["samordnad-rehabilitering".into()],
-                fields: fields.iter().map(|s| s.to_string()).collect(),
-                subject,
-                consent: ConsentRequirement::Required,
-            };
             c.routes.push(route(
                 "fk",
-                "region-kalmar",
+                &["region-kalmar"],
+                "referral",
                 &["/subject", "/referral_id"],
                 samgate::policy::SubjectMode::Pseudonymise,
             ));
             c.routes.push(route(
                 "region-kalmar",
-                "fk",
+                &["fk"],
+                "referral",
                 &["/subject", "/decision"],
                 samgate::policy::SubjectMode::Reveal,
             ));

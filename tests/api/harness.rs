@@ -130,6 +130,29 @@ pub async fn record_consent(
         .to_owned()
 }
 
+/// A consent-required route for samordnad-rehabilitering, to push into
+/// `Config::routes` in a `spawn_with` adjustment.
+pub fn route(
+    from: &str,
+    to: &[&str],
+    msg_type: &str,
+    fields: &[&str],
+    subject: samgate::policy::SubjectMode,
+) -> samgate::config::RouteConfig {
+    samgate::config::RouteConfig {
+        from: vec![samgate::config::PartyId::new(from)],
+        to: to
+            .iter()
+            .map(|p| samgate::config::PartyId::new(*p))
+            .collect(),
+        msg_type: msg_type.into(),
+        purposes: vec!["samordnad-rehabilitering".into()],
+        fields: fields.iter().map(|s| s.to_string()).collect(),
+        subject,
+        consent: samgate::config::ConsentRequirement::Required,
+    }
+}
+
 /// base64url (no padding) of a JSON value: a JWS header or claims part.
 pub fn b64_json(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
@@ -685,6 +708,28 @@ impl TestGateway {
             }
         }
         bytes
+    }
+
+    /// Writes the gateway's running configuration as a file (with the
+    /// harness's adjustments: database, recipient ports), after `adjust`,
+    /// mode 0600; its path. For `samgate check`, reloads and child serves.
+    pub fn write_config(&self, name: &str, adjust: impl FnOnce(&mut toml::Table)) -> PathBuf {
+        let text = std::fs::read_to_string(self.path("samgate.toml")).unwrap();
+        let mut t: toml::Table = toml::from_str(&text).unwrap();
+        t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
+        t["storage"]["url"] = toml::Value::String(self.config.storage.url.clone());
+        for p in t["party"].as_array_mut().unwrap() {
+            let id = p["id"].as_str().unwrap().to_owned();
+            if let Some(ep) = self.config.party(&id).and_then(|c| c.endpoint.clone()) {
+                p["endpoint"] = toml::Value::String(ep);
+            }
+        }
+        adjust(&mut t);
+        let path = self.path(name);
+        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
     }
 
     /// Graceful stop (final tree head).

@@ -9,10 +9,9 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::harness::{
-    consent_args, consent_to_all, envelope, example, fast_retries, now, record_signed, TestGateway,
-    ALL_CATEGORIES as ALL, ALL_PARTIES as PARTIES, ALVA, BERIT,
+    consent_args, consent_to_all, envelope, example, fast_retries, now, record_signed, route,
+    Reply, TestGateway, ALL_CATEGORIES as ALL, ALL_PARTIES as PARTIES, ALVA, BERIT,
 };
-use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
 use samgate::policy::SubjectMode;
 
 async fn record(gw: &TestGateway, args: &samgate::cli::ConsentSignArgs) -> Value {
@@ -93,18 +92,13 @@ both_backends!(
     |db| async move {
         // A route listing "*" to every other agency, pseudonymised.
         let gw = TestGateway::spawn_with(db, |c| {
-            c.routes.push(RouteConfig {
-                from: vec![PartyId::new("fk")],
-                to: ["af", "kommun-kalmar", "region-kalmar"]
-                    .iter()
-                    .map(|p| PartyId::new(*p))
-                    .collect(),
-                msg_type: "referral".into(),
-                purposes: vec!["samordnad-rehabilitering".into()],
-                fields: vec!["*".into()],
-                subject: SubjectMode::Pseudonymise,
-                consent: ConsentRequirement::Required,
-            });
+            c.routes.push(route(
+                "fk",
+                &["af", "kommun-kalmar", "region-kalmar"],
+                "referral",
+                &["*"],
+                SubjectMode::Pseudonymise,
+            ));
         })
         .await;
         let mut args = consent_args(&gw, BERIT, PARTIES, ALL);
@@ -464,16 +458,25 @@ both_backends!(
 
 /// The `fk` → `af` referral route listing every field, revealed.
 fn referral_route(c: &mut samgate::config::Config) {
-    c.routes.push(RouteConfig {
-        from: vec![PartyId::new("fk")],
-        to: vec![PartyId::new("af")],
-        msg_type: "referral".into(),
-        purposes: vec!["samordnad-rehabilitering".into()],
-        fields: vec!["*".into()],
-        subject: SubjectMode::Reveal,
-        consent: ConsentRequirement::Required,
-    });
+    c.routes.push(route(
+        "fk",
+        &["af"],
+        "referral",
+        &["*"],
+        SubjectMode::Reveal,
+    ));
     fast_retries(c);
+}
+
+/// Sends Alva's async referral to af, which answers only after `delay`,
+/// and waits until it has reached af's inbox (past its consent check); the
+/// exchange id.
+async fn slow_referral_arrived(gw: &TestGateway, delay: Duration) -> String {
+    gw.recipient("af").push_reply(Reply::delayed(delay));
+    let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
+    assert_eq!(rsp.status, 202, "{}", rsp.text);
+    eventually(|| gw.recipient("af").arrivals() == 1).await;
+    rsp.exchange_id()
 }
 
 fn referral_of(who: &str) -> Value {
@@ -513,20 +516,14 @@ both_backends!(
         let after = status().await["attempts"].as_i64().unwrap() + 2;
         let checked =
             |st: &Value| st["status"] != "queued" || st["attempts"].as_i64().unwrap() >= after;
-        for _ in 0..400 {
-            if checked(&status().await) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, &checked)
+            .await;
         assert!(checked(&status().await));
         gw.recipient("af").set_down(false);
-        for _ in 0..400 {
-            if status().await["status"] != "queued" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["status"] != "queued")
+            .await;
         let st = status().await;
         assert_eq!(st["status"], "failed", "{st}");
         assert_eq!(st["last_error"], "consent_scope", "{st}");
@@ -543,14 +540,9 @@ both_backends!(
         let gw = TestGateway::spawn_with(db, referral_route).await;
         let id = consent_to_all(&gw, ALVA).await;
         // The recipient takes its time to answer the async delivery.
-        gw.recipient("af")
-            .push_reply(crate::harness::Reply::delayed(Duration::from_millis(1500)));
-        let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
-        assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.exchange_id();
-        // The delivery has passed its consent check and reached the inbox...
-        eventually(|| gw.recipient("af").arrivals() == 1).await;
-        // ...when the participant withdraws.
+        let exchange_id = slow_referral_arrived(&gw, Duration::from_millis(1500)).await;
+        // It has passed its consent check and reached the inbox when the
+        // participant withdraws.
         let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // The recipient accepts the message afterwards, and is then told.
@@ -576,56 +568,28 @@ both_backends!(
 both_backends!(
     a_delivery_that_reached_the_recipient_but_timed_out_gets_its_notice,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             referral_route(c);
             c.delivery.timeout = Duration::from_millis(400);
         })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        .await;
+        let id = consent_to_all(&gw, ALVA).await;
         // The recipient reads the whole message but answers too late.
-        gw.recipient("af").push_reply(crate::harness::Reply {
-            delay: Duration::from_secs(3),
-            ..Default::default()
-        });
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
-        assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        eventually(|| gw.recipient("af").arrivals() == 1).await;
+        let exchange_id = slow_referral_arrived(&gw, Duration::from_secs(3)).await;
         // The recipient is then unreachable for a while (its retries fail).
         gw.recipient("af").set_down(true);
-        let status = || async {
-            gw.client("fk")
-                .get(&format!("/v1/exchanges/{exchange_id}"))
-                .await
-                .json()
-        };
+        let status = || async { gw.client("fk").exchange_status(&exchange_id).await };
         // The timed-out attempt is recorded as a failed attempt.
-        for _ in 0..400 {
-            if status().await["attempts"].as_i64().unwrap() >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["attempts"].as_i64().unwrap() >= 1)
+            .await;
         assert!(status().await["attempts"].as_i64().unwrap() >= 1);
         // The participant withdraws; the next attempt is refused.
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        for _ in 0..400 {
-            if status().await["status"] != "queued" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["status"] != "queued")
+            .await;
         let st = status().await;
         assert_eq!(st["status"], "failed", "{st}");
         assert_eq!(st["last_error"], "consent_revoked", "{st}");
@@ -636,7 +600,7 @@ both_backends!(
         let queued: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'consent-revoked' AND recipient = 'af'",
         )
-        .fetch_one(gw.state().store.pool())
+        .fetch_one(gw.pool())
         .await
         .unwrap();
         assert_eq!(
@@ -655,64 +619,36 @@ both_backends!(
 both_backends!(
     a_revocation_notice_goes_to_the_endpoint_the_data_went_to_after_a_reload,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let gw = TestGateway::spawn_with(db, fast_retries).await;
+        let id = consent_to_all(&gw, ALVA).await;
         // fk moves its inbox: a new endpoint, configured by a reload.
         let moved =
             crate::harness::Recipient::start(gw.dir.path(), "fk", "127.0.0.1:0".parse().unwrap())
                 .await;
-        let text = std::fs::read_to_string(gw.path("samgate.toml")).unwrap();
-        let mut t: toml::Table = toml::from_str(&text).unwrap();
-        t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
-        t["storage"]["url"] = toml::Value::String(gw.config.storage.url.clone());
-        for p in t["party"].as_array_mut().unwrap() {
-            let pid = p["id"].as_str().unwrap().to_owned();
-            let ep = if pid == "fk" {
-                Some(format!("https://127.0.0.1:{}/inbox", moved.addr.port()))
-            } else {
-                gw.config.party(&pid).and_then(|c| c.endpoint.clone())
-            };
-            if let Some(ep) = ep {
-                p["endpoint"] = toml::Value::String(ep);
+        let path = gw.write_config("moved.toml", |t| {
+            for p in t["party"].as_array_mut().unwrap() {
+                if p["id"].as_str() == Some("fk") {
+                    let ep = format!("https://127.0.0.1:{}/inbox", moved.addr.port());
+                    p["endpoint"] = toml::Value::String(ep);
+                }
             }
-        }
-        let path = gw.path("moved.toml");
-        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        });
         samgate::reload::reload(gw.state(), &path).unwrap();
         let rsp = gw
             .client("kommun-kalmar")
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "fk",
-                    "attendance-report",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("attendance-report"),
-                ),
-            )
+            .post_exchange(&send(
+                "fk",
+                "attendance-report",
+                ALVA,
+                example("attendance-report"),
+            ))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let exchange_id = rsp.exchange_id();
         // The data went to the new endpoint.
         assert_eq!(moved.received().len(), 1);
         assert!(gw.recipient("fk").received().is_empty());
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let at_new = || {
             moved
@@ -745,24 +681,22 @@ both_backends!(
 both_backends!(
     after_a_closure_a_party_already_told_gets_no_further_closure,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
         let kommun = gw.client("kommun-kalmar");
         let closure = |plan: &str| {
             let mut p = example("closure");
             p["future_plan"] = json!(plan);
-            send("fk", "closure", "samordnad-rehabilitering", ALVA, p)
+            send("fk", "closure", ALVA, p)
         };
-        let rsp = kommun.post("/v1/exchanges", &closure("The plan.")).await;
+        let rsp = kommun.post_exchange(&closure("The plan.")).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // fk has been told; months later the municipality sends it more.
         let rsp = kommun
-            .post("/v1/exchanges", &closure("New notes on her health."))
+            .post_exchange(&closure("New notes on her health."))
             .await;
         assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
+            rsp.problem_code(),
             (403, "consent_scope"),
             "a second closure to a party already told passed: {}",
             rsp.text
@@ -774,45 +708,35 @@ both_backends!(
     a_party_that_received_two_forms_gets_its_second_notice_later_and_by_the_day,
     |db| async move {
         // af receives Alva revealed (referral) and pseudonymised (attendance).
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             referral_route(c);
             let referral = c.routes.pop().unwrap();
             c.routes.insert(0, referral);
             c.routes.insert(
                 0,
-                RouteConfig {
-                    from: vec![PartyId::new("fk")],
-                    to: vec![PartyId::new("af")],
-                    msg_type: "attendance-report".into(),
-                    purposes: vec!["samordnad-rehabilitering".into()],
-                    fields: vec!["*".into()],
-                    subject: SubjectMode::Pseudonymise,
-                    consent: ConsentRequirement::Required,
-                },
+                route(
+                    "fk",
+                    &["af"],
+                    "attendance-report",
+                    &["*"],
+                    SubjectMode::Pseudonymise,
+                ),
             );
         })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        .await;
+        let id = consent_to_all(&gw, ALVA).await;
         let fk = gw.client("fk");
         let mut referral = referral_of(ALVA);
         referral["delivery"] = json!("sync");
-        assert_eq!(fk.post("/v1/exchanges", &referral).await.status, 200);
+        assert_eq!(fk.post_exchange(&referral).await.status, 200);
         let att = send(
             "af",
             "attendance-report",
-            "samordnad-rehabilitering",
             ALVA,
             example("attendance-report"),
         );
-        assert_eq!(fk.post("/v1/exchanges", &att).await.status, 200);
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        assert_eq!(fk.post_exchange(&att).await.status, 200);
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
         // The revealed form arrives at once, exact to the microsecond.
@@ -828,7 +752,7 @@ both_backends!(
              FROM outbox o JOIN exchanges e ON e.id = o.exchange_id \
              WHERE e.msg_type = 'consent-revoked' AND e.recipient = 'af'",
         )
-        .fetch_all(gw.state().store.pool())
+        .fetch_all(gw.pool())
         .await
         .unwrap();
         // (The first one's row may still be there while its delivery is

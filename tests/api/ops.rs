@@ -1,7 +1,7 @@
 //! The operator kit (issue #19): `samgate check`, reload, vault rotation,
 //! metrics, and the personnummer kept out of argv.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -23,26 +23,6 @@ fn attendance(delivery: &str) -> Value {
     let mut m = crate::harness::attendance("20020314-9828");
     m["delivery"] = json!(delivery);
     m
-}
-
-/// Writes the gateway's running configuration as a file (the in-memory
-/// adjustments of the harness: database, recipient ports), after `adjust`.
-fn write_config(gw: &TestGateway, name: &str, adjust: impl FnOnce(&mut toml::Table)) -> PathBuf {
-    let text = std::fs::read_to_string(gw.path("samgate.toml")).unwrap();
-    let mut t: toml::Table = toml::from_str(&text).unwrap();
-    t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
-    t["storage"]["url"] = toml::Value::String(gw.config.storage.url.clone());
-    for p in t["party"].as_array_mut().unwrap() {
-        let id = p["id"].as_str().unwrap().to_owned();
-        if let Some(ep) = gw.config.party(&id).and_then(|c| c.endpoint.clone()) {
-            p["endpoint"] = toml::Value::String(ep);
-        }
-    }
-    adjust(&mut t);
-    let path = gw.path(name);
-    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-    set_mode(&path, 0o600);
-    path
 }
 
 /// The index of a party in `[[party]]` (as `check` names it).
@@ -106,7 +86,7 @@ fn findings(v: &Value) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_on_a_fresh_init_with_its_recipients_up() {
     let gw = TestGateway::spawn(Db::Sqlite).await;
-    let config = write_config(&gw, "check.toml", |_| {});
+    let config = gw.write_config("check.toml", |_| {});
     let (code, v) = check_json(&config);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["ok"], true);
@@ -171,7 +151,7 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let config = write_config(&gw, "broken.toml", |t| {
+    let config = gw.write_config("broken.toml", |t| {
         t["server"]["certificate"] = toml::Value::String("pki/expired.pem".into());
         for p in t["party"].as_array_mut().unwrap() {
             if p["id"].as_str() == Some("fk") {
@@ -231,7 +211,7 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
     let af = gw.client("af");
     let state = gw.state().clone();
 
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     let r = samgate::reload::reload(&state, &without).unwrap();
     assert_eq!(r.generation, 1);
     let rsp = af.post_exchange(&attendance("sync")).await;
@@ -242,13 +222,13 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
         rsp.text
     );
 
-    let full = write_config(&gw, "full.toml", |_| {});
+    let full = gw.write_config("full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
     let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
 
     // A broken file: refused with its reasons, the running routes stay.
-    let broken = write_config(&gw, "broken.toml", |t| {
+    let broken = gw.write_config("broken.toml", |t| {
         t["route"].as_array_mut().unwrap()[0]["to"] =
             toml::Value::Array(vec![toml::Value::String("nobody".into())]);
     });
@@ -279,7 +259,7 @@ async fn reload_adds_a_party_with_its_pseudonym_domain() {
     let gw = TestGateway::spawn(Db::Sqlite).await;
     let state = gw.state().clone();
     // Start without kommun-kalmar's routes and party, then add them back.
-    let without = write_config(&gw, "without.toml", |t| {
+    let without = gw.write_config("without.toml", |t| {
         let parties = t["party"].as_array_mut().unwrap();
         parties.retain(|p| p["id"].as_str() != Some("kommun-kalmar"));
         let routes = t["route"].as_array_mut().unwrap();
@@ -300,7 +280,7 @@ async fn reload_adds_a_party_with_its_pseudonym_domain() {
         .try_get("/v1/keys")
         .await
         .is_err());
-    let full = write_config(&gw, "full.toml", |_| {});
+    let full = gw.write_config("full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
     let rsp = gw.client("kommun-kalmar").get("/v1/keys").await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
@@ -322,7 +302,7 @@ async fn sighup_to_samgate_serve_reloads_its_configuration() {
     gw.stop().await;
     let port = free_port();
     let db = format!("sqlite://{}", gw.path("data/child.db").display());
-    let config = write_config(&gw, "child.toml", |t| {
+    let config = gw.write_config("child.toml", |t| {
         t["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
         t["storage"]["url"] = toml::Value::String(db.clone());
         without_attendance_routes(t);
@@ -359,7 +339,7 @@ async fn sighup_to_samgate_serve_reloads_its_configuration() {
 
     // Add the routes back and send SIGHUP; the same client (and pooled
     // connection) then gets through.
-    write_config(&gw, "child.toml", |t| {
+    gw.write_config("child.toml", |t| {
         t["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
         t["storage"]["url"] = toml::Value::String(db.clone());
     });
@@ -717,7 +697,7 @@ async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(started);
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     samgate::reload::reload(gw.state(), &without).unwrap();
     let rsp = inflight.await.unwrap();
     assert_eq!(rsp.status, 200, "{}", rsp.text);
@@ -739,11 +719,11 @@ async fn a_request_never_mixes_the_principal_of_one_configuration_with_the_route
     let gw = TestGateway::spawn(Db::Sqlite).await;
     record_consent(&gw, ALVA, ALL, CATS).await;
     // Generation 1: af may not send attendance reports.
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     samgate::reload::reload(gw.state(), &without).unwrap();
     // Generation 2: the route is back, but af's old certificate is revoked
     // (af is re-pinned to another certificate).
-    let repinned = write_config(&gw, "repinned.toml", |t| {
+    let repinned = gw.write_config("repinned.toml", |t| {
         for p in t["party"].as_array_mut().unwrap() {
             if p["id"].as_str() == Some("af") {
                 p["certificate_sha256"] = toml::Value::String("ab".repeat(32));
