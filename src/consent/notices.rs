@@ -171,7 +171,8 @@ struct Notice<'a> {
     party: &'a str,
     mode: SubjectMode,
     consent_ref: String,
-    /// Sent later (1–15 minutes, at random) with `revoked_at` at the day.
+    /// Sent later (1–15 minutes at random, at most a quarter of
+    /// `[delivery] expire_after`) with `revoked_at` at the day.
     separate: bool,
 }
 
@@ -203,11 +204,14 @@ impl Notice<'_> {
         const DAY_US: i64 = 86_400_000_000;
         let (revoked_at, delay_us) = if self.separate {
             use rand::Rng;
-            let delay_s: i64 = rand::thread_rng().gen_range(60..=900);
-            (
-                revoked_at_us - revoked_at_us.rem_euclid(DAY_US),
-                delay_s * 1_000_000,
-            )
+            // Never more than a quarter of `[delivery] expire_after`, so
+            // that the delay cannot make the notice expire unsent.
+            let quarter = i64::try_from(state.config.delivery.expire_after.as_micros() / 4)
+                .unwrap_or(i64::MAX);
+            let max_us = (900 * 1_000_000_i64).min(quarter).max(1);
+            let min_us = (60 * 1_000_000_i64).min(max_us);
+            let delay_us = rand::thread_rng().gen_range(min_us..=max_us);
+            (revoked_at_us - revoked_at_us.rem_euclid(DAY_US), delay_us)
         } else {
             (revoked_at_us, 0)
         };
