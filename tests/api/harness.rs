@@ -2,6 +2,14 @@
 //! working set written by `samgate init` (the same library code), its own
 //! database (a temp SQLite file or a fresh PostgreSQL schema), and real HTTPS
 //! recipient servers on loopback that record what they receive.
+//!
+//! Also the shared fixtures (the test participants, consent arguments and
+//! recording, example messages, hand-signed JWS), a typed client
+//! (`post_exchange`, `exchange_status`, `wait_for_exchange`,
+//! `Rsp::problem_code`) and the one place that decides whether PostgreSQL
+//! runs: [`postgres_url`], asked by `both_backends!` (and by the few
+//! PostgreSQL-only tests through [`backend_available`]); absent locally it
+//! is skipped, absent under `SAMGATE_REQUIRE_POSTGRES` the run fails.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
