@@ -3,7 +3,7 @@
 //! register extract. The personnummer only ever travels in POST bodies and
 //! is never written back into a page.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,14 +11,14 @@ use axum::Extension;
 use maud::{html, Markup};
 use serde_json::{json, Value};
 
-use super::page::{csrf_field, errors, layout, respond};
+use super::page::{csrf_field, errors, layout, respond, respond_page};
 use super::{
-    all, check_csrf, csrf, date_of, first, json_of, labels, party_name, read_form, user_name,
+    all, api_body, csrf, date_of, first, json_of, labels, party_name, posted_form, user_name,
     viewer_with, when, PageError, Viewer,
 };
 use crate::auth::Principal;
 use crate::config::{Role, CONSOLE_ISSUER_ID};
-use crate::http::{JsonBody, RequestId};
+use crate::http::RequestId;
 use crate::personnummer::{Personnummer, PersonnummerError};
 use crate::schema::Category;
 use crate::state::AppState;
@@ -214,6 +214,13 @@ fn lookup_forms(token: &str) -> Markup {
     }
 }
 
+/// The lookup forms again, with the reason a lookup was refused (422).
+fn lookup_refused(state: &AppState, v: &Viewer, title: &str, error: String) -> Response {
+    let token = csrf(state, v);
+    let body = html! { (errors(&[error])) (lookup_forms(&token)) };
+    respond_page(StatusCode::UNPROCESSABLE_ENTITY, title, Some(v), body)
+}
+
 fn intake_page(
     state: &AppState,
     v: &Viewer,
@@ -226,9 +233,7 @@ fn intake_page(
         (consent_form(state, &token, f, errs))
         (lookup_forms(&token))
     };
-    let mut rsp = respond(layout("Intag", Some(v), body));
-    *rsp.status_mut() = status;
-    rsp
+    respond_page(status, "Intag", Some(v), body)
 }
 
 /// `GET /console/intake`.
@@ -255,9 +260,7 @@ pub(crate) async fn record(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let owned =
         |k: &str| -> Vec<String> { all(&pairs, k).into_iter().map(str::to_owned).collect() };
     let f = Filled {
@@ -380,12 +383,7 @@ pub(crate) async fn record(
     }
     let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
     drop(claims);
-    let raw = serde_json::to_vec(&json!({ "token": token })).map_err(|_| super::internal())?;
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
-    let body = JsonBody {
-        value,
-        raw: Bytes::from(raw),
-    };
+    let body = api_body(json!({ "token": token }), true)?;
     match crate::consent::api::record(State(state.clone()), v.principal.clone(), rid, body).await {
         Ok(rsp) => {
             let summary = json_of(rsp).await?;
@@ -532,9 +530,7 @@ fn consent_page(
         }
         p { a href="/console/intake" { "Tillbaka till intaget" } }
     };
-    let mut rsp = respond(layout("Samtycke", Some(v), body));
-    *rsp.status_mut() = status;
-    rsp
+    respond_page(status, "Samtycke", Some(v), body)
 }
 
 /// `GET /console/intake/consents/{id}`.
@@ -559,9 +555,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     uuid_path(&id)?;
     let reason = first(&pairs, "reason").unwrap_or("").trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 {
@@ -606,18 +600,10 @@ pub(crate) async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal.clone(), Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal.clone(), Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
-        Err(e) => {
-            let token = csrf(&state, &v);
-            let body = html! { (errors(&[e])) (lookup_forms(&token)) };
-            let mut rsp = respond(layout("Sök samtycken", Some(&v), body));
-            *rsp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(rsp);
-        }
+        Err(e) => return Ok(lookup_refused(&state, &v, "Sök samtycken", e)),
     };
     let subject = state.crypto.consent_pseudonym(&pnr);
     // Looking up whether a person is a participant is itself a disclosure:
@@ -700,28 +686,13 @@ pub(crate) async fn extract(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
-        Err(e) => {
-            let token = csrf(&state, &v);
-            let body = html! { (errors(&[e])) (lookup_forms(&token)) };
-            let mut rsp = respond(layout("Registerutdrag", Some(&v), body));
-            *rsp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(rsp);
-        }
+        Err(e) => return Ok(lookup_refused(&state, &v, "Registerutdrag", e)),
     };
-    let raw = serde_json::to_vec(&json!({ "personnummer": pnr.expose() }))
-        .map_err(|_| super::internal())?;
+    let body = api_body(json!({ "personnummer": pnr.expose() }), false)?;
     drop(pnr);
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
-    let body = JsonBody {
-        value,
-        raw: Bytes::new(),
-    };
-    drop(raw);
     let rsp =
         crate::audit::disclosure::disclosures(State(state.clone()), v.principal.clone(), rid, body)
             .await

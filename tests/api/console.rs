@@ -11,15 +11,7 @@ use crate::harness::{Client, Rsp, TestGateway};
 const PNR: &str = "19851224-1236";
 
 fn user(gw: &TestGateway, id: &str) -> Client {
-    Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path(&format!("pki/users/{id}.pem")),
-            &gw.path(&format!("pki/users/{id}.key")),
-        )),
-        None,
-    )
+    Client::of(gw.addr(), gw.dir.path(), &format!("users/{id}"))
 }
 
 async fn get(c: &Client, path: &str) -> Rsp {
@@ -50,11 +42,16 @@ async fn post_form(gw: &TestGateway, id: &str, path: &str, form: &[(&str, &str)]
         .send()
         .await
         .unwrap();
-    Rsp {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        text: r.text().await.unwrap(),
-    }
+    Rsp::read(r).await
+}
+
+/// A GET the browser marks as coming from another site, in `mode`.
+async fn cross_site_get(c: &Client, path: &str, mode: &str) -> Rsp {
+    c.get_with(
+        path,
+        &[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", mode)],
+    )
+    .await
 }
 
 /// The CSRF token of the first form on a page.
@@ -75,9 +72,7 @@ async fn records(gw: &TestGateway, action: &str) -> Vec<Value> {
 both_backends!(
     a_user_certificate_is_a_principal_on_the_api_without_a_jwt,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let erik = user(&gw, "erik.berg");
         let head = erik.get("/v1/audit/tree-head").await;
         assert_eq!(head.status, 200, "{}", head.text);
@@ -97,9 +92,7 @@ both_backends!(
             anna.get("/v1/audit/records").await.problem(),
             "forbidden_role"
         );
-        let ex = anna
-            .post("/v1/exchanges", &serde_json::json!({"to": "fk"}))
-            .await;
+        let ex = anna.post_exchange(&serde_json::json!({"to": "fk"})).await;
         assert_eq!(ex.problem(), "forbidden_role");
     }
 );
@@ -107,9 +100,7 @@ both_backends!(
 both_backends!(
     the_console_form_records_through_the_consent_code_and_audit,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         let page = get(&anna, "/console/intake").await;
         assert_eq!(page.status, 200);
@@ -189,7 +180,7 @@ both_backends!(
             "subject": PNR, "delivery": "sync",
             "payload": {"period": {"start": "2026-11-01", "end": "2026-11-30"}, "attended_hours": 10}
         });
-        let ex = af.post("/v1/exchanges", &body).await;
+        let ex = af.post_exchange(&body).await;
         assert_eq!(ex.status, 200, "{}", ex.text);
         crate::harness::assert_logs_clean(&["198512241236"]);
     }
@@ -198,9 +189,7 @@ both_backends!(
 both_backends!(
     subject_search_keeps_the_reason_and_refuses_numbers_in_it,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let c = gw.auditor();
         let bad = c
             .post(
@@ -229,9 +218,7 @@ both_backends!(
 both_backends!(
     requests_another_site_makes_the_browser_send_are_refused,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         // An empty no-cors POST from another page (no preflight): refused
         // before it can revoke anything in the user's name.
@@ -260,36 +247,18 @@ both_backends!(
         // An <img> pointing at an auditor page writes no audit-query record.
         let before = records(&gw, "audit-query").await.len();
         let erik = user(&gw, "erik.berg");
-        let img = erik
-            .http
-            .get(format!("{}/v1/audit/records", erik.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "no-cors")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(img.status().as_u16(), 403);
+        let img = cross_site_get(&erik, "/v1/audit/records", "no-cors").await;
+        assert_eq!(img.status, 403);
         // (records() itself adds one query record: the auditor's own read.)
         assert_eq!(records(&gw, "audit-query").await.len(), before + 1);
         // Following a link to the console's start page still works; the
         // same-origin requests of the console's own pages are untouched.
-        let link = anna
-            .http
-            .get(format!("{}/console/", anna.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "navigate")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(link.status().as_u16(), 200);
+        let link = cross_site_get(&anna, "/console/", "navigate").await;
+        assert_eq!(link.status, 200);
         let own = anna
-            .http
-            .get(format!("{}/console/intake", anna.base))
-            .header("sec-fetch-site", "same-origin")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(own.status().as_u16(), 200);
+            .get_with("/console/intake", &[("sec-fetch-site", "same-origin")])
+            .await;
+        assert_eq!(own.status, 200);
         // Agency systems send neither header.
         assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
     }
@@ -298,20 +267,9 @@ both_backends!(
 both_backends!(
     a_party_token_naming_another_partys_person_does_not_sign_in,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         // sfk-kalmar-audit's own issuer names anna.lind (a user of sfk-kalmar).
-        let token = samgate::consent::token::sign_user_token(
-            &gw.path("keys/users-sfk-kalmar-audit.pem"),
-            "sfk-kalmar-audit-users",
-            "anna.lind",
-            "samgate",
-            10,
-        )
-        .unwrap();
-        let mut c = gw.client("sfk-kalmar-audit");
-        c.bearer = Some(token);
+        let c = gw.client_as_user("sfk-kalmar-audit", "anna.lind");
         let page = get(&c, "/console/").await;
         assert_eq!(page.status, 403, "{}", page.text);
         assert!(!page.text.contains("Anna Lind"), "{}", page.text);
@@ -321,9 +279,7 @@ both_backends!(
 both_backends!(
     the_intake_consent_search_is_an_audited_query,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         let page = get(&anna, "/console/intake").await;
         let token = csrf_of(&page.text);
