@@ -688,7 +688,7 @@ impl Validator {
             );
         }
         let witnesses = self.witnesses(raw.witness);
-        let delivery = DeliveryConfig {
+        let mut delivery = DeliveryConfig {
             timeout: raw
                 .delivery
                 .timeout
@@ -712,6 +712,12 @@ impl Validator {
             workers: raw.delivery.workers.unwrap_or(16).max(1),
             per_recipient: raw.delivery.per_recipient.unwrap_or(4).max(1),
         };
+        if delivery.connect_timeout >= delivery.timeout {
+            // The connection must time out before the attempt does: a total
+            // timeout reached while still connecting would count as "may
+            // have arrived" (revocation notices, DESIGN §13).
+            delivery.connect_timeout = delivery.timeout / 2;
+        }
         let days = raw.consent.max_lifetime_days.unwrap_or(730);
         if days == 0 {
             self.issue("consent.max_lifetime_days", "must be at least 1");

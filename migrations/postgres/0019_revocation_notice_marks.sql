@@ -28,3 +28,8 @@ CREATE TABLE consent_closures (
     exchange_id TEXT NOT NULL,
     PRIMARY KEY (consent_id, party)
 );
+
+-- Revocation notices look up a consent's records (its consent-recorded
+-- record, the replies passed under it); the housekeeping sweep looks for
+-- replies by action.
+CREATE INDEX audit_records_consent ON audit_records (consent_id, action);

@@ -142,6 +142,7 @@ pub async fn record(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(consent.id = %id, "consent recorded");
+    let row = row.with_subject_marking(&state.store).await?;
     Ok(crate::http::extract::created(
         row.summary(state.clock.now_us()),
     ))
@@ -173,7 +174,9 @@ pub async fn get(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?
-        .open(&state.crypto);
+        .open(&state.crypto)
+        .with_subject_marking(&state.store)
+        .await?;
     if !principal.has(Role::Intake) {
         crate::audit::access::log_query(
             &state,
@@ -276,6 +279,8 @@ pub async fn revoke(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?
-        .open(&state.crypto);
+        .open(&state.crypto)
+        .with_subject_marking(&state.store)
+        .await?;
     Ok(Json(row.summary(state.clock.now_us())).into_response())
 }

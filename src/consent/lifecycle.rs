@@ -139,14 +139,17 @@ pub fn closure_effect(
 /// After a closure, a further `closure` under the consent may go only to a
 /// party that no delivered closure has told yet (DESIGN §13: the exception
 /// exists so that each receiving party can be told once, not to keep the
-/// original purposes open to one party). Anything else passes.
+/// original purposes open to one party). Anything else passes, and so does
+/// a closure under the follow-up purpose, which covers every type.
+/// Checked at exchange time and again before each async attempt.
 pub async fn closure_allowed(
     store: &crate::store::Store,
     consent: &super::model::ConsentRow,
     msg_type: &str,
+    purpose: &str,
     recipient: &str,
 ) -> Result<bool, sqlx::Error> {
-    if consent.closure.is_none() || msg_type != CLOSURE_TYPE {
+    if consent.closure.is_none() || msg_type != CLOSURE_TYPE || purpose == FOLLOW_UP_PURPOSE {
         return Ok(true);
     }
     let told: Option<i64> =

@@ -162,7 +162,7 @@ impl ConsentRow {
             issuer: self.issuer.clone(),
             parties: self.parties.clone(),
             purposes: self.purposes.clone(),
-            categories: self.categories.clone(),
+            categories: self.shown_categories().cloned().collect(),
             method: self.method.clone(),
             recorded_by: self.recorded_by.clone(),
             not_before: rfc3339_us(self.not_before_us),
@@ -215,6 +215,26 @@ impl ConsentRow {
         self.parties.iter().any(|p| p == from.as_str())
             && self.parties.iter().any(|p| p == to.as_str())
             && purpose_ok
+    }
+
+    /// The categories as shown in the summary and the receipt: for a
+    /// protected identity nothing of `contact` (DESIGN §13).
+    pub fn shown_categories(&self) -> impl Iterator<Item = &String> {
+        self.categories
+            .iter()
+            .filter(|c| !(self.protected_identity && c.as_str() == Category::Contact.as_str()))
+    }
+
+    /// The row with its subject's marking: the protected identity is a
+    /// property of the person, so a consent of a marked subject is shown as
+    /// marked even when it was recorded without the flag (like
+    /// [`decide_message`] on the exchange path). The stored claim is left
+    /// as it was.
+    pub async fn with_subject_marking(mut self, store: &Store) -> Result<Self, sqlx::Error> {
+        if !self.protected_identity {
+            self.protected_identity = subject_protected(store, &self.subject).await?;
+        }
+        Ok(self)
     }
 
     /// The categories as typed values (unknown ones are skipped). For a
@@ -285,6 +305,18 @@ pub async fn for_subject(store: &Store, subject: &str) -> Result<Vec<ConsentRow>
         .fetch_all(store.pool())
         .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// Whether any consent of `subject` (by `consent`-domain pseudonym)
+/// carries the protected-identity marking.
+pub async fn subject_protected(store: &Store, subject: &str) -> Result<bool, sqlx::Error> {
+    let marked: Option<i64> = sqlx::query_scalar(
+        "SELECT protected_identity FROM consents WHERE subject = $1 AND protected_identity <> 0 LIMIT 1",
+    )
+    .bind(subject.to_owned())
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(marked.is_some())
 }
 
 /// Why an exchange is not covered (the message is the problem's detail).

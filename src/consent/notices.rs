@@ -76,7 +76,7 @@ pub async fn notice_stmts(
     revoked_at_us: i64,
     audit_subject: Option<&str>,
 ) -> Result<(Vec<Stmt>, usize), ApiError> {
-    let groups = recipients(state, &row.id).await?;
+    let (groups, forms) = recipients(state, &row.id).await?;
     if groups.is_empty() {
         return Ok((Vec::new(), 0));
     }
@@ -90,7 +90,6 @@ pub async fn notice_stmts(
     };
     // The configuration in force now (a reload may have moved an endpoint).
     let live = state.current_live();
-    let forms = forms_per_party(&groups);
     let mut stmts = Vec::new();
     let mut count = 0;
     for ((party, mode), exchange_ids) in groups {
@@ -154,17 +153,6 @@ pub async fn notice_stmts(
     Ok((stmts, count))
 }
 
-/// How many forms each party received the subject in.
-fn forms_per_party(
-    groups: &BTreeMap<(String, &'static str), BTreeSet<String>>,
-) -> BTreeMap<String, usize> {
-    let mut forms = BTreeMap::new();
-    for (party, _) in groups.keys() {
-        *forms.entry(party.clone()).or_insert(0) += 1;
-    }
-    forms
-}
-
 /// One notice to one party in one form.
 struct Notice<'a> {
     party: &'a str,
@@ -214,7 +202,9 @@ impl Notice<'_> {
         } else {
             (revoked_at_us, 0)
         };
-        let notice_id = uuid::Uuid::now_v7().to_string();
+        // A random id (v4): a v7 id carries its creation time to the
+        // millisecond, which would pair the notices of one revocation.
+        let notice_id = uuid::Uuid::new_v4().to_string();
         let body = json!({
             "exchange_id": notice_id,
             "from": NOTICE_SENDER,
@@ -380,12 +370,16 @@ pub async fn audit_subject_of(
     Ok(subject.flatten())
 }
 
-/// (party, form) → the exchanges it received under the consent that no
-/// notice has named yet.
+/// What each party received under the consent and no notice has named
+/// yet, and in how many forms each party received the subject in all
+/// (named exchanges included: a late notice must not give away the form
+/// that an earlier notice already named).
+type Groups = BTreeMap<(String, &'static str), BTreeSet<String>>;
+
 async fn recipients(
     state: &AppState,
     consent_id: &str,
-) -> Result<BTreeMap<(String, &'static str), BTreeSet<String>>, ApiError> {
+) -> Result<(Groups, BTreeMap<String, usize>), ApiError> {
     let delivered: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT id, recipient, subject_mode FROM exchanges \
          WHERE consent_id = $1 AND (status IN ('delivered', 'forwarded') OR possibly_received = 1) \
@@ -410,28 +404,34 @@ async fn recipients(
     .await?
     .into_iter()
     .collect();
-    let mut groups: BTreeMap<(String, &'static str), BTreeSet<String>> = BTreeMap::new();
+    let mut all: Groups = BTreeMap::new();
     for (id, recipient, mode) in delivered {
-        if named.contains(&(recipient.clone(), id.clone())) {
-            continue;
-        }
-        groups
-            .entry((recipient, mode_name(parse_mode(mode.as_deref()))))
+        all.entry((recipient, mode_name(parse_mode(mode.as_deref()))))
             .or_default()
             .insert(id);
     }
     for (id, sender) in replies {
         if let (Some(id), Some(sender)) = (id, sender) {
-            if named.contains(&(sender.clone(), id.clone())) {
-                continue;
-            }
-            groups
-                .entry((sender, mode_name(SubjectMode::Reveal)))
+            all.entry((sender, mode_name(SubjectMode::Reveal)))
                 .or_default()
                 .insert(id);
         }
     }
-    Ok(groups)
+    let mut forms: BTreeMap<String, usize> = BTreeMap::new();
+    for (party, _) in all.keys() {
+        *forms.entry(party.clone()).or_insert(0) += 1;
+    }
+    let mut groups = Groups::new();
+    for ((party, mode), ids) in all {
+        let ids: BTreeSet<String> = ids
+            .into_iter()
+            .filter(|id| !named.contains(&(party.clone(), id.clone())))
+            .collect();
+        if !ids.is_empty() {
+            groups.insert((party, mode), ids);
+        }
+    }
+    Ok((groups, forms))
 }
 
 /// The participant's personnummer, from the consent-domain vault row that

@@ -208,6 +208,42 @@ pub(crate) fn check_csrf(
     Ok(())
 }
 
+/// A form post of a viewer holding `role`: the viewer and the form's pairs,
+/// once its CSRF token is checked.
+pub(crate) async fn posted_form(
+    state: &AppState,
+    principal: Principal,
+    role: Role,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(Viewer, Vec<(String, String)>), PageError> {
+    let v = viewer_with(state, principal, role)?;
+    let pairs = read_form(body).await?;
+    check_csrf(state, &v, headers, first(&pairs, "csrf"))?;
+    Ok((v, pairs))
+}
+
+/// The JSON body an API handler expects, made from `value` as if it had
+/// arrived (the same parsing and shape check). The serialised bytes are
+/// kept only with `keep_raw` (a handler that hashes them); otherwise they
+/// are dropped here, with any personnummer they hold.
+pub(crate) fn api_body<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    keep_raw: bool,
+) -> Result<crate::http::extract::JsonBody<T>, PageError> {
+    let raw = serde_json::to_vec(&value).map_err(|_| internal())?;
+    drop(value);
+    let parsed = crate::http::extract::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
+    Ok(crate::http::extract::JsonBody {
+        value: parsed,
+        raw: if keep_raw {
+            axum::body::Bytes::from(raw)
+        } else {
+            axum::body::Bytes::new()
+        },
+    })
+}
+
 /// A fresh CSRF token for the viewer.
 pub(crate) fn csrf(state: &AppState, viewer: &Viewer) -> String {
     state

@@ -224,7 +224,15 @@ async fn consent(
     // After a closure, a further `closure` goes only to a party that no
     // delivered closure has told yet (§13).
     let to = c.recipient.id.as_str();
-    if !crate::consent::lifecycle::closure_allowed(&state.store, &consent, &c.msg_type, to).await? {
+    if !crate::consent::lifecycle::closure_allowed(
+        &state.store,
+        &consent,
+        &c.msg_type,
+        &c.purpose,
+        to,
+    )
+    .await?
+    {
         return Err(model::Denial::Scope.into());
     }
     ctx.consent_id = Some(consent.id.clone());

@@ -101,7 +101,9 @@ pub async fn run(state: AppState) {
         // Housekeeping on elapsed time, also while claims keep succeeding.
         if last_purge.elapsed() > Duration::from_secs(600) {
             super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
-            crate::consent::notices::sweep_pending(&state).await;
+            // Off the dispatcher: claims go on while it runs.
+            let st = state.clone();
+            tokio::spawn(async move { crate::consent::notices::sweep_pending(&st).await });
             last_purge = std::time::Instant::now();
         }
         let free = workers.available_permits();
@@ -443,6 +445,19 @@ async fn attempt(state: &AppState, row: Claimed) {
         Err(err) => {
             let delay = backoff(state, attempts);
             let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
+            // The exchange row first: a mark that the message may have
+            // arrived is written before the row is released for a retry
+            // (whose consent check may then refuse it).
+            let r2 = sqlx::query(
+                "UPDATE exchanges SET attempts = $1, last_error = $2, \
+                 possibly_received = CASE WHEN $3 = 1 THEN 1 ELSE possibly_received END WHERE id = $4",
+            )
+            .bind(attempts)
+            .bind(err)
+            .bind(i64::from(may_have_arrived))
+            .bind(id.clone())
+            .execute(state.store.pool())
+            .await;
             let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3 AND claimed_by = $4")
                 .bind(attempts)
                 .bind(next)
@@ -450,15 +465,7 @@ async fn attempt(state: &AppState, row: Claimed) {
                 .bind(state.instance_id.clone())
                 .execute(state.store.pool())
                 .await;
-            let r2 =
-                sqlx::query("UPDATE exchanges SET attempts = $1, last_error = $2 WHERE id = $3")
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(id.clone())
-                    .execute(state.store.pool())
-                    .await;
             if may_have_arrived {
-                possibly_received(state, &id).await;
                 crate::consent::notices::after_delivery(
                     state,
                     record.consent_id.as_deref(),

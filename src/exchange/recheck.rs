@@ -110,6 +110,17 @@ pub async fn before_attempt(
         Ok(c) => c,
         Err(denial) => return Ok(Verdict::Refused(ProblemCode::from(denial))),
     };
+    if !crate::consent::lifecycle::closure_allowed(
+        &state.store,
+        &consent,
+        &msg_type,
+        &purpose,
+        to.as_str(),
+    )
+    .await?
+    {
+        return Ok(Verdict::Refused(ProblemCode::ConsentScope));
+    }
     let categories = consent.category_set();
     let forwarded: Vec<String> = serde_json::from_str(&forwarded).unwrap_or_default();
     let schema = state.schemas.get(&msg_type);

@@ -8,40 +8,14 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::exchange::{consent_args, now, ALVA};
-use crate::harness::TestGateway;
-use samgate::party::PartyId;
-use samgate::policy::route::{ConsentRequirement, RouteConfig};
+use crate::harness::{
+    consent_args, consent_to_all, envelope, example, fast_retries, now, record_signed, route,
+    Reply, TestGateway, ALL_CATEGORIES as ALL, ALL_PARTIES as PARTIES, ALVA, BERIT,
+};
 use samgate::policy::SubjectMode;
 
-const BERIT: &str = "198209239865";
-const PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
-const ALL: &[&str] = &[
-    "case",
-    "identity",
-    "contact",
-    "benefit",
-    "employment",
-    "education",
-    "attendance",
-    "health",
-    "social-services",
-    "outcome",
-    "free-text",
-];
-
-fn example(t: &str) -> Value {
-    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
-}
-
 async fn record(gw: &TestGateway, args: &samgate::cli::ConsentSignArgs) -> Value {
-    let token = samgate::consent::cli::sign_consent(args, now()).unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token}))
-        .await;
-    assert_eq!(rsp.status, 201, "{}", rsp.text);
-    rsp.json()
+    record_signed(gw, args, now()).await
 }
 
 async fn receipt(gw: &TestGateway, id: &str) -> Value {
@@ -62,15 +36,15 @@ fn events(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn send(to: &str, ty: &str, purpose: &str, subject: &str, payload: Value) -> Value {
-    json!({"to": to, "type": ty, "purpose": purpose, "subject": subject,
-           "delivery": "sync", "payload": payload})
+/// A sync exchange for samordnad-rehabilitering.
+fn send(to: &str, ty: &str, subject: &str, payload: Value) -> Value {
+    let mut m = envelope(to, ty, subject, payload);
+    m["delivery"] = json!("sync");
+    m
 }
 
 both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else {
-        return;
-    };
+    let gw = TestGateway::spawn(db).await;
     let mut args = consent_args(&gw, ALVA, PARTIES, &["case", "attendance"]);
     args.given_by = Some("guardian:Karin Exempeldotter".into());
     let summary = record(&gw, &args).await;
@@ -81,11 +55,7 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
     assert_eq!(summary["protected_identity"], false);
     assert_eq!(events(&summary), ["recorded"]);
     let id = summary["id"].as_str().unwrap();
-    let got = gw
-        .client("sfk-kalmar")
-        .get(&format!("/v1/consents/{id}"))
-        .await
-        .json();
+    let got = gw.consent(id).await;
     assert_eq!(got["given_by"]["role"], "guardian");
     assert_eq!(got["given_by"]["name"], "Karin Exempeldotter");
     let r = receipt(&gw, id).await;
@@ -98,7 +68,7 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
     let stored: Option<String> =
         sqlx::query_scalar("SELECT given_by_name FROM consents WHERE id = $1")
             .bind(id.to_owned())
-            .fetch_one(gw.state().store.pool())
+            .fetch_one(gw.pool())
             .await
             .unwrap();
     assert!(!stored.unwrap().contains("Karin"));
@@ -112,14 +82,8 @@ both_backends!(a_guardians_consent_is_recorded_and_shown, |db| async move {
         "purposes": ["samordnad-rehabilitering"], "categories": ["case"], "method": "written",
         "recorded_by": "handlaggare.eva", "given_by": {"role": "uncle", "name": "Nisse"}});
     let bad = key.sign("2026-1", &claims).unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": bad}))
-        .await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (422, "invalid_consent_claims")
-    );
+    let rsp = gw.submit_consent(&bad).await;
+    assert_eq!(rsp.problem_code(), (422, "invalid_consent_claims"));
     assert!(samgate::consent::cli::parse_given_by("uncle:Nisse").is_err());
 });
 
@@ -127,24 +91,16 @@ both_backends!(
     a_protected_participants_referral_carries_no_contact_field_to_any_recipient,
     |db| async move {
         // A route listing "*" to every other agency, pseudonymised.
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.routes.push(RouteConfig {
-                from: vec![PartyId::new("fk")],
-                to: ["af", "kommun-kalmar", "region-kalmar"]
-                    .iter()
-                    .map(|p| PartyId::new(*p))
-                    .collect(),
-                msg_type: "referral".into(),
-                purposes: vec!["samordnad-rehabilitering".into()],
-                fields: vec!["*".into()],
-                subject: SubjectMode::Pseudonymise,
-                consent: ConsentRequirement::Required,
-            });
+        let gw = TestGateway::spawn_with(db, |c| {
+            c.routes.push(route(
+                "fk",
+                &["af", "kommun-kalmar", "region-kalmar"],
+                "referral",
+                &["*"],
+                SubjectMode::Pseudonymise,
+            ));
         })
-        .await
-        else {
-            return;
-        };
+        .await;
         let mut args = consent_args(&gw, BERIT, PARTIES, ALL);
         args.protected_identity = true;
         let summary = record(&gw, &args).await;
@@ -157,16 +113,7 @@ both_backends!(
         for to in ["sfk-kalmar", "af", "kommun-kalmar", "region-kalmar"] {
             let rsp = gw
                 .client("fk")
-                .post(
-                    "/v1/exchanges",
-                    &send(
-                        to,
-                        "referral",
-                        "samordnad-rehabilitering",
-                        BERIT,
-                        payload.clone(),
-                    ),
-                )
+                .post_exchange(&send(to, "referral", BERIT, payload.clone()))
                 .await;
             assert_eq!(rsp.status, 200, "{to}: {}", rsp.text);
             let withheld = rsp.json()["withheld"].clone();
@@ -188,7 +135,7 @@ both_backends!(
         let reasons: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT msg_type FROM audit_records WHERE action = 'exchange-forwarded'",
         )
-        .fetch_all(gw.state().store.pool())
+        .fetch_all(gw.pool())
         .await
         .unwrap();
         assert_eq!(reasons.len(), 4);
@@ -196,10 +143,7 @@ both_backends!(
         assert_eq!(r["protected_identity"], true);
         assert!(!r.to_string().contains("contact"), "{r}");
         // The register extract lists no contact field either.
-        let ext = gw
-            .client("sfk-kalmar")
-            .post("/v1/disclosures", &json!({"personnummer": BERIT}))
-            .await;
+        let ext = gw.client("sfk-kalmar").disclosures(BERIT).await;
         assert_eq!(ext.status, 200, "{}", ext.text);
         let items = ext.json()["disclosures"].as_array().unwrap().clone();
         assert!(items.len() >= 4);
@@ -216,10 +160,7 @@ both_backends!(
         payload["subject"] = json!(ALVA);
         let rsp = gw
             .client("fk")
-            .post(
-                "/v1/exchanges",
-                &send("af", "referral", "samordnad-rehabilitering", ALVA, payload),
-            )
+            .post_exchange(&send("af", "referral", ALVA, payload))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let got = gw.recipient("af").received().last().unwrap().json();
@@ -232,9 +173,7 @@ both_backends!(
     after_a_closure_only_follow_up_passes_until_follow_up_months,
     |db| async move {
         let clock = samgate::clock::OffsetClock::new();
-        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
-            return;
-        };
+        let gw = TestGateway::spawn_clocked(db, clock.clone()).await;
         let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
         args.days = 700;
         let summary = record(&gw, &args).await;
@@ -244,54 +183,29 @@ both_backends!(
             send(
                 "fk",
                 "attendance-report",
-                "samordnad-rehabilitering",
                 ALVA,
                 example("attendance-report"),
             )
         };
-        assert_eq!(
-            kommun.post("/v1/exchanges", &attendance()).await.status,
-            200
-        );
+        assert_eq!(kommun.post_exchange(&attendance()).await.status, 200);
         let rsp = kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "fk",
-                    "closure",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("closure"),
-                ),
-            )
+            .post_exchange(&send("fk", "closure", ALVA, example("closure")))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let closure_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let closure_id = rsp.exchange_id();
         // The other receiving parties can still be told of the closure.
         let rsp = kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "af",
-                    "closure",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("closure"),
-                ),
-            )
+            .post_exchange(&send("af", "closure", ALVA, example("closure")))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let rsp = kommun.post("/v1/exchanges", &attendance()).await;
-        assert_eq!((rsp.status, rsp.problem().as_str()), (403, "consent_scope"));
-        let follow_up = send("fk", "follow-up", "uppfoljning", ALVA, example("follow-up"));
-        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
+        let rsp = kommun.post_exchange(&attendance()).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_scope"));
+        let mut follow_up = send("fk", "follow-up", ALVA, example("follow-up"));
+        follow_up["purpose"] = json!("uppfoljning");
+        let rsp = kommun.post_exchange(&follow_up).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
 
-        let s = gw
-            .client("sfk-kalmar")
-            .get(&format!("/v1/consents/{id}"))
-            .await
-            .json();
+        let s = gw.consent(&id).await;
         assert_eq!(s["state"], "closed");
         assert_eq!(events(&s), ["recorded", "closure"]);
         assert_eq!(s["closure"]["exchange_id"], closure_id.as_str());
@@ -315,16 +229,9 @@ both_backends!(
 
         // Past follow_up_months: expired, and follow-up is refused too.
         clock.advance_secs(367 * 86_400);
-        let rsp = kommun.post("/v1/exchanges", &follow_up).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "consent_expired")
-        );
-        let s = gw
-            .client("sfk-kalmar")
-            .get(&format!("/v1/consents/{id}"))
-            .await
-            .json();
+        let rsp = kommun.post_exchange(&follow_up).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_expired"));
+        let s = gw.consent(&id).await;
         assert_eq!(s["state"], "expired");
         assert_eq!(events(&s), ["recorded", "closure", "expired"]);
         assert_eq!(s["history"][2]["time"], until);
@@ -359,72 +266,45 @@ fn notices(gw: &TestGateway, party: &str) -> Vec<Value> {
 both_backends!(
     a_revocation_notifies_each_recipient_once_with_exactly_its_exchanges,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let gw = TestGateway::spawn_with(db, fast_retries).await;
+        let id = consent_to_all(&gw, ALVA).await;
         // Another consent of another participant: none of its exchanges count.
         record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
         let kommun = gw.client("kommun-kalmar");
         let ids = |rsp: crate::harness::Rsp| {
             assert_eq!(rsp.status, 200, "{}", rsp.text);
-            rsp.json()["exchange_id"].as_str().unwrap().to_owned()
+            rsp.exchange_id()
         };
-        let att = |who: &str| {
-            send(
-                "fk",
-                "attendance-report",
-                "samordnad-rehabilitering",
-                who,
-                example("attendance-report"),
-            )
-        };
+        let att = |who: &str| send("fk", "attendance-report", who, example("attendance-report"));
         // Three deliveries to two recipients: fk twice (revealed), the
         // region once (pseudonymised).
-        let fk1 = ids(kommun.post("/v1/exchanges", &att(ALVA)).await);
-        let fk2 = ids(gw.client("af").post("/v1/exchanges", &att(ALVA)).await);
+        let fk1 = ids(kommun.post_exchange(&att(ALVA)).await);
+        let fk2 = ids(gw.client("af").post_exchange(&att(ALVA)).await);
         let region = ids(kommun
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "region-kalmar",
-                    "rehabilitation-plan",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("rehabilitation-plan"),
-                ),
-            )
+            .post_exchange(&send(
+                "region-kalmar",
+                "rehabilitation-plan",
+                ALVA,
+                example("rehabilitation-plan"),
+            ))
             .await);
-        ids(kommun.post("/v1/exchanges", &att(BERIT)).await);
+        ids(kommun.post_exchange(&att(BERIT)).await);
         // A refused one was never received.
         let rsp = gw
             .client("af")
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "region-kalmar",
-                    "medical-certificate",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("medical-certificate"),
-                ),
-            )
+            .post_exchange(&send(
+                "region-kalmar",
+                "medical-certificate",
+                ALVA,
+                example("medical-certificate"),
+            ))
             .await;
         assert_eq!(rsp.status, 403);
         let region_got = gw.recipient("region-kalmar").received()[0].json();
 
         // The region is down when the participant withdraws.
         gw.recipient("region-kalmar").set_down(true);
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
         assert_eq!(events(&rsp.json()), ["recorded", "revoked"]);
@@ -482,14 +362,12 @@ both_backends!(
             "SELECT COUNT(*) FROM audit_records WHERE action = 'revocation-notified' AND consent_id = $1",
         )
         .bind(id.clone())
-        .fetch_one(gw.state().store.pool())
+        .fetch_one(gw.pool())
         .await
         .unwrap();
         assert_eq!(notified, 2);
         // Revoking again sends nothing more.
-        gw.client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        gw.revoke(&id, &json!({})).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(notices(&gw, "fk").len(), 1);
 
@@ -505,9 +383,7 @@ both_backends!(
 both_backends!(
     the_receipt_of_an_active_consent_field_by_field,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let summary = record(
             &gw,
             &consent_args(&gw, ALVA, &["fk", "af"], &["case", "health"]),
@@ -571,31 +447,36 @@ both_backends!(
             .client("fk")
             .get(&format!("/v1/consents/{id}/receipt"))
             .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "forbidden_role")
-        );
+        assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
         let rsp = gw
             .client("sfk-kalmar")
             .get(&format!("/v1/consents/{}/receipt", uuid::Uuid::new_v4()))
             .await;
-        assert_eq!((rsp.status, rsp.problem().as_str()), (404, "not_found"));
+        assert_eq!(rsp.problem_code(), (404, "not_found"));
     }
 );
 
 /// The `fk` → `af` referral route listing every field, revealed.
 fn referral_route(c: &mut samgate::config::Config) {
-    c.routes.push(RouteConfig {
-        from: vec![PartyId::new("fk")],
-        to: vec![PartyId::new("af")],
-        msg_type: "referral".into(),
-        purposes: vec!["samordnad-rehabilitering".into()],
-        fields: vec!["*".into()],
-        subject: SubjectMode::Reveal,
-        consent: ConsentRequirement::Required,
-    });
-    c.delivery.backoff_initial = Duration::from_millis(20);
-    c.delivery.backoff_max = Duration::from_millis(100);
+    c.routes.push(route(
+        "fk",
+        &["af"],
+        "referral",
+        &["*"],
+        SubjectMode::Reveal,
+    ));
+    fast_retries(c);
+}
+
+/// Sends Alva's async referral to af, which answers only after `delay`,
+/// and waits until it has reached af's inbox (past its consent check); the
+/// exchange id.
+async fn slow_referral_arrived(gw: &TestGateway, delay: Duration) -> String {
+    gw.recipient("af").push_reply(Reply::delayed(delay));
+    let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
+    assert_eq!(rsp.status, 202, "{}", rsp.text);
+    eventually(|| gw.recipient("af").arrivals() == 1).await;
+    rsp.exchange_id()
 }
 
 fn referral_of(who: &str) -> Value {
@@ -603,7 +484,7 @@ fn referral_of(who: &str) -> Value {
     payload["subject"] = json!(who);
     payload.as_object_mut().unwrap().remove("decision");
     payload.as_object_mut().unwrap().remove("suggested_measure");
-    let mut env = send("af", "referral", "samordnad-rehabilitering", who, payload);
+    let mut env = send("af", "referral", who, payload);
     env["delivery"] = json!("async");
     env
 }
@@ -611,18 +492,13 @@ fn referral_of(who: &str) -> Value {
 both_backends!(
     a_protected_marking_recorded_while_a_message_waits_keeps_its_contact_fields_in,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
-            return;
-        };
+        let gw = TestGateway::spawn_with(db, referral_route).await;
         record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
         // The recipient is down: the referral, with the phone number, waits.
         gw.recipient("af").set_down(true);
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
+        let rsp = gw.client("fk").post_exchange(&referral_of(ALVA)).await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let exchange_id = rsp.exchange_id();
         assert!(rsp.json()["forwarded"]
             .as_array()
             .unwrap()
@@ -631,12 +507,7 @@ both_backends!(
         // with the marking (the waiting message was decided under the first).
         let mut args = consent_args(&gw, ALVA, PARTIES, ALL);
         args.protected_identity = true;
-        let status = || async {
-            gw.client("fk")
-                .get(&format!("/v1/exchanges/{exchange_id}"))
-                .await
-                .json()
-        };
+        let status = || async { gw.client("fk").exchange_status(&exchange_id).await };
         record(&gw, &args).await;
         // An attempt that began before the marking was committed may still
         // be in flight: wait until one that began after it has been made
@@ -645,20 +516,14 @@ both_backends!(
         let after = status().await["attempts"].as_i64().unwrap() + 2;
         let checked =
             |st: &Value| st["status"] != "queued" || st["attempts"].as_i64().unwrap() >= after;
-        for _ in 0..400 {
-            if checked(&status().await) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, &checked)
+            .await;
         assert!(checked(&status().await));
         gw.recipient("af").set_down(false);
-        for _ in 0..400 {
-            if status().await["status"] != "queued" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["status"] != "queued")
+            .await;
         let st = status().await;
         assert_eq!(st["status"], "failed", "{st}");
         assert_eq!(st["last_error"], "consent_scope", "{st}");
@@ -672,29 +537,13 @@ both_backends!(
 both_backends!(
     a_delivery_in_flight_when_the_consent_is_revoked_gets_its_notice,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, referral_route).await else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let gw = TestGateway::spawn_with(db, referral_route).await;
+        let id = consent_to_all(&gw, ALVA).await;
         // The recipient takes its time to answer the async delivery.
-        gw.recipient("af").push_reply(crate::harness::Reply {
-            delay: Duration::from_millis(1500),
-            ..Default::default()
-        });
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
-        assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        // The delivery has passed its consent check and reached the inbox...
-        eventually(|| gw.recipient("af").arrivals() == 1).await;
-        // ...when the participant withdraws.
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let exchange_id = slow_referral_arrived(&gw, Duration::from_millis(1500)).await;
+        // It has passed its consent check and reached the inbox when the
+        // participant withdraws.
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // The recipient accepts the message afterwards, and is then told.
         eventually(|| !notices(&gw, "af").is_empty()).await;
@@ -719,56 +568,28 @@ both_backends!(
 both_backends!(
     a_delivery_that_reached_the_recipient_but_timed_out_gets_its_notice,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             referral_route(c);
             c.delivery.timeout = Duration::from_millis(400);
         })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        .await;
+        let id = consent_to_all(&gw, ALVA).await;
         // The recipient reads the whole message but answers too late.
-        gw.recipient("af").push_reply(crate::harness::Reply {
-            delay: Duration::from_secs(3),
-            ..Default::default()
-        });
-        let rsp = gw
-            .client("fk")
-            .post("/v1/exchanges", &referral_of(ALVA))
-            .await;
-        assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        eventually(|| gw.recipient("af").arrivals() == 1).await;
+        let exchange_id = slow_referral_arrived(&gw, Duration::from_secs(3)).await;
         // The recipient is then unreachable for a while (its retries fail).
         gw.recipient("af").set_down(true);
-        let status = || async {
-            gw.client("fk")
-                .get(&format!("/v1/exchanges/{exchange_id}"))
-                .await
-                .json()
-        };
+        let status = || async { gw.client("fk").exchange_status(&exchange_id).await };
         // The timed-out attempt is recorded as a failed attempt.
-        for _ in 0..400 {
-            if status().await["attempts"].as_i64().unwrap() >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["attempts"].as_i64().unwrap() >= 1)
+            .await;
         assert!(status().await["attempts"].as_i64().unwrap() >= 1);
         // The participant withdraws; the next attempt is refused.
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        for _ in 0..400 {
-            if status().await["status"] != "queued" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        gw.client("fk")
+            .wait_for_exchange(&exchange_id, |s| s["status"] != "queued")
+            .await;
         let st = status().await;
         assert_eq!(st["status"], "failed", "{st}");
         assert_eq!(st["last_error"], "consent_revoked", "{st}");
@@ -779,7 +600,7 @@ both_backends!(
         let queued: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'consent-revoked' AND recipient = 'af'",
         )
-        .fetch_one(gw.state().store.pool())
+        .fetch_one(gw.pool())
         .await
         .unwrap();
         assert_eq!(
@@ -798,64 +619,36 @@ both_backends!(
 both_backends!(
     a_revocation_notice_goes_to_the_endpoint_the_data_went_to_after_a_reload,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        let gw = TestGateway::spawn_with(db, fast_retries).await;
+        let id = consent_to_all(&gw, ALVA).await;
         // fk moves its inbox: a new endpoint, configured by a reload.
         let moved =
             crate::harness::Recipient::start(gw.dir.path(), "fk", "127.0.0.1:0".parse().unwrap())
                 .await;
-        let text = std::fs::read_to_string(gw.path("samgate.toml")).unwrap();
-        let mut t: toml::Table = toml::from_str(&text).unwrap();
-        t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
-        t["storage"]["url"] = toml::Value::String(gw.config.storage.url.clone());
-        for p in t["party"].as_array_mut().unwrap() {
-            let pid = p["id"].as_str().unwrap().to_owned();
-            let ep = if pid == "fk" {
-                Some(format!("https://127.0.0.1:{}/inbox", moved.addr.port()))
-            } else {
-                gw.config.party(&pid).and_then(|c| c.endpoint.clone())
-            };
-            if let Some(ep) = ep {
-                p["endpoint"] = toml::Value::String(ep);
+        let path = gw.write_config("moved.toml", |t| {
+            for p in t["party"].as_array_mut().unwrap() {
+                if p["id"].as_str() == Some("fk") {
+                    let ep = format!("https://127.0.0.1:{}/inbox", moved.addr.port());
+                    p["endpoint"] = toml::Value::String(ep);
+                }
             }
-        }
-        let path = gw.path("moved.toml");
-        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        });
         samgate::reload::reload(gw.state(), &path).unwrap();
         let rsp = gw
             .client("kommun-kalmar")
-            .post(
-                "/v1/exchanges",
-                &send(
-                    "fk",
-                    "attendance-report",
-                    "samordnad-rehabilitering",
-                    ALVA,
-                    example("attendance-report"),
-                ),
-            )
+            .post_exchange(&send(
+                "fk",
+                "attendance-report",
+                ALVA,
+                example("attendance-report"),
+            ))
             .await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        let exchange_id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let exchange_id = rsp.exchange_id();
         // The data went to the new endpoint.
         assert_eq!(moved.received().len(), 1);
         assert!(gw.recipient("fk").received().is_empty());
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let at_new = || {
             moved
@@ -888,24 +681,22 @@ both_backends!(
 both_backends!(
     after_a_closure_a_party_already_told_gets_no_further_closure,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
         let kommun = gw.client("kommun-kalmar");
         let closure = |plan: &str| {
             let mut p = example("closure");
             p["future_plan"] = json!(plan);
-            send("fk", "closure", "samordnad-rehabilitering", ALVA, p)
+            send("fk", "closure", ALVA, p)
         };
-        let rsp = kommun.post("/v1/exchanges", &closure("The plan.")).await;
+        let rsp = kommun.post_exchange(&closure("The plan.")).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // fk has been told; months later the municipality sends it more.
         let rsp = kommun
-            .post("/v1/exchanges", &closure("New notes on her health."))
+            .post_exchange(&closure("New notes on her health."))
             .await;
         assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
+            rsp.problem_code(),
             (403, "consent_scope"),
             "a second closure to a party already told passed: {}",
             rsp.text
@@ -917,45 +708,35 @@ both_backends!(
     a_party_that_received_two_forms_gets_its_second_notice_later_and_by_the_day,
     |db| async move {
         // af receives Alva revealed (referral) and pseudonymised (attendance).
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             referral_route(c);
             let referral = c.routes.pop().unwrap();
             c.routes.insert(0, referral);
             c.routes.insert(
                 0,
-                RouteConfig {
-                    from: vec![PartyId::new("fk")],
-                    to: vec![PartyId::new("af")],
-                    msg_type: "attendance-report".into(),
-                    purposes: vec!["samordnad-rehabilitering".into()],
-                    fields: vec!["*".into()],
-                    subject: SubjectMode::Pseudonymise,
-                    consent: ConsentRequirement::Required,
-                },
+                route(
+                    "fk",
+                    &["af"],
+                    "attendance-report",
+                    &["*"],
+                    SubjectMode::Pseudonymise,
+                ),
             );
         })
-        .await
-        else {
-            return;
-        };
-        let summary = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
-        let id = summary["id"].as_str().unwrap().to_owned();
+        .await;
+        let id = consent_to_all(&gw, ALVA).await;
         let fk = gw.client("fk");
         let mut referral = referral_of(ALVA);
         referral["delivery"] = json!("sync");
-        assert_eq!(fk.post("/v1/exchanges", &referral).await.status, 200);
+        assert_eq!(fk.post_exchange(&referral).await.status, 200);
         let att = send(
             "af",
             "attendance-report",
-            "samordnad-rehabilitering",
             ALVA,
             example("attendance-report"),
         );
-        assert_eq!(fk.post("/v1/exchanges", &att).await.status, 200);
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-            .await;
+        assert_eq!(fk.post_exchange(&att).await.status, 200);
+        let rsp = gw.revoke(&id, &json!({})).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let revoked_at = rsp.json()["revoked_at"].as_str().unwrap().to_owned();
         // The revealed form arrives at once, exact to the microsecond.
@@ -971,7 +752,7 @@ both_backends!(
              FROM outbox o JOIN exchanges e ON e.id = o.exchange_id \
              WHERE e.msg_type = 'consent-revoked' AND e.recipient = 'af'",
         )
-        .fetch_all(gw.state().store.pool())
+        .fetch_all(gw.pool())
         .await
         .unwrap();
         // (The first one's row may still be there while its delivery is
@@ -999,5 +780,71 @@ both_backends!(
         let day = &revoked_at[..10];
         assert_eq!(second["revoked_at"], format!("{day}T00:00:00Z"));
         assert_ne!(second["exchange_ids"], first["exchange_ids"]);
+        // Random ids (v4): a v7 id would carry the time the notices were
+        // made, the same for both.
+        for n in [first, &second] {
+            let id = uuid::Uuid::parse_str(n["exchange_id"].as_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 4, "{n}");
+        }
+    }
+);
+
+both_backends!(
+    a_protected_persons_older_unmarked_consent_lists_no_contact_either,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        let older = record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
+        let id = older["id"].as_str().unwrap().to_owned();
+        assert!(receipt(&gw, &id).await.to_string().contains("contact"));
+        // Intake learns of the marking and records a new consent with it.
+        let mut args = consent_args(&gw, BERIT, PARTIES, &["case", "contact"]);
+        args.protected_identity = true;
+        record(&gw, &args).await;
+        // The older consent's receipt and summary now carry the person's
+        // marking and hold nothing of the contact category.
+        let r = receipt(&gw, &id).await;
+        assert_eq!(r["protected_identity"], true, "{r}");
+        assert!(!r.to_string().contains("contact"), "{r}");
+        assert!(r["data_categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"pii_type": "identity", "special_category": false})));
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["protected_identity"], true, "{s}");
+        let categories = s["categories"].as_array().unwrap();
+        assert!(!categories.contains(&json!("contact")), "{s}");
+        assert_eq!(categories.len(), ALL.len() - 1, "{s}");
+        // A later consent that forgot the flag is recorded as the person's.
+        let later = record(&gw, &consent_args(&gw, BERIT, PARTIES, ALL)).await;
+        assert_eq!(later["protected_identity"], true, "{later}");
+        assert!(!later["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        // Revoking it answers with the same summary.
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        assert_eq!(rsp.json()["protected_identity"], true);
+        assert!(!rsp.json()["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        // Another participant's consents are untouched.
+        let alva = record(&gw, &consent_args(&gw, ALVA, PARTIES, ALL)).await;
+        assert_eq!(alva["protected_identity"], false);
+        assert!(alva["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contact")));
+        let r = receipt(&gw, alva["id"].as_str().unwrap()).await;
+        assert_eq!(r["protected_identity"], false);
+        assert!(r.to_string().contains("\"contact\""));
     }
 );
