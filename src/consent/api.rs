@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::model::{self, ConsentRow};
+use super::verify::VerifiedConsent;
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ProblemCode};
@@ -15,6 +16,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::vault::Sealed;
 use crate::subject::Subject;
 
 /// `POST /v1/consents` body.
@@ -57,36 +59,13 @@ pub async fn record(
     // The subject's forms, each keyed once (DESIGN §3).
     let person =
         Subject::new(&state.crypto, vc.subject.clone(), None).map_err(ApiError::internal)?;
-    let subject = person.consent().to_owned();
     let sealed = state
         .crypto
         .vault
         .seal_bytes(&token_aad(&id), token.as_bytes())
         .map_err(ApiError::internal)?;
     let now_us = crate::clock::to_us(now);
-    let row = ConsentRow {
-        id: id.clone(),
-        subject: subject.clone(),
-        issuer: vc.issuer.clone(),
-        parties: vc.parties.clone(),
-        purposes: vc.purposes.clone(),
-        categories: vc
-            .categories
-            .iter()
-            .map(|c| c.as_str().to_owned())
-            .collect(),
-        method: vc.method.clone(),
-        recorded_by: vc.recorded_by.clone(),
-        not_before_us: vc.not_before.saturating_mul(1_000_000),
-        expires_at_us: vc.expires_at.saturating_mul(1_000_000),
-        recorded_at_us: now_us,
-        revoked_at_us: None,
-        given_by_role: vc.given_by.as_ref().map(|g| g.role.clone()),
-        given_by_sealed: None,
-        given_by: vc.given_by.clone(),
-        protected_identity: vc.protected_identity,
-        closure: None,
-    };
+    let row = new_row(&vc, &id, person.consent(), now_us);
     // The representative's name is sealed like the token (DESIGN §13).
     let given_by_name = match &vc.given_by {
         Some(g) => Some(
@@ -97,31 +76,7 @@ pub async fn record(
         ),
         None => None,
     };
-    let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let mut effects = vec![Stmt::new(
-        "INSERT INTO consents (id, subject, issuer, key_id, parties, purposes, categories, method, \
-         recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed, \
-         given_by_role, given_by_name, protected_identity) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .text(id.clone())
-    .text(subject)
-    .text(vc.issuer.clone())
-    .text(vc.key_id.clone())
-    .text(json(&row.parties))
-    .text(json(&row.purposes))
-    .text(json(&row.categories))
-    .text(row.method.clone())
-    .text(row.recorded_by.clone())
-    .int(row.not_before_us)
-    .int(row.expires_at_us)
-    .int(now_us)
-    .text(sealed.key_id)
-    .blob(sealed.nonce.to_vec())
-    .blob(sealed.ciphertext)
-    .opt_text(row.given_by_role.clone())
-    .opt_text(given_by_name)
-    .int(i64::from(row.protected_identity))];
+    let mut effects = vec![insert_stmt(&row, &vc.key_id, sealed, given_by_name)?];
     let known = |key: &str| state.vault_is_stored(key);
     let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
     effects.extend(vault_rows);
@@ -146,6 +101,68 @@ pub async fn record(
     Ok(crate::http::extract::created(
         row.summary(state.clock.now_us()),
     ))
+}
+
+/// The stored form of a verified consent, recorded at `now_us`.
+fn new_row(vc: &VerifiedConsent, id: &str, subject: &str, now_us: i64) -> ConsentRow {
+    ConsentRow {
+        id: id.to_owned(),
+        subject: subject.to_owned(),
+        issuer: vc.issuer.clone(),
+        parties: vc.parties.clone(),
+        purposes: vc.purposes.clone(),
+        categories: vc
+            .categories
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        method: vc.method.clone(),
+        recorded_by: vc.recorded_by.clone(),
+        not_before_us: vc.not_before.saturating_mul(1_000_000),
+        expires_at_us: vc.expires_at.saturating_mul(1_000_000),
+        recorded_at_us: now_us,
+        revoked_at_us: None,
+        given_by_role: vc.given_by.as_ref().map(|g| g.role.clone()),
+        given_by_sealed: None,
+        given_by: vc.given_by.clone(),
+        protected_identity: vc.protected_identity,
+        closure: None,
+    }
+}
+
+/// The `consents` row: the summary, the sealed token and the sealed name
+/// of the representative.
+fn insert_stmt(
+    row: &ConsentRow,
+    key_id: &str,
+    token: Sealed,
+    given_by_name: Option<String>,
+) -> Result<Stmt, ApiError> {
+    let json = |v: &Vec<String>| serde_json::to_string(v).map_err(ApiError::internal);
+    Ok(Stmt::new(
+        "INSERT INTO consents (id, subject, issuer, key_id, parties, purposes, categories, method, \
+         recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed, \
+         given_by_role, given_by_name, protected_identity) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .text(row.id.clone())
+    .text(row.subject.clone())
+    .text(row.issuer.clone())
+    .text(key_id)
+    .text(json(&row.parties)?)
+    .text(json(&row.purposes)?)
+    .text(json(&row.categories)?)
+    .text(row.method.clone())
+    .text(row.recorded_by.clone())
+    .int(row.not_before_us)
+    .int(row.expires_at_us)
+    .int(row.recorded_at_us)
+    .text(token.key_id)
+    .blob(token.nonce.to_vec())
+    .blob(token.ciphertext)
+    .opt_text(row.given_by_role.clone())
+    .opt_text(given_by_name)
+    .int(i64::from(row.protected_identity)))
 }
 
 fn replayed() -> ApiError {
