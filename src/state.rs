@@ -224,18 +224,14 @@ impl AppState {
         self.inner.live.store(Arc::new(live));
     }
 
-    /// The party a certificate pin belongs to.
+    /// The party a certificate pin belongs to ([`Live::party_by_pin`]).
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
-        let live = self.live();
-        live.pins.get(pin).and_then(|i| live.config.parties.get(*i))
+        self.live().party_by_pin(pin)
     }
 
-    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    /// The `[[user]]` of a personal certificate pin ([`Live::user_by_pin`]).
     pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
-        let live = self.live();
-        live.user_pins
-            .get(pin)
-            .and_then(|i| live.config.users.get(*i))
+        self.live().user_by_pin(pin)
     }
 
     /// Finishes background work on a graceful stop (final tree head).
@@ -367,6 +363,18 @@ impl Live {
             }),
             _ => Err(problems),
         }
+    }
+
+    /// The party a certificate pin belongs to.
+    pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
+        self.pins.get(pin).and_then(|i| self.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        self.user_pins
+            .get(pin)
+            .and_then(|i| self.config.users.get(*i))
     }
 
     /// Parties, routes, users (parties with a jwt_issuer) and consent issuers.
