@@ -59,6 +59,10 @@ fn consent_verify(c: &mut Criterion) {
     let Ok(verifier) = ConsentVerifier::from_config(&config) else {
         return;
     };
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the benchmark signs a consent valid from the real time"
+    )]
     let now = time::OffsetDateTime::now_utc();
     let args = samgate::cli::ConsentSignArgs {
         key: dir.path().join("keys/issuer-sfk-kalmar-intake.pem"),

@@ -305,6 +305,10 @@ fn check_consistency(
     }
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "C2SP cosignature timestamps are the real time of cosigning"
+)]
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -92,6 +92,10 @@ async fn tls_1_1_is_refused() {
 }
 
 fn user_claims() -> serde_json::Value {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test tokens are valid from the real time the gateway clock starts at"
+    )]
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     json!({"iss": "sfk-kalmar-audit-users", "sub": "revisor.anna", "aud": "samgate", "iat": now, "nbf": now, "exp": now + 600})
 }
@@ -114,6 +118,10 @@ fn sign_eddsa(gw: &TestGateway, header: serde_json::Value, claims: serde_json::V
 #[tokio::test]
 async fn user_token_attacks_get_401_invalid_token() {
     let gw = TestGateway::spawn(Db::Sqlite).await;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test tokens are valid from the real time the gateway clock starts at"
+    )]
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
 
     // The genuine token works (the control).
