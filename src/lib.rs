@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod http;
+pub mod ids;
 pub mod init;
 pub mod keys;
 pub mod observe;

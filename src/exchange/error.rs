@@ -2,6 +2,7 @@
 //! ids and field pointers only, never a value from the payload. It becomes
 //! problem+json in one place, [`crate::error`].
 
+use crate::ids::ExchangeId;
 use crate::subject::personnummer::PersonnummerError;
 
 /// A refusal of one of the exchange's steps (or of its idempotency key).
@@ -51,7 +52,7 @@ pub enum ExchangeError {
         /// The delivery error (no payload values).
         error: String,
         /// The exchange, recorded as failed.
-        exchange_id: String,
+        exchange_id: ExchangeId,
     },
     /// A configured recipient without an endpoint (a bug: 500).
     #[error("recipient without endpoint")]

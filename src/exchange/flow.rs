@@ -20,6 +20,7 @@ use crate::audit::record::{action, decision};
 use crate::config::PartyConfig;
 use crate::consent::model::{self, ConsentRow};
 use crate::error::{quote_id, ApiError, ProblemCode};
+use crate::ids::ConsentId;
 use crate::policy::route::{ConsentRequirement, RouteConfig};
 use crate::policy::{self, FilterInput, Filtered, SubjectMode};
 use crate::schema::MessageSchema;
@@ -235,7 +236,7 @@ async fn consent(
     {
         return Err(model::Denial::Scope.into());
     }
-    ctx.consent_id = Some(consent.id.clone());
+    ctx.consent_id = Some(ConsentId::stored(&consent.id));
     Ok(Some(consent))
 }
 

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::audit::record::AuditRecord;
 use crate::auth::Principal;
+use crate::ids::{ConsentId, ExchangeId};
 
 /// `delivery` in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -39,7 +40,7 @@ pub struct ExchangeCtx {
     /// The request id.
     pub request_id: Option<String>,
     /// The exchange id (stable across retries and deliveries).
-    pub exchange_id: String,
+    pub exchange_id: ExchangeId,
     /// Recipient id as requested.
     pub to: Option<String>,
     /// Message type as requested.
@@ -49,7 +50,7 @@ pub struct ExchangeCtx {
     /// Audit-domain pseudonym of the subject.
     pub subject_audit: Option<String>,
     /// The consent relied on.
-    pub consent_id: Option<String>,
+    pub consent_id: Option<ConsentId>,
     /// SHA-256 of the request body.
     pub payload_sha256: Option<String>,
     /// Forwarded field paths.
@@ -71,7 +72,7 @@ impl ExchangeCtx {
         Self {
             principal,
             request_id,
-            exchange_id: uuid::Uuid::now_v7().to_string(),
+            exchange_id: ExchangeId::new(),
             to: None,
             msg_type: None,
             purpose: None,
@@ -98,8 +99,8 @@ impl ExchangeCtx {
             msg_type: self.msg_type.clone(),
             purpose: self.purpose.clone(),
             subject: self.subject_audit.clone(),
-            consent_id: self.consent_id.clone(),
-            exchange_id: Some(self.exchange_id.clone()),
+            consent_id: self.consent_id.clone().map(String::from),
+            exchange_id: Some(self.exchange_id.to_string()),
             forwarded: self.forwarded.clone(),
             withheld: self.withheld.clone(),
             decision: decision.to_owned(),
