@@ -628,6 +628,9 @@ impl Validator {
         }
     }
 
+    /// Long: one flat pass over the raw config in the section order of DESIGN
+    /// §8.1, each default and check next to its key; splitting would scatter
+    /// them.
     fn validate(&mut self, raw: RawConfig) -> Config {
         let server = self.server(raw.server);
         let storage = self.storage(raw.storage);
@@ -1004,6 +1007,9 @@ impl Validator {
         }
     }
 
+    /// Long: the checks of one `[[party]]` entry in the order of its keys,
+    /// sharing its key prefix and the pins seen so far; splitting would scatter
+    /// them.
     fn parties(&mut self, raw: Vec<RawParty>) -> Vec<PartyConfig> {
         let mut out: Vec<PartyConfig> = Vec::new();
         let mut pins: HashMap<[u8; 32], String> = HashMap::new();

@@ -286,6 +286,9 @@ impl Planned {
 
 /// Writes the working set of DESIGN §8.1 into `dir`, creating it (and its
 /// parents) if missing. Refuses if `dir/samgate.toml` exists.
+/// Long: the working set of DESIGN §8.1 in the order it is generated; each step
+/// feeds the next (CA, certificates, pins, ports), so helpers would only pass
+/// that state around.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, InitError> {
     let config = dir.join(CONFIG_FILE);
     if config.symlink_metadata().is_ok() {
@@ -599,6 +602,8 @@ fn write_all(mut file: fs::File, contents: &[u8]) -> io::Result<()> {
 
 /// Renders `samgate.toml` as an operator would write it: commented, in the
 /// section order of DESIGN §8.1, with the demo route table appended.
+/// Long: mostly one commented TOML template in the section order of DESIGN
+/// §8.1; cutting it into pieces would hide the file it writes.
 fn render_config(opts: &InitOptions, deployment_id: &str, parties: &[PartyReport]) -> String {
     let listen = toml_string(&opts.listen.to_string());
     let deployment_id = toml_string(deployment_id);
@@ -997,6 +1002,8 @@ mod tests {
         assert!(err.contains("already pinned to party `af`"), "{err}");
     }
 
+    /// Long: one walk over the generated file's contract shape, section by
+    /// section.
     #[test]
     fn generated_config_parses_and_has_the_contract_shape() {
         let tmp = tempfile::tempdir().unwrap();

@@ -69,6 +69,8 @@ fn event_status(event: &str) -> &'static str {
 }
 
 /// The receipt of `row` at `now_us`.
+/// Long: one receipt document; most of its length is the JSON literal in the
+/// receipt's field order.
 pub fn receipt(config: &Config, row: &ConsentRow, now_us: i64) -> Value {
     let state = row.state(now_us);
     let party = |id: &String| {

@@ -104,6 +104,8 @@ fn pnr_input(id: &str) -> Markup {
     }
 }
 
+/// Long: one maud template of the form, fieldset by fieldset in the order it
+/// renders.
 fn consent_form(state: &AppState, token: &str, f: &Filled, errs: &[String]) -> Markup {
     let parties: Vec<_> = state
         .live()

@@ -217,6 +217,7 @@ pub fn field(pointer: &str) -> String {
 }
 
 /// The Swedish word of a top-level payload field name, if known.
+/// Long: one flat table of payload field names and their Swedish words.
 fn field_word(top: &str) -> Option<&'static str> {
     let word = match top {
         "absence_reason_category" => "orsak till frånvaro",

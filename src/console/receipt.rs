@@ -104,6 +104,8 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Long: maps one consent summary to the receipt page field by field, in the
+/// order of `Receipt`.
 fn from_summary(state: &AppState, s: &Value) -> Receipt {
     let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
     let categories = strings(&s["categories"])

@@ -46,6 +46,8 @@ pub struct Deployment {
 impl Deployment {
     /// Writes (or, with `--keep` on an initialised directory, reuses) the
     /// working set and starts everything.
+    /// Long: the deployment's start-up in the order it is narrated (directory,
+    /// init, inboxes, witnesses, gateway).
     pub async fn start(keep: Option<&Path>, out: &Out) -> Result<Deployment, DemoError> {
         out.title("samgate demo: one participant's path through the Kalmar team");
         out.chapter("Setting up a throw-away deployment");

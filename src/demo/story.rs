@@ -29,6 +29,8 @@ struct Play<'a> {
 }
 
 /// Plays the story. Only transport failures end it early.
+/// Long: the demo's story as one script, chapter by chapter; it is the demo's
+/// table of contents.
 pub async fn play(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), DemoError> {
     let mut p = Play {
         d,
@@ -406,6 +408,8 @@ impl Play<'_> {
 
     /// Prints a delivery; `Err` if the recipient's copy is missing or its
     /// signature or exchange id header is wrong.
+    /// Long: prints one delivery in the order the output reads (answer, the
+    /// recipient's copy, withheld fields, reply).
     fn delivered(&self, ex: &Ex, rsp: &Rsp) -> Result<(), String> {
         let r = &rsp.json;
         let id = r.get("exchange_id").and_then(Value::as_str).unwrap_or("?");

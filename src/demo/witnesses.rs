@@ -14,6 +14,8 @@ use crate::audit::cosign::{self, WitnessKey};
 use crate::audit::verify::{self, KeptCheckpoint, VerifyError};
 
 /// Runs the witness steps.
+/// Long: chapter 9 of the demo as one script, its steps in the order they are
+/// printed.
 pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), DemoError> {
     out.chapter("9. The agencies' witnesses: a log that no single operator can rewrite");
     let auditor = d.client(AUDITOR)?;

@@ -90,6 +90,8 @@ pub struct LogConfig {
 
 impl WitnessConfig {
     /// Reads and validates a witness configuration; every problem names its key.
+    /// Long: one flat pass over the witness configuration that collects every
+    /// issue with its key; splitting would scatter them.
     pub fn load(path: &Path) -> Result<WitnessConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

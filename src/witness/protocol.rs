@@ -157,6 +157,8 @@ impl Witness {
     }
 
     /// Handles one `add-checkpoint` body.
+    /// Long: one tlog-witness request from parse to answer, each refusal's
+    /// status code next to its check (C2SP tlog-witness).
     pub async fn add_checkpoint(&self, body: &[u8]) -> Answer {
         let req = match AddCheckpoint::parse(body) {
             Ok(r) => r,

@@ -255,6 +255,9 @@ impl Bench {
     }
 
     /// Runs one measurement with CPU accounting and records its row.
+    /// Long: one measurement bracketed by before/after readings (CPU, audit
+    /// batches, machine ticks); splitting would part each reading from its
+    /// pair.
     async fn measure(
         &mut self,
         t: &Target<'_>,
@@ -565,6 +568,8 @@ async fn pg_drop(base: &str, schema: &str) {
 }
 
 /// One samgate instance: start, consent, measure, check, stop.
+/// Long: one contender's start, consent, measure, check and stop in one async
+/// block, so the child is stopped on every path.
 async fn run_samgate(
     b: &mut Bench,
     dir: &Path,
@@ -705,6 +710,8 @@ async fn run_nginx(
     result.map(|()| version)
 }
 
+/// Long: the benchmark's top-level sequence (contenders, then outputs), read
+/// top to bottom.
 async fn run(args: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let m = machine();
@@ -789,6 +796,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(b.audit_ok)
 }
 
+/// Long: the results page written top to bottom in the order it reads.
 fn results_md(
     b: &Bench,
     m: &Machine,

@@ -163,6 +163,8 @@ pub fn nginx_version(bin: &Path) -> String {
 /// verified against the same CA, proxying `/v1/exchanges` to the upstream
 /// over HTTPS (keep-alive pool) with the gateway's client certificate and
 /// the upstream's certificate verified.
+/// Long: mostly the nginx.conf template, kept whole so it reads as the file it
+/// writes.
 pub fn spawn_nginx(
     bin: &Path,
     pki: &Path,
