@@ -24,6 +24,7 @@ use sqlx::Row;
 use tokio::sync::Semaphore;
 
 use super::deliver;
+use crate::audit::log::AppendError;
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -347,7 +348,7 @@ async fn attempt(state: &AppState, row: Claimed) {
             return;
         }
     }
-    let mut record = base_record(state, &id).await;
+    let record = base_record(state, &id).await;
     // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
     let client = state
         .delivery_client
@@ -358,13 +359,45 @@ async fn attempt(state: &AppState, row: Claimed) {
         return;
     }
     let started = std::time::Instant::now();
-    let result = match state.crypto.vault.open_bytes(&aad(&id), &row.sealed) {
+    let result = send(state, client, &row, &id).await;
+    let may_have_arrived = matches!(&result, Err((true, _)));
+    let result = result.map_err(|(_, e)| e);
+    crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
+    let outcome = match result {
+        Ok(_) => record_delivered(state, &id, attempts, record).await,
+        Err(err) if now >= row.expires_at_us => {
+            record_expired(state, &id, attempts, record, err, may_have_arrived).await
+        }
+        Err(err) => {
+            let retry = Retry {
+                attempts,
+                now,
+                err,
+                may_have_arrived,
+            };
+            Ok(schedule_retry(state, &id, &record, retry).await)
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(exchange.id = %id, error = %e, "could not record the delivery outcome; the lease will expire and it is retried");
+    }
+}
+
+/// Opens the sealed message, signs it and posts it to the recipient's
+/// endpoint. The error says whether the message may have arrived anyway.
+async fn send(
+    state: &AppState,
+    client: &reqwest::Client,
+    row: &Claimed,
+    id: &str,
+) -> Result<deliver::Delivered, (bool, String)> {
+    match state.crypto.vault.open_bytes(&aad(id), &row.sealed) {
         Ok(body) => {
             let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
             deliver::post(
                 client,
                 &row.endpoint,
-                &id,
+                id,
                 &signature,
                 Bytes::from(body.to_vec()),
             )
@@ -372,115 +405,140 @@ async fn attempt(state: &AppState, row: Claimed) {
             .map_err(|e| (e.may_have_arrived(), e.to_string()))
         }
         Err(e) => Err((false, format!("cannot open the sealed message: {e}"))),
-    };
-    let may_have_arrived = matches!(&result, Err((true, _)));
-    let result = result.map_err(|(_, e)| e);
-    crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
-    let outcome = match result {
-        Ok(_) => {
-            // A revocation notice is recorded as `revocation-notified`, and
-            // a delivered closure limits its consent (DESIGN §13).
-            record.action =
-                crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
-            record.decision = decision::DELIVERED.into();
-            let closure = crate::consent::lifecycle::closure_effect(
-                state.clock.now_us(),
-                state.config.consent.follow_up_months,
-                record.msg_type.as_deref(),
-                record.consent_id.as_deref(),
-                record.to.as_deref(),
-                &id,
-            );
-            let mut effects = vec![
-                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-                    .text(id.clone())
-                    .text(state.instance_id.clone())
-                    .expect_rows(),
-                Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
-                    .int(attempts)
-                    .int(state.clock.now_us())
-                    .text(id.clone()),
-            ];
-            effects.extend(closure);
-            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
-            let done = state.audit.append(record, effects).await;
-            if done.is_err() {
-                // Delivered but not recorded: the retry may be refused by
-                // its consent check, and the party still holds the message.
-                possibly_received(state, &id).await;
-            }
-            // A revocation that came while this attempt was in flight.
-            crate::consent::notices::after_delivery(
-                state,
-                consent_id.as_deref(),
-                msg_type.as_deref(),
-            );
-            done.map(|_| "delivered")
-        }
-        Err(err) if now >= row.expires_at_us => {
-            record.action = action::EXCHANGE_FAILED.into();
-            record.decision = decision::EXPIRED.into();
-            record.reason = Some(format!("expired after {attempts} attempts: {err}"));
-            let effects = vec![
-                Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-                    .text(id.clone())
-                    .text(state.instance_id.clone())
-                    .expect_rows(),
-                Stmt::new("UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3")
-                    .int(attempts)
-                    .text(err)
-                    .text(id.clone()),
-            ];
-            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
-            if may_have_arrived {
-                possibly_received(state, &id).await;
-                crate::consent::notices::after_delivery(
-                    state,
-                    consent_id.as_deref(),
-                    msg_type.as_deref(),
-                );
-            }
-            state.audit.append(record, effects).await.map(|_| "expired")
-        }
-        Err(err) => {
-            let delay = backoff(state, attempts);
-            let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
-            // The exchange row first: a mark that the message may have
-            // arrived is written before the row is released for a retry
-            // (whose consent check may then refuse it).
-            let r2 = sqlx::query(
-                "UPDATE exchanges SET attempts = $1, last_error = $2, \
-                 possibly_received = CASE WHEN $3 = 1 THEN 1 ELSE possibly_received END WHERE id = $4",
-            )
-            .bind(attempts)
-            .bind(err)
-            .bind(i64::from(may_have_arrived))
-            .bind(id.clone())
-            .execute(state.store.pool())
-            .await;
-            let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3 AND claimed_by = $4")
-                .bind(attempts)
-                .bind(next)
-                .bind(id.clone())
-                .bind(state.instance_id.clone())
-                .execute(state.store.pool())
-                .await;
-            if may_have_arrived {
-                crate::consent::notices::after_delivery(
-                    state,
-                    record.consent_id.as_deref(),
-                    record.msg_type.as_deref(),
-                );
-            }
-            tracing::info!(exchange.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, "async delivery failed; will retry");
-            match (r1, r2) {
-                (Ok(_), Ok(_)) => Ok("retry"),
-                _ => Ok("retry-unrecorded"),
-            }
-        }
-    };
-    if let Err(e) = outcome {
-        tracing::warn!(exchange.id = %id, error = %e, "could not record the delivery outcome; the lease will expire and it is retried");
+    }
+}
+
+/// Records a delivered attempt: the outbox row goes, the exchange is
+/// `delivered`, and a revocation notice or closure has its effect.
+async fn record_delivered(
+    state: &AppState,
+    id: &str,
+    attempts: i64,
+    mut record: AuditRecord,
+) -> Result<&'static str, AppendError> {
+    // A revocation notice is recorded as `revocation-notified`, and
+    // a delivered closure limits its consent (DESIGN §13).
+    record.action = crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
+    record.decision = decision::DELIVERED.into();
+    let closure = crate::consent::lifecycle::closure_effect(
+        state.clock.now_us(),
+        state.config.consent.follow_up_months,
+        record.msg_type.as_deref(),
+        record.consent_id.as_deref(),
+        record.to.as_deref(),
+        id,
+    );
+    let mut effects = vec![
+        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+            .text(id.to_owned())
+            .text(state.instance_id.clone())
+            .expect_rows(),
+        Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
+            .int(attempts)
+            .int(state.clock.now_us())
+            .text(id.to_owned()),
+    ];
+    effects.extend(closure);
+    let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+    let done = state.audit.append(record, effects).await;
+    if done.is_err() {
+        // Delivered but not recorded: the retry may be refused by
+        // its consent check, and the party still holds the message.
+        possibly_received(state, id).await;
+    }
+    // A revocation that came while this attempt was in flight.
+    crate::consent::notices::after_delivery(state, consent_id.as_deref(), msg_type.as_deref());
+    done.map(|_| "delivered")
+}
+
+/// Records a failed attempt past the exchange's expiry: the outbox row
+/// goes and the exchange is `expired`.
+async fn record_expired(
+    state: &AppState,
+    id: &str,
+    attempts: i64,
+    mut record: AuditRecord,
+    err: String,
+    may_have_arrived: bool,
+) -> Result<&'static str, AppendError> {
+    record.action = action::EXCHANGE_FAILED.into();
+    record.decision = decision::EXPIRED.into();
+    record.reason = Some(format!("expired after {attempts} attempts: {err}"));
+    let effects = vec![
+        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+            .text(id.to_owned())
+            .text(state.instance_id.clone())
+            .expect_rows(),
+        Stmt::new(
+            "UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3",
+        )
+        .int(attempts)
+        .text(err)
+        .text(id.to_owned()),
+    ];
+    let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+    if may_have_arrived {
+        possibly_received(state, id).await;
+        crate::consent::notices::after_delivery(state, consent_id.as_deref(), msg_type.as_deref());
+    }
+    state.audit.append(record, effects).await.map(|_| "expired")
+}
+
+/// A failed attempt before the exchange's expiry.
+struct Retry {
+    attempts: i64,
+    now: i64,
+    err: String,
+    may_have_arrived: bool,
+}
+
+/// Releases the claim of a failed attempt for a retry after the backoff;
+/// `"retry-unrecorded"` when either row could not be written.
+async fn schedule_retry(
+    state: &AppState,
+    id: &str,
+    record: &AuditRecord,
+    retry: Retry,
+) -> &'static str {
+    let Retry {
+        attempts,
+        now,
+        err,
+        may_have_arrived,
+    } = retry;
+    let delay = backoff(state, attempts);
+    let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
+    // The exchange row first: a mark that the message may have
+    // arrived is written before the row is released for a retry
+    // (whose consent check may then refuse it).
+    let r2 = sqlx::query(
+        "UPDATE exchanges SET attempts = $1, last_error = $2, \
+         possibly_received = CASE WHEN $3 = 1 THEN 1 ELSE possibly_received END WHERE id = $4",
+    )
+    .bind(attempts)
+    .bind(err)
+    .bind(i64::from(may_have_arrived))
+    .bind(id.to_owned())
+    .execute(state.store.pool())
+    .await;
+    let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3 AND claimed_by = $4")
+        .bind(attempts)
+        .bind(next)
+        .bind(id.to_owned())
+        .bind(state.instance_id.clone())
+        .execute(state.store.pool())
+        .await;
+    if may_have_arrived {
+        crate::consent::notices::after_delivery(
+            state,
+            record.consent_id.as_deref(),
+            record.msg_type.as_deref(),
+        );
+    }
+    tracing::info!(exchange.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, "async delivery failed; will retry");
+    match (r1, r2) {
+        (Ok(_), Ok(_)) => "retry",
+        _ => "retry-unrecorded",
     }
 }
 
