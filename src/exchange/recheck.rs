@@ -87,18 +87,9 @@ pub async fn before_attempt(
     let Some(consent_id) = consent_id else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
-    let Some(mut consent) = model::fetch(&state.store, &consent_id).await? else {
+    let Some(consent) = consent_now(state, &consent_id).await? else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
-    // The protected-identity marking is a property of the person, on any
-    // of their consents (DESIGN §13): a marking recorded while the message
-    // waited takes `contact` out of what may leave.
-    if !consent.protected_identity {
-        consent.protected_identity = model::for_subject(&state.store, &consent.subject)
-            .await?
-            .iter()
-            .any(|c| c.protected_identity);
-    }
     let consent = match model::decide_message(
         &[consent],
         &from,
@@ -121,18 +112,50 @@ pub async fn before_attempt(
     {
         return Ok(Verdict::Refused(ProblemCode::ConsentScope));
     }
-    let categories = consent.category_set();
-    let forwarded: Vec<String> = serde_json::from_str(&forwarded).unwrap_or_default();
-    let schema = state.schemas.get(&msg_type);
-    let uncovered = forwarded.iter().any(|pointer| {
-        schema
-            .and_then(|s| s.field(pointer))
-            .is_none_or(|f| !categories.contains(&f.category))
-    });
-    if uncovered {
+    if !covers_forwarded(state, &consent, &msg_type, &forwarded) {
         return Ok(Verdict::Refused(ProblemCode::ConsentScope));
     }
     Ok(Verdict::Deliver)
+}
+
+/// The consent row as it stands now, with the subject's protected-identity
+/// marking; `None` if the row is gone.
+async fn consent_now(
+    state: &AppState,
+    consent_id: &str,
+) -> Result<Option<model::ConsentRow>, sqlx::Error> {
+    let Some(mut consent) = model::fetch(&state.store, consent_id).await? else {
+        return Ok(None);
+    };
+    // The protected-identity marking is a property of the person, on any
+    // of their consents (DESIGN §13): a marking recorded while the message
+    // waited takes `contact` out of what may leave.
+    if !consent.protected_identity {
+        consent.protected_identity = model::for_subject(&state.store, &consent.subject)
+            .await?
+            .iter()
+            .any(|c| c.protected_identity);
+    }
+    Ok(Some(consent))
+}
+
+/// Whether the consent still covers the category of every field the
+/// exchange forwarded (`forwarded` is the stored JSON list of pointers). A
+/// field the schema no longer knows is not covered.
+fn covers_forwarded(
+    state: &AppState,
+    consent: &model::ConsentRow,
+    msg_type: &str,
+    forwarded: &str,
+) -> bool {
+    let categories = consent.category_set();
+    let forwarded: Vec<String> = serde_json::from_str(forwarded).unwrap_or_default();
+    let schema = state.schemas.get(msg_type);
+    !forwarded.iter().any(|pointer| {
+        schema
+            .and_then(|s| s.field(pointer))
+            .is_none_or(|f| !categories.contains(&f.category))
+    })
 }
 
 /// Ends a queued exchange that the check refused: removes its outbox row
