@@ -218,23 +218,7 @@ pub async fn revoke(
 ) -> ApiResult<Response> {
     principal.require(Role::Intake)?;
     let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let limit = state.config.server.max_body_bytes;
-    let has_body = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-    let body: Revocation = if has_body {
-        crate::http::extract::check_json_content_type(req.headers())?;
-        let raw = crate::http::extract::read_body(req.into_body(), limit).await?;
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            Revocation::default()
-        } else {
-            crate::http::extract::parse_json(&raw)?
-        }
-    } else {
-        Revocation::default()
-    };
+    let body = revocation_body(req, state.config.server.max_body_bytes).await?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(not_found());
     }
@@ -242,56 +226,7 @@ pub async fn revoke(
         .await?
         .ok_or_else(not_found)?;
     if row.revoked_at_us.is_none() {
-        let now_us = state.clock.now_us();
-        // The reason is staff free text (it may name the person): sealed.
-        let reason = body.reason.and_then(|r| {
-            let r: String = r.chars().take(500).collect();
-            let mut aad = b"revocation-reason\0".to_vec();
-            aad.extend_from_slice(id.as_bytes());
-            state.crypto.seal_text(&aad, &r)
-        });
-        let effect = Stmt::new(
-            "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
-        )
-        .int(now_us)
-        .opt_text(reason)
-        .text(id.clone())
-        .expect_rows();
-        // The audit subject: the consent row only holds the consent-domain
-        // pseudonym; the audit-domain one comes from the vault-free mapping
-        // kept in the consent-recorded record.
-        let subject = super::notices::audit_subject_of(&state, &row).await?;
-        // Every party that received data under the consent is told, in the
-        // same transaction (DESIGN §13; see `notices`).
-        let (notices, notice_count) =
-            super::notices::notice_stmts(&state, &row, now_us, subject.as_deref()).await?;
-        let mut effects = vec![effect];
-        effects.extend(notices);
-        let record = AuditRecord {
-            request_id: rid,
-            action: action::CONSENT_REVOKED.into(),
-            actor_party: Some(principal.party.to_string()),
-            actor_user: principal.user.clone(),
-            subject,
-            consent_id: Some(id.clone()),
-            decision: decision::PERMIT.into(),
-            reason: Some("withdrawn by the participant".into()),
-            ..AuditRecord::default()
-        };
-        match state.audit.append(record, effects).await {
-            Ok(_) => {
-                if notice_count > 0 {
-                    state.outbox_notify.notify_one();
-                }
-                // Deliveries that completed after the notices were built.
-                if let Err(e) = super::notices::sweep(&state, &id).await {
-                    tracing::warn!(consent.id = %id, error = %e, "revocation sweep failed; the outbox's housekeeping sweeps again");
-                }
-            }
-            Err(crate::audit::log::AppendError::Conflict) => {}
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(consent.id = %id, notices = notice_count, "consent revoked");
+        record_revocation(&state, &principal, rid, &id, &row, body.reason).await?;
     }
     let row = model::fetch(&state.store, &id)
         .await?
@@ -300,4 +235,91 @@ pub async fn revoke(
         .with_subject_marking(&state.store)
         .await?;
     Ok(Json(row.summary(state.clock.now_us())).into_response())
+}
+
+/// The optional body of a revocation: none, or only whitespace, is the
+/// default (no reason).
+async fn revocation_body(req: Request, limit: usize) -> ApiResult<Revocation> {
+    let has_body = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if !has_body {
+        return Ok(Revocation::default());
+    }
+    crate::http::extract::check_json_content_type(req.headers())?;
+    let raw = crate::http::extract::read_body(req.into_body(), limit).await?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        Ok(Revocation::default())
+    } else {
+        crate::http::extract::parse_json(&raw)
+    }
+}
+
+/// Revokes the (not yet revoked) consent `row`: the revocation, its
+/// notices to every party that received data under it and the
+/// `consent-revoked` record in one transaction, then the sweep for
+/// deliveries that completed meanwhile. A concurrent revocation that won
+/// (a conflict) is no error.
+async fn record_revocation(
+    state: &AppState,
+    principal: &Principal,
+    rid: Option<String>,
+    id: &str,
+    row: &ConsentRow,
+    reason: Option<String>,
+) -> ApiResult<()> {
+    let id = id.to_owned();
+    let now_us = state.clock.now_us();
+    // The reason is staff free text (it may name the person): sealed.
+    let reason = reason.and_then(|r| {
+        let r: String = r.chars().take(500).collect();
+        let mut aad = b"revocation-reason\0".to_vec();
+        aad.extend_from_slice(id.as_bytes());
+        state.crypto.seal_text(&aad, &r)
+    });
+    let effect = Stmt::new(
+        "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
+    )
+    .int(now_us)
+    .opt_text(reason)
+    .text(id.clone())
+    .expect_rows();
+    // The audit subject: the consent row only holds the consent-domain
+    // pseudonym; the audit-domain one comes from the vault-free mapping
+    // kept in the consent-recorded record.
+    let subject = super::notices::audit_subject_of(state, row).await?;
+    // Every party that received data under the consent is told, in the
+    // same transaction (DESIGN §13; see `notices`).
+    let (notices, notice_count) =
+        super::notices::notice_stmts(state, row, now_us, subject.as_deref()).await?;
+    let mut effects = vec![effect];
+    effects.extend(notices);
+    let record = AuditRecord {
+        request_id: rid,
+        action: action::CONSENT_REVOKED.into(),
+        actor_party: Some(principal.party.to_string()),
+        actor_user: principal.user.clone(),
+        subject,
+        consent_id: Some(id.clone()),
+        decision: decision::PERMIT.into(),
+        reason: Some("withdrawn by the participant".into()),
+        ..AuditRecord::default()
+    };
+    match state.audit.append(record, effects).await {
+        Ok(_) => {
+            if notice_count > 0 {
+                state.outbox_notify.notify_one();
+            }
+            // Deliveries that completed after the notices were built.
+            if let Err(e) = super::notices::sweep(state, &id).await {
+                tracing::warn!(consent.id = %id, error = %e, "revocation sweep failed; the outbox's housekeeping sweeps again");
+            }
+        }
+        Err(crate::audit::log::AppendError::Conflict) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(consent.id = %id, notices = notice_count, "consent revoked");
+    Ok(())
 }
