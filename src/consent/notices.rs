@@ -121,36 +121,49 @@ pub async fn notice_stmts(
                 count += 1;
                 id
             }
-            (endpoint, _) => {
-                // A party that only sends (it got a reply) and has no
-                // endpoint, or no reference can be formed: it cannot be told
-                // through the outbox. Logged and counted once (its exchanges
-                // are marked), so an operator can tell it another way.
-                let reason = if endpoint.is_none() {
-                    "no_endpoint"
-                } else {
-                    "no_reference"
-                };
-                tracing::warn!(consent.id = %row.id, party = %party, reason, "a revocation notice cannot be sent");
-                metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => reason)
-                    .increment(1);
-                format!("unsent:{reason}")
-            }
+            (endpoint, _) => unsent(row, &party, endpoint.is_none()),
         };
-        for exchange_id in &exchange_ids {
-            stmts.push(
-                Stmt::new(
-                    "INSERT INTO revocation_notice_marks (consent_id, party, exchange_id, notice_id) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .text(row.id.clone())
-                .text(party.clone())
-                .text(exchange_id.clone())
-                .text(notice_id.clone()),
-            );
-        }
+        mark_stmts(row, &party, &exchange_ids, &notice_id, &mut stmts);
     }
     Ok((stmts, count))
+}
+
+/// A party that only sends (it got a reply) and has no endpoint, or for
+/// which no reference can be formed: it cannot be told through the outbox.
+/// Logged and counted once (its exchanges are marked with the returned
+/// `unsent:<reason>`), so an operator can tell it another way.
+fn unsent(row: &ConsentRow, party: &str, no_endpoint: bool) -> String {
+    let reason = if no_endpoint {
+        "no_endpoint"
+    } else {
+        "no_reference"
+    };
+    tracing::warn!(consent.id = %row.id, party = %party, reason, "a revocation notice cannot be sent");
+    metrics::counter!("samgate_revocation_notices_unsent_total", "reason" => reason).increment(1);
+    format!("unsent:{reason}")
+}
+
+/// Marks each of the party's exchanges under the consent with the notice
+/// that tells of it (or its `unsent:` reason).
+fn mark_stmts(
+    row: &ConsentRow,
+    party: &str,
+    exchange_ids: &BTreeSet<String>,
+    notice_id: &str,
+    stmts: &mut Vec<Stmt>,
+) {
+    for exchange_id in exchange_ids {
+        stmts.push(
+            Stmt::new(
+                "INSERT INTO revocation_notice_marks (consent_id, party, exchange_id, notice_id) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .text(row.id.clone())
+            .text(party.to_owned())
+            .text(exchange_id.clone())
+            .text(notice_id.to_owned()),
+        );
+    }
 }
 
 /// One notice to one party in one form.
