@@ -168,6 +168,41 @@ pub async fn records_page(
         },
     };
     let limit = limit.clamp(1, MAX_LIMIT);
+    let (sql, binds) = page_sql(filter, limit);
+
+    let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql)
+        .bind(to_i64(cursor.after))
+        .bind(to_i64(cursor.until));
+    for b in binds {
+        q = match b {
+            Bind::Int(v) => q.bind(v),
+            Bind::Text(v) => q.bind(v),
+        };
+    }
+    let rows = q.fetch_all(store.pool()).await?;
+    let mut records = Vec::with_capacity(rows.len());
+    for (seq, leaf) in rows {
+        records.push(StoredLeaf {
+            seq: to_u64(seq)?,
+            leaf,
+        });
+    }
+    let more = records.len() as u64 > limit;
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = match (more, records.last()) {
+        (true, Some(last)) => Some(Cursor {
+            after: last.seq,
+            until: cursor.until,
+        }),
+        _ => None,
+    };
+    Ok(Page { records, next })
+}
+
+/// The page's query for `filter`: `$1` and `$2` are the cursor's bounds,
+/// then one placeholder per filter argument (in `binds`), then the limit
+/// (one more than `limit`, to tell whether there is a next page).
+fn page_sql(filter: &RecordFilter, limit: u64) -> (String, Vec<Bind>) {
     let mut sql = String::from("SELECT seq, leaf FROM audit_records WHERE seq > $1 AND seq <= $2");
     // Placeholders are numbered in the order they are bound: $1, $2 above,
     // then each filter's text or integer argument.
@@ -217,34 +252,7 @@ pub async fn records_page(
     }
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", next()));
     binds.push(Bind::Int(to_i64(limit + 1)));
-
-    let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql)
-        .bind(to_i64(cursor.after))
-        .bind(to_i64(cursor.until));
-    for b in binds {
-        q = match b {
-            Bind::Int(v) => q.bind(v),
-            Bind::Text(v) => q.bind(v),
-        };
-    }
-    let rows = q.fetch_all(store.pool()).await?;
-    let mut records = Vec::with_capacity(rows.len());
-    for (seq, leaf) in rows {
-        records.push(StoredLeaf {
-            seq: to_u64(seq)?,
-            leaf,
-        });
-    }
-    let more = records.len() as u64 > limit;
-    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next = match (more, records.last()) {
-        (true, Some(last)) => Some(Cursor {
-            after: last.seq,
-            until: cursor.until,
-        }),
-        _ => None,
-    };
-    Ok(Page { records, next })
+    (sql, binds)
 }
 
 enum Bind {
