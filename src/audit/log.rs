@@ -370,94 +370,20 @@ impl Writer {
         if !savepoints {
             // Optimistic: every effect of the batch, identical one-row
             // inserts merged into multi-row ones (one round trip each).
-            let effects = crate::store::batch::group(items.iter().flat_map(|(_, e)| e.iter()));
-            for stmt in &effects {
-                match stmt.execute(&mut tx).await {
-                    Ok(rows) if stmt.expect_rows && rows == 0 => {
-                        return Err(BatchError::EffectFailed)
-                    }
-                    Ok(_) => {}
-                    Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
-                    Err(e) => return Err(BatchError::Storage(e.to_string())),
-                }
-            }
+            optimistic_effects(&mut tx, items).await?;
         }
         for (record, effects) in items.iter() {
             if !effects.is_empty() && savepoints {
                 // The decision's side effects run in a savepoint so that one
                 // refused item (e.g. a replayed consent id) leaves the others.
-                let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
-                let mut failed = None;
-                for stmt in effects {
-                    match stmt.execute(&mut sp).await {
-                        Ok(rows) if stmt.expect_rows && rows == 0 => {
-                            failed = Some(AppendError::Conflict);
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            failed = Some(AppendError::Effect(e.into()));
-                            break;
-                        }
-                    }
-                }
-                if let Some(err) = failed {
-                    sp.rollback().await.map_err(|e| e.to_string())?;
+                if let Some(err) = item_effects(&mut tx, effects).await? {
                     seq.refuse(err);
                     continue;
                 }
-                sp.commit().await.map_err(|e| e.to_string())?;
             }
             seq.admit(record, &time)?;
         }
-        // Records and tree nodes go in with multi-row inserts: a handful of
-        // statements per batch instead of several per record.
-        for chunk in seq.rows.chunks(RECORDS_PER_INSERT) {
-            let sql = multi_insert(
-                "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
-                 msg_type, subject, exchange_id, consent_id, decision, leaf) VALUES ",
-                12,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(&sql);
-            for (record, leaf) in chunk {
-                q = q
-                    .bind(i64::try_from(record.seq).map_err(|e| e.to_string())?)
-                    .bind(time_us)
-                    .bind(record.action.clone())
-                    .bind(record.actor_party.clone())
-                    .bind(record.from.clone())
-                    .bind(record.to.clone())
-                    .bind(record.msg_type.clone())
-                    .bind(record.subject.clone())
-                    .bind(record.exchange_id.clone())
-                    .bind(record.consent_id.clone())
-                    .bind(record.decision.clone())
-                    .bind(leaf.clone());
-            }
-            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
-        }
-        for chunk in seq.nodes.chunks(NODES_PER_INSERT) {
-            let sql = multi_insert(
-                "INSERT INTO merkle_nodes (level, idx, hash) VALUES ",
-                3,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(&sql);
-            for node in chunk {
-                q = q
-                    .bind(i64::from(node.level))
-                    .bind(i64::try_from(node.index).map_err(|e| e.to_string())?)
-                    .bind(node.hash.to_vec());
-            }
-            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
-        }
-        sqlx::query("UPDATE audit_state SET tree_size = $1, frontier = $2 WHERE id = 1")
-            .bind(i64::try_from(seq.size).map_err(|e| e.to_string())?)
-            .bind(seq.frontier.to_bytes())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_tree(&mut tx, &seq, time_us).await?;
         let out = seq.finish();
         tx.commit().await.map_err(|e| e.to_string())?;
         Ok(out)
@@ -507,6 +433,107 @@ impl Writer {
         self.heads.send_replace(size);
         Ok(())
     }
+}
+
+/// The audit writer's PostgreSQL (or pooled) transaction.
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Runs every effect of the batch at once (the optimistic first try): any
+/// refusal fails the whole batch, which is then retried with savepoints.
+async fn optimistic_effects(
+    tx: &mut Tx,
+    items: &[(AuditRecord, Vec<Stmt>)],
+) -> Result<(), BatchError> {
+    let effects = crate::store::batch::group(items.iter().flat_map(|(_, e)| e.iter()));
+    for stmt in &effects {
+        match stmt.execute(tx).await {
+            Ok(rows) if stmt.expect_rows && rows == 0 => return Err(BatchError::EffectFailed),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(_)) => return Err(BatchError::EffectFailed),
+            Err(e) => return Err(BatchError::Storage(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs one item's effects in a savepoint: `Some` with the refusal (and
+/// the savepoint rolled back) if one of them was refused.
+async fn item_effects(tx: &mut Tx, effects: &[Stmt]) -> Result<Option<AppendError>, BatchError> {
+    let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
+    let mut failed = None;
+    for stmt in effects {
+        match stmt.execute(&mut sp).await {
+            Ok(rows) if stmt.expect_rows && rows == 0 => {
+                failed = Some(AppendError::Conflict);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(AppendError::Effect(e.into()));
+                break;
+            }
+        }
+    }
+    if let Some(err) = failed {
+        sp.rollback().await.map_err(|e| e.to_string())?;
+        return Ok(Some(err));
+    }
+    sp.commit().await.map_err(|e| e.to_string())?;
+    Ok(None)
+}
+
+/// Writes the admitted records, the completed tree nodes and the new tree
+/// state, with multi-row inserts.
+async fn write_tree(tx: &mut Tx, seq: &Sequencer, time_us: i64) -> Result<(), BatchError> {
+    // Records and tree nodes go in with multi-row inserts: a handful of
+    // statements per batch instead of several per record.
+    for chunk in seq.rows.chunks(RECORDS_PER_INSERT) {
+        let sql = multi_insert(
+            "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, to_party, \
+             msg_type, subject, exchange_id, consent_id, decision, leaf) VALUES ",
+            12,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for (record, leaf) in chunk {
+            q = q
+                .bind(i64::try_from(record.seq).map_err(|e| e.to_string())?)
+                .bind(time_us)
+                .bind(record.action.clone())
+                .bind(record.actor_party.clone())
+                .bind(record.from.clone())
+                .bind(record.to.clone())
+                .bind(record.msg_type.clone())
+                .bind(record.subject.clone())
+                .bind(record.exchange_id.clone())
+                .bind(record.consent_id.clone())
+                .bind(record.decision.clone())
+                .bind(leaf.clone());
+        }
+        q.execute(&mut **tx).await.map_err(|e| e.to_string())?;
+    }
+    for chunk in seq.nodes.chunks(NODES_PER_INSERT) {
+        let sql = multi_insert(
+            "INSERT INTO merkle_nodes (level, idx, hash) VALUES ",
+            3,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for node in chunk {
+            q = q
+                .bind(i64::from(node.level))
+                .bind(i64::try_from(node.index).map_err(|e| e.to_string())?)
+                .bind(node.hash.to_vec());
+        }
+        q.execute(&mut **tx).await.map_err(|e| e.to_string())?;
+    }
+    sqlx::query("UPDATE audit_state SET tree_size = $1, frontier = $2 WHERE id = 1")
+        .bind(i64::try_from(seq.size).map_err(|e| e.to_string())?)
+        .bind(seq.frontier.to_bytes())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Assigns sequence numbers and grows the tree for the records of one batch,
