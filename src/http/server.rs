@@ -219,26 +219,28 @@ fn closed(reason: &'static str) {
     metrics::counter!("samgate_connections_closed_total", "reason" => reason).increment(1);
 }
 
-/// One connection: TLS handshake (with its deadline), the pin check before
-/// any request is read, then HTTP under the watchdog of [`connguard`].
-async fn serve_connection(
+/// The TLS handshake (with its deadline) and the pin check: `None` (the
+/// connection closed and counted) unless the client certificate is pinned
+/// to a party or a user.
+async fn accept_pinned(
     tcp: tokio::net::TcpStream,
     acceptor: TlsAcceptor,
-    app: axum::Router,
-    state: AppState,
-    limits: Limits,
-    mut phase: watch::Receiver<Phase>,
-) {
+    state: &AppState,
+    limits: &Limits,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<[u8; 32]>,
+)> {
     let mut tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake refused");
             closed("tls_refused");
-            return;
+            return None;
         }
         Err(_) => {
             closed("tls_handshake_timeout");
-            return;
+            return None;
         }
     };
     let pin = tls
@@ -259,8 +261,24 @@ async fn serve_connection(
         tracing::info!("connection closed: client certificate not pinned to any party or user");
         closed("unpinned");
         let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-        return;
+        return None;
     }
+    Some((tls, pin))
+}
+
+/// One connection: TLS handshake (with its deadline), the pin check before
+/// any request is read, then HTTP under the watchdog of [`connguard`].
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    state: AppState,
+    limits: Limits,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let Some((tls, pin)) = accept_pinned(tcp, acceptor, &state, &limits).await else {
+        return;
+    };
     let activity = Activity::new();
     let flag = AmbiguousFlag::default();
     let flag2 = flag.clone();
