@@ -264,25 +264,89 @@ pub(crate) async fn record(
     body: Body,
 ) -> Result<Response, PageError> {
     let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
-    let owned =
-        |k: &str| -> Vec<String> { all(&pairs, k).into_iter().map(str::to_owned).collect() };
-    let f = Filled {
-        parties: owned("parties"),
-        purposes: owned("purposes"),
-        categories: owned("categories"),
-        method: first(&pairs, "method").unwrap_or("").to_owned(),
-        valid_until: first(&pairs, "valid_until").unwrap_or("").trim().to_owned(),
-        given_by_role: first(&pairs, "given_by_role").unwrap_or("").to_owned(),
-        given_by_name: first(&pairs, "given_by_name")
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        // A checkbox is sent only when ticked; any value counts as ticked,
-        // so that a mangled form errs towards the marking.
-        protected_identity: first(&pairs, "protected_identity").is_some(),
-    };
+    let f = Filled::from_pairs(&pairs);
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
+    check_choices(&f, &mut errs);
+    let now = state.clock.now();
+    let exp = expiry(&state, &f.valid_until, now, &mut errs);
+    let given_by = given_by(&f, &mut errs);
+    let (Some(pnr), Some(exp), true) = (pnr, exp, errs.is_empty()) else {
+        return Ok(intake_page(
+            &state,
+            &v,
+            &f,
+            &errs,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ));
+    };
+    let Some((signer, kid)) = state.console.signer() else {
+        errs.push(
+            "Konsolen har ingen signeringsnyckel ([console] signing_key). Kontakta förvaltningen."
+                .into(),
+        );
+        return Ok(intake_page(
+            &state,
+            &v,
+            &f,
+            &errs,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ));
+    };
+    let claims = claims(&f, &pnr, exp, now.unix_timestamp(), &v.user.id, given_by);
+    let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
+    drop(claims);
+    let body = api_body(json!({ "token": token }), true)?;
+    match crate::consent::api::record(State(state.clone()), v.principal.clone(), rid, body).await {
+        Ok(rsp) => {
+            let summary = json_of(rsp).await?;
+            let id = summary
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(super::internal());
+            }
+            Ok(Redirect::to(&format!("/console/intake/consents/{id}")).into_response())
+        }
+        Err(e) => {
+            let mut msg = labels::problem(e.code.as_str()).to_owned();
+            if e.code == crate::error::ProblemCode::InvalidConsentClaims {
+                msg.push_str(&format!(" Detalj: {}", e.detail));
+            }
+            errs.push(msg);
+            Ok(intake_page(&state, &v, &f, &errs, e.code.status()))
+        }
+    }
+}
+
+impl Filled {
+    /// The form's fields as posted.
+    fn from_pairs(pairs: &[(String, String)]) -> Filled {
+        let owned =
+            |k: &str| -> Vec<String> { all(pairs, k).into_iter().map(str::to_owned).collect() };
+        Filled {
+            parties: owned("parties"),
+            purposes: owned("purposes"),
+            categories: owned("categories"),
+            method: first(pairs, "method").unwrap_or("").to_owned(),
+            valid_until: first(pairs, "valid_until").unwrap_or("").trim().to_owned(),
+            given_by_role: first(pairs, "given_by_role").unwrap_or("").to_owned(),
+            given_by_name: first(pairs, "given_by_name")
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+            // A checkbox is sent only when ticked; any value counts as ticked,
+            // so that a mangled form errs towards the marking.
+            protected_identity: first(pairs, "protected_identity").is_some(),
+        }
+    }
+}
+
+/// The choices a consent needs: two parties, a purpose, a category and
+/// how it was given.
+fn check_choices(f: &Filled, errs: &mut Vec<String>) {
     if f.parties.len() < 2 {
         errs.push("Välj minst två parter som får dela uppgifter med varandra.".into());
     }
@@ -295,9 +359,18 @@ pub(crate) async fn record(
     if !labels::METHODS.iter().any(|(k, _)| *k == f.method) {
         errs.push("Välj hur samtycket lämnades.".into());
     }
-    let now = state.clock.now();
+}
+
+/// The end of the consent's last day (Unix seconds), if `valid_until` is a
+/// date from today within `[consent] max_lifetime_days`.
+fn expiry(
+    state: &AppState,
+    valid_until: &str,
+    now: time::OffsetDateTime,
+    errs: &mut Vec<String>,
+) -> Option<i64> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let exp = match time::Date::parse(&f.valid_until, &fmt) {
+    match time::Date::parse(valid_until, &fmt) {
         Err(_) => {
             errs.push("Fyll i till och med vilket datum samtycket gäller (ÅÅÅÅ-MM-DD).".into());
             None
@@ -325,8 +398,13 @@ pub(crate) async fn record(
                 }
             }
         }
-    };
-    let given_by = if f.given_by_role.is_empty() {
+    }
+}
+
+/// The representative who gave the consent, if named (both a valid role
+/// and a name, or neither).
+fn given_by(f: &Filled, errs: &mut Vec<String>) -> Option<Value> {
+    if f.given_by_role.is_empty() {
         if !f.given_by_name.is_empty() {
             errs.push("Välj företrädarens roll, eller töm namnfältet.".into());
         }
@@ -339,30 +417,18 @@ pub(crate) async fn record(
         None
     } else {
         Some(json!({"role": f.given_by_role, "name": f.given_by_name}))
-    };
-    let (Some(pnr), Some(exp), true) = (pnr, exp, errs.is_empty()) else {
-        return Ok(intake_page(
-            &state,
-            &v,
-            &f,
-            &errs,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ));
-    };
-    let Some((signer, kid)) = state.console.signer() else {
-        errs.push(
-            "Konsolen har ingen signeringsnyckel ([console] signing_key). Kontakta förvaltningen."
-                .into(),
-        );
-        return Ok(intake_page(
-            &state,
-            &v,
-            &f,
-            &errs,
-            StatusCode::SERVICE_UNAVAILABLE,
-        ));
-    };
-    let iat = now.unix_timestamp();
+    }
+}
+
+/// The claims of the consent token the console signs as issuer `console`.
+fn claims(
+    f: &Filled,
+    pnr: &Personnummer,
+    exp: i64,
+    iat: i64,
+    recorded_by: &str,
+    given_by: Option<Value>,
+) -> Value {
     let mut claims = json!({
         "jti": uuid::Uuid::new_v4().to_string(),
         "iss": CONSOLE_ISSUER_ID,
@@ -375,7 +441,7 @@ pub(crate) async fn record(
         "purposes": f.purposes,
         "categories": f.categories,
         "method": f.method,
-        "recorded_by": v.user.id,
+        "recorded_by": recorded_by,
     });
     if let (Some(g), Some(obj)) = (given_by, claims.as_object_mut()) {
         obj.insert("given_by".into(), g);
@@ -384,31 +450,7 @@ pub(crate) async fn record(
     if let (true, Some(obj)) = (f.protected_identity, claims.as_object_mut()) {
         obj.insert("protected_identity".into(), Value::Bool(true));
     }
-    let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
-    drop(claims);
-    let body = api_body(json!({ "token": token }), true)?;
-    match crate::consent::api::record(State(state.clone()), v.principal.clone(), rid, body).await {
-        Ok(rsp) => {
-            let summary = json_of(rsp).await?;
-            let id = summary
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            if uuid::Uuid::parse_str(&id).is_err() {
-                return Err(super::internal());
-            }
-            Ok(Redirect::to(&format!("/console/intake/consents/{id}")).into_response())
-        }
-        Err(e) => {
-            let mut msg = labels::problem(e.code.as_str()).to_owned();
-            if e.code == crate::error::ProblemCode::InvalidConsentClaims {
-                msg.push_str(&format!(" Detalj: {}", e.detail));
-            }
-            errs.push(msg);
-            Ok(intake_page(&state, &v, &f, &errs, e.code.status()))
-        }
-    }
+    claims
 }
 
 /// The consent summary in a definition list.
