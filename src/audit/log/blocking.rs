@@ -51,95 +51,118 @@ pub(super) fn write(
             continue;
         }
         if !batch.savepoints {
-            for stmt in effects {
-                match stmt.execute_blocking(&tx) {
-                    Ok(0) if stmt.expect_rows => return Err(BatchError::EffectFailed),
-                    Ok(_) => {}
-                    Err(e) if is_refusal(&e) => return Err(BatchError::EffectFailed),
-                    Err(e) => return Err(storage(e)),
-                }
-            }
+            all_effects(&tx, effects)?;
             seq.admit(record, &batch.time)?;
             continue;
         }
         // Second try: each item's effects in a savepoint, so one refused item
         // (a replayed consent id) leaves the others.
-        let sp = tx.savepoint().map_err(storage)?;
-        let mut failed = None;
-        for stmt in effects {
-            match stmt.execute_blocking(&sp) {
-                Ok(0) if stmt.expect_rows => {
-                    failed = Some(AppendError::Conflict);
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if is_refusal(&e) => {
-                    failed = Some(AppendError::Effect(EffectError::from(e)));
-                    break;
-                }
-                Err(e) => return Err(storage(e)),
-            }
-        }
-        match failed {
-            Some(err) => {
-                // Dropping a savepoint rolls it back.
-                drop(sp);
-                seq.refuse(err);
-            }
-            None => {
-                sp.commit().map_err(storage)?;
-                seq.admit(record, &batch.time)?;
-            }
+        match item_effects(&mut tx, effects)? {
+            Some(err) => seq.refuse(err),
+            None => seq.admit(record, &batch.time)?,
         }
     }
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, \
-                 to_party, msg_type, subject, exchange_id, consent_id, decision, leaf) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )
-            .map_err(storage)?;
-        for (record, leaf) in &seq.rows {
-            insert
-                .execute(params![
-                    i64::try_from(record.seq).map_err(storage)?,
-                    batch.time_us,
-                    record.action,
-                    record.actor_party,
-                    record.from,
-                    record.to,
-                    record.msg_type,
-                    record.subject,
-                    record.exchange_id,
-                    record.consent_id,
-                    record.decision,
-                    leaf,
-                ])
-                .map_err(storage)?;
-        }
-        let mut node = tx
-            .prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
-            .map_err(storage)?;
-        for n in &seq.nodes {
-            node.execute(params![
-                i64::from(n.level),
-                i64::try_from(n.index).map_err(storage)?,
-                &n.hash[..],
-            ])
-            .map_err(storage)?;
-        }
-        tx.prepare_cached("UPDATE audit_state SET tree_size = ?1, frontier = ?2 WHERE id = 1")
-            .map_err(storage)?
-            .execute(params![
-                i64::try_from(seq.size).map_err(storage)?,
-                seq.frontier.to_bytes()
-            ])
-            .map_err(storage)?;
-    }
+    write_tree(&tx, &seq, batch.time_us)?;
     let out = seq.finish();
     tx.commit().map_err(storage)?;
     Ok(out)
+}
+
+/// The first try's effects of one item, on the transaction itself: any
+/// refusal fails the whole batch, which is then retried with savepoints.
+fn all_effects(tx: &Connection, effects: &[Stmt]) -> Result<(), BatchError> {
+    for stmt in effects {
+        match stmt.execute_blocking(tx) {
+            Ok(0) if stmt.expect_rows => return Err(BatchError::EffectFailed),
+            Ok(_) => {}
+            Err(e) if is_refusal(&e) => return Err(BatchError::EffectFailed),
+            Err(e) => return Err(storage(e)),
+        }
+    }
+    Ok(())
+}
+
+/// One item's effects in a savepoint: `Some` with the refusal (and the
+/// savepoint rolled back) if one of them was refused.
+fn item_effects(
+    tx: &mut rusqlite::Transaction<'_>,
+    effects: &[Stmt],
+) -> Result<Option<AppendError>, BatchError> {
+    let sp = tx.savepoint().map_err(storage)?;
+    let mut failed = None;
+    for stmt in effects {
+        match stmt.execute_blocking(&sp) {
+            Ok(0) if stmt.expect_rows => {
+                failed = Some(AppendError::Conflict);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if is_refusal(&e) => {
+                failed = Some(AppendError::Effect(EffectError::from(e)));
+                break;
+            }
+            Err(e) => return Err(storage(e)),
+        }
+    }
+    match failed {
+        Some(err) => {
+            // Dropping a savepoint rolls it back.
+            drop(sp);
+            Ok(Some(err))
+        }
+        None => {
+            sp.commit().map_err(storage)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The admitted records, the completed tree nodes and the new tree state.
+fn write_tree(tx: &Connection, seq: &Sequencer, time_us: i64) -> Result<(), BatchError> {
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_records (seq, time_us, action, actor_party, from_party, \
+             to_party, msg_type, subject, exchange_id, consent_id, decision, leaf) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .map_err(storage)?;
+    for (record, leaf) in &seq.rows {
+        insert
+            .execute(params![
+                i64::try_from(record.seq).map_err(storage)?,
+                time_us,
+                record.action,
+                record.actor_party,
+                record.from,
+                record.to,
+                record.msg_type,
+                record.subject,
+                record.exchange_id,
+                record.consent_id,
+                record.decision,
+                leaf,
+            ])
+            .map_err(storage)?;
+    }
+    let mut node = tx
+        .prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+        .map_err(storage)?;
+    for n in &seq.nodes {
+        node.execute(params![
+            i64::from(n.level),
+            i64::try_from(n.index).map_err(storage)?,
+            &n.hash[..],
+        ])
+        .map_err(storage)?;
+    }
+    tx.prepare_cached("UPDATE audit_state SET tree_size = ?1, frontier = ?2 WHERE id = 1")
+        .map_err(storage)?
+        .execute(params![
+            i64::try_from(seq.size).map_err(storage)?,
+            seq.frontier.to_bytes()
+        ])
+        .map_err(storage)?;
+    Ok(())
 }
 
 /// Reads the tree state under the write lock `BEGIN IMMEDIATE` took.
