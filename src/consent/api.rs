@@ -123,6 +123,7 @@ pub async fn record(
         given_by: vc.given_by.clone(),
         protected_identity: vc.protected_identity,
         closure: None,
+        version: 1,
     };
     // The representative's name is sealed like the token (DESIGN §13).
     let given_by_name = match &vc.given_by {
@@ -159,6 +160,13 @@ pub async fn record(
     .opt_text(row.given_by_role.clone())
     .opt_text(given_by_name)
     .int(i64::from(row.protected_identity))];
+    // The subject's other consents move too: the new one may be chosen
+    // instead of them, and its marking is the person's (see `cache`).
+    effects.push(
+        Stmt::new("UPDATE consents SET version = version + 1 WHERE subject = $1 AND id <> $2")
+            .text(row.subject.clone())
+            .text(id.clone()),
+    );
     let (vault_rows, vault_keys) =
         vault_stmts(&state, &vc.subject, &[DOMAIN_CONSENT, DOMAIN_AUDIT])?;
     effects.extend(vault_rows);
@@ -174,7 +182,10 @@ pub async fn record(
         ..AuditRecord::default()
     };
     match state.audit.append(record, effects).await {
-        Ok(_) => state.mark_vault_stored(vault_keys),
+        Ok(_) => {
+            state.mark_vault_stored(vault_keys);
+            state.consent_cache.invalidate(&row.subject);
+        }
         Err(e) if e.is_unique_violation() => return Err(replayed()),
         Err(e) => return Err(e.into()),
     }
@@ -266,7 +277,8 @@ pub async fn revoke(
             state.crypto.seal_text(&aad, &r)
         });
         let effect = Stmt::new(
-            "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
+            "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2, version = version + 1 \
+             WHERE id = $3 AND revoked_at_us IS NULL",
         )
         .int(now_us)
         .opt_text(reason)
@@ -295,6 +307,7 @@ pub async fn revoke(
         };
         match state.audit.append(record, effects).await {
             Ok(_) => {
+                state.consent_cache.invalidate(&row.subject);
                 if notice_count > 0 {
                     state.outbox_notify.notify_one();
                 }

@@ -20,7 +20,7 @@ use super::{deliver, idempotency, Delivery, ExchangeCtx};
 use crate::audit::record::{action, decision};
 use crate::auth::Principal;
 use crate::config::{ConsentRequirement, PartyId, Role, RouteConfig};
-use crate::consent::model;
+use crate::consent::{cache, model};
 use crate::error::{ApiError, ApiResult, ProblemCode};
 use crate::http::RequestId;
 use crate::personnummer::Personnummer;
@@ -78,7 +78,14 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
             Err(e) => return e.into_response(),
         }
     }
-    let result = match handle(&state, &mut ctx, &raw).await {
+    let mut result = handle(&state, &mut ctx, &raw).await;
+    if ctx.consent_stale {
+        // The consent changed since this instance cached it (consent::cache):
+        // nothing was written or sent; decide again from the database, once.
+        ctx.retry_fresh();
+        result = handle(&state, &mut ctx, &raw).await;
+    }
+    let result = match result {
         Ok(r) => Ok(r),
         Err(e) => Err(deny(&state, &ctx, e).await),
     };
@@ -193,6 +200,7 @@ async fn handle(
             ),
         )
     })?;
+    let mut guard = None;
     let consent = match route.consent {
         ConsentRequirement::NotRequired => None,
         ConsentRequirement::Required => {
@@ -202,17 +210,19 @@ async fn handle(
                     "`subject` is required on this route",
                 )
             })?;
-            let rows = model::for_subject(&state.store, &state.crypto.consent_pseudonym(p)).await?;
-            let c = model::decide_message(
-                &rows,
+            let subject = state.crypto.consent_pseudonym(p);
+            let (c, g) = cache::check(
+                state,
+                ctx.consent_lookup,
+                &subject,
                 &ctx.principal.party,
                 &recipient_id,
-                Some(env.msg_type.as_str()),
+                &env.msg_type,
                 &env.purpose,
-                state.clock.now_us(),
             )
-            .map_err(model::Denial::error)?;
+            .await?;
             ctx.consent_id = Some(c.id.clone());
+            guard = g;
             Some(c)
         }
     };
@@ -280,6 +290,8 @@ async fn handle(
             .text(crate::consent::lifecycle::mode_name(route.subject))
             .text(exchange_id.clone()),
     ];
+    let guarded = guard.is_some();
+    effects.extend(guard);
     let mut vault_keys = Vec::new();
     if let Some(p) = &subject {
         // The recipient's domain only when its pseudonym leaves the gateway:
@@ -329,7 +341,14 @@ async fn handle(
         record.reason = Some("protected_identity".into());
     }
     if ctx.delivery == Delivery::Async {
-        state.audit.append(record, effects).await?;
+        if let Err(e) = state.audit.append(record, effects).await {
+            ctx.consent_stale = cache::refused(&e, guarded);
+            return Err(if ctx.consent_stale {
+                cache::stale_error()
+            } else {
+                e.into()
+            });
+        }
         state.mark_vault_stored(vault_keys);
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
@@ -356,6 +375,7 @@ async fn handle(
         record,
         effects,
         vault_keys,
+        guarded,
         endpoint,
         body,
         recipient_id,
@@ -367,10 +387,18 @@ async fn handle(
     };
     ctx.idempotency_finished = ctx.idempotency_key.is_some();
     match tokio::spawn(tail.run()).await {
-        Ok(result) => result,
+        Ok(Ok(result)) => result,
+        Ok(Err(Stale)) => {
+            ctx.consent_stale = true;
+            ctx.idempotency_finished = false;
+            Err(cache::stale_error())
+        }
         Err(e) => Err(ApiError::internal(e)),
     }
 }
+
+/// The consent cache's guard refused a sync exchange's commit.
+struct Stale;
 
 /// Everything a sync exchange needs after its decision, owned, so that it
 /// can run to the end in its own task.
@@ -380,6 +408,8 @@ struct SyncTail {
     record: crate::audit::record::AuditRecord,
     effects: Vec<Stmt>,
     vault_keys: Vec<String>,
+    /// The effects hold the consent cache's guard.
+    guarded: bool,
     endpoint: String,
     body: Bytes,
     recipient_id: PartyId,
@@ -393,8 +423,19 @@ struct SyncTail {
 impl SyncTail {
     /// Commits, delivers, records the outcome and stores the idempotent
     /// answer (the request's own `finish` is skipped for this exchange).
-    async fn run(self) -> Result<(StatusCode, Value), ApiError> {
-        let result = self.deliver().await;
+    /// [`Stale`] when the consent cache's guard refused the commit: then
+    /// nothing was written or sent, and the request decides again.
+    async fn run(self) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
+        let result = match self
+            .state
+            .audit
+            .append(self.record.clone(), self.effects.clone())
+            .await
+        {
+            Ok(_) => self.deliver().await,
+            Err(e) if cache::refused(&e, self.guarded) => return Err(Stale),
+            Err(e) => Err(e.into()),
+        };
         if let (Some(key), state, ctx) = (&self.ctx.idempotency_key, &self.state, &self.ctx) {
             let (status, body) = match &result {
                 Ok((status, body)) => (*status, body.clone()),
@@ -402,17 +443,14 @@ impl SyncTail {
             };
             idempotency::finish(state, &ctx.principal.party, key, status, &body).await;
         }
-        result
+        Ok(result)
     }
 
+    /// After the forwarded record committed: delivers and records the outcome.
     async fn deliver(&self) -> Result<(StatusCode, Value), ApiError> {
         let state = &self.state;
         let ctx = &self.ctx;
         let exchange_id = ctx.exchange_id.clone();
-        state
-            .audit
-            .append(self.record.clone(), self.effects.clone())
-            .await?;
         state.mark_vault_stored(self.vault_keys.clone());
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
