@@ -425,13 +425,11 @@ impl SyncTail {
     /// answer (the request's own `finish` is skipped for this exchange).
     /// [`Stale`] when the consent cache's guard refused the commit: then
     /// nothing was written or sent, and the request decides again.
-    async fn run(self) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
-        let result = match self
-            .state
-            .audit
-            .append(self.record.clone(), self.effects.clone())
-            .await
-        {
+    async fn run(mut self) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
+        // Moved, not cloned: nothing after the commit needs them.
+        let record = std::mem::take(&mut self.record);
+        let effects = std::mem::take(&mut self.effects);
+        let result = match self.state.audit.append(record, effects).await {
             Ok(_) => self.deliver().await,
             Err(e) if cache::refused(&e, self.guarded) => return Err(Stale),
             Err(e) => Err(e.into()),
