@@ -299,7 +299,7 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let gw = match crate::server::Gateway::start(state).await {
+    let gw = match crate::http::server::Gateway::start(state).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("samgate: {e}");
@@ -314,7 +314,7 @@ async fn serve(path: PathBuf) -> ExitCode {
             None
         }
     };
-    crate::server::termination_signal().await;
+    crate::http::server::termination_signal().await;
     #[cfg(unix)]
     if let Some(t) = hup {
         t.abort();

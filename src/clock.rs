@@ -22,6 +22,10 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one reader of the wall clock"
+    )]
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
     }
@@ -46,6 +50,10 @@ impl OffsetClock {
 }
 
 impl Clock for OffsetClock {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one reader of the wall clock"
+    )]
     fn now(&self) -> OffsetDateTime {
         let off = self.offset_us.load(Ordering::SeqCst);
         OffsetDateTime::now_utc() + time::Duration::microseconds(off)

@@ -15,10 +15,8 @@ use serde::Deserialize;
 
 use crate::policy::SubjectMode;
 
-// shim: remove after the parallel branches merge (the types moved to
-// `crate::party` and `crate::policy::route`).
-pub use crate::party::{PartyId, PartyKind, Role};
-pub use crate::policy::route::{ConsentRequirement, RouteConfig};
+use crate::party::{PartyId, PartyKind, Role};
+use crate::policy::route::{ConsentRequirement, RouteConfig};
 
 /// A duration written as `"10s"`, `"5m"`, `"24h"` or `"250ms"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +29,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
             .map(HumanDuration)
             .map_err(|e| serde::de::Error::custom(format!("not a duration like \"10s\": {e}")))
     }
+}
+
+/// `[[witness]]` of the gateway configuration.
+#[derive(Debug, Clone)]
+pub struct WitnessEntry {
+    /// The witness's name (the key name of its cosignatures).
+    pub name: String,
+    /// Its submission prefix; requests go to `<url>/add-checkpoint`.
+    pub url: String,
+    /// Its public key file: a vkey, or an SPKI PEM Ed25519 key.
+    pub public_key: PathBuf,
+    /// The CA its server certificate chains to (default: `[server] outbound_ca`).
+    pub ca: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------
@@ -267,7 +278,7 @@ pub struct Config {
     /// `[[route]]`, in file order.
     pub routes: Vec<RouteConfig>,
     /// `[[witness]]`, in file order (DESIGN §12).
-    pub witnesses: Vec<crate::witness::client::WitnessEntry>,
+    pub witnesses: Vec<WitnessEntry>,
     /// `[[user]]`: people with personal client certificates (DESIGN §11).
     pub users: Vec<UserConfig>,
     /// `[console]`: the browser console's signing key (DESIGN §11).
@@ -677,7 +688,7 @@ impl Validator {
             );
         }
         let witnesses = self.witnesses(raw.witness);
-        let delivery = DeliveryConfig {
+        let mut delivery = DeliveryConfig {
             timeout: raw
                 .delivery
                 .timeout
@@ -701,6 +712,12 @@ impl Validator {
             workers: raw.delivery.workers.unwrap_or(16).max(1),
             per_recipient: raw.delivery.per_recipient.unwrap_or(4).max(1),
         };
+        if delivery.connect_timeout >= delivery.timeout {
+            // The connection must time out before the attempt does: a total
+            // timeout reached while still connecting would count as "may
+            // have arrived" (revocation notices, DESIGN §13).
+            delivery.connect_timeout = delivery.timeout / 2;
+        }
         let days = raw.consent.max_lifetime_days.unwrap_or(730);
         if days == 0 {
             self.issue("consent.max_lifetime_days", "must be at least 1");
@@ -851,8 +868,8 @@ impl Validator {
         out
     }
 
-    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<crate::witness::client::WitnessEntry> {
-        let mut out: Vec<crate::witness::client::WitnessEntry> = Vec::new();
+    fn witnesses(&mut self, raw: Vec<RawWitness>) -> Vec<WitnessEntry> {
+        let mut out: Vec<WitnessEntry> = Vec::new();
         for (i, w) in raw.into_iter().enumerate() {
             let key = format!("witness[{i}]");
             if !crate::audit::cosign::is_valid_name(&w.name) {
@@ -872,7 +889,7 @@ impl Validator {
             }
             let public_key = self.file(&format!("{key}.public_key"), &w.public_key);
             let ca = w.ca.map(|c| self.file(&format!("{key}.ca"), &c));
-            out.push(crate::witness::client::WitnessEntry {
+            out.push(WitnessEntry {
                 name: w.name,
                 url: w.url,
                 public_key,

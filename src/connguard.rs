@@ -6,7 +6,7 @@
 //!   (and are refused by the kernel once that is full) instead of costing a
 //!   task, a TLS session and a file descriptor each;
 //! - the TLS handshake has a deadline, and the pin check runs right after it,
-//!   before a byte of HTTP is read ([`crate::server`]);
+//!   before a byte of HTTP is read ([`crate::http::server`]);
 //! - [`Activity`] watches each connection: a connection that has not
 //!   completed a request head within `header_timeout` of being opened, or of
 //!   starting to send the next head, is closed; one with no request in
@@ -14,7 +14,7 @@
 //!   HTTP/1 header timer (with its timer set, so that it works at all) is a
 //!   backstop behind it;
 //! - [`DeadlineBody`] gives every request body `body_timeout` to arrive whole;
-//!   a late body is answered 408 `request_timeout` by [`crate::http::read_body`].
+//!   a late body is answered 408 `request_timeout` by [`crate::http::extract::read_body`].
 
 use std::future::Future;
 use std::pin::Pin;

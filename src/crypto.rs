@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use crate::config::{Config, SecretSource};
 use crate::keys::{self, Ed25519Signer};
-use crate::personnummer::Personnummer;
-use crate::pseudonym::{DomainKey, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT};
-use crate::state::StartError;
-use crate::vault::VaultKey;
+use crate::party::PartyId;
+use crate::policy::SubjectMode;
+use crate::startup::StartError;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::{
+    DomainKey, MissingDomain, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT,
+};
+use crate::subject::vault::VaultKey;
 
 /// Loaded keys.
 pub struct Crypto {
@@ -117,10 +121,14 @@ impl Crypto {
     }
 
     /// The `audit`-domain pseudonym (the only form in audit records and logs).
-    pub fn audit_pseudonym(&self, p: &Personnummer) -> String {
-        self.pseudonym(DOMAIN_AUDIT, p)
+    pub fn audit_pseudonym(&self, p: &Personnummer) -> Result<String, MissingDomain> {
+        self.keyed(DOMAIN_AUDIT, p)
+    }
+
+    fn keyed(&self, domain: &str, p: &Personnummer) -> Result<String, MissingDomain> {
+        self.pseudonym(domain, p)
             .map(|x| x.as_str().to_owned())
-            .unwrap_or_default()
+            .ok_or_else(|| MissingDomain(domain.to_owned()))
     }
 
     /// The consent reference a recipient gets on `pseudonymise` and `omit`
@@ -130,6 +138,25 @@ impl Crypto {
             .load()
             .get(recipient)
             .map(|dk| dk.consent_reference(consent_id))
+    }
+
+    /// The `consent_id` a recipient gets (DESIGN §5, §10): the consent id on
+    /// `reveal` routes; on `pseudonymise` and `omit` routes the recipient's
+    /// own `pc1_` reference, so that it is no join key across routes or
+    /// recipients. Exchanges and revocation notices both use this one rule.
+    pub fn recipient_consent_id(
+        &self,
+        mode: SubjectMode,
+        recipient: &PartyId,
+        consent_id: Option<&str>,
+    ) -> Option<String> {
+        let id = consent_id?;
+        match mode {
+            SubjectMode::Reveal => Some(id.to_owned()),
+            SubjectMode::Pseudonymise | SubjectMode::Omit => {
+                self.consent_reference(recipient.as_str(), id)
+            }
+        }
     }
 
     /// The keyed digest under which an `Idempotency-Key` is stored (DESIGN
@@ -145,10 +172,8 @@ impl Crypto {
     }
 
     /// The `consent`-domain pseudonym (consents are indexed by it).
-    pub fn consent_pseudonym(&self, p: &Personnummer) -> String {
-        self.pseudonym(DOMAIN_CONSENT, p)
-            .map(|x| x.as_str().to_owned())
-            .unwrap_or_default()
+    pub fn consent_pseudonym(&self, p: &Personnummer) -> Result<String, MissingDomain> {
+        self.keyed(DOMAIN_CONSENT, p)
     }
 }
 
@@ -196,7 +221,7 @@ impl Crypto {
         let key_id = parts.next()?.to_owned();
         let nonce: [u8; 12] = b64.decode(parts.next()?).ok()?.try_into().ok()?;
         let ciphertext = b64.decode(parts.next()?).ok()?;
-        let sealed = crate::vault::Sealed {
+        let sealed = crate::subject::vault::Sealed {
             key_id,
             nonce,
             ciphertext,

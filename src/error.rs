@@ -11,6 +11,11 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::consent::model::Denial;
+use crate::exchange::error::ExchangeError;
+use crate::policy::FilterError;
+use crate::schema::SchemaError;
+
 /// The stable problem codes of DESIGN §5. `type` is `urn:samgate:problem:<code>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -263,6 +268,102 @@ impl IntoResponse for ApiError {
 /// Attached to problem responses so the logging layer can record the code.
 #[derive(Debug, Clone, Copy)]
 pub struct ProblemMarker(pub ProblemCode);
+
+/// Most failing pointers listed in a schema_violation problem.
+const MAX_ERRORS: usize = 50;
+
+/// Schema errors → 422 with the failing pointers (never values).
+impl From<SchemaError> for ApiError {
+    fn from(e: SchemaError) -> ApiError {
+        match e {
+            SchemaError::Violation { mut pointers } => {
+                let total = pointers.len();
+                let truncated = total > MAX_ERRORS;
+                pointers.truncate(MAX_ERRORS);
+                let mut e = ApiError::new(
+                    ProblemCode::SchemaViolation,
+                    format!("the payload does not match its schema at {total} place(s)"),
+                )
+                .with("errors", pointers);
+                if truncated {
+                    e = e.with("truncated", true);
+                }
+                e
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Filter errors → problems.
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> ApiError {
+        match e {
+            FilterError::InvalidPersonnummer { pointer } => ApiError::new(
+                ProblemCode::InvalidPersonnummer,
+                format!("`{pointer}` is not a valid personnummer or samordningsnummer"),
+            )
+            .with("errors", vec![pointer]),
+            FilterError::ConsentScope { uncovered } => ApiError::new(
+                ProblemCode::ConsentScope,
+                format!(
+                "the consent does not cover the categories of the fields this route allows ({})",
+                uncovered.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            ),
+            FilterError::NotAnObject => ApiError::new(
+                ProblemCode::SchemaViolation,
+                "the payload must be a JSON object",
+            )
+            .with("errors", vec![String::new()]),
+        }
+    }
+}
+
+/// The problem code of a consent refusal (the exchange path and the
+/// outbox's re-check both use it).
+impl From<Denial> for ProblemCode {
+    fn from(d: Denial) -> ProblemCode {
+        match d {
+            Denial::Missing => ProblemCode::ConsentMissing,
+            Denial::Revoked => ProblemCode::ConsentRevoked,
+            Denial::Expired => ProblemCode::ConsentExpired,
+            Denial::Scope => ProblemCode::ConsentScope,
+        }
+    }
+}
+
+/// Consent refusals of the exchange path → 403 problems.
+impl From<Denial> for ApiError {
+    fn from(d: Denial) -> ApiError {
+        ApiError::new(ProblemCode::from(d), d.to_string())
+    }
+}
+
+/// Exchange refusals → problems (DESIGN §5): the code per variant, and the
+/// failing pointer (`errors`) or the failed exchange's id where there is one.
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> ApiError {
+        use ExchangeError as E;
+        let code = match &e {
+            E::InvalidSubject(_) | E::AnotherPerson(_) => ProblemCode::InvalidPersonnummer,
+            E::UnknownParty(_) => ProblemCode::UnknownParty,
+            E::UnknownType(_) => ProblemCode::UnknownType,
+            E::SubjectRequiredBy(_) | E::SubjectRequired | E::BadIdempotencyKey => {
+                ProblemCode::InvalidEnvelope
+            }
+            E::NoRoute { .. } => ProblemCode::RouteNotAllowed,
+            E::RecipientFailed { .. } => ProblemCode::RecipientFailed,
+            _ => return ApiError::internal(e),
+        };
+        let out = ApiError::new(code, e.to_string());
+        match e {
+            E::SubjectRequiredBy(p) | E::AnotherPerson(p) => out.with("errors", vec![p]),
+            E::RecipientFailed { exchange_id, .. } => out.with("exchange_id", exchange_id),
+            _ => out,
+        }
+    }
+}
 
 /// Storage errors on the request path: pool timeouts and I/O mean the
 /// database is unreachable (503); anything else is internal.

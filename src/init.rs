@@ -511,12 +511,7 @@ signing_key = "keys/issuer-console.pem"
         let Some(user) = DEMO_USERS.iter().find(|u| u.id == report.id) else {
             continue;
         };
-        let roles = user
-            .roles
-            .iter()
-            .map(|r| toml_string(r))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let roles = toml_list(user.roles);
         let _ = write!(
             out,
             "\n[[user]]\nid = {}\nname = {}\nparty = {}\nroles = [{roles}]\ncertificate_sha256 = {}\n",
@@ -706,12 +701,7 @@ public_key = {issuer_key}
         let Some(party) = DEMO_PARTIES.iter().find(|p| p.id == report.id) else {
             continue;
         };
-        let roles = party
-            .roles
-            .iter()
-            .map(|r| toml_string(r))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let roles = toml_list(party.roles);
         // Writing to a String cannot fail.
         let _ = write!(
             out,
@@ -742,6 +732,15 @@ public_key = {issuer_key}
 }
 
 /// A TOML basic string with the characters TOML requires escaped.
+/// The items of a TOML array of strings, without the brackets.
+fn toml_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|r| toml_string(r))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod http;
+pub mod ids;
 pub mod init;
 pub mod keys;
 pub mod observe;
@@ -30,36 +31,10 @@ pub mod policy;
 pub mod reload;
 pub mod rotate;
 pub mod schema;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod subject;
 pub mod telemetry;
 pub mod tls;
 pub mod witness;
-
-// shim: remove after the parallel branches merge (the modules moved to
-// `crate::subject` and `crate::http`).
-pub mod personnummer {
-    //! Moved to [`crate::subject::personnummer`].
-    pub use crate::subject::personnummer::*;
-}
-// shim: remove after the parallel branches merge.
-pub mod pseudonym {
-    //! Moved to [`crate::subject::pseudonym`].
-    pub use crate::subject::pseudonym::*;
-}
-// shim: remove after the parallel branches merge.
-pub mod vault {
-    //! Moved to [`crate::subject::vault`].
-    pub use crate::subject::vault::*;
-}
-// shim: remove after the parallel branches merge.
-pub mod server {
-    //! Moved to [`crate::http::server`].
-    pub use crate::http::server::*;
-}
-// shim: remove after the parallel branches merge.
-pub mod framing {
-    //! Moved to [`crate::http::framing`].
-    pub use crate::http::framing::*;
-}

@@ -296,6 +296,10 @@ fn san(name: &str) -> Result<SanType, PkiError> {
 fn set_validity(params: &mut CertificateParams) {
     // Certificates are generated for a new deployment or a test run, so the
     // wall clock at generation time is the right anchor.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "certificates are generated against the real time (see the comment)"
+    )]
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
     params.not_after = now + VALIDITY;

@@ -32,8 +32,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::personnummer::Personnummer;
 use crate::schema::{field_pointer, Category, MessageSchema};
+use crate::subject::personnummer::Personnummer;
 
 pub mod route;
 

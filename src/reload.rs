@@ -6,7 +6,7 @@
 //! `[audit]`, `[delivery]` and `[consent]`: those need a restart, and a
 //! reload that changes them applies the rest and logs which were ignored.
 //!
-//! The reloadable part is one immutable [`Live`] behind an
+//! The reloadable part is one immutable [`Live`](crate::state::Live) behind an
 //! [`arc_swap::ArcSwap`] in the state. A request reads it once (the first
 //! [`AppState::live`] of the request pins it, see there) and finishes on
 //! it, so an in-flight exchange is never decided half on the old routes and
@@ -16,92 +16,11 @@
 //! the running configuration stays; `samgate_config_reloads_total{result}`
 //! counts both outcomes.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
-use crate::config::{Config, PartyId};
-use crate::consent::verify::ConsentVerifier;
-use crate::state::AppState;
-
-/// The reloadable part of the state: one consistent snapshot.
-pub struct Live {
-    /// The configuration this snapshot was built from. Only its parties,
-    /// routes and consent issuers are live; the other sections are those of
-    /// the running process ([`crate::state::Inner::config`]).
-    pub config: Arc<Config>,
-    /// Certificate pin → index into `config.parties`.
-    pub pins: HashMap<[u8; 32], usize>,
-    /// Personal certificate pin → index into `config.users` (DESIGN §11).
-    pub user_pins: HashMap<[u8; 32], usize>,
-    /// User-token verifiers of the parties that have a `jwt_issuer`.
-    pub verifiers: HashMap<PartyId, UserTokenVerifier>,
-    /// Consent issuers.
-    pub consents: ConsentVerifier,
-    /// Counts the reloads so far (0 = the start-up configuration).
-    pub generation: u64,
-}
-
-impl Live {
-    /// Builds a snapshot: loads the issuers' public keys. Every problem is
-    /// returned, each as `key: reason`.
-    pub fn build(config: Arc<Config>, generation: u64) -> Result<Live, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut pins = HashMap::new();
-        let mut verifiers = HashMap::new();
-        for (i, p) in config.parties.iter().enumerate() {
-            pins.insert(p.certificate_sha256, i);
-            if let Some(j) = &p.jwt_issuer {
-                let key = format!("party[{i}].jwt_issuer.public_key");
-                match PublicKeyFile::load(&j.public_key)
-                    .map_err(|e| e.to_string())
-                    .and_then(|file| {
-                        UserTokenVerifier::new(&j.iss, &j.audience, &file, j.key_id.as_deref())
-                            .map_err(|e| e.to_string())
-                    }) {
-                    Ok(v) => {
-                        verifiers.insert(p.id.clone(), v);
-                    }
-                    Err(reason) => problems.push(format!("{key}: {reason}")),
-                }
-            }
-        }
-        let consents = match ConsentVerifier::from_config(&config) {
-            Ok(c) => Some(c),
-            Err(reason) => {
-                problems.push(reason);
-                None
-            }
-        };
-        match consents {
-            Some(consents) if problems.is_empty() => Ok(Live {
-                user_pins: config
-                    .users
-                    .iter()
-                    .enumerate()
-                    .map(|(i, u)| (u.certificate_sha256, i))
-                    .collect(),
-                config,
-                pins,
-                verifiers,
-                consents,
-                generation,
-            }),
-            _ => Err(problems),
-        }
-    }
-
-    /// Parties, routes, users (parties with a jwt_issuer) and consent issuers.
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        (
-            self.config.parties.len(),
-            self.config.routes.len(),
-            self.verifiers.len(),
-            self.config.consent_issuers.len(),
-        )
-    }
-}
+use crate::config::Config;
+use crate::state::{AppState, Live};
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,11 +22,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::AnyPool;
+use sqlx::Row;
 
-use crate::config::{Config, PartyId};
+use crate::config::Config;
 use crate::crypto::Crypto;
+use crate::party::PartyId;
 use crate::store::Store;
-use crate::vault::Sealed;
+use crate::subject::vault::Sealed;
 
 /// Counts for one kind of sealed value.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -140,10 +144,178 @@ pub async fn rotate_config(config: &Config) -> Result<Rotation, RotateError> {
     r
 }
 
-/// `vault`: domain, pseudonym, key id, nonce, ciphertext.
-type VaultRow = (String, String, String, Vec<u8>, Vec<u8>);
-/// `consents`: id, token key id, nonce, sealed token, revocation reason.
-type ConsentSealRow = (String, String, Vec<u8>, Vec<u8>, Option<String>);
+/// Where a value sealed in binary columns lives: the table, the columns
+/// that find its row, and its key id, nonce and ciphertext columns.
+struct BinaryColumns {
+    table: &'static str,
+    keys: &'static [&'static str],
+    key_id: &'static str,
+    nonce: &'static str,
+    sealed: &'static str,
+}
+
+/// Where a value sealed in its text form (`key_id:nonce:ciphertext`) lives.
+struct TextColumn {
+    table: &'static str,
+    keys: &'static [&'static str],
+    column: &'static str,
+}
+
+const VAULT: BinaryColumns = BinaryColumns {
+    table: "vault",
+    keys: &["domain", "pseudonym"],
+    key_id: "key_id",
+    nonce: "nonce",
+    sealed: "ciphertext",
+};
+const CONSENT_TOKENS: BinaryColumns = BinaryColumns {
+    table: "consents",
+    keys: &["id"],
+    key_id: "token_key_id",
+    nonce: "token_nonce",
+    sealed: "token_sealed",
+};
+const OUTBOX_BODIES: BinaryColumns = BinaryColumns {
+    table: "outbox",
+    keys: &["exchange_id"],
+    key_id: "body_key_id",
+    nonce: "body_nonce",
+    sealed: "body_sealed",
+};
+const REVOCATION_REASONS: TextColumn = TextColumn {
+    table: "consents",
+    keys: &["id"],
+    column: "revocation_reason",
+};
+const IDEMPOTENT_RESPONSES: TextColumn = TextColumn {
+    table: "idempotency_keys",
+    keys: &["party", "key"],
+    column: "response",
+};
+
+/// `k1 = $from AND k2 = $from+1 …` for these columns.
+fn matching(columns: &[&str], from: usize) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", from + i))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The row's key columns, as text.
+fn key_values(row: &AnyRow, n: usize) -> Result<Vec<String>, sqlx::Error> {
+    (0..n).map(|i| row.try_get::<String, _>(i)).collect()
+}
+
+/// Re-seals every value of `at` with the first key; `aad` gives a row's
+/// associated data from its key values (module docs).
+async fn reseal_binary_column(
+    crypto: &Crypto,
+    first: &str,
+    pool: &AnyPool,
+    at: &BinaryColumns,
+    aad: impl Fn(&[String]) -> Vec<u8>,
+) -> Result<Counts, RotateError> {
+    let mut counts = Counts::default();
+    let select = format!(
+        "SELECT {}, {}, {}, {} FROM {}",
+        at.keys.join(", "),
+        at.key_id,
+        at.nonce,
+        at.sealed,
+        at.table
+    );
+    // Only a row that still holds what was read is updated (module docs).
+    let n = at.keys.len();
+    let update = format!(
+        "UPDATE {} SET {} = $1, {} = $2, {} = $3 WHERE {} AND {} = ${} AND {} = ${}",
+        at.table,
+        at.key_id,
+        at.nonce,
+        at.sealed,
+        matching(at.keys, 4),
+        at.key_id,
+        n + 4,
+        at.nonce,
+        n + 5
+    );
+    for row in sqlx::query(&select).fetch_all(pool).await? {
+        let keys = key_values(&row, n)?;
+        let kid: String = row.try_get(n)?;
+        let nonce: Vec<u8> = row.try_get(n + 1)?;
+        let ct: Vec<u8> = row.try_get(n + 2)?;
+        let aad = aad(&keys);
+        let Some(next) = reseal(
+            crypto,
+            first,
+            &aad,
+            kid.clone(),
+            nonce.clone(),
+            ct,
+            &mut counts,
+        ) else {
+            continue;
+        };
+        let mut q = sqlx::query(&update)
+            .bind(next.key_id)
+            .bind(next.nonce.to_vec())
+            .bind(next.ciphertext);
+        for k in keys {
+            q = q.bind(k);
+        }
+        let done = q.bind(kid).bind(nonce).execute(pool).await?;
+        count_update(done.rows_affected(), &mut counts);
+    }
+    Ok(counts)
+}
+
+/// [`reseal_binary_column`] for a value in text form. Empty or NULL values
+/// hold nothing sealed (an idempotency key still in progress, a revocation
+/// without a reason) and are passed over.
+async fn reseal_text_column(
+    crypto: &Crypto,
+    first: &str,
+    pool: &AnyPool,
+    at: &TextColumn,
+    aad: impl Fn(&[String]) -> Vec<u8>,
+) -> Result<Counts, RotateError> {
+    let mut counts = Counts::default();
+    let select = format!(
+        "SELECT {}, {} FROM {}",
+        at.keys.join(", "),
+        at.column,
+        at.table
+    );
+    let n = at.keys.len();
+    let update = format!(
+        "UPDATE {} SET {} = $1 WHERE {} AND {} = ${}",
+        at.table,
+        at.column,
+        matching(at.keys, 2),
+        at.column,
+        n + 2
+    );
+    for row in sqlx::query(&select).fetch_all(pool).await? {
+        let keys = key_values(&row, n)?;
+        let Some(stored) = row
+            .try_get::<Option<String>, _>(n)?
+            .filter(|v| !v.is_empty())
+        else {
+            continue;
+        };
+        let Some(next) = reseal_text(crypto, first, &aad(&keys), &stored, &mut counts) else {
+            continue;
+        };
+        let mut q = sqlx::query(&update).bind(next);
+        for k in keys {
+            q = q.bind(k);
+        }
+        let done = q.bind(stored).execute(pool).await?;
+        count_update(done.rows_affected(), &mut counts);
+    }
+    Ok(counts)
+}
 
 fn sealed(key_id: String, nonce: Vec<u8>, ciphertext: Vec<u8>) -> Option<Sealed> {
     Some(Sealed {
@@ -153,159 +325,46 @@ fn sealed(key_id: String, nonce: Vec<u8>, ciphertext: Vec<u8>) -> Option<Sealed>
     })
 }
 
+/// The first key value of a row (the tables' ids).
+fn id(keys: &[String]) -> &str {
+    keys.first().map_or("", String::as_str)
+}
+
 /// Re-seals every value (see the module docs) with `crypto`'s first vault key.
 pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateError> {
     let first = crypto.vault.key_id().to_owned();
     let pool = store.pool();
-    let mut out = Rotation {
-        key_id: first.clone(),
-        ..Rotation::default()
-    };
-
-    // Binary columns: (table, key columns, sealed columns, aad).
-    let rows: Vec<VaultRow> =
-        sqlx::query_as("SELECT domain, pseudonym, key_id, nonce, ciphertext FROM vault")
-            .fetch_all(pool)
-            .await?;
-    for (domain, ps, kid, nonce, ct) in rows {
-        let aad = [domain.as_bytes(), b"\0", ps.as_bytes()].concat();
-        let Some(next) = reseal(
-            crypto,
-            &first,
-            &aad,
-            kid.clone(),
-            nonce.clone(),
-            ct,
-            &mut out.vault,
-        ) else {
-            continue;
-        };
-        let done = sqlx::query(
-            "UPDATE vault SET key_id = $1, nonce = $2, ciphertext = $3 \
-             WHERE domain = $4 AND pseudonym = $5 AND key_id = $6 AND nonce = $7",
-        )
-        .bind(next.key_id)
-        .bind(next.nonce.to_vec())
-        .bind(next.ciphertext)
-        .bind(domain)
-        .bind(ps)
-        .bind(kid)
-        .bind(nonce)
-        .execute(pool)
-        .await?;
-        count_update(done.rows_affected(), &mut out.vault);
-    }
-
-    let rows: Vec<ConsentSealRow> = sqlx::query_as(
-        "SELECT id, token_key_id, token_nonce, token_sealed, revocation_reason FROM consents",
-    )
-    .fetch_all(pool)
+    let vault = reseal_binary_column(crypto, &first, pool, &VAULT, |k| {
+        let pseudonym = k.get(1).map_or("", String::as_str);
+        [id(k).as_bytes(), b"\0", pseudonym.as_bytes()].concat()
+    })
     .await?;
-    for (id, kid, nonce, ct, reason) in rows {
-        let aad = crate::consent::api::token_aad(&id);
-        if let Some(next) = reseal(
-            crypto,
-            &first,
-            &aad,
-            kid.clone(),
-            nonce.clone(),
-            ct,
-            &mut out.consent_tokens,
-        ) {
-            let done = sqlx::query(
-                "UPDATE consents SET token_key_id = $1, token_nonce = $2, token_sealed = $3 \
-                 WHERE id = $4 AND token_key_id = $5 AND token_nonce = $6",
-            )
-            .bind(next.key_id)
-            .bind(next.nonce.to_vec())
-            .bind(next.ciphertext)
-            .bind(id.clone())
-            .bind(kid)
-            .bind(nonce)
-            .execute(pool)
-            .await?;
-            count_update(done.rows_affected(), &mut out.consent_tokens);
-        }
-        if let Some(reason) = reason.filter(|r| !r.is_empty()) {
-            let aad = [b"revocation-reason\0".as_slice(), id.as_bytes()].concat();
-            if let Some(next) =
-                reseal_text(crypto, &first, &aad, &reason, &mut out.revocation_reasons)
-            {
-                let done = sqlx::query(
-                    "UPDATE consents SET revocation_reason = $1 WHERE id = $2 AND revocation_reason = $3",
-                )
-                .bind(next)
-                .bind(id)
-                .bind(reason)
-                .execute(pool)
-                .await?;
-                count_update(done.rows_affected(), &mut out.revocation_reasons);
-            }
-        }
-    }
-
-    let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT exchange_id, body_key_id, body_nonce, body_sealed FROM outbox")
-            .fetch_all(pool)
-            .await?;
-    for (id, kid, nonce, ct) in rows {
-        let aad = crate::exchange::outbox::aad(&id);
-        let Some(next) = reseal(
-            crypto,
-            &first,
-            &aad,
-            kid.clone(),
-            nonce.clone(),
-            ct,
-            &mut out.outbox_bodies,
-        ) else {
-            continue;
-        };
-        let done = sqlx::query(
-            "UPDATE outbox SET body_key_id = $1, body_nonce = $2, body_sealed = $3 \
-             WHERE exchange_id = $4 AND body_key_id = $5 AND body_nonce = $6",
-        )
-        .bind(next.key_id)
-        .bind(next.nonce.to_vec())
-        .bind(next.ciphertext)
-        .bind(id)
-        .bind(kid)
-        .bind(nonce)
-        .execute(pool)
+    let consent_tokens = reseal_binary_column(crypto, &first, pool, &CONSENT_TOKENS, |k| {
+        crate::consent::api::token_aad(id(k))
+    })
+    .await?;
+    let revocation_reasons = reseal_text_column(crypto, &first, pool, &REVOCATION_REASONS, |k| {
+        [b"revocation-reason\0".as_slice(), id(k).as_bytes()].concat()
+    })
+    .await?;
+    let outbox_bodies = reseal_binary_column(crypto, &first, pool, &OUTBOX_BODIES, |k| {
+        crate::exchange::outbox::aad(id(k))
+    })
+    .await?;
+    let idempotency_responses =
+        reseal_text_column(crypto, &first, pool, &IDEMPOTENT_RESPONSES, |k| {
+            let key = k.get(1).map_or("", String::as_str);
+            crate::exchange::idempotency::aad(&PartyId::new(id(k)), key)
+        })
         .await?;
-        count_update(done.rows_affected(), &mut out.outbox_bodies);
-    }
-
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT party, key, response FROM idempotency_keys")
-            .fetch_all(pool)
-            .await?;
-    for (party, key, response) in rows {
-        if response.is_empty() {
-            continue; // still in progress: nothing sealed yet
-        }
-        let aad = crate::exchange::idempotency::aad(&PartyId::new(party.clone()), &key);
-        let Some(next) = reseal_text(
-            crypto,
-            &first,
-            &aad,
-            &response,
-            &mut out.idempotency_responses,
-        ) else {
-            continue;
-        };
-        let done = sqlx::query(
-            "UPDATE idempotency_keys SET response = $1 WHERE party = $2 AND key = $3 AND response = $4",
-        )
-        .bind(next)
-        .bind(party)
-        .bind(key)
-        .bind(response)
-        .execute(pool)
-        .await?;
-        count_update(done.rows_affected(), &mut out.idempotency_responses);
-    }
-    Ok(out)
+    Ok(Rotation {
+        key_id: first,
+        vault,
+        consent_tokens,
+        revocation_reasons,
+        outbox_bodies,
+        idempotency_responses,
+    })
 }
 
 /// A row changed under us (delivered, finished) is not an error: whatever

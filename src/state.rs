@@ -1,42 +1,19 @@
 //! `AppState`: everything a handler needs, built once at start from a
 //! validated [`Config`] and shared (cheaply cloned) across requests.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::log::{AuditLog, HeadSigner};
-use crate::auth::jwt::UserTokenVerifier;
+use crate::auth::jwt::{PublicKeyFile, UserTokenVerifier};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, PartyConfig, PartyId};
+use crate::config::{Config, PartyConfig};
+use crate::consent::verify::ConsentVerifier;
 use crate::crypto::Crypto;
+use crate::party::PartyId;
 use crate::schema::SchemaRegistry;
-use crate::store::{Store, StoreError};
-
-/// Why the gateway could not start (exit code 2 for config problems).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A key or certificate file is unusable.
-    #[error("{key}: {reason}")]
-    Key {
-        /// Config key.
-        key: String,
-        /// Reason.
-        reason: String,
-    },
-    /// Storage could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// TLS material could not be used.
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    /// Binding a listener failed.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
+use crate::startup::StartError;
+use crate::store::Store;
 
 /// Most vault keys remembered by [`AppState::mark_vault_stored`].
 pub const VAULT_CACHE_MAX: usize = 100_000;
@@ -46,12 +23,12 @@ tokio::task_local! {
     /// authentication middleware around the rest of the request
     /// ([`crate::http`]), read by [`AppState::live`] of every other clone of
     /// the state the request uses (its handler's extractor clones its own).
-    pub static REQUEST_LIVE: Arc<crate::reload::Live>;
+    pub static REQUEST_LIVE: Arc<Live>;
 }
 
 /// Shared application state.
 ///
-/// Cloning is cheap. The reloadable part ([`crate::reload::Live`]) is read
+/// Cloning is cheap. The reloadable part ([`Live`]) is read
 /// once per request: the first [`AppState::live`] on a value pins the
 /// snapshot current at that moment, and clones of a pinned value keep it
 /// (tasks spawned for the request stay on its configuration), while clones
@@ -59,7 +36,7 @@ tokio::task_local! {
 /// pinned) state for every request, so each request gets its own snapshot.
 pub struct AppState {
     inner: Arc<Inner>,
-    pinned: std::sync::OnceLock<Arc<crate::reload::Live>>,
+    pinned: std::sync::OnceLock<Arc<Live>>,
 }
 
 impl Clone for AppState {
@@ -85,9 +62,9 @@ pub struct Inner {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The reloadable part (SIGHUP, [`crate::reload`]).
-    live: arc_swap::ArcSwap<crate::reload::Live>,
+    live: arc_swap::ArcSwap<Live>,
     /// Per-party rate limiter (None = off).
-    pub rate_limiter: Option<crate::http::PartyRateLimiter>,
+    pub rate_limiter: Option<crate::http::ratelimit::PartyRateLimiter>,
     /// Key material.
     pub crypto: Crypto,
     /// Compiled message schemas.
@@ -112,7 +89,7 @@ pub struct Inner {
     /// versions (see [`crate::consent::cache`]).
     pub consent_cache: crate::consent::cache::ConsentCache,
     /// The browser console's keys (DESIGN §11).
-    pub console: crate::console::ConsoleState,
+    pub console: crate::console::keys::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
     pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by [`AppState::abort`].
@@ -139,7 +116,7 @@ impl AppState {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, StartError> {
-        let live = crate::reload::Live::build(Arc::new(config.clone()), 0).map_err(|reasons| {
+        let live = Live::build(Arc::new(config.clone()), 0).map_err(|reasons| {
             let (key, reason) = reasons
                 .first()
                 .and_then(|r| r.split_once(": "))
@@ -148,12 +125,13 @@ impl AppState {
                 });
             StartError::Key { key, reason }
         })?;
-        let console =
-            crate::console::ConsoleState::load(&config).map_err(|reason| StartError::Key {
+        let console = crate::console::keys::ConsoleState::load(&config).map_err(|reason| {
+            StartError::Key {
                 key: "console.signing_key".into(),
                 reason,
-            })?;
-        let _ = crate::http::metrics_handle();
+            }
+        })?;
+        let _ = crate::telemetry::metrics_handle();
         let crypto = Crypto::load(&config)?;
         let schemas = SchemaRegistry::builtin().map_err(|e| StartError::Key {
             key: "schemas".into(),
@@ -168,7 +146,8 @@ impl AppState {
                 }
             })?;
         let store = Store::open(&config.storage).await?;
-        let rate_limiter = crate::http::PartyRateLimiter::new(config.server.rate_limit_per_party);
+        let rate_limiter =
+            crate::http::ratelimit::PartyRateLimiter::new(config.server.rate_limit_per_party);
         let signer = Arc::new(HeadSigner {
             origin: format!("samgate/{}", config.server.deployment_id),
             key: crypto.audit_signer.clone(),
@@ -209,7 +188,7 @@ impl AppState {
     /// This request's snapshot of the reloadable configuration (parties,
     /// routes, users, consent issuers): the first call pins the current one
     /// (see the type's docs).
-    pub fn live(&self) -> &crate::reload::Live {
+    pub fn live(&self) -> &Live {
         self.pinned.get_or_init(|| {
             // Inside a request, the snapshot the authentication middleware
             // pinned (so the principal and the routes come from one
@@ -221,7 +200,7 @@ impl AppState {
     }
 
     /// The snapshot this value reads (pins it now if it is not yet).
-    pub fn live_arc(&self) -> Arc<crate::reload::Live> {
+    pub fn live_arc(&self) -> Arc<Live> {
         self.live();
         self.pinned
             .get()
@@ -230,7 +209,7 @@ impl AppState {
     }
 
     /// The current snapshot, without pinning (background work, tests).
-    pub fn current_live(&self) -> Arc<crate::reload::Live> {
+    pub fn current_live(&self) -> Arc<Live> {
         self.inner.live.load_full()
     }
 
@@ -245,22 +224,18 @@ impl AppState {
 
     /// Installs a new snapshot ([`crate::reload::reload`]); requests already
     /// running keep theirs.
-    pub fn install_live(&self, live: crate::reload::Live) {
+    pub fn install_live(&self, live: Live) {
         self.inner.live.store(Arc::new(live));
     }
 
-    /// The party a certificate pin belongs to.
+    /// The party a certificate pin belongs to ([`Live::party_by_pin`]).
     pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
-        let live = self.live();
-        live.pins.get(pin).and_then(|i| live.config.parties.get(*i))
+        self.live().party_by_pin(pin)
     }
 
-    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    /// The `[[user]]` of a personal certificate pin ([`Live::user_by_pin`]).
     pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
-        let live = self.live();
-        live.user_pins
-            .get(pin)
-            .and_then(|i| live.config.users.get(*i))
+        self.live().user_by_pin(pin)
     }
 
     /// Finishes background work on a graceful stop (final tree head).
@@ -324,5 +299,95 @@ impl AppState {
     /// The user-token verifier of a party, if it has an issuer.
     pub fn user_verifier(&self, party: &PartyId) -> Option<&UserTokenVerifier> {
         self.live().verifiers.get(party)
+    }
+}
+
+/// The reloadable part of the state: one consistent snapshot.
+pub struct Live {
+    /// The configuration this snapshot was built from. Only its parties,
+    /// routes and consent issuers are live; the other sections are those of
+    /// the running process ([`crate::state::Inner::config`]).
+    pub config: Arc<Config>,
+    /// Certificate pin → index into `config.parties`.
+    pub pins: HashMap<[u8; 32], usize>,
+    /// Personal certificate pin → index into `config.users` (DESIGN §11).
+    pub user_pins: HashMap<[u8; 32], usize>,
+    /// User-token verifiers of the parties that have a `jwt_issuer`.
+    pub verifiers: HashMap<PartyId, UserTokenVerifier>,
+    /// Consent issuers.
+    pub consents: ConsentVerifier,
+    /// Counts the reloads so far (0 = the start-up configuration).
+    pub generation: u64,
+}
+
+impl Live {
+    /// Builds a snapshot: loads the issuers' public keys. Every problem is
+    /// returned, each as `key: reason`.
+    pub fn build(config: Arc<Config>, generation: u64) -> Result<Live, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut pins = HashMap::new();
+        let mut verifiers = HashMap::new();
+        for (i, p) in config.parties.iter().enumerate() {
+            pins.insert(p.certificate_sha256, i);
+            if let Some(j) = &p.jwt_issuer {
+                let key = format!("party[{i}].jwt_issuer.public_key");
+                match PublicKeyFile::load(&j.public_key)
+                    .map_err(|e| e.to_string())
+                    .and_then(|file| {
+                        UserTokenVerifier::new(&j.iss, &j.audience, &file, j.key_id.as_deref())
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(v) => {
+                        verifiers.insert(p.id.clone(), v);
+                    }
+                    Err(reason) => problems.push(format!("{key}: {reason}")),
+                }
+            }
+        }
+        let consents = match ConsentVerifier::from_config(&config) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                problems.push(reason);
+                None
+            }
+        };
+        match consents {
+            Some(consents) if problems.is_empty() => Ok(Live {
+                user_pins: config
+                    .users
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (u.certificate_sha256, i))
+                    .collect(),
+                config,
+                pins,
+                verifiers,
+                consents,
+                generation,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The party a certificate pin belongs to.
+    pub fn party_by_pin(&self, pin: &[u8; 32]) -> Option<&PartyConfig> {
+        self.pins.get(pin).and_then(|i| self.config.parties.get(*i))
+    }
+
+    /// The `[[user]]` a personal certificate pin belongs to (DESIGN §11).
+    pub fn user_by_pin(&self, pin: &[u8; 32]) -> Option<&crate::config::UserConfig> {
+        self.user_pins
+            .get(pin)
+            .and_then(|i| self.config.users.get(*i))
+    }
+
+    /// Parties, routes, users (parties with a jwt_issuer) and consent issuers.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.config.parties.len(),
+            self.config.routes.len(),
+            self.verifiers.len(),
+            self.config.consent_issuers.len(),
+        )
     }
 }

@@ -12,16 +12,14 @@ const PERSONAS: [&str; 4] = [
     "199905679933",
 ];
 
-/// The 12- and 10-digit forms, with and without separator.
+#[path = "support/pnr.rs"]
+mod pnr;
+
+/// The 12- and 10-digit forms, with and without separator (`-` and `+`).
 fn forms(n: &str) -> Vec<String> {
-    let short = &n[2..];
-    vec![
-        n.to_owned(),
-        format!("{}-{}", &n[..8], &n[8..]),
-        short.to_owned(),
-        format!("{}-{}", &short[..6], &short[6..]),
-        format!("{}+{}", &short[..6], &short[6..]),
-    ]
+    let mut all = pnr::pnr_forms(n);
+    all.push(format!("{}+{}", &n[2..8], &n[8..]));
+    all
 }
 
 #[test]

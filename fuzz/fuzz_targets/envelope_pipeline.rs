@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use samgate::personnummer::Personnummer;
+use samgate::subject::personnummer::Personnummer;
 use samgate::policy::{self, FilterInput, SubjectMode};
 use samgate::schema::{Category, SchemaRegistry};
 use serde_json::Value;
@@ -24,7 +24,7 @@ fn registry() -> &'static SchemaRegistry {
 
 fuzz_target!(|data: &[u8]| {
     let f = common::fixture();
-    let Ok(env) = samgate::http::parse_json::<Value>(data) else {
+    let Ok(env) = samgate::http::extract::parse_json::<Value>(data) else {
         return;
     };
     let (Some(msg_type), Some(payload)) = (env["type"].as_str(), env.get("payload")) else {

@@ -8,7 +8,7 @@ use axum::Extension;
 use super::record::{decision, AuditRecord};
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::http::RequestId;
+use crate::http::extract::RequestId;
 use crate::state::AppState;
 
 /// Appends the `audit-query` record of a request; the answer is sent only

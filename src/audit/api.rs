@@ -10,15 +10,16 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::log_query;
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
 use super::record::action;
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
-use crate::http::{JsonBody, RequestId};
-use crate::personnummer::Personnummer;
-use crate::pseudonym::Pseudonym;
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
 
 /// `GET /v1/audit/records` query parameters (all text, parsed below so that
 /// every error is a problem document).
@@ -60,6 +61,32 @@ pub struct ProofParams {
     tree_size: Option<String>,
     first: Option<String>,
     second: Option<String>,
+}
+
+impl ProofParams {
+    /// The inclusion proof's `(seq, tree_size)`, refusing a consistency
+    /// proof's parameters.
+    fn inclusion(&self) -> ApiResult<(u64, u64)> {
+        if self.first.is_some() || self.second.is_some() {
+            return Err(bad("an inclusion proof takes `seq` and `tree_size`"));
+        }
+        Ok((
+            required("seq", self.seq.as_deref())?,
+            required("tree_size", self.tree_size.as_deref())?,
+        ))
+    }
+
+    /// The consistency proof's `(first, second)`, refusing an inclusion
+    /// proof's parameters.
+    fn consistency(&self) -> ApiResult<(u64, u64)> {
+        if self.seq.is_some() || self.tree_size.is_some() {
+            return Err(bad("a consistency proof takes `first` and `second`"));
+        }
+        Ok((
+            required("first", self.first.as_deref())?,
+            required("second", self.second.as_deref())?,
+        ))
+    }
 }
 
 pub(crate) fn bad(detail: impl Into<String>) -> ApiError {
@@ -128,9 +155,6 @@ fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
     v.map(|s| Cursor::decode(s).ok_or_else(|| bad("`cursor` is not a cursor of this API")))
         .transpose()
 }
-
-// shim: remove after the parallel branches merge (moved to `audit::access`).
-pub(crate) use super::access::log_query;
 
 fn page_json(page: &Page) -> Value {
     let records: Vec<Value> = page.records.iter().map(query::record_json).collect();
@@ -215,7 +239,10 @@ pub async fn subject_search(
     principal.require(Role::Auditor)?;
     let b = body.value;
     let pnr = personnummer(&state, &b.personnummer)?;
-    let subject = state.crypto.audit_pseudonym(&pnr);
+    let subject = state
+        .crypto
+        .audit_pseudonym(&pnr)
+        .map_err(ApiError::internal)?;
     let filter = RecordFilter {
         subject: Some(subject.clone()),
         ..RecordFilter::default()
@@ -304,6 +331,18 @@ fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {
     hashes.iter().map(hex::encode).collect()
 }
 
+/// Logs the request as an `audit-query` with `reason`, then answers `body`.
+async fn logged_answer(
+    state: &AppState,
+    principal: &Principal,
+    rid: Option<Extension<RequestId>>,
+    reason: String,
+    body: serde_json::Value,
+) -> ApiResult<Response> {
+    log_query(state, principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    Ok(Json(body).into_response())
+}
+
 fn not_found(detail: String) -> ApiError {
     ApiError::new(ProblemCode::NotFound, detail)
 }
@@ -316,12 +355,7 @@ pub async fn inclusion(
     q: Result<Query<ProofParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     principal.require(Role::Auditor)?;
-    let p = params(q)?;
-    if p.first.is_some() || p.second.is_some() {
-        return Err(bad("an inclusion proof takes `seq` and `tree_size`"));
-    }
-    let seq = required("seq", p.seq.as_deref())?;
-    let size = required("tree_size", p.tree_size.as_deref())?;
+    let (seq, size) = params(q)?.inclusion()?;
     if seq == 0 {
         return Err(bad("`seq` starts at 1"));
     }
@@ -336,13 +370,12 @@ pub async fn inclusion(
     let nodes = query::nodes(&state.store, &ids).await?;
     let hashes = super::proof::inclusion_proof(index, size, &nodes).map_err(ApiError::internal)?;
     let reason = format!("inclusion seq={seq} tree_size={size}");
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         "leaf_index": index,
         "tree_size": size,
         "hashes": hex_list(&hashes),
-    }))
-    .into_response())
+    });
+    logged_answer(&state, &principal, rid, reason, body).await
 }
 
 /// `GET /v1/audit/proof/consistency?first=&second=`.
@@ -353,12 +386,7 @@ pub async fn consistency(
     q: Result<Query<ProofParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     principal.require(Role::Auditor)?;
-    let p = params(q)?;
-    if p.seq.is_some() || p.tree_size.is_some() {
-        return Err(bad("a consistency proof takes `first` and `second`"));
-    }
-    let first = required("first", p.first.as_deref())?;
-    let second = required("second", p.second.as_deref())?;
+    let (first, second) = params(q)?.consistency()?;
     if first > second {
         return Err(bad("`first` must not be larger than `second`"));
     }
@@ -373,11 +401,10 @@ pub async fn consistency(
     let hashes =
         super::proof::consistency_proof(first, second, &nodes).map_err(ApiError::internal)?;
     let reason = format!("consistency first={first} second={second}");
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         "first": first,
         "second": second,
         "hashes": hex_list(&hashes),
-    }))
-    .into_response())
+    });
+    logged_answer(&state, &principal, rid, reason, body).await
 }

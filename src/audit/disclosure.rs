@@ -12,9 +12,9 @@ use super::access::log_query;
 use super::api::personnummer;
 use super::record::{action, AuditRecord};
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, RequestId};
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
 
 /// The actions that are disclosures (or refused disclosures) of data.
@@ -135,7 +135,10 @@ pub async fn disclosures(
 ) -> ApiResult<Response> {
     principal.require(Role::Intake)?;
     let pnr = personnummer(&state, &body.value.personnummer)?;
-    let subject = state.crypto.audit_pseudonym(&pnr);
+    let subject = state
+        .crypto
+        .audit_pseudonym(&pnr)
+        .map_err(ApiError::internal)?;
     let marks: Vec<String> = (0..EXCHANGE_ACTIONS.len())
         .map(|i| format!("${}", i + 2))
         .collect();

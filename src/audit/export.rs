@@ -13,9 +13,9 @@ use super::api::{bad, fresh_head, number, params};
 use super::query;
 use super::record::action;
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::http::RequestId;
+use crate::http::extract::RequestId;
+use crate::party::Role;
 use crate::state::AppState;
 
 /// Records per database read.

@@ -365,14 +365,7 @@ impl Writer {
                 .await
                 .map_err(|e| BatchError::Storage(e.to_string()))?;
         }
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-        let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        let (mut tx, size, frontier) = self.begin_locked().await?;
         let mut seq = Sequencer::new(size, frontier, items.len());
         if !savepoints {
             // Optimistic: every effect of the batch, identical one-row
@@ -486,14 +479,7 @@ impl Writer {
             }
             return Ok(());
         }
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-        let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        let (mut tx, size, frontier) = self.begin_locked().await?;
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(tree_size) FROM tree_heads")
             .fetch_one(&mut *tx)
             .await
@@ -616,6 +602,18 @@ fn multi_insert(prefix: &str, cols: usize, rows: usize) -> String {
         sql.push(')');
     }
     sql
+}
+
+impl Writer {
+    /// A transaction that holds the log's lock, with the log's state as
+    /// it read it (the size and the frontier of the tree).
+    async fn begin_locked(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, u64, Frontier), String> {
+        let mut tx = self.store.pool().begin().await.map_err(|e| e.to_string())?;
+        let (size, frontier) = lock_state(&mut tx, self.store.backend()).await?;
+        Ok((tx, size, frontier))
+    }
 }
 
 /// Takes the sequencer lock and reads the tree state (see the module doc).

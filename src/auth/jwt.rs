@@ -6,12 +6,20 @@
 //! algorithm confusion are refused before any signature check; `iss`, `aud`,
 //! `exp` and `nbf` are required and checked with 60 s leeway; a `kid` that is
 //! not the configured key's is refused.
+//!
+//! The user (`sub`) is written to the permanent audit log in clear
+//! (`actor_user`), and staff e-ID subjects are often a personnummer. A `sub`
+//! that the personnummer parser accepts (any DESIGN §3 spelling, Luhn-valid,
+//! a real date) is therefore refused like any other bad token (401
+//! `invalid_token`); the party must name its users by another id.
 
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use x509_parser::prelude::FromDer;
+
+use crate::subject::personnummer::Personnummer;
 
 /// Largest clock skew accepted for `exp`/`nbf` (DESIGN §1: at most 60 s).
 pub const LEEWAY_SECS: u64 = 60;
@@ -159,6 +167,9 @@ pub enum JwtError {
     /// Signature, issuer, audience or a required claim is wrong.
     #[error("the user token is invalid ({0})")]
     Invalid(&'static str),
+    /// `sub` is a personnummer (module docs). The message never holds it.
+    #[error("the user token's sub is a personnummer; name the user by another id")]
+    PersonnummerSubject,
 }
 
 /// Verifies one party's user tokens.
@@ -232,6 +243,9 @@ impl UserTokenVerifier {
         let sub = data.claims.sub;
         if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
             return Err(JwtError::Invalid("sub"));
+        }
+        if Personnummer::parse(&sub).is_ok() {
+            return Err(JwtError::PersonnummerSubject);
         }
         Ok(sub)
     }

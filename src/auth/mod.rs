@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::config::{PartyId, Role};
 use crate::error::{ApiError, ProblemCode};
-use crate::state::AppState;
+use crate::party::{PartyId, Role};
+use crate::state::{AppState, Live};
 
 /// Inserted into every request by the TLS accept loop: the SHA-256 of the
 /// peer certificate's SPKI (the handshake already verified the chain).
@@ -93,14 +93,15 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let principal = authenticate(parts, state)?;
+        let principal = authenticate(parts, state.live())?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
 }
 
-/// Resolves the principal of a request (also used by the rate limiter).
-pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+/// Resolves the principal of a request (also used by the rate limiter) on
+/// one configuration snapshot: its pins, users and user-token verifiers.
+pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
     let pin = parts
         .extensions
         .get::<PeerCertificate>()
@@ -113,20 +114,20 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
         })?;
     // A personal user certificate (DESIGN §1, §11): (party, the user's
     // roles, the user), no JWT needed.
-    if let Some(u) = state.user_by_pin(&pin) {
+    if let Some(u) = live.user_by_pin(&pin) {
         return Ok(Principal {
             party: u.party.clone(),
             roles: u.roles.clone(),
             user: Some(u.id.clone()),
         });
     }
-    let party = state.party_by_pin(&pin).ok_or_else(|| {
+    let party = live.party_by_pin(&pin).ok_or_else(|| {
         ApiError::new(
             ProblemCode::Unauthenticated,
             "the client certificate is not pinned to any party",
         )
     })?;
-    let user = match state.user_verifier(&party.id) {
+    let user = match live.verifiers.get(&party.id) {
         None => None,
         Some(verifier) => {
             let token = parts

@@ -8,14 +8,16 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::model::{self, ConsentRow};
+use super::verify::VerifiedConsent;
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::auth::Principal;
-use crate::config::Role;
 use crate::error::{ApiError, ApiResult, ProblemCode};
-use crate::http::{JsonBody, RequestId};
-use crate::pseudonym::{DOMAIN_AUDIT, DOMAIN_CONSENT};
+use crate::http::extract::{JsonBody, RequestId};
+use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::vault::Sealed;
+use crate::subject::Subject;
 
 /// `POST /v1/consents` body.
 #[derive(Deserialize)]
@@ -30,46 +32,6 @@ pub struct RecordConsent {
 pub struct Revocation {
     #[serde(default)]
     reason: Option<String>,
-}
-
-/// The vault rows for a subject in the given domains (idempotent inserts),
-/// leaving out rows this instance already knows are stored. Returns the
-/// statements and the keys to mark as stored once they have committed
-/// ([`AppState::mark_vault_stored`]).
-pub fn vault_stmts(
-    state: &AppState,
-    p: &crate::personnummer::Personnummer,
-    domains: &[&str],
-) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
-    let mut out = Vec::new();
-    let mut keys = Vec::new();
-    for d in domains {
-        let Some(ps) = state.crypto.pseudonym(d, p) else {
-            continue;
-        };
-        let key = format!("{d}\0{}", ps.as_str());
-        if state.vault_is_stored(&key) {
-            continue;
-        }
-        let sealed = state
-            .crypto
-            .vault
-            .seal(d, &ps, p)
-            .map_err(ApiError::internal)?;
-        out.push(
-            Stmt::new(
-                "INSERT INTO vault (domain, pseudonym, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (domain, pseudonym) DO NOTHING",
-            )
-            .text(*d)
-            .text(ps.as_str())
-            .text(sealed.key_id)
-            .blob(sealed.nonce.to_vec())
-            .blob(sealed.ciphertext),
-        );
-        keys.push(key);
-    }
-    Ok((out, keys))
 }
 
 /// Associated data of a sealed consent token (also used by `keys rotate-vault`).
@@ -94,16 +56,68 @@ pub async fn record(
     if model::fetch(&state.store, &id).await?.is_some() {
         return Err(replayed());
     }
-    let subject = state.crypto.consent_pseudonym(&vc.subject);
+    // The subject's forms, each keyed once (DESIGN §3).
+    let person =
+        Subject::new(&state.crypto, vc.subject.clone(), None).map_err(ApiError::internal)?;
     let sealed = state
         .crypto
         .vault
         .seal_bytes(&token_aad(&id), token.as_bytes())
         .map_err(ApiError::internal)?;
     let now_us = crate::clock::to_us(now);
-    let row = ConsentRow {
-        id: id.clone(),
-        subject: subject.clone(),
+    let row = new_row(&vc, &id, person.consent(), now_us);
+    // The representative's name is sealed like the token (DESIGN §13).
+    let given_by_name = match &vc.given_by {
+        Some(g) => Some(
+            state
+                .crypto
+                .seal_text(&super::lifecycle::given_by_aad(&id), &g.name)
+                .ok_or_else(|| ApiError::internal("cannot seal given_by"))?,
+        ),
+        None => None,
+    };
+    let mut effects = vec![insert_stmt(&row, &vc.key_id, sealed, given_by_name)?];
+    // The subject's other consents move too: the new one may be chosen
+    // instead of them, and its marking is the person's (see `cache`).
+    effects.push(
+        Stmt::new("UPDATE consents SET version = version + 1 WHERE subject = $1 AND id <> $2")
+            .text(row.subject.clone())
+            .text(id.clone()),
+    );
+    let known = |key: &str| state.vault_is_stored(key);
+    let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
+    effects.extend(vault_rows);
+    let record = AuditRecord {
+        request_id: rid.map(|r| r.0 .0.clone()),
+        action: action::CONSENT_RECORDED.into(),
+        actor_party: Some(principal.party.to_string()),
+        actor_user: principal.user.clone(),
+        subject: Some(person.audit().to_owned()),
+        consent_id: Some(id.clone()),
+        decision: decision::PERMIT.into(),
+        purpose: row.purposes.first().cloned(),
+        ..AuditRecord::default()
+    };
+    match state.audit.append(record, effects).await {
+        Ok(_) => {
+            state.mark_vault_stored(vault_keys);
+            state.consent_cache.invalidate(&row.subject);
+        }
+        Err(e) if e.is_unique_violation() => return Err(replayed()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(consent.id = %id, "consent recorded");
+    let row = row.with_subject_marking(&state.store).await?;
+    Ok(crate::http::extract::created(
+        row.summary(state.clock.now_us()),
+    ))
+}
+
+/// The stored form of a verified consent, recorded at `now_us`.
+fn new_row(vc: &VerifiedConsent, id: &str, subject: &str, now_us: i64) -> ConsentRow {
+    ConsentRow {
+        id: id.to_owned(),
+        subject: subject.to_owned(),
         issuer: vc.issuer.clone(),
         parties: vc.parties.clone(),
         purposes: vc.purposes.clone(),
@@ -124,73 +138,42 @@ pub async fn record(
         protected_identity: vc.protected_identity,
         closure: None,
         version: 1,
-    };
-    // The representative's name is sealed like the token (DESIGN §13).
-    let given_by_name = match &vc.given_by {
-        Some(g) => Some(
-            state
-                .crypto
-                .seal_text(&super::lifecycle::given_by_aad(&id), &g.name)
-                .ok_or_else(|| ApiError::internal("cannot seal given_by"))?,
-        ),
-        None => None,
-    };
-    let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let mut effects = vec![Stmt::new(
+    }
+}
+
+/// The `consents` row: the summary, the sealed token and the sealed name
+/// of the representative.
+fn insert_stmt(
+    row: &ConsentRow,
+    key_id: &str,
+    token: Sealed,
+    given_by_name: Option<String>,
+) -> Result<Stmt, ApiError> {
+    let json = |v: &Vec<String>| serde_json::to_string(v).map_err(ApiError::internal);
+    Ok(Stmt::new(
         "INSERT INTO consents (id, subject, issuer, key_id, parties, purposes, categories, method, \
          recorded_by, not_before_us, expires_at_us, recorded_at_us, token_key_id, token_nonce, token_sealed, \
          given_by_role, given_by_name, protected_identity) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
-    .text(id.clone())
-    .text(subject)
-    .text(vc.issuer.clone())
-    .text(vc.key_id.clone())
-    .text(json(&row.parties))
-    .text(json(&row.purposes))
-    .text(json(&row.categories))
+    .text(row.id.clone())
+    .text(row.subject.clone())
+    .text(row.issuer.clone())
+    .text(key_id)
+    .text(json(&row.parties)?)
+    .text(json(&row.purposes)?)
+    .text(json(&row.categories)?)
     .text(row.method.clone())
     .text(row.recorded_by.clone())
     .int(row.not_before_us)
     .int(row.expires_at_us)
-    .int(now_us)
-    .text(sealed.key_id)
-    .blob(sealed.nonce.to_vec())
-    .blob(sealed.ciphertext)
+    .int(row.recorded_at_us)
+    .text(token.key_id)
+    .blob(token.nonce.to_vec())
+    .blob(token.ciphertext)
     .opt_text(row.given_by_role.clone())
     .opt_text(given_by_name)
-    .int(i64::from(row.protected_identity))];
-    // The subject's other consents move too: the new one may be chosen
-    // instead of them, and its marking is the person's (see `cache`).
-    effects.push(
-        Stmt::new("UPDATE consents SET version = version + 1 WHERE subject = $1 AND id <> $2")
-            .text(row.subject.clone())
-            .text(id.clone()),
-    );
-    let (vault_rows, vault_keys) =
-        vault_stmts(&state, &vc.subject, &[DOMAIN_CONSENT, DOMAIN_AUDIT])?;
-    effects.extend(vault_rows);
-    let record = AuditRecord {
-        request_id: rid.map(|r| r.0 .0.clone()),
-        action: action::CONSENT_RECORDED.into(),
-        actor_party: Some(principal.party.to_string()),
-        actor_user: principal.user.clone(),
-        subject: Some(state.crypto.audit_pseudonym(&vc.subject)),
-        consent_id: Some(id.clone()),
-        decision: decision::PERMIT.into(),
-        purpose: row.purposes.first().cloned(),
-        ..AuditRecord::default()
-    };
-    match state.audit.append(record, effects).await {
-        Ok(_) => {
-            state.mark_vault_stored(vault_keys);
-            state.consent_cache.invalidate(&row.subject);
-        }
-        Err(e) if e.is_unique_violation() => return Err(replayed()),
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(consent.id = %id, "consent recorded");
-    Ok(crate::http::created(row.summary(state.clock.now_us())))
+    .int(i64::from(row.protected_identity)))
 }
 
 fn replayed() -> ApiError {
@@ -219,7 +202,9 @@ pub async fn get(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?
-        .open(&state.crypto);
+        .open(&state.crypto)
+        .with_subject_marking(&state.store)
+        .await?;
     if !principal.has(Role::Intake) {
         crate::audit::access::log_query(
             &state,
@@ -251,12 +236,12 @@ pub async fn revoke(
         .is_some_and(|v| v.as_bytes() != b"0")
         || req.headers().contains_key(http::header::TRANSFER_ENCODING);
     let body: Revocation = if has_body {
-        crate::http::check_json_content_type(req.headers())?;
-        let raw = crate::http::read_body(req.into_body(), limit).await?;
+        crate::http::extract::check_json_content_type(req.headers())?;
+        let raw = crate::http::extract::read_body(req.into_body(), limit).await?;
         if raw.iter().all(u8::is_ascii_whitespace) {
             Revocation::default()
         } else {
-            crate::http::parse_json(&raw)?
+            crate::http::extract::parse_json(&raw)?
         }
     } else {
         Revocation::default()
@@ -287,7 +272,7 @@ pub async fn revoke(
         // The audit subject: the consent row only holds the consent-domain
         // pseudonym; the audit-domain one comes from the vault-free mapping
         // kept in the consent-recorded record.
-        let subject = audit_subject_of(&state, &row).await?;
+        let subject = super::notices::audit_subject_of(&state, &row).await?;
         // Every party that received data under the consent is told, in the
         // same transaction (DESIGN §13; see `notices`).
         let (notices, notice_count) =
@@ -311,6 +296,10 @@ pub async fn revoke(
                 if notice_count > 0 {
                     state.outbox_notify.notify_one();
                 }
+                // Deliveries that completed after the notices were built.
+                if let Err(e) = super::notices::sweep(&state, &id).await {
+                    tracing::warn!(consent.id = %id, error = %e, "revocation sweep failed; the outbox's housekeeping sweeps again");
+                }
             }
             Err(crate::audit::log::AppendError::Conflict) => {}
             Err(e) => return Err(e.into()),
@@ -320,18 +309,8 @@ pub async fn revoke(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?
-        .open(&state.crypto);
+        .open(&state.crypto)
+        .with_subject_marking(&state.store)
+        .await?;
     Ok(Json(row.summary(state.clock.now_us())).into_response())
-}
-
-/// The audit-domain subject of a consent, from its consent-recorded record.
-async fn audit_subject_of(state: &AppState, row: &ConsentRow) -> Result<Option<String>, ApiError> {
-    let subject: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT subject FROM audit_records WHERE consent_id = $1 AND action = $2 ORDER BY seq LIMIT 1",
-    )
-    .bind(row.id.clone())
-    .bind(action::CONSENT_RECORDED)
-    .fetch_optional(state.store.pool())
-    .await?;
-    Ok(subject.flatten())
 }

@@ -33,8 +33,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::model::{self, ConsentRow};
-use crate::config::PartyId;
 use crate::error::ApiError;
+use crate::party::PartyId;
 use crate::state::AppState;
 use crate::store::Stmt;
 
@@ -109,7 +109,7 @@ pub async fn check(
     metrics::counter!("samgate_consent_cache_misses_total").increment(1);
     let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject).await?.into();
     state.consent_cache.put(subject, rows.clone());
-    let c = decide(&rows).map_err(model::Denial::error)?;
+    let c = decide(&rows)?;
     Ok((c, None))
 }
 

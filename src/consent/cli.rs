@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::token::SigningKeyFile;
 use crate::cli::ConsentSignArgs;
-use crate::personnummer::Personnummer;
+use crate::subject::personnummer::Personnummer;
 
 /// Consent claims as signed (DESIGN §2).
 #[derive(Serialize)]
@@ -135,6 +135,10 @@ pub fn read_subject(path: &Path) -> Result<String, String> {
 }
 
 /// `samgate consent sign`: prints the compact JWS alone on one line.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a consent signed on the command line is valid from the real time"
+)]
 pub fn sign(cmd: SignCommand) -> ExitCode {
     if cmd.subject.is_some() {
         eprintln!("samgate consent sign: {SUBJECT_IN_ARGV}");

@@ -24,8 +24,8 @@
 use serde::Serialize;
 
 use crate::clock::rfc3339_us;
+use crate::crypto::Crypto;
 use crate::policy::SubjectMode;
-use crate::state::AppState;
 use crate::store::Stmt;
 
 /// The representative roles of `given_by.role` (DESIGN §13): vårdnadshavare,
@@ -37,7 +37,7 @@ pub const FOLLOW_UP_PURPOSE: &str = "uppfoljning";
 /// The message type whose delivery closes a consent.
 pub const CLOSURE_TYPE: &str = "closure";
 /// The type of the revocation notices the gateway itself sends.
-pub const NOTICE_TYPE: &str = crate::exchange::recheck::REVOCATION_NOTICE_TYPE;
+pub const NOTICE_TYPE: &str = "consent-revoked";
 /// The sender recorded for revocation notices (not a party: the gateway).
 pub const NOTICE_SENDER: &str = "samgate";
 
@@ -101,55 +101,95 @@ pub fn add_months(us: i64, months: u32) -> i64 {
 /// transaction as the delivery's audit record, which is the audit record
 /// of the transition. Only the first closure of a live consent counts.
 pub fn closure_effect(
-    state: &AppState,
+    now_us: i64,
+    follow_up_months: u32,
     msg_type: Option<&str>,
     consent_id: Option<&str>,
+    recipient: Option<&str>,
     exchange_id: &str,
-) -> Option<Stmt> {
-    if msg_type != Some(CLOSURE_TYPE) {
-        return None;
-    }
-    let consent_id = consent_id?;
-    let now = state.clock.now_us();
-    let until = add_months(now, state.config.consent.follow_up_months);
-    Some(
-        Stmt::new(
-            "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3, \
-             version = version + 1 WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
-        )
-        .int(now)
-        .int(until)
-        .text(exchange_id)
-        .text(consent_id),
+) -> Vec<Stmt> {
+    let (Some(CLOSURE_TYPE), Some(consent_id)) = (msg_type, consent_id) else {
+        return Vec::new();
+    };
+    let now = now_us;
+    let until = add_months(now, follow_up_months);
+    let mut effects = vec![Stmt::new(
+        "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3, \
+         version = version + 1 WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
     )
+    .int(now)
+    .int(until)
+    .text(exchange_id)
+    .text(consent_id)];
+    if let Some(recipient) = recipient {
+        // The party has been told of the closure (see [`closure_allowed`]).
+        effects.push(
+            Stmt::new(
+                "INSERT INTO consent_closures (consent_id, party, exchange_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (consent_id, party) DO NOTHING",
+            )
+            .text(consent_id)
+            .text(recipient)
+            .text(exchange_id),
+        );
+    }
+    effects
+}
+
+/// After a closure, a further `closure` under the consent may go only to a
+/// party that no delivered closure has told yet (DESIGN §13: the exception
+/// exists so that each receiving party can be told once, not to keep the
+/// original purposes open to one party). Anything else passes, and so does
+/// a closure under the follow-up purpose, which covers every type.
+/// Checked at exchange time and again before each async attempt.
+pub async fn closure_allowed(
+    store: &crate::store::Store,
+    consent: &super::model::ConsentRow,
+    msg_type: &str,
+    purpose: &str,
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    if consent.closure.is_none() || msg_type != CLOSURE_TYPE || purpose == FOLLOW_UP_PURPOSE {
+        return Ok(true);
+    }
+    let told: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM consent_closures WHERE consent_id = $1 AND party = $2")
+            .bind(consent.id.clone())
+            .bind(recipient.to_owned())
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(told.is_none())
 }
 
 /// The `consent_id` a recipient gets (DESIGN §5, §10): the exchange
-/// path's own [`crate::exchange::api::consent_reference`], so exchanges and
+/// path's own [`Crypto::recipient_consent_id`], so exchanges and
 /// revocation notices always agree.
 pub fn recipient_consent_id(
-    state: &AppState,
+    crypto: &Crypto,
     mode: SubjectMode,
     recipient: &str,
     consent_id: &str,
 ) -> String {
-    crate::exchange::api::consent_reference(
-        state,
-        mode,
-        &crate::config::PartyId::new(recipient),
-        Some(consent_id),
-    )
-    .unwrap_or_default()
+    crypto
+        .recipient_consent_id(
+            mode,
+            &crate::party::PartyId::new(recipient),
+            Some(consent_id),
+        )
+        .unwrap_or_default()
 }
 
-/// A stored subject mode (`exchanges.subject_mode`); rows from before the
-/// column existed count as the most private form that still names the
-/// subject.
+/// A stored subject mode (`exchanges.subject_mode`). Rows from before the
+/// column existed (or an unknown value) count as `omit`: the notice then
+/// names no subject and the `pc1_` reference, which tells the party nothing
+/// it did not hold (a pseudonym would be new, linkable information to a
+/// party that received none); its `exchange_ids` still say which messages
+/// are meant.
 pub fn parse_mode(s: Option<&str>) -> SubjectMode {
     match s {
         Some("reveal") => SubjectMode::Reveal,
-        Some("omit") => SubjectMode::Omit,
-        _ => SubjectMode::Pseudonymise,
+        Some("pseudonymise") => SubjectMode::Pseudonymise,
+        _ => SubjectMode::Omit,
     }
 }
 
@@ -265,6 +305,7 @@ mod tests {
         ] {
             assert_eq!(parse_mode(Some(mode_name(m))), m);
         }
-        assert_eq!(parse_mode(None), SubjectMode::Pseudonymise);
+        assert_eq!(parse_mode(None), SubjectMode::Omit);
+        assert_eq!(parse_mode(Some("other")), SubjectMode::Omit);
     }
 }

@@ -14,8 +14,7 @@ use sqlx::Row;
 
 use super::lifecycle::{self, Closure, GivenBy, HistoryEvent};
 use crate::clock::rfc3339_us;
-use crate::config::PartyId;
-use crate::error::{ApiError, ProblemCode};
+use crate::party::PartyId;
 use crate::schema::Category;
 use crate::store::Store;
 
@@ -168,7 +167,7 @@ impl ConsentRow {
             issuer: self.issuer.clone(),
             parties: self.parties.clone(),
             purposes: self.purposes.clone(),
-            categories: self.categories.clone(),
+            categories: self.shown_categories().cloned().collect(),
             method: self.method.clone(),
             recorded_by: self.recorded_by.clone(),
             not_before: rfc3339_us(self.not_before_us),
@@ -221,6 +220,26 @@ impl ConsentRow {
         self.parties.iter().any(|p| p == from.as_str())
             && self.parties.iter().any(|p| p == to.as_str())
             && purpose_ok
+    }
+
+    /// The categories as shown in the summary and the receipt: for a
+    /// protected identity nothing of `contact` (DESIGN §13).
+    pub fn shown_categories(&self) -> impl Iterator<Item = &String> {
+        self.categories
+            .iter()
+            .filter(|c| !(self.protected_identity && c.as_str() == Category::Contact.as_str()))
+    }
+
+    /// The row with its subject's marking: the protected identity is a
+    /// property of the person, so a consent of a marked subject is shown as
+    /// marked even when it was recorded without the flag (like
+    /// [`decide_message`] on the exchange path). The stored claim is left
+    /// as it was.
+    pub async fn with_subject_marking(mut self, store: &Store) -> Result<Self, sqlx::Error> {
+        if !self.protected_identity {
+            self.protected_identity = subject_protected(store, &self.subject).await?;
+        }
+        Ok(self)
     }
 
     /// The categories as typed values (unknown ones are skipped). For a
@@ -294,40 +313,33 @@ pub async fn for_subject(store: &Store, subject: &str) -> Result<Vec<ConsentRow>
     rows.iter().map(from_row).collect()
 }
 
-/// Why an exchange is not covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    /// No consent for the subject.
-    Missing,
-    /// The relevant consent was withdrawn.
-    Revoked,
-    /// The relevant consent expired or is not yet valid.
-    Expired,
-    /// Active consents exist but none names both parties and the purpose.
-    Scope,
+/// Whether any consent of `subject` (by `consent`-domain pseudonym)
+/// carries the protected-identity marking.
+pub async fn subject_protected(store: &Store, subject: &str) -> Result<bool, sqlx::Error> {
+    let marked: Option<i64> = sqlx::query_scalar(
+        "SELECT protected_identity FROM consents WHERE subject = $1 AND protected_identity <> 0 LIMIT 1",
+    )
+    .bind(subject.to_owned())
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(marked.is_some())
 }
 
-impl Denial {
-    /// The problem code.
-    pub fn code(self) -> ProblemCode {
-        match self {
-            Denial::Missing => ProblemCode::ConsentMissing,
-            Denial::Revoked => ProblemCode::ConsentRevoked,
-            Denial::Expired => ProblemCode::ConsentExpired,
-            Denial::Scope => ProblemCode::ConsentScope,
-        }
-    }
-
-    /// The problem response.
-    pub fn error(self) -> ApiError {
-        let detail = match self {
-            Denial::Missing => "no consent is recorded for this participant",
-            Denial::Revoked => "the participant has withdrawn their consent",
-            Denial::Expired => "the participant's consent is not valid at this time",
-            Denial::Scope => "the consent does not cover these parties and this purpose",
-        };
-        ApiError::new(self.code(), detail)
-    }
+/// Why an exchange is not covered (the message is the problem's detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// No consent for the subject.
+    #[error("no consent is recorded for this participant")]
+    Missing,
+    /// The relevant consent was withdrawn.
+    #[error("the participant has withdrawn their consent")]
+    Revoked,
+    /// The relevant consent expired or is not yet valid.
+    #[error("the participant's consent is not valid at this time")]
+    Expired,
+    /// Active consents exist but none names both parties and the purpose.
+    #[error("the consent does not cover these parties and this purpose")]
+    Scope,
 }
 
 /// The consent check of the exchange path: an active consent for the

@@ -17,8 +17,9 @@ use super::lifecycle::FOLLOW_UP_PURPOSE;
 use super::model::{self, ConsentRow, ConsentState};
 use crate::auth::Principal;
 use crate::clock::rfc3339_us;
-use crate::config::{Config, Role};
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
 
@@ -41,7 +42,9 @@ pub async fn get(
     let row = model::fetch(&state.store, &id)
         .await?
         .ok_or_else(not_found)?
-        .open(&state.crypto);
+        .open(&state.crypto)
+        .with_subject_marking(&state.store)
+        .await?;
     let now = state.clock.now_us();
     Ok(Json(receipt(&state.config, &row, now)).into_response())
 }
@@ -92,11 +95,10 @@ pub fn receipt(config: &Config, row: &ConsentRow, now_us: i64) -> Value {
             v
         })
         .collect();
-    // Nothing of the contact category for a protected identity (DESIGN §13).
+    // Nothing of the contact category for a protected identity (DESIGN §13;
+    // the caller gives the row its subject's marking).
     let categories: Vec<Value> = row
-        .categories
-        .iter()
-        .filter(|c| !(row.protected_identity && c.as_str() == Category::Contact.as_str()))
+        .shown_categories()
         .map(|c| {
             let special = c == Category::Health.as_str();
             json!({"pii_type": c, "special_category": special})

@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use crate::auth::jwt::PublicKeyFile;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
-use crate::personnummer::Personnummer;
 use crate::schema::Category;
+use crate::subject::personnummer::Personnummer;
 
 /// Clock skew accepted on `nbf`/`exp`.
 const LEEWAY_SECS: i64 = 60;
@@ -214,7 +214,37 @@ impl ConsentVerifier {
                 return Err(claims_error("claim `aud` must be `samgate`"));
             }
         }
-        let now_s = now.unix_timestamp();
+        self.check_times(&c, now.unix_timestamp())?;
+        let (parties, purposes, categories) = self.scope(c.parties, c.purposes, &c.categories)?;
+        if !METHODS.contains(&c.method.as_str()) {
+            return Err(claims_error(
+                "`method` must be bankid, written or oral-documented",
+            ));
+        }
+        if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
+            return Err(claims_error("`recorded_by` must name the staff member"));
+        }
+        let given_by = given_by(c.given_by)?;
+        Ok(VerifiedConsent {
+            id,
+            subject,
+            issuer: c.iss,
+            key_id: String::new(),
+            parties,
+            purposes,
+            categories,
+            method: c.method,
+            recorded_by: c.recorded_by,
+            not_before: c.nbf,
+            expires_at: c.exp,
+            given_by,
+            protected_identity: c.protected_identity.unwrap_or(false),
+        })
+    }
+
+    /// `nbf` < `exp`, the consent valid now (with leeway), `iat` not in the
+    /// future, and the lifetime within the maximum.
+    fn check_times(&self, c: &Claims, now_s: i64) -> Result<(), ApiError> {
         if c.nbf >= c.exp {
             return Err(claims_error("`nbf` must be before `exp`"));
         }
@@ -241,7 +271,18 @@ impl ConsentVerifier {
                 self.max_lifetime_secs / 86_400
             )));
         }
-        let mut parties = c.parties;
+        Ok(())
+    }
+
+    /// The consent's parties, purposes and categories: each known, none
+    /// empty, sorted and without repeats.
+    fn scope(
+        &self,
+        parties: Vec<String>,
+        purposes: Vec<String>,
+        category_names: &[String],
+    ) -> Result<Scope, ApiError> {
+        let mut parties = parties;
         parties.sort();
         parties.dedup();
         if parties.len() < 2 {
@@ -255,10 +296,10 @@ impl ConsentVerifier {
                 )));
             }
         }
-        if c.purposes.is_empty() {
+        if purposes.is_empty() {
             return Err(claims_error("`purposes` must not be empty"));
         }
-        for p in &c.purposes {
+        for p in &purposes {
             if !self.purposes.contains(p) {
                 return Err(claims_error(format!(
                     "`purposes` names an unknown purpose {}",
@@ -266,11 +307,11 @@ impl ConsentVerifier {
                 )));
             }
         }
-        if c.categories.is_empty() {
+        if category_names.is_empty() {
             return Err(claims_error("`categories` must not be empty"));
         }
         let mut categories = Vec::new();
-        for cat in &c.categories {
+        for cat in category_names {
             let parsed: Category = cat.parse().map_err(|_| {
                 claims_error(format!(
                     "`categories` names an unknown category {}",
@@ -279,53 +320,38 @@ impl ConsentVerifier {
             })?;
             categories.push(parsed);
         }
-        if !METHODS.contains(&c.method.as_str()) {
-            return Err(claims_error(
-                "`method` must be bankid, written or oral-documented",
-            ));
-        }
-        if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
-            return Err(claims_error("`recorded_by` must name the staff member"));
-        }
-        let given_by = match c.given_by {
-            None => None,
-            Some(g) => {
-                if !super::lifecycle::ROLES.contains(&g.role.as_str()) {
-                    return Err(claims_error(
-                        "`given_by.role` must be guardian, god-man, forvaltare or fullmakt",
-                    ));
-                }
-                let name = g.name.trim();
-                if name.is_empty() || name.chars().count() > 200 {
-                    return Err(claims_error(
-                        "`given_by.name` must name the representative (at most 200 characters)",
-                    ));
-                }
-                Some(super::lifecycle::GivenBy {
-                    role: g.role,
-                    name: name.to_owned(),
-                })
-            }
-        };
-        let mut purposes = c.purposes;
+        let mut purposes = purposes;
         purposes.sort();
         purposes.dedup();
         categories.sort();
         categories.dedup();
-        Ok(VerifiedConsent {
-            id,
-            subject,
-            issuer: c.iss,
-            key_id: String::new(),
-            parties,
-            purposes,
-            categories,
-            method: c.method,
-            recorded_by: c.recorded_by,
-            not_before: c.nbf,
-            expires_at: c.exp,
-            given_by,
-            protected_identity: c.protected_identity.unwrap_or(false),
-        })
+        Ok((parties, purposes, categories))
     }
+}
+
+/// A consent's parties, purposes and categories, checked.
+type Scope = (Vec<String>, Vec<String>, Vec<Category>);
+
+/// The representative of `given_by` (DESIGN §13): a known role and a name.
+fn given_by(g: Option<GivenByClaim>) -> Result<Option<super::lifecycle::GivenBy>, ApiError> {
+    Ok(match g {
+        None => None,
+        Some(g) => {
+            if !super::lifecycle::ROLES.contains(&g.role.as_str()) {
+                return Err(claims_error(
+                    "`given_by.role` must be guardian, god-man, forvaltare or fullmakt",
+                ));
+            }
+            let name = g.name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(claims_error(
+                    "`given_by.name` must name the representative (at most 200 characters)",
+                ));
+            }
+            Some(super::lifecycle::GivenBy {
+                role: g.role,
+                name: name.to_owned(),
+            })
+        }
+    })
 }

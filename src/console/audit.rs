@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -15,16 +15,16 @@ use maud::{html, Markup};
 use serde_json::{json, Value};
 
 use super::intake::pnr_field;
-use super::page::{csrf_field, errors, layout, respond};
+use super::page::{csrf_field, errors, layout, respond, respond_page};
 use super::{
-    check_csrf, csrf, first, json_of, labels, party_name, read_form, user_name, viewer_with, when,
+    api_body, csrf, first, json_of, labels, party_name, posted_form, user_name, viewer_with, when,
     PageError, Viewer,
 };
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
 use crate::auth::Principal;
-use crate::config::Role;
-use crate::http::{JsonBody, RequestId};
+use crate::http::extract::RequestId;
+use crate::party::Role;
 use crate::state::AppState;
 
 type Rid = Option<Extension<RequestId>>;
@@ -333,7 +333,7 @@ pub(crate) async fn tree_heads(
     rid: Rid,
 ) -> Result<Response, PageError> {
     let v = viewer_with(&state, principal, Role::Auditor)?;
-    crate::audit::api::log_query(
+    crate::audit::access::log_query(
         &state,
         &v.principal,
         rid,
@@ -390,9 +390,7 @@ fn search_page(
         }
         @if let Some(r) = results { (r) }
     };
-    let mut rsp = respond(layout("Sök poster om en deltagare", Some(v), body));
-    *rsp.status_mut() = status;
-    rsp
+    respond_page(status, "Sök poster om en deltagare", Some(v), body)
 }
 
 /// `GET /console/audit/subject-search`.
@@ -413,9 +411,7 @@ pub(crate) async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Auditor, &headers, body).await?;
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
     let reason = first(&pairs, "reason").unwrap_or("").trim().to_owned();
@@ -435,15 +431,11 @@ pub(crate) async fn search(
             StatusCode::UNPROCESSABLE_ENTITY,
         ));
     };
-    let raw = serde_json::to_vec(&json!({ "personnummer": pnr.expose(), "reason": reason }))
-        .map_err(|_| super::internal())?;
+    let body = api_body(
+        json!({ "personnummer": pnr.expose(), "reason": reason }),
+        false,
+    )?;
     drop(pnr);
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
-    drop(raw);
-    let body = JsonBody {
-        value,
-        raw: Bytes::new(),
-    };
     match crate::audit::api::subject_search(State(state.clone()), v.principal.clone(), rid, body)
         .await
     {

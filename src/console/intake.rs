@@ -3,7 +3,7 @@
 //! register extract. The personnummer only ever travels in POST bodies and
 //! is never written back into a page.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,17 +11,18 @@ use axum::Extension;
 use maud::{html, Markup};
 use serde_json::{json, Value};
 
-use super::page::{csrf_field, errors, layout, respond};
+use super::page::{csrf_field, errors, layout, respond, respond_page};
 use super::{
-    all, check_csrf, csrf, date_of, first, json_of, labels, party_name, read_form, user_name,
+    all, api_body, csrf, date_of, first, json_of, labels, party_name, posted_form, user_name,
     viewer_with, when, PageError, Viewer,
 };
 use crate::auth::Principal;
-use crate::config::{Role, CONSOLE_ISSUER_ID};
-use crate::http::{JsonBody, RequestId};
-use crate::personnummer::{Personnummer, PersonnummerError};
+use crate::config::CONSOLE_ISSUER_ID;
+use crate::http::extract::RequestId;
+use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
+use crate::subject::personnummer::{Personnummer, PersonnummerError};
 
 type Rid = Option<Extension<RequestId>>;
 
@@ -35,6 +36,7 @@ struct Filled {
     valid_until: String,
     given_by_role: String,
     given_by_name: String,
+    protected_identity: bool,
 }
 
 fn defaults(state: &AppState) -> Filled {
@@ -64,6 +66,7 @@ fn defaults(state: &AppState) -> Filled {
         valid_until: until.to_string(),
         given_by_role: String::new(),
         given_by_name: String::new(),
+        protected_identity: false,
     }
 }
 
@@ -147,6 +150,14 @@ fn consent_form(state: &AppState, token: &str, f: &Filled, errs: &[String]) -> M
                     }
                 }
                 fieldset {
+                    legend { "Skyddade personuppgifter" }
+                    div class="check" {
+                        input type="checkbox" name="protected_identity" value="yes" id="protected-identity" checked[f.protected_identity] aria-describedby="protected-identity-hint";
+                        label for="protected-identity" { "Deltagaren har skyddade personuppgifter" }
+                        span class="hint" id="protected-identity-hint" { "Markeringen i folkbokföringen (sekretessmarkering eller skyddad folkbokföring). Då lämnas kontaktuppgifter aldrig ut, vad samtycket och rutten än säger." }
+                    }
+                }
+                fieldset {
                     legend { "Hur samtycket lämnades" }
                     @for (k, v) in labels::METHODS {
                         div class="check" {
@@ -204,6 +215,13 @@ fn lookup_forms(token: &str) -> Markup {
     }
 }
 
+/// The lookup forms again, with the reason a lookup was refused (422).
+fn lookup_refused(state: &AppState, v: &Viewer, title: &str, error: String) -> Response {
+    let token = csrf(state, v);
+    let body = html! { (errors(&[error])) (lookup_forms(&token)) };
+    respond_page(StatusCode::UNPROCESSABLE_ENTITY, title, Some(v), body)
+}
+
 fn intake_page(
     state: &AppState,
     v: &Viewer,
@@ -216,9 +234,7 @@ fn intake_page(
         (consent_form(state, &token, f, errs))
         (lookup_forms(&token))
     };
-    let mut rsp = respond(layout("Intag", Some(v), body));
-    *rsp.status_mut() = status;
-    rsp
+    respond_page(status, "Intag", Some(v), body)
 }
 
 /// `GET /console/intake`.
@@ -245,9 +261,7 @@ pub(crate) async fn record(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let owned =
         |k: &str| -> Vec<String> { all(&pairs, k).into_iter().map(str::to_owned).collect() };
     let f = Filled {
@@ -261,6 +275,9 @@ pub(crate) async fn record(
             .unwrap_or("")
             .trim()
             .to_owned(),
+        // A checkbox is sent only when ticked; any value counts as ticked,
+        // so that a mangled form errs towards the marking.
+        protected_identity: first(&pairs, "protected_identity").is_some(),
     };
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
@@ -361,14 +378,13 @@ pub(crate) async fn record(
     if let (Some(g), Some(obj)) = (given_by, claims.as_object_mut()) {
         obj.insert("given_by".into(), g);
     }
+    // As `samgate consent sign --protected-identity`: the claim only when set.
+    if let (true, Some(obj)) = (f.protected_identity, claims.as_object_mut()) {
+        obj.insert("protected_identity".into(), Value::Bool(true));
+    }
     let token = signer.sign(kid, &claims).map_err(|_| super::internal())?;
     drop(claims);
-    let raw = serde_json::to_vec(&json!({ "token": token })).map_err(|_| super::internal())?;
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
-    let body = JsonBody {
-        value,
-        raw: Bytes::from(raw),
-    };
+    let body = api_body(json!({ "token": token }), true)?;
     match crate::consent::api::record(State(state.clone()), v.principal.clone(), rid, body).await {
         Ok(rsp) => {
             let summary = json_of(rsp).await?;
@@ -405,13 +421,25 @@ fn summary_list(state: &AppState, s: &Value) -> Markup {
             .unwrap_or_default()
     };
     let st = s["state"].as_str().unwrap_or("");
+    let closure = s.get("closure").filter(|c| c.is_object());
+    let purposes = list("purposes");
     html! {
         dl class="summary" {
             dt { "Status" } dd { strong class={"state state-" (st)} { (labels::state(st)) } }
             dt { "Samtyckets id" } dd { code { (s["id"].as_str().unwrap_or("")) } }
             dt { "Parter" } dd { ul { @for p in list("parties") { li { (party_name(state, &p)) } } } }
-            dt { "Ändamål" } dd { ul { @for p in list("purposes") { li { (labels::purpose(&p)) } } } }
+            dt { "Ändamål" } dd { ul { @for p in &purposes { li { (labels::purpose_after(p, closure.is_some())) } } } }
+            @if let Some(c) = closure {
+                dt { "Avslut" } dd { (labels::closure(
+                    &date_of(c["closed_at"].as_str().unwrap_or("")),
+                    &date_of(c["follow_up_until"].as_str().unwrap_or("")),
+                    purposes.iter().any(|p| p == crate::consent::lifecycle::FOLLOW_UP_PURPOSE),
+                )) }
+            }
             dt { "Uppgifter" } dd { ul { @for c in list("categories") { li { (labels::category_code(&c)) } } } }
+            @if s["protected_identity"].as_bool() == Some(true) {
+                dt { "Skyddade personuppgifter" } dd { (labels::PROTECTED_IDENTITY) }
+            }
             dt { "Hur det lämnades" } dd { (labels::method(s["method"].as_str().unwrap_or(""))) }
             @if let Some(g) = s.get("given_by").filter(|g| g.is_object()) {
                 dt { "Lämnat av" } dd { (labels::given_by(g["role"].as_str().unwrap_or(""))) ": " (g["name"].as_str().unwrap_or("")) }
@@ -503,9 +531,7 @@ fn consent_page(
         }
         p { a href="/console/intake" { "Tillbaka till intaget" } }
     };
-    let mut rsp = respond(layout("Samtycke", Some(v), body));
-    *rsp.status_mut() = status;
-    rsp
+    respond_page(status, "Samtycke", Some(v), body)
 }
 
 /// `GET /console/intake/consents/{id}`.
@@ -530,9 +556,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     uuid_path(&id)?;
     let reason = first(&pairs, "reason").unwrap_or("").trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 {
@@ -577,20 +601,17 @@ pub(crate) async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal.clone(), Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal.clone(), Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
-        Err(e) => {
-            let token = csrf(&state, &v);
-            let body = html! { (errors(&[e])) (lookup_forms(&token)) };
-            let mut rsp = respond(layout("Sök samtycken", Some(&v), body));
-            *rsp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(rsp);
-        }
+        Err(e) => return Ok(lookup_refused(&state, &v, "Sök samtycken", e)),
     };
-    let subject = state.crypto.consent_pseudonym(&pnr);
+    let forms = state
+        .crypto
+        .consent_pseudonym(&pnr)
+        .and_then(|c| Ok((c, state.crypto.audit_pseudonym(&pnr)?)));
+    let (subject, audit_subject) =
+        forms.map_err(|e| PageError::from_api(&crate::error::ApiError::internal(e)))?;
     // Looking up whether a person is a participant is itself a disclosure:
     // it is logged like the auditor's subject search and the extract.
     crate::audit::access::log_query(
@@ -599,7 +620,7 @@ pub(crate) async fn search(
         rid,
         crate::audit::record::action::AUDIT_QUERY,
         "console intake consent search".to_owned(),
-        Some(state.crypto.audit_pseudonym(&pnr)),
+        Some(audit_subject),
     )
     .await
     .map_err(|e| PageError::from_api(&e))?;
@@ -608,8 +629,14 @@ pub(crate) async fn search(
         .await
         .map_err(|_| PageError::from_api(&crate::error::ApiError::unavailable("storage")))?;
     let now_us = state.clock.now_us();
+    // The marking is the person's (DESIGN §13): on every consent if on any.
+    let protected = rows.iter().any(|r| r.protected_identity);
     let summaries: Vec<Value> = rows
-        .iter()
+        .into_iter()
+        .map(|mut r| {
+            r.protected_identity |= protected;
+            r
+        })
         .filter_map(|r| serde_json::to_value(r.summary(now_us)).ok())
         .collect();
     let body = html! {
@@ -665,28 +692,13 @@ pub(crate) async fn extract(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
-    let pairs = read_form(body).await?;
-    check_csrf(&state, &v, &headers, first(&pairs, "csrf"))?;
+    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
-        Err(e) => {
-            let token = csrf(&state, &v);
-            let body = html! { (errors(&[e])) (lookup_forms(&token)) };
-            let mut rsp = respond(layout("Registerutdrag", Some(&v), body));
-            *rsp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(rsp);
-        }
+        Err(e) => return Ok(lookup_refused(&state, &v, "Registerutdrag", e)),
     };
-    let raw = serde_json::to_vec(&json!({ "personnummer": pnr.expose() }))
-        .map_err(|_| super::internal())?;
+    let body = api_body(json!({ "personnummer": pnr.expose() }), false)?;
     drop(pnr);
-    let value = crate::http::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
-    let body = JsonBody {
-        value,
-        raw: Bytes::new(),
-    };
-    drop(raw);
     let rsp =
         crate::audit::disclosure::disclosures(State(state.clone()), v.principal.clone(), rid, body)
             .await

@@ -105,7 +105,40 @@ pub fn state(s: &str) -> String {
         "revoked" => "Återkallat".into(),
         "expired" => "Har gått ut".into(),
         "not_yet_valid" => "Ännu inte giltigt".into(),
+        "closed" => "Avslutat, gäller för uppföljning".into(),
         other => other.into(),
+    }
+}
+
+/// What the protected-identity marking (DESIGN §13) means, on the consent
+/// page and the receipt.
+pub const PROTECTED_IDENTITY: &str =
+    "Ja. Deltagarens adress, telefonnummer och kommun lämnas aldrig ut, vad samtycket och \
+     rutten än säger.";
+
+/// What a closure (DESIGN §13) left of the consent: `closed` and `until`
+/// are dates, `follow_up` whether the consent names the purpose
+/// `uppfoljning`.
+pub fn closure(closed: &str, until: &str, follow_up: bool) -> String {
+    if follow_up {
+        format!(
+            "Samverkan avslutades {closed}. Samtycket gäller sedan dess bara för uppföljning, \
+             till och med {until}."
+        )
+    } else {
+        format!(
+            "Samverkan avslutades {closed}. Samtycket omfattar inte uppföljning och gäller \
+             inte för nya utbyten, utom besked om avslutet till de andra parterna."
+        )
+    }
+}
+
+/// A purpose's label on a closed consent: the ones the closure ended say so.
+pub fn purpose_after(p: &str, closed: bool) -> String {
+    if closed && p != crate::consent::lifecycle::FOLLOW_UP_PURPOSE {
+        format!("{} (upphörde vid avslutet)", purpose(p))
+    } else {
+        purpose(p)
     }
 }
 

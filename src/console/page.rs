@@ -2,13 +2,13 @@
 //! embedded assets and the error page.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::{viewer, PageError, Viewer};
 use crate::auth::Principal;
-use crate::config::Role;
+use crate::party::Role;
 use crate::state::AppState;
 
 const CSS: &str = include_str!("assets/console.css");
@@ -23,6 +23,18 @@ pub(crate) fn html_headers() -> [(header::HeaderName, &'static str); 1] {
 /// An HTML page response.
 pub(crate) fn respond(markup: Markup) -> Response {
     (html_headers(), markup.into_string()).into_response()
+}
+
+/// An HTML page in the frame, answered with `status`.
+pub(crate) fn respond_page(
+    status: StatusCode,
+    title: &str,
+    viewer: Option<&Viewer>,
+    body: Markup,
+) -> Response {
+    let mut rsp = respond(layout(title, viewer, body));
+    *rsp.status_mut() = status;
+    rsp
 }
 
 /// The frame of every console page. `title` never holds personal data.

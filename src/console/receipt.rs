@@ -24,6 +24,8 @@ pub(crate) struct Receipt {
     legal_basis: &'static str,
     method: String,
     given_by: Option<String>,
+    protected_identity: bool,
+    closure: Option<String>,
     recorded_by: String,
     not_before: String,
     expires_at: String,
@@ -49,7 +51,7 @@ fn event_label(e: &str) -> String {
 pub(crate) async fn build(
     state: &AppState,
     v: &Viewer,
-    rid: Option<axum::Extension<crate::http::RequestId>>,
+    rid: Option<axum::Extension<crate::http::extract::RequestId>>,
     id: &str,
 ) -> Result<Receipt, PageError> {
     let s = super::intake::summary(state, v, rid, id).await?;
@@ -69,7 +71,7 @@ pub(crate) async fn given_by_of_token(state: &AppState, id: &str) -> Option<Valu
     .ok()
     .flatten();
     let (key_id, nonce, ciphertext) = row?;
-    let sealed = crate::vault::Sealed {
+    let sealed = crate::subject::vault::Sealed {
         key_id,
         nonce: nonce.try_into().ok()?,
         ciphertext,
@@ -141,6 +143,16 @@ fn from_summary(state: &AppState, s: &Value) -> Receipt {
             history.push((event_label("expired"), when(&text("expires_at"))));
         }
     }
+    let purposes = strings(&s["purposes"]);
+    let closure = s.get("closure").filter(|c| c.is_object()).map(|c| {
+        labels::closure(
+            &date_of(c["closed_at"].as_str().unwrap_or("")),
+            &date_of(c["follow_up_until"].as_str().unwrap_or("")),
+            purposes
+                .iter()
+                .any(|p| p == crate::consent::lifecycle::FOLLOW_UP_PURPOSE),
+        )
+    });
     let given_by = s.get("given_by").filter(|g| g.is_object()).map(|g| {
         format!(
             "{}: {}",
@@ -156,14 +168,18 @@ fn from_summary(state: &AppState, s: &Value) -> Receipt {
             .iter()
             .map(|p| party_name(state, p))
             .collect(),
-        purposes: strings(&s["purposes"])
+        purposes: purposes
             .iter()
-            .map(|p| labels::purpose(p))
+            .map(|p| labels::purpose_after(p, closure.is_some()))
             .collect(),
         categories,
         legal_basis: LEGAL_BASIS,
         method: labels::method(&text("method")),
         given_by,
+        // The summary carries the subject's marking and, for a marked
+        // subject, no contact category (DESIGN §13).
+        protected_identity: s["protected_identity"].as_bool() == Some(true),
+        closure,
         recorded_by: user_name(state, &text("recorded_by")),
         not_before: date_of(&text("not_before")),
         expires_at: date_of(&text("expires_at")),
@@ -181,7 +197,13 @@ pub(crate) fn render(r: &Receipt) -> Markup {
                 dt { "Status" } dd { (r.state) }
                 dt { "Personuppgiftsansvariga (parter)" } dd { ul { @for c in &r.controllers { li { (c) } } } }
                 dt { "Ändamål" } dd { ul { @for p in &r.purposes { li { (p) } } } }
+                @if let Some(c) = &r.closure {
+                    dt { "Avslut" } dd { (c) }
+                }
                 dt { "Uppgifter som får delas" } dd { ul { @for (l, e) in &r.categories { li { strong { (l) } @if !e.is_empty() { ": " (e) } } } } }
+                @if r.protected_identity {
+                    dt { "Skyddade personuppgifter" } dd { (labels::PROTECTED_IDENTITY) }
+                }
                 dt { "Rättslig grund" } dd { (r.legal_basis) }
                 dt { "Hur samtycket lämnades" } dd { (r.method) }
                 dt { "Lämnat av" } dd { @if let Some(g) = &r.given_by { (g) } @else { "Deltagaren själv" } }

@@ -5,10 +5,11 @@
 
 use serde_json::Value;
 
-use crate::config::{Config, RouteConfig};
-use crate::personnummer::Personnummer;
+use crate::config::Config;
+use crate::policy::route::RouteConfig;
 use crate::policy::SubjectMode;
 use crate::schema::{Category, SchemaRegistry};
+use crate::subject::personnummer::Personnummer;
 
 /// How an identifier value appears to a reader: `personnummer
 /// YYYYMMDD-****`, `pseudonym ps1_abcdefgh…`, or `omitted`.

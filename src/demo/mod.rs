@@ -47,7 +47,7 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     /// The gateway did not start.
     #[error(transparent)]
-    Start(#[from] crate::state::StartError),
+    Start(#[from] crate::startup::StartError),
     /// TLS material could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -100,7 +100,7 @@ pub async fn run(keep: Option<PathBuf>) -> ExitCode {
     summary(&out, &tally);
     if keep.is_some() {
         setup::explore(&deployment, &out);
-        crate::server::termination_signal().await;
+        crate::http::server::termination_signal().await;
         out.blank();
         out.note("stopping: signing the final tree head");
     }

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::setup::INTAKE;
-use crate::personnummer::Personnummer;
+use crate::subject::personnummer::Personnummer;
 
 /// Numbered steps in the whole demo (story and audit), for the progress
 /// counter.

@@ -14,7 +14,7 @@ use super::out::Out;
 use super::recipient::Inbox;
 use super::DemoError;
 use crate::config::Config;
-use crate::server::Gateway;
+use crate::http::server::Gateway;
 use crate::state::AppState;
 
 /// The auditor party of the demo configuration (DESIGN §9).

@@ -17,7 +17,7 @@ use base64::Engine;
 
 use crate::config::Config;
 use crate::keys::Ed25519Signer;
-use crate::state::StartError;
+use crate::startup::StartError;
 
 /// Header carrying the detached JWS.
 pub const SIGNATURE_HEADER: &str = "samgate-signature";
@@ -153,6 +153,19 @@ pub enum DeliveryError {
     Status(u16),
 }
 
+const CONNECT_FAILED: &str = "connection failed";
+
+impl DeliveryError {
+    /// Whether the message may have reached the recipient although it was
+    /// not acknowledged: the connection was made and then timed out or
+    /// broke. A refused connection and a definite non-2xx answer did not
+    /// deliver it. Revocation notices count such an exchange as received
+    /// (DESIGN §13: the party may hold the data).
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(self, DeliveryError::Transport(kind) if kind != CONNECT_FAILED)
+    }
+}
+
 /// POSTs the exact body bytes with the signature and exchange id headers.
 pub async fn post(
     client: &reqwest::Client,
@@ -201,10 +214,13 @@ pub async fn post(
 }
 
 fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+    // A connect error (TCP, TLS, a connect timeout) first: the message
+    // certainly did not leave. A timeout or break after that may have
+    // delivered it (see [`DeliveryError::may_have_arrived`]).
+    let kind = if e.is_connect() {
+        CONNECT_FAILED
+    } else if e.is_timeout() {
         "timeout"
-    } else if e.is_connect() {
-        "connection failed"
     } else {
         "transport error"
     };

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::config::PartyId;
 use crate::error::{ApiError, ProblemCode};
+use crate::party::PartyId;
 use crate::state::AppState;
 
 /// A claim older than this (seconds) belongs to a request that died.
@@ -38,10 +38,7 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let s = v.to_str().unwrap_or("");
     if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::new(
-            ProblemCode::InvalidEnvelope,
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ));
+        return Err(super::error::ExchangeError::BadIdempotencyKey.into());
     }
     Ok(Some(s.to_owned()))
 }

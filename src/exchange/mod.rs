@@ -1,22 +1,25 @@
-//! Exchanges (DESIGN §4, §5): the endpoint, delivery with a detached
-//! signature, replies through the reverse route, the async outbox and
-//! idempotency keys.
+//! Exchanges (DESIGN §4, §5): the handlers (`api`), the steps of one
+//! exchange (`flow`), its SQL (`store`), the sync delivery (`sync`),
+//! delivery with a detached signature (`deliver`), replies through the
+//! reverse route (`reply`), the async outbox and idempotency keys.
 
 pub mod api;
 pub mod deliver;
+pub mod error;
+mod flow;
 pub mod idempotency;
 pub mod numbers;
 pub mod outbox;
 pub mod recheck;
 pub mod reply;
+mod store;
+mod sync;
 
 use serde::Deserialize;
 
 use crate::audit::record::AuditRecord;
 use crate::auth::Principal;
-use crate::config::PartyId;
-use crate::state::AppState;
-use crate::store::Stmt;
+use crate::ids::{ConsentId, ExchangeId};
 
 /// `delivery` in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -37,7 +40,7 @@ pub struct ExchangeCtx {
     /// The request id.
     pub request_id: Option<String>,
     /// The exchange id (stable across retries and deliveries).
-    pub exchange_id: String,
+    pub exchange_id: ExchangeId,
     /// Recipient id as requested.
     pub to: Option<String>,
     /// Message type as requested.
@@ -47,7 +50,7 @@ pub struct ExchangeCtx {
     /// Audit-domain pseudonym of the subject.
     pub subject_audit: Option<String>,
     /// The consent relied on.
-    pub consent_id: Option<String>,
+    pub consent_id: Option<ConsentId>,
     /// SHA-256 of the request body.
     pub payload_sha256: Option<String>,
     /// Forwarded field paths.
@@ -66,6 +69,9 @@ pub struct ExchangeCtx {
     /// The consent cache's guard refused the decision (see
     /// [`crate::consent::cache`]): nothing was written; decide again.
     pub consent_stale: bool,
+    /// The guard to commit with the decision, when the consent came from
+    /// the cache.
+    pub consent_guard: Option<crate::store::Stmt>,
 }
 
 impl ExchangeCtx {
@@ -74,7 +80,7 @@ impl ExchangeCtx {
         Self {
             principal,
             request_id,
-            exchange_id: uuid::Uuid::now_v7().to_string(),
+            exchange_id: ExchangeId::new(),
             to: None,
             msg_type: None,
             purpose: None,
@@ -88,6 +94,7 @@ impl ExchangeCtx {
             idempotency_finished: false,
             consent_lookup: crate::consent::cache::Lookup::Cached,
             consent_stale: false,
+            consent_guard: None,
         }
     }
 
@@ -98,7 +105,7 @@ impl ExchangeCtx {
     pub fn retry_fresh(&mut self) {
         let principal = self.principal.clone();
         let mut fresh = ExchangeCtx::new(principal, self.request_id.take());
-        fresh.exchange_id = std::mem::take(&mut self.exchange_id);
+        fresh.exchange_id = self.exchange_id.clone();
         fresh.payload_sha256 = self.payload_sha256.take();
         fresh.idempotency_key = self.idempotency_key.take();
         fresh.consent_lookup = crate::consent::cache::Lookup::Fresh;
@@ -117,8 +124,8 @@ impl ExchangeCtx {
             msg_type: self.msg_type.clone(),
             purpose: self.purpose.clone(),
             subject: self.subject_audit.clone(),
-            consent_id: self.consent_id.clone(),
-            exchange_id: Some(self.exchange_id.clone()),
+            consent_id: self.consent_id.clone().map(String::from),
+            exchange_id: Some(self.exchange_id.to_string()),
             forwarded: self.forwarded.clone(),
             withheld: self.withheld.clone(),
             decision: decision.to_owned(),
@@ -126,33 +133,5 @@ impl ExchangeCtx {
             payload_sha256: self.payload_sha256.clone(),
             ..AuditRecord::default()
         }
-    }
-
-    /// The `exchanges` row written with the forwarded record.
-    pub fn exchange_row_stmt(
-        &self,
-        state: &AppState,
-        to: &PartyId,
-        status: &str,
-        fwd: &str,
-        wh: &str,
-    ) -> Stmt {
-        Stmt::new(
-            "INSERT INTO exchanges (id, sender, recipient, msg_type, purpose, delivery, status, attempts, \
-             consent_id, subject, forwarded, withheld, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
-        )
-        .text(self.exchange_id.clone())
-        .text(self.principal.party.to_string())
-        .text(to.to_string())
-        .text(self.msg_type.clone().unwrap_or_default())
-        .text(self.purpose.clone().unwrap_or_default())
-        .text(if self.delivery == Delivery::Async { "async" } else { "sync" })
-        .text(status)
-        .opt_text(self.consent_id.clone())
-        .opt_text(self.subject_audit.clone())
-        .text(fwd)
-        .text(wh)
-        .int(state.clock.now_us())
     }
 }

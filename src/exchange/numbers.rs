@@ -27,9 +27,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::personnummer::Personnummer;
 use crate::policy::Filtered;
 use crate::schema::{field_pointer, MessageSchema};
+use crate::subject::personnummer::Personnummer;
 
 /// The audit `reason` of an exchange that had a string withheld for a number.
 pub const REASON: &str = "identifier_in_text";

@@ -28,7 +28,7 @@ use crate::audit::record::{action, decision, AuditRecord};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Backend, Stmt};
-use crate::vault::Sealed;
+use crate::subject::vault::Sealed;
 
 /// How long a claim lasts beyond the delivery timeout before another
 /// worker may retry the row: the lease must outlive one attempt and the
@@ -95,7 +95,17 @@ pub async fn run(state: AppState) {
     let workers = Arc::new(Semaphore::new(state.config.delivery.workers));
     let busy: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut last_purge = std::time::Instant::now();
+    // Revocation notices a crash or a storage error left unsent (§13).
+    crate::consent::notices::sweep_pending(&state).await;
     loop {
+        // Housekeeping on elapsed time, also while claims keep succeeding.
+        if last_purge.elapsed() > Duration::from_secs(600) {
+            super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
+            // Off the dispatcher: claims go on while it runs.
+            let st = state.clone();
+            tokio::spawn(async move { crate::consent::notices::sweep_pending(&st).await });
+            last_purge = std::time::Instant::now();
+        }
         let free = workers.available_permits();
         if free > 0 {
             let saturated: Vec<String> = busy
@@ -118,10 +128,6 @@ pub async fn run(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox claim failed"),
             }
-        }
-        if last_purge.elapsed() > Duration::from_secs(600) {
-            super::idempotency::purge(&state, 48 * 3600 * 1_000_000).await;
-            last_purge = std::time::Instant::now();
         }
         tokio::select! {
             _ = state.outbox_notify.notified() => {},
@@ -363,10 +369,12 @@ async fn attempt(state: &AppState, row: Claimed) {
                 Bytes::from(body.to_vec()),
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.may_have_arrived(), e.to_string()))
         }
-        Err(e) => Err(format!("cannot open the sealed message: {e}")),
+        Err(e) => Err((false, format!("cannot open the sealed message: {e}"))),
     };
+    let may_have_arrived = matches!(&result, Err((true, _)));
+    let result = result.map_err(|(_, e)| e);
     crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
     let outcome = match result {
         Ok(_) => {
@@ -376,9 +384,11 @@ async fn attempt(state: &AppState, row: Claimed) {
                 crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
             record.decision = decision::DELIVERED.into();
             let closure = crate::consent::lifecycle::closure_effect(
-                state,
+                state.clock.now_us(),
+                state.config.consent.follow_up_months,
                 record.msg_type.as_deref(),
                 record.consent_id.as_deref(),
+                record.to.as_deref(),
                 &id,
             );
             let mut effects = vec![
@@ -392,11 +402,20 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .text(id.clone()),
             ];
             effects.extend(closure);
-            state
-                .audit
-                .append(record, effects)
-                .await
-                .map(|_| "delivered")
+            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+            let done = state.audit.append(record, effects).await;
+            if done.is_err() {
+                // Delivered but not recorded: the retry may be refused by
+                // its consent check, and the party still holds the message.
+                possibly_received(state, &id).await;
+            }
+            // A revocation that came while this attempt was in flight.
+            crate::consent::notices::after_delivery(
+                state,
+                consent_id.as_deref(),
+                msg_type.as_deref(),
+            );
+            done.map(|_| "delivered")
         }
         Err(err) if now >= row.expires_at_us => {
             record.action = action::EXCHANGE_FAILED.into();
@@ -412,11 +431,33 @@ async fn attempt(state: &AppState, row: Claimed) {
                     .text(err)
                     .text(id.clone()),
             ];
+            let (consent_id, msg_type) = (record.consent_id.clone(), record.msg_type.clone());
+            if may_have_arrived {
+                possibly_received(state, &id).await;
+                crate::consent::notices::after_delivery(
+                    state,
+                    consent_id.as_deref(),
+                    msg_type.as_deref(),
+                );
+            }
             state.audit.append(record, effects).await.map(|_| "expired")
         }
         Err(err) => {
             let delay = backoff(state, attempts);
             let next = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 4);
+            // The exchange row first: a mark that the message may have
+            // arrived is written before the row is released for a retry
+            // (whose consent check may then refuse it).
+            let r2 = sqlx::query(
+                "UPDATE exchanges SET attempts = $1, last_error = $2, \
+                 possibly_received = CASE WHEN $3 = 1 THEN 1 ELSE possibly_received END WHERE id = $4",
+            )
+            .bind(attempts)
+            .bind(err)
+            .bind(i64::from(may_have_arrived))
+            .bind(id.clone())
+            .execute(state.store.pool())
+            .await;
             let r1 = sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_us = $2, claimed_until_us = 0 WHERE exchange_id = $3 AND claimed_by = $4")
                 .bind(attempts)
                 .bind(next)
@@ -424,13 +465,13 @@ async fn attempt(state: &AppState, row: Claimed) {
                 .bind(state.instance_id.clone())
                 .execute(state.store.pool())
                 .await;
-            let r2 =
-                sqlx::query("UPDATE exchanges SET attempts = $1, last_error = $2 WHERE id = $3")
-                    .bind(attempts)
-                    .bind(err)
-                    .bind(id.clone())
-                    .execute(state.store.pool())
-                    .await;
+            if may_have_arrived {
+                crate::consent::notices::after_delivery(
+                    state,
+                    record.consent_id.as_deref(),
+                    record.msg_type.as_deref(),
+                );
+            }
             tracing::info!(exchange.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, "async delivery failed; will retry");
             match (r1, r2) {
                 (Ok(_), Ok(_)) => Ok("retry"),
@@ -440,6 +481,20 @@ async fn attempt(state: &AppState, row: Claimed) {
     };
     if let Err(e) = outcome {
         tracing::warn!(exchange.id = %id, error = %e, "could not record the delivery outcome; the lease will expire and it is retried");
+    }
+}
+
+/// Marks an exchange whose message may have reached its recipient without
+/// an acknowledged delivery (see [`super::deliver::DeliveryError::may_have_arrived`]):
+/// revocation notices count it as received. Best effort: if it cannot be
+/// written, it is logged.
+pub async fn possibly_received(state: &AppState, exchange_id: &str) {
+    let r = sqlx::query("UPDATE exchanges SET possibly_received = 1 WHERE id = $1")
+        .bind(exchange_id.to_owned())
+        .execute(state.store.pool())
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(exchange.id = %exchange_id, error = %e, "could not mark an exchange as possibly received");
     }
 }
 

@@ -13,6 +13,10 @@
 //!   revoked → `consent_revoked`; expired or not yet valid →
 //!   `consent_expired`; no longer naming both parties and the purpose, or
 //!   no longer covering a forwarded field's category → `consent_scope`.
+//!   The protected-identity marking is read from every consent of the
+//!   subject, as at exchange time: a participant marked protected while a
+//!   message with a `contact` field waited makes that message
+//!   `consent_scope` too (its body was built before the marking).
 //! - The route is looked up again too: a route removed from the
 //!   configuration while the message waited ends it as `route_not_allowed`
 //!   (no route, no exchange, DESIGN §4). A missing consent row ends it as
@@ -22,15 +26,16 @@
 //!   the claim runs out and the next attempt checks again.
 
 use crate::audit::record::{action, decision, AuditRecord};
-use crate::config::{ConsentRequirement, PartyId};
 use crate::consent::model;
 use crate::error::ProblemCode;
+use crate::party::PartyId;
+use crate::policy::route::ConsentRequirement;
 use crate::state::AppState;
 use crate::store::Stmt;
 
 /// The message type of the §13 revocation notice, which is sent because
 /// the consent was withdrawn and so is not held to it.
-pub const REVOCATION_NOTICE_TYPE: &str = "consent-revoked";
+pub const REVOCATION_NOTICE_TYPE: &str = crate::consent::lifecycle::NOTICE_TYPE;
 
 /// What the check before an attempt decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +76,9 @@ pub async fn before_attempt(
         return Ok(Verdict::Deliver);
     }
     let (from, to) = (PartyId::new(sender), PartyId::new(recipient));
-    let Some(route) = super::api::find_route(state, &from, &to, &msg_type, &purpose) else {
+    let Some(route) =
+        crate::policy::route::find(&state.live().config.routes, &from, &to, &msg_type, &purpose)
+    else {
         return Ok(Verdict::Refused(ProblemCode::RouteNotAllowed));
     };
     if route.consent == ConsentRequirement::NotRequired {
@@ -80,9 +87,18 @@ pub async fn before_attempt(
     let Some(consent_id) = consent_id else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
-    let Some(consent) = model::fetch(&state.store, &consent_id).await? else {
+    let Some(mut consent) = model::fetch(&state.store, &consent_id).await? else {
         return Ok(Verdict::Refused(ProblemCode::ConsentMissing));
     };
+    // The protected-identity marking is a property of the person, on any
+    // of their consents (DESIGN §13): a marking recorded while the message
+    // waited takes `contact` out of what may leave.
+    if !consent.protected_identity {
+        consent.protected_identity = model::for_subject(&state.store, &consent.subject)
+            .await?
+            .iter()
+            .any(|c| c.protected_identity);
+    }
     let consent = match model::decide_message(
         &[consent],
         &from,
@@ -92,8 +108,19 @@ pub async fn before_attempt(
         now,
     ) {
         Ok(c) => c,
-        Err(denial) => return Ok(Verdict::Refused(denial.code())),
+        Err(denial) => return Ok(Verdict::Refused(ProblemCode::from(denial))),
     };
+    if !crate::consent::lifecycle::closure_allowed(
+        &state.store,
+        &consent,
+        &msg_type,
+        &purpose,
+        to.as_str(),
+    )
+    .await?
+    {
+        return Ok(Verdict::Refused(ProblemCode::ConsentScope));
+    }
     let categories = consent.category_set();
     let forwarded: Vec<String> = serde_json::from_str(&forwarded).unwrap_or_default();
     let schema = state.schemas.get(&msg_type);

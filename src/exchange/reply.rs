@@ -7,22 +7,24 @@
 //! An identifier field in a reply may carry the recipient's own pseudonym.
 //! It is resolved to the personnummer through the vault only when the
 //! reverse route reveals the subject, and that re-identification is itself
-//! an audit record (`reidentified`); otherwise the field is withheld.
+//! an audit record (`reidentified`, appended by [`crate::subject::reidentify`]
+//! when the number is opened); otherwise the field is removed.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::deliver::Delivered;
 use super::ExchangeCtx;
-use crate::audit::record::{action, decision};
-use crate::config::{ConsentRequirement, PartyId};
+use crate::audit::record::{action, decision, AuditRecord};
 use crate::consent::model::ConsentRow;
 use crate::error::ApiError;
-use crate::personnummer::Personnummer;
+use crate::party::PartyId;
+use crate::policy::route::ConsentRequirement;
 use crate::policy::{self, FilterInput, SubjectMode};
-use crate::pseudonym::Pseudonym;
 use crate::state::AppState;
-use crate::vault::Sealed;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
+use crate::subject::Subject;
 
 /// The `reason` of a reply withheld because its `type` is no message type.
 pub const UNKNOWN_TYPE: &str = "unknown_type";
@@ -41,7 +43,7 @@ pub async fn process(
     recipient: &PartyId,
     purpose: &str,
     consent: Option<&ConsentRow>,
-    subject: Option<&Personnummer>,
+    subject: Option<&Subject>,
     delivered: &Delivered,
 ) -> Result<(Value, bool), ApiError> {
     if delivered.body.iter().all(u8::is_ascii_whitespace) || !delivered.json {
@@ -51,47 +53,39 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
-    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
-    record.from = Some(recipient.to_string());
-    record.to = Some(sender.to_string());
-    record.msg_type = None;
-    record.actor_party = Some(recipient.to_string());
-    record.actor_user = None;
-    record.forwarded = Vec::new();
-    record.withheld = Vec::new();
+    let mut record = reply_record(ctx, recipient);
     // The type is the recipient's text: it enters the record (and the
     // permanent log) only once it is known to be a message type (DESIGN §10).
     let Some(schema) = state.schemas.get(&reply.msg_type) else {
-        record.reason = Some(UNKNOWN_TYPE.into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, UNKNOWN_TYPE).await;
     };
     record.msg_type = Some(reply.msg_type.clone());
     // The reverse route must list the forward exchange's purpose (DESIGN §10).
-    let route = super::api::find_route(state, recipient, &sender, &reply.msg_type, purpose);
+    let route = crate::policy::route::find(
+        &state.live().config.routes,
+        recipient,
+        &sender,
+        &reply.msg_type,
+        purpose,
+    );
     let Some(route) = route else {
-        record.reason = Some("no reverse route".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "no reverse route").await;
     };
     // Identifier fields first: a reply may carry the recipient's pseudonym
     // where the schema expects a personnummer.
     let mut payload = reply.payload;
-    let mut reidentified = Vec::new();
     resolve_identifiers(
         state,
+        ctx,
         schema,
         recipient,
         route.subject,
         subject,
         &mut payload,
-        &mut reidentified,
     )
     .await?;
     if schema.validate(&payload).is_err() {
-        record.reason = Some("schema_violation".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "schema_violation").await;
     }
     let consent_ok = match route.consent {
         ConsentRequirement::NotRequired => true,
@@ -100,12 +94,11 @@ pub async fn process(
         }
     };
     if !consent_ok {
-        record.reason = Some("consent_scope".into());
-        state.audit.append(record, Vec::new()).await?;
-        return Ok((Value::Null, true));
+        return withhold(state, record, "consent_scope").await;
     }
     let categories = consent.map(ConsentRow::category_set);
-    let mut ident = |p: &Personnummer| super::api::identifier(state, route.subject, &sender, p);
+    let mut ident =
+        |p: &Personnummer| crate::subject::recipient_form(&state.crypto, route.subject, &sender, p);
     let mut filtered = match policy::filter(
         FilterInput {
             schema,
@@ -117,25 +110,36 @@ pub async fn process(
     ) {
         Ok(f) => f,
         Err(e) => {
-            record.reason = Some(super::api::filter_error(e).code.as_str().to_owned());
-            state.audit.append(record, Vec::new()).await?;
-            return Ok((Value::Null, true));
+            return withhold(state, record, ApiError::from(e).code.as_str()).await;
         }
     };
     let numbers_withheld = route.subject != SubjectMode::Reveal
         && super::numbers::withhold_numbers(schema, &mut filtered);
-    // Re-identification records only for identifier fields that actually
-    // went back to the sender.
-    reidentified.retain(|f| filtered.forwarded.contains(f));
-    for field in reidentified {
-        let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
-        r.actor_party = Some(recipient.to_string());
-        r.actor_user = None;
-        r.reason = Some(format!("reply field {field} resolved for {sender}"));
-        r.forwarded = vec![field];
-        r.withheld = Vec::new();
-        state.audit.append(r, Vec::new()).await?;
-    }
+    forward(state, record, &reply.msg_type, filtered, numbers_withheld).await
+}
+
+/// The record of a reply: from the recipient back to the sender, acted by
+/// the recipient; withheld until [`forward`] says otherwise.
+fn reply_record(ctx: &ExchangeCtx, recipient: &PartyId) -> AuditRecord {
+    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
+    record.from = Some(recipient.to_string());
+    record.to = Some(ctx.principal.party.to_string());
+    record.msg_type = None;
+    record.actor_party = Some(recipient.to_string());
+    record.actor_user = None;
+    record.forwarded = Vec::new();
+    record.withheld = Vec::new();
+    record
+}
+
+/// Records the forwarded reply (`reply-forwarded`) and answers with it.
+async fn forward(
+    state: &AppState,
+    record: AuditRecord,
+    msg_type: &str,
+    filtered: policy::Filtered,
+    numbers_withheld: bool,
+) -> Result<(Value, bool), ApiError> {
     let mut ok = record;
     ok.action = action::REPLY_FORWARDED.into();
     ok.decision = decision::PERMIT.into();
@@ -147,7 +151,7 @@ pub async fn process(
     state.audit.append(ok, Vec::new()).await?;
     Ok((
         json!({
-            "type": reply.msg_type,
+            "type": msg_type,
             "payload": filtered.payload,
             "forwarded": filtered.forwarded,
             "withheld": filtered.withheld,
@@ -156,25 +160,38 @@ pub async fn process(
     ))
 }
 
+/// Records a withheld reply (`reply-withheld`, with its reason) and answers
+/// that the reply was withheld.
+async fn withhold(
+    state: &AppState,
+    mut record: AuditRecord,
+    reason: impl Into<String>,
+) -> Result<(Value, bool), ApiError> {
+    record.reason = Some(reason.into());
+    state.audit.append(record, Vec::new()).await?;
+    Ok((Value::Null, true))
+}
+
 /// Identifier fields of a reply may only name the exchange's own subject:
 /// either as the recipient's pseudonym of that subject (resolved through the
-/// vault only when the route reveals, recorded in `reidentified`) or as the
-/// subject's personnummer. Any other value — another person's pseudonym or
-/// number — is removed, so a reply can never re-identify or introduce a
-/// participant whose consent was not checked for this exchange.
+/// vault only when the route reveals, by [`crate::subject::reidentify`],
+/// which appends the `reidentified` record) or as the subject's
+/// personnummer. Any other value — another person's pseudonym or number —
+/// is removed, so a reply can never re-identify or introduce a participant
+/// whose consent was not checked for this exchange.
 async fn resolve_identifiers(
     state: &AppState,
+    ctx: &ExchangeCtx,
     schema: &crate::schema::MessageSchema,
     recipient: &PartyId,
     mode: SubjectMode,
-    subject: Option<&Personnummer>,
+    subject: Option<&Subject>,
     payload: &mut Value,
-    reidentified: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     let Some(obj) = payload.as_object_mut() else {
         return Ok(());
     };
-    let expected = subject.and_then(|p| state.crypto.pseudonym(recipient.as_str(), p));
+    let expected = subject.and_then(Subject::recipient_pseudonym);
     let names: Vec<String> = obj.keys().cloned().collect();
     for name in names {
         let pointer = crate::schema::field_pointer(&name);
@@ -182,22 +199,32 @@ async fn resolve_identifiers(
             continue;
         }
         let value = obj.get(&name).and_then(Value::as_str).unwrap_or("");
-        let own_number = subject
-            .is_some_and(|p| Personnummer::parse(value).is_ok_and(|v| v.expose() == p.expose()));
+        let own_number =
+            subject.is_some_and(|s| Personnummer::parse(value).is_ok_and(|v| s.is(&v)));
         if own_number {
             continue;
         }
         let own_pseudonym = Pseudonym::parse(value)
             .ok()
-            .filter(|ps| expected.as_ref().is_some_and(|e| e.as_str() == ps.as_str()));
+            .filter(|ps| expected.is_some_and(|e| e.as_str() == ps.as_str()));
         let resolved = match (own_pseudonym, mode) {
-            (Some(ps), SubjectMode::Reveal) => reidentify(state, recipient.as_str(), &ps).await?,
+            (Some(ps), SubjectMode::Reveal) => {
+                let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
+                r.actor_party = Some(recipient.to_string());
+                r.actor_user = None;
+                r.reason = Some(format!(
+                    "reply field {pointer} resolved for {}",
+                    ctx.principal.party
+                ));
+                r.forwarded = vec![pointer.clone()];
+                r.withheld = Vec::new();
+                crate::subject::reidentify(state, recipient.as_str(), &ps, r).await?
+            }
             _ => None,
         };
         match resolved {
             Some(p) => {
                 obj.insert(name, Value::String(p.expose().to_owned()));
-                reidentified.push(pointer);
             }
             None => {
                 obj.remove(&name);
@@ -205,32 +232,4 @@ async fn resolve_identifiers(
         }
     }
     Ok(())
-}
-
-/// The only path from a pseudonym back to the personnummer. Callers record
-/// a `reidentified` audit record before the number is released.
-async fn reidentify(
-    state: &AppState,
-    domain: &str,
-    ps: &Pseudonym,
-) -> Result<Option<Personnummer>, ApiError> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT key_id, nonce, ciphertext FROM vault WHERE domain = $1 AND pseudonym = $2",
-    )
-    .bind(domain.to_owned())
-    .bind(ps.as_str().to_owned())
-    .fetch_optional(state.store.pool())
-    .await?;
-    let Some((key_id, nonce, ciphertext)) = row else {
-        return Ok(None);
-    };
-    let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
-        return Ok(None);
-    };
-    let sealed = Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    };
-    Ok(state.crypto.vault.open(domain, ps, &sealed).ok())
 }

@@ -1,9 +1,11 @@
 //! Request extractors: the request id and the JSON body (content type,
-//! size limit, value-free parse errors).
+//! size limit, value-free parse errors); and the `201 Created` answer.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ProblemCode};
@@ -122,4 +124,9 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
             .with("errors", vec![serde_json::Value::String(path)])
     })
+}
+
+/// Status helper for handlers that answer `201 Created`.
+pub fn created<T: serde::Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
 }

@@ -1,13 +1,11 @@
 //! The meta endpoints: health, readiness, metrics, the public keys (JWKS)
 //! and the OpenAPI document.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
@@ -61,27 +59,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 
 pub(crate) async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     crate::observe::refresh(&state).await;
-    let body = metrics_handle().render();
+    let body = crate::telemetry::metrics_handle().render();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
     )
         .into_response()
-}
-
-/// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ])
-            .map(PrometheusBuilder::build_recorder)
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
-        // A second install (several gateways in one test process) is harmless.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }

@@ -2,23 +2,20 @@
 //! layers that wrap it (request id, authentication, rate limit, observation,
 //! framing checks).
 
-use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use axum::Router;
 use tracing::Instrument;
 
 use super::extract::{RequestId, REQUEST_ID};
 use super::meta::{healthz, jwks, metrics_endpoint, openapi, readyz};
 use crate::auth::{authenticate, Principal};
 use crate::error::{ApiError, ProblemCode, ProblemMarker};
-use crate::party::PartyId;
 use crate::state::AppState;
 
 /// The mTLS router: every route of the API.
@@ -80,14 +77,14 @@ pub fn router(state: AppState) -> Router {
 /// so a caller without the role learns nothing from body errors (the
 /// handlers check the role again).
 async fn only_intake(req: Request, next: Next) -> Response {
-    guard(req, next, crate::config::Role::Intake).await
+    guard(req, next, crate::party::Role::Intake).await
 }
 
 async fn only_auditor(req: Request, next: Next) -> Response {
-    guard(req, next, crate::config::Role::Auditor).await
+    guard(req, next, crate::party::Role::Auditor).await
 }
 
-async fn guard(req: Request, next: Next, role: crate::config::Role) -> Response {
+async fn guard(req: Request, next: Next, role: crate::party::Role) -> Response {
     let check = match req.extensions().get::<Principal>() {
         Some(p) => p.require(role),
         None => Err(ApiError::new(
@@ -128,6 +125,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().clone();
+    let private = req.uri().path().starts_with("/v1/");
     let span = tracing::info_span!("request", request.id = %id, http.method = %method, route = %route, party.id = tracing::field::Empty);
     let start = Instant::now();
     let mut rsp = next.run(req).instrument(span.clone()).await;
@@ -155,6 +153,18 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
         rsp.headers_mut().insert(REQUEST_ID, v);
+    }
+    // API answers name participants' consents and exchanges: no browser,
+    // proxy or client cache keeps them (the console sets its own).
+    if private
+        && !rsp
+            .headers()
+            .contains_key(axum::http::header::CACHE_CONTROL)
+    {
+        rsp.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
     }
     rsp
 }
@@ -203,7 +213,7 @@ async fn framing(req: Request, next: Next) -> Response {
     let conflicting = lengths.windows(2).any(|w| matches!(w, [a, b] if a != b));
     let flagged = req
         .extensions()
-        .get::<crate::framing::AmbiguousFlag>()
+        .get::<crate::http::framing::AmbiguousFlag>()
         .is_some();
     if flagged
         || (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING))
@@ -225,7 +235,7 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
     if let Some(e) = cross_site_refusal(&parts) {
         return e.into_response();
     }
-    let principal = match authenticate(&parts, &state) {
+    let principal = match authenticate(&parts, state.live()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -234,7 +244,7 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
         if let Err(wait) = limiter.check(&principal.party) {
             let mut e = ApiError::new(
                 ProblemCode::RateLimited,
-                format!("rate limit of {} requests/s exceeded", limiter.per_second),
+                format!("rate limit of {} requests/s exceeded", limiter.per_second()),
             );
             e.retry_after = Some(wait.as_secs().max(1));
             return e.into_response();
@@ -288,42 +298,4 @@ fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<ApiError> {
         ProblemCode::ForbiddenRole,
         "requests made by another site are refused",
     ))
-}
-
-/// Per-party token bucket: `n` requests/s, burst `2n`.
-pub struct PartyRateLimiter {
-    limiter: DefaultKeyedRateLimiter<PartyId>,
-    per_second: u32,
-}
-
-impl PartyRateLimiter {
-    /// `None` when `per_second` is 0 (off).
-    pub fn new(per_second: u32) -> Option<Self> {
-        let rate = NonZeroU32::new(per_second)?;
-        let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
-        Some(Self {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-            per_second,
-        })
-    }
-
-    /// Ok, or how long until the next request would be allowed.
-    pub fn check(&self, party: &PartyId) -> Result<(), Duration> {
-        self.limiter.check_key(party).map_err(|not_until| {
-            not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ))
-        })
-    }
-}
-
-/// Problem for a request that needs a role the caller lacks (used where a
-/// handler checks by hand).
-pub fn forbidden(detail: &str) -> ApiError {
-    ApiError::new(ProblemCode::ForbiddenRole, detail.to_owned())
-}
-
-/// Status helper for handlers that answer `201 Created`.
-pub fn created<T: serde::Serialize>(body: T) -> Response {
-    (StatusCode::CREATED, Json(body)).into_response()
 }

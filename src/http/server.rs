@@ -22,8 +22,9 @@ use tower::ServiceExt;
 
 use crate::auth::PeerCertificate;
 use crate::connguard::{self, Activity, DeadlineBody, Watched};
-use crate::framing::{AmbiguousFlag, HeadSniffer};
-use crate::state::{AppState, StartError};
+use crate::http::framing::{AmbiguousFlag, HeadSniffer};
+use crate::startup::StartError;
+use crate::state::AppState;
 use crate::tls;
 
 /// A running gateway.
@@ -66,7 +67,7 @@ impl Gateway {
                         source,
                     })?;
                 let bound = l.local_addr().ok();
-                let app = crate::http::ops_router(state.unpinned());
+                let app = crate::http::router::ops_router(state.unpinned());
                 let mut rx2 = rx.clone();
                 let task = tokio::spawn(async move {
                     let _ = axum::serve(l, app)
@@ -87,7 +88,7 @@ impl Gateway {
             bg.push(worker);
             bg.extend(cosigners);
         }
-        let app = crate::http::router(state.unpinned());
+        let app = crate::http::router::router(state.unpinned());
         let grace = cfg.shutdown_grace;
         let task = tokio::spawn(accept_loop(
             listener,

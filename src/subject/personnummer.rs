@@ -91,7 +91,7 @@ impl Personnummer {
     /// [`Personnummer::parse_at`] where a clock is injected.
     pub fn parse(s: &str) -> Result<Personnummer, PersonnummerError> {
         // The one place in this module that reads the clock (see module docs).
-        #[allow(
+        #[expect(
             clippy::disallowed_methods,
             reason = "documented single clock read for convenience parsing"
         )]

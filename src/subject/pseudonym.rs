@@ -38,7 +38,7 @@ use data_encoding::BASE32_NOPAD;
 use ring::{hkdf, hmac};
 
 use crate::keys::Secret32;
-use crate::personnummer::Personnummer;
+use crate::subject::personnummer::Personnummer;
 
 /// The pseudonym domain of the audit log.
 pub const DOMAIN_AUDIT: &str = "audit";
@@ -116,6 +116,13 @@ impl fmt::Debug for PseudonymMaster {
         write!(f, "PseudonymMaster({})", self.key_id())
     }
 }
+
+/// A pseudonym domain without a derived key: every configured party,
+/// `audit` and `consent` are derived at start, so this is a configuration
+/// bug, never a client's mistake.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no pseudonym key for domain `{0}`")]
+pub struct MissingDomain(pub String);
 
 /// The derived key `K_d` of one pseudonym domain.
 #[derive(Clone)]

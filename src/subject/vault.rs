@@ -6,8 +6,9 @@
 //! The vault maps `(domain, pseudonym) -> AES-256-GCM(personnummer)` so that
 //! a reply naming a pseudonym can be routed back to a party allowed to see
 //! the real identifier. This module is the pure crypto part; the `vault`
-//! table and the re-identification path (which always writes a `reidentified`
-//! audit record) live with the store.
+//! rows are written by [`VaultKey::rows`] only, and the re-identification
+//! path ([`crate::subject::reidentify`], which always appends a
+//! `reidentified` audit record) is the only reader.
 //!
 //! **[`VaultKey::open`] must only be called from the re-identification path,
 //! which audits every call.** Nothing else may turn a pseudonym back into a
@@ -36,8 +37,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::keys::Secret32;
-use crate::personnummer::Personnummer;
-use crate::pseudonym::Pseudonym;
+use crate::store::Stmt;
+use crate::subject::personnummer::Personnummer;
+use crate::subject::pseudonym::Pseudonym;
 
 /// Errors of the vault crypto. Never contain plaintext or key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +152,40 @@ impl VaultKey {
         Personnummer::parse(text).map_err(|_| VaultError::Plaintext)
     }
 
+    /// The `vault` rows of `p` under each `(domain, pseudonym)`: one
+    /// idempotent insert per row not `known` to be stored, and the cache
+    /// keys (`domain\0pseudonym`) of the rows written. The only writer of
+    /// the `vault` table.
+    pub fn rows(
+        &self,
+        p: &Personnummer,
+        rows: &[(&str, &Pseudonym)],
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<Stmt>, Vec<String>), VaultError> {
+        let mut out = Vec::new();
+        let mut keys = Vec::new();
+        for (domain, ps) in rows {
+            let key = format!("{domain}\0{}", ps.as_str());
+            if known(&key) {
+                continue;
+            }
+            let sealed = self.seal(domain, ps, p)?;
+            out.push(
+                Stmt::new(
+                    "INSERT INTO vault (domain, pseudonym, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (domain, pseudonym) DO NOTHING",
+                )
+                .text(*domain)
+                .text(ps.as_str())
+                .text(sealed.key_id)
+                .blob(sealed.nonce.to_vec())
+                .blob(sealed.ciphertext),
+            );
+            keys.push(key);
+        }
+        Ok((out, keys))
+    }
+
     /// Encrypts arbitrary bytes under caller-chosen associated data `aad`.
     pub fn seal_bytes(&self, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -241,7 +277,7 @@ mod tests {
             Err(VaultError::Authentication)
         ));
     }
-    use crate::pseudonym::PseudonymMaster;
+    use crate::subject::pseudonym::PseudonymMaster;
     use time::macros::date;
 
     fn key(byte: u8) -> VaultKey {

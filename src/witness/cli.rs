@@ -112,7 +112,7 @@ pub async fn run(cmd: WitnessCommand) -> ExitCode {
                 }
             };
             println!("witness {} listening on {}", cfg.name, server.addr);
-            crate::server::termination_signal().await;
+            crate::http::server::termination_signal().await;
             server.stop().await;
             ExitCode::SUCCESS
         }

@@ -16,7 +16,6 @@
 //! tells per witness how old its newest cosignature is.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,19 +39,6 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Per-request timeout towards a witness.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `[[witness]]` of the gateway configuration.
-#[derive(Debug, Clone)]
-pub struct WitnessEntry {
-    /// The witness's name (the key name of its cosignatures).
-    pub name: String,
-    /// Its submission prefix; requests go to `<url>/add-checkpoint`.
-    pub url: String,
-    /// Its public key file: a vkey, or an SPKI PEM Ed25519 key.
-    pub public_key: PathBuf,
-    /// The CA its server certificate chains to (default: `[server] outbound_ca`).
-    pub ca: Option<PathBuf>,
-}
 
 struct Target {
     name: String,
@@ -490,6 +476,10 @@ impl Task {
 
     fn set_age(&self, ts: u64) {
         let Some(t) = self.target() else { return };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the witness age metric is measured against the real time"
+        )]
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::store::{Advance, WitnessStore};
+use super::store::{Advance, Step, WitnessStore};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::cosign::{self, WitnessKey};
 use crate::audit::merkle::Hash;
@@ -189,12 +189,14 @@ impl Witness {
             let _guard = self.lock.lock().await;
             self.store
                 .advance(
-                    &origin,
-                    req.old,
-                    cp.tree_size,
-                    &cp.root_hash,
-                    &req.checkpoint,
-                    now,
+                    &Step {
+                        origin: &origin,
+                        old: req.old,
+                        size: cp.tree_size,
+                        root: &cp.root_hash,
+                        checkpoint: &req.checkpoint,
+                        now,
+                    },
                     |latest| check_consistency(&req, &cp, latest.map(|l| &l.root_hash)),
                 )
                 .await
@@ -303,6 +305,10 @@ fn check_consistency(
     }
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "C2SP cosignature timestamps are the real time of cosigning"
+)]
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

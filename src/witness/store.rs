@@ -43,6 +43,24 @@ pub struct Latest {
     pub root_hash: Hash,
 }
 
+/// One request to advance a log's checkpoint (every value of it, for
+/// [`WitnessStore::advance`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// The log.
+    pub origin: &'a str,
+    /// The size the client believes is stored (0 for a new log).
+    pub old: u64,
+    /// The new checkpoint's size and root.
+    pub size: u64,
+    /// The new root.
+    pub root: &'a Hash,
+    /// The checkpoint note as received.
+    pub checkpoint: &'a str,
+    /// Unix seconds, stored as `updated_at`.
+    pub now: i64,
+}
+
 /// What [`WitnessStore::advance`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advance {
@@ -88,34 +106,17 @@ impl WitnessStore {
 
     /// The latest cosigned checkpoint of `origin`, if any.
     pub async fn latest(&self, origin: &str) -> Result<Option<Latest>, String> {
-        let row: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT tree_size, root_hash FROM checkpoints WHERE origin = ?")
-                .bind(origin)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| e.to_string())?;
-        row.map(|(size, root)| {
-            Ok(Latest {
-                tree_size: u64::try_from(size).map_err(|e| e.to_string())?,
-                root_hash: Hash::try_from(root).map_err(|_| "stored root is not 32 bytes")?,
-            })
-        })
-        .transpose()
+        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        latest_in(&mut conn, origin).await
     }
 
     /// Atomically: if the stored size of `origin` is `old` (0 when none) and `check` accepts
     /// the stored root, store `(size, root, checkpoint)`. `check` gets the stored latest
     /// checkpoint (None for a new log) and returns an error text if the new tree does not
     /// extend it.
-    #[allow(clippy::too_many_arguments)] // one atomic step: every value of the request
     pub async fn advance(
         &self,
-        origin: &str,
-        old: u64,
-        size: u64,
-        root: &Hash,
-        checkpoint: &str,
-        now: i64,
+        step: &Step<'_>,
         check: impl FnOnce(Option<&Latest>) -> Result<(), String>,
     ) -> Result<Advance, String> {
         let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
@@ -123,7 +124,7 @@ impl WitnessStore {
             .execute(&mut *conn)
             .await
             .map_err(|e| e.to_string())?;
-        let result = advance_in(&mut conn, origin, old, size, root, checkpoint, now, check).await;
+        let result = advance_in(&mut conn, step, check).await;
         let end = if matches!(result, Ok(Advance::Stored)) {
             "COMMIT"
         } else {
@@ -182,30 +183,40 @@ impl WitnessStore {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn advance_in(
+/// The latest stored checkpoint of `origin` on this connection.
+async fn latest_in(
     conn: &mut sqlx::SqliteConnection,
     origin: &str,
-    old: u64,
-    size: u64,
-    root: &Hash,
-    checkpoint: &str,
-    now: i64,
-    check: impl FnOnce(Option<&Latest>) -> Result<(), String>,
-) -> Result<Advance, String> {
+) -> Result<Option<Latest>, String> {
     let row: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT tree_size, root_hash FROM checkpoints WHERE origin = ?")
             .bind(origin)
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| e.to_string())?;
-    let latest = match row {
-        None => None,
-        Some((s, r)) => Some(Latest {
-            tree_size: u64::try_from(s).map_err(|e| e.to_string())?,
-            root_hash: Hash::try_from(r).map_err(|_| "stored root is not 32 bytes")?,
-        }),
-    };
+    row.map(|(size, root)| {
+        Ok(Latest {
+            tree_size: u64::try_from(size).map_err(|e| e.to_string())?,
+            root_hash: Hash::try_from(root).map_err(|_| "stored root is not 32 bytes")?,
+        })
+    })
+    .transpose()
+}
+
+async fn advance_in(
+    conn: &mut sqlx::SqliteConnection,
+    step: &Step<'_>,
+    check: impl FnOnce(Option<&Latest>) -> Result<(), String>,
+) -> Result<Advance, String> {
+    let Step {
+        origin,
+        old,
+        size,
+        root,
+        checkpoint,
+        now,
+    } = *step;
+    let latest = latest_in(conn, origin).await?;
     let stored = latest.as_ref().map_or(0, |l| l.tree_size);
     if old != stored {
         return Ok(Advance::Conflict(stored));

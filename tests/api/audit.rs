@@ -5,20 +5,21 @@
 use base64::Engine;
 use samgate::audit::merkle::Hash;
 use samgate::audit::record::AuditRecord;
-use samgate::personnummer::Personnummer;
+use samgate::subject::personnummer::Personnummer;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::harness::{pnr_forms, Client, Db, TestGateway};
+use crate::harness::{consent_args, pnr_forms, record_signed, Client, Db, TestGateway};
 
-pub const PNR_A: &str = "200203149828";
-pub const PNR_B: &str = "198209239865";
+pub const PNR_A: &str = crate::harness::ALVA;
+pub const PNR_B: &str = crate::harness::BERIT;
 
 /// The audit pseudonym of a test number.
 pub fn pseudonym(gw: &TestGateway, pnr: &str) -> String {
     gw.state()
         .crypto
         .audit_pseudonym(&Personnummer::parse(pnr).unwrap())
+        .unwrap()
 }
 
 /// A record as the exchange code would write it.
@@ -119,9 +120,7 @@ pub fn hash_hex(s: &str) -> Hash {
 both_backends!(
     records_filter_and_page_without_gaps_or_repeats,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         seed(&gw, 40).await;
         let c = gw.auditor();
         let all = walk(&c, "/v1/audit/records?limit=7").await;
@@ -230,9 +229,7 @@ both_backends!(
 both_backends!(
     subject_search_returns_exactly_that_subjects_records,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         seed(&gw, 12).await;
         record_consent(&gw, PNR_A).await;
         let c = gw.auditor();
@@ -302,37 +299,23 @@ both_backends!(
     }
 );
 
-/// Records a consent for `pnr` through `POST /v1/consents`.
+/// Records a consent for `pnr` through `POST /v1/consents`: fk and af,
+/// case and benefit, 30 days by the gateway's clock.
 pub async fn record_consent(gw: &TestGateway, pnr: &str) {
-    let args = samgate::cli::ConsentSignArgs {
-        key: gw.path("keys/issuer-sfk-kalmar-intake.pem"),
-        issuer: samgate::init::CONSENT_ISSUER_ID.into(),
-        key_id: samgate::init::CONSENT_ISSUER_KEY_ID.into(),
-        subject: pnr.into(),
-        parties: vec!["fk".into(), "af".into()],
-        purposes: vec!["samordnad-rehabilitering".into()],
-        categories: vec!["case".into(), "benefit".into()],
-        days: 30,
-        method: "bankid".into(),
-        recorded_by: "intake-staff".into(),
-        given_by: None,
-        protected_identity: false,
-    };
-    let token = samgate::consent::cli::sign_consent(&args, gw.state().clock.now().unix_timestamp())
-        .unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token}))
-        .await;
-    assert_eq!(rsp.status, 201, "{}", rsp.text);
+    let mut args = consent_args(gw, pnr, &["fk", "af"], &["case", "benefit"]);
+    args.issuer = samgate::init::CONSENT_ISSUER_ID.into();
+    args.key_id = samgate::init::CONSENT_ISSUER_KEY_ID.into();
+    args.purposes = vec!["samordnad-rehabilitering".into()];
+    args.days = 30;
+    args.method = "bankid".into();
+    args.recorded_by = "intake-staff".into();
+    record_signed(gw, &args, gw.state().clock.now().unix_timestamp()).await;
 }
 
 both_backends!(
     every_auditor_query_is_logged_with_its_user,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         seed(&gw, 5).await;
         let c = gw.auditor();
         let paths = [
@@ -372,7 +355,7 @@ both_backends!(
 
 #[tokio::test]
 async fn the_auditor_api_needs_the_auditor_role_and_a_user_token() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let mut no_token = gw.auditor();
     no_token.bearer = None;
     let paths = [
@@ -383,18 +366,10 @@ async fn the_auditor_api_needs_the_auditor_role_and_a_user_token() {
     ];
     for p in paths {
         let rsp = no_token.get(p).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (401, "invalid_token"),
-            "{p}"
-        );
+        assert_eq!(rsp.problem_code(), (401, "invalid_token"), "{p}");
         for party in ["fk", "sfk-kalmar"] {
             let rsp = gw.client(party).get(p).await;
-            assert_eq!(
-                (rsp.status, rsp.problem().as_str()),
-                (403, "forbidden_role"),
-                "{party} {p}"
-            );
+            assert_eq!(rsp.problem_code(), (403, "forbidden_role"), "{party} {p}");
         }
     }
     let rsp = gw
@@ -402,9 +377,6 @@ async fn the_auditor_api_needs_the_auditor_role_and_a_user_token() {
         .post("/v1/audit/subject-search", &json!({"personnummer": PNR_A}))
         .await;
     assert_eq!(rsp.problem(), "forbidden_role");
-    let rsp = gw
-        .auditor()
-        .post("/v1/disclosures", &json!({"personnummer": PNR_A}))
-        .await;
+    let rsp = gw.auditor().disclosures(PNR_A).await;
     assert_eq!(rsp.problem(), "forbidden_role");
 }

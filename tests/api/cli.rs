@@ -9,6 +9,14 @@ fn samgate(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A temp dir with a working set written by `samgate init --dir`.
+fn initialised() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_str().unwrap();
+    assert!(samgate(&["init", "--dir", t]).status.success());
+    dir
+}
+
 #[test]
 fn an_unknown_subcommand_prints_usage_and_exits_2() {
     let out = samgate(&["frobnicate"]);
@@ -41,9 +49,7 @@ fn init_writes_a_working_set_and_refuses_to_overwrite() {
 
 #[test]
 fn serve_refuses_a_bad_config_with_exit_2_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().to_str().unwrap();
-    assert!(samgate(&["init", "--dir", t]).status.success());
+    let dir = initialised();
     let path = dir.path().join("samgate.toml");
     let text =
         std::fs::read_to_string(&path)
@@ -57,9 +63,7 @@ fn serve_refuses_a_bad_config_with_exit_2_naming_the_key() {
 
 #[test]
 fn token_sign_prints_one_jwt() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().to_str().unwrap();
-    assert!(samgate(&["init", "--dir", t]).status.success());
+    let dir = initialised();
     let key = dir.path().join("keys/users-sfk-kalmar-audit.pem");
     let out = samgate(&[
         "token",

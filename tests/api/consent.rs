@@ -1,15 +1,9 @@
 //! The consent JWS battery (issue 4): each attack against the live server.
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::exchange::{now, ALVA};
-use crate::harness::{Db, TestGateway};
-
-fn b64(v: &Value) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
+use crate::harness::{b64_json as b64, now, sign_jws, Db, TestGateway, ALVA};
 
 fn claims() -> Value {
     let n = now();
@@ -20,14 +14,7 @@ fn claims() -> Value {
 }
 
 fn sign_with(pem_path: &std::path::Path, header: Value, claims: &Value) -> String {
-    let pem = std::fs::read(pem_path).unwrap();
-    let der = pem::parse(pem).unwrap().contents().to_vec();
-    let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
-    let input = format!("{}.{}", b64(&header), b64(claims));
-    format!(
-        "{input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(input.as_bytes()).as_ref())
-    )
+    sign_jws(pem_path, &header, claims)
 }
 
 fn good_header() -> Value {
@@ -37,9 +24,7 @@ fn good_header() -> Value {
 both_backends!(
     consent_token_attacks_are_refused_with_their_codes,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let key = gw.path("keys/issuer-sfk-kalmar-intake.pem");
         let intake = gw.client("sfk-kalmar");
         let post = |t: String| {
@@ -56,10 +41,7 @@ both_backends!(
         assert!(summary["subject"].as_str().unwrap().starts_with("ps1_"));
         assert!(!rsp.text.contains(ALVA));
         let rsp = post(good.clone()).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (409, "consent_replayed")
-        );
+        assert_eq!(rsp.problem_code(), (409, "consent_replayed"));
 
         let other = tempfile::tempdir().unwrap();
         let k = samgate::pki::generate_ed25519().unwrap();
@@ -206,10 +188,7 @@ both_backends!(
                 &json!({"token": sign_with(&key, good_header(), &claims())}),
             )
             .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "forbidden_role")
-        );
+        assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
 
         // Reading a consent: intake and auditor yes, unknown id 404.
         let id = summary["id"].as_str().unwrap();
@@ -220,13 +199,13 @@ both_backends!(
         let rsp = intake
             .get(&format!("/v1/consents/{}", uuid::Uuid::new_v4()))
             .await;
-        assert_eq!((rsp.status, rsp.problem().as_str()), (404, "not_found"));
+        assert_eq!(rsp.problem_code(), (404, "not_found"));
     }
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_sign_cli_prints_a_token_the_gateway_accepts() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_samgate"))
         .args(["consent", "sign", "--key"])
         .arg(gw.path("keys/issuer-sfk-kalmar-intake.pem"))
@@ -265,9 +244,6 @@ async fn consent_sign_cli_prints_a_token_the_gateway_accepts() {
     );
     let token = String::from_utf8(out.stdout).unwrap();
     assert_eq!(token.trim().lines().count(), 1);
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token.trim()}))
-        .await;
+    let rsp = gw.submit_consent(token.trim()).await;
     assert_eq!(rsp.status, 201, "{}", rsp.text);
 }

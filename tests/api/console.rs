@@ -11,15 +11,7 @@ use crate::harness::{Client, Rsp, TestGateway};
 const PNR: &str = "19851224-1236";
 
 fn user(gw: &TestGateway, id: &str) -> Client {
-    Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path(&format!("pki/users/{id}.pem")),
-            &gw.path(&format!("pki/users/{id}.key")),
-        )),
-        None,
-    )
+    Client::of(gw.addr(), gw.dir.path(), &format!("users/{id}"))
 }
 
 async fn get(c: &Client, path: &str) -> Rsp {
@@ -50,11 +42,16 @@ async fn post_form(gw: &TestGateway, id: &str, path: &str, form: &[(&str, &str)]
         .send()
         .await
         .unwrap();
-    Rsp {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        text: r.text().await.unwrap(),
-    }
+    Rsp::read(r).await
+}
+
+/// A GET the browser marks as coming from another site, in `mode`.
+async fn cross_site_get(c: &Client, path: &str, mode: &str) -> Rsp {
+    c.get_with(
+        path,
+        &[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", mode)],
+    )
+    .await
 }
 
 /// The CSRF token of the first form on a page.
@@ -75,9 +72,7 @@ async fn records(gw: &TestGateway, action: &str) -> Vec<Value> {
 both_backends!(
     a_user_certificate_is_a_principal_on_the_api_without_a_jwt,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let erik = user(&gw, "erik.berg");
         let head = erik.get("/v1/audit/tree-head").await;
         assert_eq!(head.status, 200, "{}", head.text);
@@ -97,9 +92,7 @@ both_backends!(
             anna.get("/v1/audit/records").await.problem(),
             "forbidden_role"
         );
-        let ex = anna
-            .post("/v1/exchanges", &serde_json::json!({"to": "fk"}))
-            .await;
+        let ex = anna.post_exchange(&serde_json::json!({"to": "fk"})).await;
         assert_eq!(ex.problem(), "forbidden_role");
     }
 );
@@ -107,9 +100,7 @@ both_backends!(
 both_backends!(
     the_console_form_records_through_the_consent_code_and_audit,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         let page = get(&anna, "/console/intake").await;
         assert_eq!(page.status, 200);
@@ -189,7 +180,7 @@ both_backends!(
             "subject": PNR, "delivery": "sync",
             "payload": {"period": {"start": "2026-11-01", "end": "2026-11-30"}, "attended_hours": 10}
         });
-        let ex = af.post("/v1/exchanges", &body).await;
+        let ex = af.post_exchange(&body).await;
         assert_eq!(ex.status, 200, "{}", ex.text);
         crate::harness::assert_logs_clean(&["198512241236"]);
     }
@@ -198,9 +189,7 @@ both_backends!(
 both_backends!(
     subject_search_keeps_the_reason_and_refuses_numbers_in_it,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let c = gw.auditor();
         let bad = c
             .post(
@@ -229,9 +218,7 @@ both_backends!(
 both_backends!(
     requests_another_site_makes_the_browser_send_are_refused,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         // An empty no-cors POST from another page (no preflight): refused
         // before it can revoke anything in the user's name.
@@ -260,36 +247,18 @@ both_backends!(
         // An <img> pointing at an auditor page writes no audit-query record.
         let before = records(&gw, "audit-query").await.len();
         let erik = user(&gw, "erik.berg");
-        let img = erik
-            .http
-            .get(format!("{}/v1/audit/records", erik.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "no-cors")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(img.status().as_u16(), 403);
+        let img = cross_site_get(&erik, "/v1/audit/records", "no-cors").await;
+        assert_eq!(img.status, 403);
         // (records() itself adds one query record: the auditor's own read.)
         assert_eq!(records(&gw, "audit-query").await.len(), before + 1);
         // Following a link to the console's start page still works; the
         // same-origin requests of the console's own pages are untouched.
-        let link = anna
-            .http
-            .get(format!("{}/console/", anna.base))
-            .header("sec-fetch-site", "cross-site")
-            .header("sec-fetch-mode", "navigate")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(link.status().as_u16(), 200);
+        let link = cross_site_get(&anna, "/console/", "navigate").await;
+        assert_eq!(link.status, 200);
         let own = anna
-            .http
-            .get(format!("{}/console/intake", anna.base))
-            .header("sec-fetch-site", "same-origin")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(own.status().as_u16(), 200);
+            .get_with("/console/intake", &[("sec-fetch-site", "same-origin")])
+            .await;
+        assert_eq!(own.status, 200);
         // Agency systems send neither header.
         assert_eq!(gw.client("fk").get("/healthz").await.status, 200);
     }
@@ -298,20 +267,9 @@ both_backends!(
 both_backends!(
     a_party_token_naming_another_partys_person_does_not_sign_in,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         // sfk-kalmar-audit's own issuer names anna.lind (a user of sfk-kalmar).
-        let token = samgate::consent::token::sign_user_token(
-            &gw.path("keys/users-sfk-kalmar-audit.pem"),
-            "sfk-kalmar-audit-users",
-            "anna.lind",
-            "samgate",
-            10,
-        )
-        .unwrap();
-        let mut c = gw.client("sfk-kalmar-audit");
-        c.bearer = Some(token);
+        let c = gw.client_as_user("sfk-kalmar-audit", "anna.lind");
         let page = get(&c, "/console/").await;
         assert_eq!(page.status, 403, "{}", page.text);
         assert!(!page.text.contains("Anna Lind"), "{}", page.text);
@@ -321,9 +279,7 @@ both_backends!(
 both_backends!(
     the_intake_consent_search_is_an_audited_query,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let anna = user(&gw, "anna.lind");
         let page = get(&anna, "/console/intake").await;
         let token = csrf_of(&page.text);
@@ -345,5 +301,154 @@ both_backends!(
         assert_eq!(new.len(), 1, "{after:?}");
         assert!(new[0]["subject"].as_str().unwrap().starts_with("ps1_"));
         assert!(!new[0].to_string().contains("1236"));
+    }
+);
+
+/// Records a consent through the console form as Anna, returning its id.
+async fn record_in_console(gw: &TestGateway, extra: &[(&str, &str)]) -> String {
+    let anna = user(gw, "anna.lind");
+    let page = get(&anna, "/console/intake").await;
+    let token = csrf_of(&page.text);
+    let until = gw
+        .state()
+        .clock
+        .now()
+        .date()
+        .saturating_add(time::Duration::days(30))
+        .to_string();
+    let mut form: Vec<(&str, &str)> = vec![
+        ("csrf", &token),
+        ("personnummer", PNR),
+        ("parties", "af"),
+        ("parties", "fk"),
+        ("purposes", "samordnad-rehabilitering"),
+        ("categories", "attendance"),
+        ("categories", "contact"),
+        ("method", "written"),
+        ("valid_until", &until),
+    ];
+    form.extend_from_slice(extra);
+    let ok = post_form(gw, "anna.lind", "/console/intake/consents", &form).await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let location = ok.headers["location"].to_str().unwrap();
+    location
+        .strip_prefix("/console/intake/consents/")
+        .unwrap()
+        .to_owned()
+}
+
+/// The consent page and the printed receipt page of consent `id`.
+async fn pages(gw: &TestGateway, id: &str) -> (String, String) {
+    let anna = user(gw, "anna.lind");
+    let page = get(&anna, &format!("/console/intake/consents/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let receipt = get(&anna, &format!("/console/intake/consents/{id}/receipt")).await;
+    assert_eq!(receipt.status, 200, "{}", receipt.text);
+    (page.text, receipt.text)
+}
+
+both_backends!(
+    the_intake_form_records_the_protected_identity_and_no_page_lists_contact,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        let anna = user(&gw, "anna.lind");
+        let form = get(&anna, "/console/intake").await.text;
+        assert!(
+            form.contains(r#"type="checkbox" name="protected_identity" value="yes""#),
+            "{form}"
+        );
+        assert!(form.contains("Skyddade personuppgifter"), "{form}");
+        // A consent recorded before intake learnt of the marking.
+        let older = record_in_console(&gw, &[]).await;
+        let (page, receipt) = pages(&gw, &older).await;
+        assert!(page.contains("Kontaktuppgifter"), "{page}");
+        assert!(receipt.contains("Kontaktuppgifter"), "{receipt}");
+        assert!(!page.contains("Skyddade personuppgifter"), "{page}");
+        // The marked consent: the signed claim carries the marking.
+        let marked = record_in_console(&gw, &[("protected_identity", "yes")]).await;
+        let claim = |id: String| {
+            let pool = gw.state().store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT protected_identity FROM consents WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(claim(marked.clone()).await, 1);
+        assert_eq!(claim(older.clone()).await, 0);
+        let s = anna.get(&format!("/v1/consents/{marked}")).await.json();
+        assert_eq!(s["protected_identity"], true);
+        // Both consents' pages show the marking and leave contact out:
+        // the marking is the person's, whichever consent carries it.
+        for id in [&marked, &older] {
+            let (page, receipt) = pages(&gw, id).await;
+            for text in [&page, &receipt] {
+                assert!(text.contains("Skyddade personuppgifter"), "{id}: {text}");
+                assert!(!text.contains("Kontaktuppgifter"), "{id}: {text}");
+                assert!(text.contains("Närvaro"), "{id}: {text}");
+            }
+        }
+        crate::harness::assert_logs_clean(&["198512241236"]);
+    }
+);
+
+both_backends!(
+    the_consent_pages_show_a_closure_in_swedish,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        let mut args = crate::harness::consent_args(
+            &gw,
+            PNR,
+            &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"],
+            &["case", "outcome", "attendance"],
+        );
+        args.days = 700;
+        let token = samgate::consent::cli::sign_consent(&args, crate::harness::now()).unwrap();
+        let rsp = gw
+            .client("sfk-kalmar")
+            .post("/v1/consents", &serde_json::json!({"token": token}))
+            .await;
+        assert_eq!(rsp.status, 201, "{}", rsp.text);
+        let id = rsp.json()["id"].as_str().unwrap().to_owned();
+        let (page, receipt) = pages(&gw, &id).await;
+        assert!(!page.contains("Samverkan avslutades"), "{page}");
+        assert!(!receipt.contains("Samverkan avslutades"), "{receipt}");
+        let closure: Value =
+            serde_json::from_str(samgate::schema::builtin_example("closure").unwrap()).unwrap();
+        let rsp = gw
+            .client("kommun-kalmar")
+            .post(
+                "/v1/exchanges",
+                &serde_json::json!({"to": "fk", "type": "closure",
+                    "purpose": "samordnad-rehabilitering", "subject": PNR,
+                    "delivery": "sync", "payload": closure}),
+            )
+            .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let s = gw
+            .client("sfk-kalmar")
+            .get(&format!("/v1/consents/{id}"))
+            .await
+            .json();
+        assert_eq!(s["state"], "closed");
+        let closed = &s["closure"]["closed_at"].as_str().unwrap()[..10];
+        let until = &s["closure"]["follow_up_until"].as_str().unwrap()[..10];
+        let (page, receipt) = pages(&gw, &id).await;
+        for text in [&page, &receipt] {
+            assert!(text.contains("Avslutat, gäller för uppföljning"), "{text}");
+            assert!(!text.contains(">closed<"), "{text}");
+            assert!(
+                text.contains(&format!("Samverkan avslutades {closed}")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("bara för uppföljning, till och med {until}")),
+                "{text}"
+            );
+        }
     }
 );

@@ -10,15 +10,34 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::exchange::{now, ALVA};
-use crate::harness::{fresh_db_url, Client, Recipient, Reply};
+use crate::harness::{
+    consent_args, count, free_port, fresh_db_url, now, Client, Recipient, Reply, ALVA,
+};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Edits the `samgate init` config in `dir` for a child `samgate serve`: a
+/// free port and these text replacements; the file and the address.
+fn serve_config(
+    dir: &std::path::Path,
+    replacements: &[(&str, String)],
+) -> (std::path::PathBuf, std::net::SocketAddr) {
+    let port = free_port();
+    let path = dir.join("samgate.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap().replace(
+        "listen = \"127.0.0.1:8443\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    std::fs::write(&path, text).unwrap();
+    (path, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Signs `args` now and records the consent through `intake` (a child's).
+async fn record_on(intake: &Client, args: &samgate::cli::ConsentSignArgs) {
+    let token = samgate::consent::cli::sign_consent(args, now()).unwrap();
+    let rsp = intake.post("/v1/consents", &json!({"token": token})).await;
+    assert_eq!(rsp.status, 201, "{}", rsp.text);
 }
 
 fn serve(config: &std::path::Path) -> Child {
@@ -49,67 +68,39 @@ both_backends!(
     |db| async move {
         let dir = tempfile::tempdir().unwrap();
         samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
-        let Some(url) = fresh_db_url(db, dir.path()).await else {
-            return;
-        };
+        let url = fresh_db_url(db, dir.path()).await;
         let fk = Recipient::start(dir.path(), "fk", "127.0.0.1:0".parse().unwrap()).await;
-        fk.set_default_reply(Reply {
-            delay: Duration::from_millis(20),
-            ..Reply::default()
-        });
-        let port = free_port();
-        let path = dir.path().join("samgate.toml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace(
-                "listen = \"127.0.0.1:8443\"",
-                &format!("listen = \"127.0.0.1:{port}\""),
-            )
-            .replace(
-                "url = \"sqlite://data/samgate.db\"",
-                &format!("url = \"{url}\""),
-            )
-            .replace(
-                "https://127.0.0.1:9101/inbox",
-                &format!("https://127.0.0.1:{}/inbox", fk.addr.port()),
-            )
-            .replace("rate_limit_per_party = 2000", "rate_limit_per_party = 0")
-            .replace("timeout = \"10s\"", "timeout = \"2s\"")
-            .replace("backoff_initial = \"1s\"", "backoff_initial = \"50ms\"")
-            .replace("backoff_max = \"5m\"", "backoff_max = \"500ms\"");
-        std::fs::write(&path, text).unwrap();
-
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let af = Client::new(
-            addr,
-            &dir.path().join("pki/ca.pem"),
-            Some((
-                &dir.path().join("pki/af.pem"),
-                &dir.path().join("pki/af.key"),
-            )),
-            None,
+        fk.set_default_reply(Reply::delayed(Duration::from_millis(20)));
+        let (path, addr) = serve_config(
+            dir.path(),
+            &[
+                (
+                    "url = \"sqlite://data/samgate.db\"",
+                    format!("url = \"{url}\""),
+                ),
+                (
+                    "https://127.0.0.1:9101/inbox",
+                    format!("https://127.0.0.1:{}/inbox", fk.addr.port()),
+                ),
+                (
+                    "rate_limit_per_party = 2000",
+                    "rate_limit_per_party = 0".into(),
+                ),
+                ("timeout = \"10s\"", "timeout = \"2s\"".into()),
+                (
+                    "backoff_initial = \"1s\"",
+                    "backoff_initial = \"50ms\"".into(),
+                ),
+                ("backoff_max = \"5m\"", "backoff_max = \"500ms\"".into()),
+            ],
         );
-        let intake = Client::new(
-            addr,
-            &dir.path().join("pki/ca.pem"),
-            Some((
-                &dir.path().join("pki/sfk-kalmar.pem"),
-                &dir.path().join("pki/sfk-kalmar.key"),
-            )),
-            None,
-        );
+        let af = Client::of(addr, dir.path(), "af");
+        let intake = Client::of(addr, dir.path(), "sfk-kalmar");
         let mut child = serve(&path);
         wait_healthy(&af).await;
         let mut args = consent_args_for(dir.path());
         args.subject = ALVA.into();
-        let token = samgate::consent::cli::sign_consent(&args, now()).unwrap();
-        assert_eq!(
-            intake
-                .post("/v1/consents", &json!({"token": token}))
-                .await
-                .status,
-            201
-        );
+        record_on(&intake, &args).await;
 
         // Async load from 4 clients; kill -9 while it runs.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -159,9 +150,7 @@ both_backends!(
         for _ in 0..800 {
             seen.clear();
             for r in fk.received() {
-                *seen
-                    .entry(r.json()["exchange_id"].as_str().unwrap().to_owned())
-                    .or_default() += 1;
+                *seen.entry(r.exchange_id()).or_default() += 1;
             }
             if acknowledged.iter().all(|id| seen.contains_key(id)) {
                 break;
@@ -182,26 +171,22 @@ both_backends!(
         let cfg = samgate::config::Config::load(&path).unwrap();
         let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
         for _ in 0..800 {
-            let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+            let pending = count(store.pool(), "SELECT COUNT(*) FROM outbox").await;
             if pending == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let forwarded: i64 = sqlx::query_scalar(
+        let forwarded = count(
+            store.pool(),
             "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-forwarded'",
         )
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        let delivered: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM exchanges WHERE status = 'delivered'")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+        .await;
+        let delivered = count(
+            store.pool(),
+            "SELECT COUNT(*) FROM exchanges WHERE status = 'delivered'",
+        )
+        .await;
         assert!(forwarded as usize >= acknowledged.len());
         assert_eq!(
             forwarded, delivered,
@@ -231,60 +216,29 @@ both_backends!(
     }
 );
 
+/// Alva's consent for af and fk: attendance and case, 30 days.
 fn consent_args_for(dir: &std::path::Path) -> samgate::cli::ConsentSignArgs {
-    samgate::cli::ConsentSignArgs {
-        key: dir.join("keys/issuer-sfk-kalmar-intake.pem"),
-        issuer: "sfk-kalmar-intake".into(),
-        key_id: "2026-1".into(),
-        subject: ALVA.into(),
-        parties: vec!["af".into(), "fk".into()],
-        purposes: vec!["samordnad-rehabilitering".into()],
-        categories: vec!["attendance".into(), "case".into()],
-        days: 30,
-        method: "written".into(),
-        recorded_by: "handlaggare.eva".into(),
-        given_by: None,
-        protected_identity: false,
-    }
+    let mut args = consent_args(dir, ALVA, &["af", "fk"], &["attendance", "case"]);
+    args.purposes = vec!["samordnad-rehabilitering".into()];
+    args.days = 30;
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_signs_a_final_tree_head() {
     let dir = tempfile::tempdir().unwrap();
     samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
-    let port = free_port();
-    let path = dir.path().join("samgate.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "listen = \"127.0.0.1:8443\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
+    let (path, addr) = serve_config(
+        dir.path(),
+        &[(
             "checkpoint_interval = \"1s\"",
-            "checkpoint_interval = \"1h\"",
-        );
-    std::fs::write(&path, text).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let intake = Client::new(
-        addr,
-        &dir.path().join("pki/ca.pem"),
-        Some((
-            &dir.path().join("pki/sfk-kalmar.pem"),
-            &dir.path().join("pki/sfk-kalmar.key"),
-        )),
-        None,
+            "checkpoint_interval = \"1h\"".into(),
+        )],
     );
+    let intake = Client::of(addr, dir.path(), "sfk-kalmar");
     let mut child = serve(&path);
     wait_healthy(&intake).await;
-    let token = samgate::consent::cli::sign_consent(&consent_args_for(dir.path()), now()).unwrap();
-    assert_eq!(
-        intake
-            .post("/v1/consents", &json!({"token": token}))
-            .await
-            .status,
-        201
-    );
+    record_on(&intake, &consent_args_for(dir.path())).await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -296,14 +250,8 @@ async fn sigterm_drains_and_signs_a_final_tree_head() {
     // checkpoint interval (1 h) never elapsed.
     let cfg = samgate::config::Config::load(&path).unwrap();
     let store = samgate::store::Store::open(&cfg.storage).await.unwrap();
-    let size: i64 = sqlx::query_scalar("SELECT MAX(tree_size) FROM tree_heads")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let size = count(store.pool(), "SELECT MAX(tree_size) FROM tree_heads").await;
+    let records = count(store.pool(), "SELECT COUNT(*) FROM audit_records").await;
     assert_eq!(size, records);
     assert!(records >= 1);
 }

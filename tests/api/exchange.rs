@@ -1,103 +1,23 @@
 //! Consent and exchange, end to end against real recipients.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::harness::{assert_logs_clean, pnr_forms, Db, Reply, TestGateway};
-
-pub const ALVA: &str = "200203149828";
-pub const NILS: &str = "200011029915";
-
-pub fn consent_args(
-    gw: &TestGateway,
-    subject: &str,
-    parties: &[&str],
-    categories: &[&str],
-) -> samgate::cli::ConsentSignArgs {
-    samgate::cli::ConsentSignArgs {
-        key: gw.path("keys/issuer-sfk-kalmar-intake.pem"),
-        issuer: "sfk-kalmar-intake".into(),
-        key_id: "2026-1".into(),
-        subject: subject.into(),
-        parties: parties.iter().map(|s| s.to_string()).collect(),
-        purposes: vec!["samordnad-rehabilitering".into(), "uppfoljning".into()],
-        categories: categories.iter().map(|s| s.to_string()).collect(),
-        days: 365,
-        method: "written".into(),
-        recorded_by: "handlaggare.eva".into(),
-        given_by: None,
-        protected_identity: false,
-    }
-}
-
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Records a consent through the API and returns its id.
-pub async fn record_consent(
-    gw: &TestGateway,
-    subject: &str,
-    parties: &[&str],
-    categories: &[&str],
-) -> String {
-    let token =
-        samgate::consent::cli::sign_consent(&consent_args(gw, subject, parties, categories), now())
-            .unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token}))
-        .await;
-    assert_eq!(rsp.status, 201, "{}", rsp.text);
-    rsp.json()["id"].as_str().unwrap().to_owned()
-}
-
-const ALL_PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
-const ALL_CATEGORIES: &[&str] = &[
-    "case",
-    "identity",
-    "contact",
-    "benefit",
-    "employment",
-    "education",
-    "attendance",
-    "health",
-    "social-services",
-    "outcome",
-    "free-text",
-];
-
-fn example(t: &str) -> Value {
-    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
-}
-
-fn attendance(subject: &str) -> Value {
-    json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering",
-           "subject": subject, "delivery": "sync", "payload": example("attendance-report")})
-}
-
-async fn denied_records(gw: &TestGateway) -> i64 {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-denied'",
-    )
-    .fetch_one(gw.state().store.pool())
-    .await
-    .unwrap()
-}
+use crate::harness::{
+    assert_free_of, assert_logs_clean, attendance, consent_args, consent_to_all, count, envelope,
+    example, fast_retries, now, record_consent, record_signed, Db, Reply, TestGateway,
+    ALL_CATEGORIES, ALL_PARTIES, ALVA, NILS,
+};
 
 both_backends!(
     attendance_report_is_delivered_with_exactly_the_allowed_fields,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let mut msg = attendance("20020314-9828");
         msg["payload"]["scheduled_hours"] = json!(36);
-        let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+        let rsp = gw.client("af").post_exchange(&msg).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let body = rsp.json();
         assert_eq!(body["status"], "delivered");
@@ -161,8 +81,7 @@ both_backends!(
             &pk, &sig, &tampered
         ));
 
-        let forwarded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action IN ('exchange-forwarded','exchange-delivered')")
-        .fetch_one(gw.state().store.pool()).await.unwrap();
+        let forwarded = count(gw.pool(), "SELECT COUNT(*) FROM audit_records WHERE action IN ('exchange-forwarded','exchange-delivered')").await;
         assert_eq!(forwarded, 2);
         assert_logs_clean(&[ALVA]);
     }
@@ -171,27 +90,23 @@ both_backends!(
 both_backends!(
     pseudonymised_route_gives_each_recipient_its_own_pseudonym,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        let msg = json!({"to": "region-kalmar", "type": "rehabilitation-plan", "purpose": "samordnad-rehabilitering",
-                     "subject": ALVA, "payload": example("rehabilitation-plan")});
-        let rsp = gw.client("kommun-kalmar").post("/v1/exchanges", &msg).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
+        let msg = envelope(
+            "region-kalmar",
+            "rehabilitation-plan",
+            ALVA,
+            example("rehabilitation-plan"),
+        );
+        let rsp = gw.client("kommun-kalmar").post_exchange(&msg).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let got = gw.recipient("region-kalmar").received();
         let m = got[0].json();
         let ps = m["subject"]["pseudonym"].as_str().unwrap().to_owned();
         assert!(ps.starts_with("ps1_"));
         let text = String::from_utf8_lossy(&got[0].body).to_string();
-        for form in pnr_forms(ALVA) {
-            assert!(
-                !text.contains(&form),
-                "the recipient saw a personnummer form"
-            );
-        }
+        assert_free_of(&text, &[ALVA], "what the recipient saw");
         // The same person in another recipient's domain is a different pseudonym.
-        let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+        let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
         let other = gw.state().crypto.pseudonym("fk", &p).unwrap();
         assert_ne!(other.as_str(), ps);
         assert_eq!(
@@ -206,38 +121,18 @@ both_backends!(
 );
 
 both_backends!(exchange_is_denied_after_revocation, |db| async move {
-    let Some(gw) = TestGateway::spawn(db).await else {
-        return;
-    };
-    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
-    let rsp = gw
-        .client("af")
-        .post("/v1/exchanges", &attendance(NILS))
-        .await;
+    let gw = TestGateway::spawn(db).await;
+    let id = consent_to_all(&gw, NILS).await;
+    let rsp = gw.client("af").post_exchange(&attendance(NILS)).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
-    let rev = gw
-        .client("sfk-kalmar")
-        .post(
-            &format!("/v1/consents/{id}/revocation"),
-            &json!({"reason": "wants out"}),
-        )
-        .await;
+    let rev = gw.revoke(&id, &json!({"reason": "wants out"})).await;
     assert_eq!(rev.status, 200, "{}", rev.text);
     assert_eq!(rev.json()["state"], "revoked");
-    let again = gw
-        .client("sfk-kalmar")
-        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-        .await;
+    let again = gw.revoke(&id, &json!({})).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.json()["revoked_at"], rev.json()["revoked_at"]);
-    let rsp = gw
-        .client("af")
-        .post("/v1/exchanges", &attendance(NILS))
-        .await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (403, "consent_revoked")
-    );
+    let rsp = gw.client("af").post_exchange(&attendance(NILS)).await;
+    assert_eq!(rsp.problem_code(), (403, "consent_revoked"));
     // Only the one data delivery (the revocation notice, DESIGN §13, may
     // also have arrived by now).
     let data = gw
@@ -247,15 +142,13 @@ both_backends!(exchange_is_denied_after_revocation, |db| async move {
         .filter(|r| r.json()["type"] != "consent-revoked")
         .count();
     assert_eq!(data, 1);
-    assert_eq!(denied_records(&gw).await, 1);
+    assert_eq!(gw.count_records("exchange-denied").await, 1);
 });
 
 both_backends!(
     every_refusal_is_audited_and_nothing_reaches_the_recipient,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let af = gw.client("af");
         let mut expected = 0;
         let mut check = |status: u16, code: &str, rsp: crate::harness::Rsp| {
@@ -267,42 +160,42 @@ both_backends!(
         check(
             403,
             "consent_missing",
-            af.post("/v1/exchanges", &attendance(ALVA)).await,
+            af.post_exchange(&attendance(ALVA)).await,
         );
         // consent out of scope: does not name af
         record_consent(&gw, ALVA, &["fk", "kommun-kalmar"], ALL_CATEGORIES).await;
         check(
             403,
             "consent_scope",
-            af.post("/v1/exchanges", &attendance(ALVA)).await,
+            af.post_exchange(&attendance(ALVA)).await,
         );
         // categories: a consent covering none of the route's fields
         record_consent(&gw, NILS, ALL_PARTIES, &["health"]).await;
         check(
             403,
             "consent_scope",
-            af.post("/v1/exchanges", &attendance(NILS)).await,
+            af.post_exchange(&attendance(NILS)).await,
         );
         // no route
         let mut m = attendance(ALVA);
         m["to"] = json!("region-kalmar");
-        check(403, "route_not_allowed", af.post("/v1/exchanges", &m).await);
+        check(403, "route_not_allowed", af.post_exchange(&m).await);
         // unknown party / type
         let mut m = attendance(ALVA);
         m["to"] = json!("skatteverket");
-        check(422, "unknown_party", af.post("/v1/exchanges", &m).await);
+        check(422, "unknown_party", af.post_exchange(&m).await);
         let mut m = attendance(ALVA);
         m["type"] = json!("tax-return");
-        check(422, "unknown_type", af.post("/v1/exchanges", &m).await);
+        check(422, "unknown_type", af.post_exchange(&m).await);
         // schema violation names the path, never the value
         let mut m = attendance(ALVA);
         m["payload"]["attended_hours"] = json!("many");
-        let rsp = af.post("/v1/exchanges", &m).await;
+        let rsp = af.post_exchange(&m).await;
         assert_eq!(rsp.json()["errors"], json!(["/attended_hours"]));
         assert!(!rsp.text.contains("many"));
         check(422, "schema_violation", rsp);
         // invalid personnummer, not echoed
-        let rsp = af.post("/v1/exchanges", &attendance("200203149829")).await;
+        let rsp = af.post_exchange(&attendance("200203149829")).await;
         assert!(!rsp.text.contains("200203149829"));
         check(422, "invalid_personnummer", rsp);
         // malformed JSON, wrong envelope, oversized, wrong media type
@@ -315,7 +208,7 @@ both_backends!(
         check(
             400,
             "invalid_envelope",
-            af.post("/v1/exchanges", &json!({"to": 5})).await,
+            af.post_exchange(&json!({"to": 5})).await,
         );
         check(
             413,
@@ -334,16 +227,13 @@ both_backends!(
                 .await,
         );
         // a party without the agency role
-        let rsp = gw.auditor().post("/v1/exchanges", &attendance(ALVA)).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "forbidden_role")
-        );
+        let rsp = gw.auditor().post_exchange(&attendance(ALVA)).await;
+        assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
 
         for r in gw.recipients.values() {
             assert!(r.received().is_empty());
         }
-        assert_eq!(denied_records(&gw).await, expected);
+        assert_eq!(gw.count_records("exchange-denied").await, expected);
         assert_logs_clean(&[ALVA, NILS]);
     }
 );
@@ -351,41 +241,20 @@ both_backends!(
 both_backends!(
     async_exchange_is_delivered_exactly_once_after_recipient_failures,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            c.delivery.backoff_initial = Duration::from_millis(20);
-            c.delivery.backoff_max = Duration::from_millis(100);
-        })
-        .await
-        else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with(db, fast_retries).await;
+        consent_to_all(&gw, ALVA).await;
         let fk = gw.recipient("fk");
-        fk.push_reply(Reply {
-            status: 503,
-            ..Reply::default()
-        });
-        fk.push_reply(Reply {
-            status: 500,
-            ..Reply::default()
-        });
+        fk.push_reply(Reply::status(503));
+        fk.push_reply(Reply::status(500));
         let mut msg = attendance(ALVA);
         msg["delivery"] = json!("async");
-        let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+        let rsp = gw.client("af").post_exchange(&msg).await;
         assert_eq!(rsp.status, 202, "{}", rsp.text);
-        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        let mut status = Value::Null;
-        for _ in 0..200 {
-            status = gw
-                .client("af")
-                .get(&format!("/v1/exchanges/{id}"))
-                .await
-                .json();
-            if status["status"] == "delivered" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let id = rsp.exchange_id();
+        let status = gw
+            .client("af")
+            .wait_for_exchange(&id, |s| s["status"] == "delivered")
+            .await;
         assert_eq!(status["status"], "delivered", "{status}");
         assert_eq!(status["attempts"], 3);
         assert_eq!(fk.received().len(), 1);
@@ -400,18 +269,14 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_exchange_survives_a_restart_before_delivery() {
-    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(Db::Sqlite, ALVA).await;
     // The recipient refuses until the gateway has been restarted.
-    gw.recipient("fk").set_default_reply(Reply {
-        status: 503,
-        ..Reply::default()
-    });
+    gw.recipient("fk").set_default_reply(Reply::status(503));
     let mut msg = attendance(ALVA);
     msg["delivery"] = json!("async");
-    let rsp = gw.client("af").post("/v1/exchanges", &msg).await;
+    let rsp = gw.client("af").post_exchange(&msg).await;
     assert_eq!(rsp.status, 202);
-    let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+    let id = rsp.exchange_id();
     gw.gw.take().unwrap().abort();
     gw.recipient("fk").set_default_reply(Reply::default());
     let state = samgate::state::AppState::build(gw.config.clone())
@@ -422,19 +287,11 @@ async fn async_exchange_survives_a_restart_before_delivery() {
         .execute(state.store.pool())
         .await
         .unwrap();
-    gw.gw = Some(samgate::server::Gateway::start(state).await.unwrap());
-    let mut status = Value::Null;
-    for _ in 0..200 {
-        status = gw
-            .client("af")
-            .get(&format!("/v1/exchanges/{id}"))
-            .await
-            .json();
-        if status["status"] == "delivered" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    gw.gw = Some(samgate::http::server::Gateway::start(state).await.unwrap());
+    let status = gw
+        .client("af")
+        .wait_for_exchange(&id, |s| s["status"] == "delivered")
+        .await;
     assert_eq!(status["status"], "delivered");
     assert_eq!(gw.recipient("fk").received().len(), 1);
 }
@@ -442,17 +299,14 @@ async fn async_exchange_survives_a_restart_before_delivery() {
 both_backends!(
     idempotency_key_returns_the_first_result_and_sends_once,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let af = gw.client("af");
         let msg = attendance(ALVA);
         let a = af
-            .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "k-1")])
+            .post_exchange_with(&msg, &[("Idempotency-Key", "k-1")])
             .await;
         let b = af
-            .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "k-1")])
+            .post_exchange_with(&msg, &[("Idempotency-Key", "k-1")])
             .await;
         assert_eq!(a.status, 200, "{}", a.text);
         assert_eq!(b.status, 200);
@@ -461,14 +315,22 @@ both_backends!(
         let mut other = msg.clone();
         other["payload"]["attended_hours"] = json!(30);
         let c = af
-            .post_with("/v1/exchanges", &other, &[("Idempotency-Key", "k-1")])
+            .post_exchange_with(&other, &[("Idempotency-Key", "k-1")])
             .await;
-        assert_eq!(
-            (c.status, c.problem().as_str()),
-            (409, "idempotency_conflict")
-        );
+        assert_eq!(c.problem_code(), (409, "idempotency_conflict"));
         // The same key from another party is its own key.
-        let d = gw.client("kommun-kalmar").post_with("/v1/exchanges", &json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering", "subject": ALVA, "payload": example("attendance-report")}), &[("Idempotency-Key", "k-1")]).await;
+        let d = gw
+            .client("kommun-kalmar")
+            .post_exchange_with(
+                &envelope(
+                    "fk",
+                    "attendance-report",
+                    ALVA,
+                    example("attendance-report"),
+                ),
+                &[("Idempotency-Key", "k-1")],
+            )
+            .await;
         assert_eq!(d.status, 200, "{}", d.text);
     }
 );
@@ -476,18 +338,10 @@ both_backends!(
 both_backends!(
     a_reply_goes_back_through_the_reverse_route,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        gw.recipient("sfk-kalmar").push_reply(Reply {
-        status: 200,
-        body: Some(json!({"type": "referral", "payload": {"referral_id": "R-2026-17", "decision": "accepted", "suggested_measure": "group-activity", "health_summary": "not for the sender"}})),
-        ..Reply::default()
-    });
-        let msg = json!({"to": "sfk-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
-                     "subject": ALVA, "payload": example("referral")});
-        let rsp = gw.client("fk").post("/v1/exchanges", &msg).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
+        gw.recipient("sfk-kalmar").push_reply(Reply::json(json!({"type": "referral", "payload": {"referral_id": "R-2026-17", "decision": "accepted", "suggested_measure": "group-activity", "health_summary": "not for the sender"}})));
+        let msg = envelope("sfk-kalmar", "referral", ALVA, example("referral"));
+        let rsp = gw.client("fk").post_exchange(&msg).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let reply = &rsp.json()["reply"];
         assert_eq!(reply["type"], "referral");
@@ -499,15 +353,8 @@ both_backends!(
             .contains(&json!("/health_summary")));
 
         // A reply type with no reverse route is withheld.
-        gw.recipient("fk").push_reply(Reply {
-        status: 200,
-        body: Some(json!({"type": "closure", "payload": {"closure_date": "2026-01-01", "outcome": "work"}})),
-        ..Reply::default()
-    });
-        let rsp = gw
-            .client("af")
-            .post("/v1/exchanges", &attendance(ALVA))
-            .await;
+        gw.recipient("fk").push_reply(Reply::json(json!({"type": "closure", "payload": {"closure_date": "2026-01-01", "outcome": "work"}})));
+        let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         assert_eq!(rsp.json()["reply"], Value::Null);
         assert_eq!(rsp.json()["reply_withheld"], true);
@@ -517,46 +364,26 @@ both_backends!(
 both_backends!(
     a_failing_recipient_gives_502_and_a_failed_exchange,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        gw.recipient("fk").push_reply(Reply {
-            status: 500,
-            ..Reply::default()
-        });
-        let rsp = gw
-            .client("af")
-            .post("/v1/exchanges", &attendance(ALVA))
-            .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (502, "recipient_failed")
-        );
-        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        let st = gw
-            .client("af")
-            .get(&format!("/v1/exchanges/{id}"))
-            .await
-            .json();
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
+        gw.recipient("fk").push_reply(Reply::status(500));
+        let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
+        assert_eq!(rsp.problem_code(), (502, "recipient_failed"));
+        let id = rsp.exchange_id();
+        let st = gw.client("af").exchange_status(&id).await;
         assert_eq!(st["status"], "failed");
     }
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
-    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-    let id = record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+    let mut gw = TestGateway::spawn_with_consent(Db::Sqlite, ALVA).await;
+    let id = consent_to_all(&gw, NILS).await;
     // Caller-chosen strings and a reply that hold numbers (DESIGN §10).
-    gw.recipient("fk").push_reply(Reply {
-        status: 200,
-        body: Some(json!({"type": format!("t {NILS}"), "payload": {"n": ALVA}})),
-        ..Reply::default()
-    });
+    gw.recipient("fk").push_reply(Reply::json(
+        json!({"type": format!("t {NILS}"), "payload": {"n": ALVA}}),
+    ));
     gw.client("af")
-        .post_with(
-            "/v1/exchanges",
+        .post_exchange_with(
             &attendance(ALVA),
             &[
                 ("X-Request-Id", "pnr-20020314-9828"),
@@ -566,68 +393,33 @@ async fn no_personnummer_rests_in_clear_in_the_sqlite_file() {
         .await;
     let mut m = attendance(NILS);
     m["delivery"] = json!("async");
-    gw.recipient("fk").set_default_reply(Reply {
-        status: 503,
-        ..Reply::default()
-    });
-    gw.client("af").post("/v1/exchanges", &m).await;
-    gw.client("sfk-kalmar")
-        .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
-        .await;
-    gw.stop().await;
-    let mut bytes = Vec::new();
-    for f in ["data/samgate.db", "data/samgate.db-wal"] {
-        if let Ok(b) = std::fs::read(gw.path(f)) {
-            bytes.extend(b);
-        }
-    }
+    gw.recipient("fk").set_default_reply(Reply::status(503));
+    gw.client("af").post_exchange(&m).await;
+    gw.revoke(&id, &json!({})).await;
+    let bytes = gw.sqlite_bytes().await;
     assert!(bytes.len() > 10_000);
     let text = String::from_utf8_lossy(&bytes);
-    for n in [ALVA, NILS] {
-        for form in pnr_forms(n) {
-            assert!(
-                !text.contains(&form),
-                "a personnummer form rests in clear in the database"
-            );
-        }
-    }
+    assert_free_of(&text, &[ALVA, NILS], "the database file");
 }
 
 both_backends!(an_expired_consent_gives_consent_expired, |db| async move {
     let clock = samgate::clock::OffsetClock::new();
-    let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
-        return;
-    };
+    let gw = TestGateway::spawn_clocked(db, clock.clone()).await;
     let mut args = consent_args(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES);
     args.days = 30;
-    let token = samgate::consent::cli::sign_consent(&args, now()).unwrap();
-    let rsp = gw
-        .client("sfk-kalmar")
-        .post("/v1/consents", &json!({"token": token}))
-        .await;
-    assert_eq!(rsp.status, 201);
-    let id = rsp.json()["id"].as_str().unwrap().to_owned();
+    let summary = record_signed(&gw, &args, now()).await;
+    let id = summary["id"].as_str().unwrap().to_owned();
     assert_eq!(
         gw.client("af")
-            .post("/v1/exchanges", &attendance(ALVA))
+            .post_exchange(&attendance(ALVA))
             .await
             .status,
         200
     );
     clock.advance_secs(31 * 86_400);
-    let rsp = gw
-        .client("af")
-        .post("/v1/exchanges", &attendance(ALVA))
-        .await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (403, "consent_expired")
-    );
-    let summary = gw
-        .client("sfk-kalmar")
-        .get(&format!("/v1/consents/{id}"))
-        .await
-        .json();
+    let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
+    assert_eq!(rsp.problem_code(), (403, "consent_expired"));
+    let summary = gw.consent(&id).await;
     assert_eq!(summary["state"], "expired");
     assert_eq!(gw.recipient("fk").received().len(), 1);
 });
@@ -636,9 +428,7 @@ both_backends!(
     a_consent_starting_beyond_the_leeway_is_refused,
     |db| async move {
         let clock = samgate::clock::OffsetClock::new();
-        let Some(gw) = TestGateway::spawn_clocked(db, clock.clone()).await else {
-            return;
-        };
+        let gw = TestGateway::spawn_clocked(db, clock.clone()).await;
         // Recorded "yesterday" by the gateway's clock, valid from the real now.
         clock.advance_secs(-3600);
         let token = samgate::consent::cli::sign_consent(
@@ -646,55 +436,34 @@ both_backends!(
             now(),
         )
         .unwrap();
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post("/v1/consents", &json!({"token": token}))
-            .await;
+        let rsp = gw.submit_consent(&token).await;
         // More than the 60 s leeway before nbf (DESIGN §9): 422.
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (422, "invalid_consent_claims")
-        );
+        assert_eq!(rsp.problem_code(), (422, "invalid_consent_claims"));
     }
 );
 
 both_backends!(
     a_disclosure_extract_lists_only_that_participants_exchanges,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
+        consent_to_all(&gw, NILS).await;
         let af = gw.client("af");
-        assert_eq!(
-            af.post("/v1/exchanges", &attendance(ALVA)).await.status,
-            200
-        );
-        assert_eq!(
-            af.post("/v1/exchanges", &attendance(NILS)).await.status,
-            200
-        );
+        assert_eq!(af.post_exchange(&attendance(ALVA)).await.status, 200);
+        assert_eq!(af.post_exchange(&attendance(NILS)).await.status, 200);
         let mut denied = attendance(ALVA);
         denied["to"] = json!("region-kalmar");
-        assert_eq!(af.post("/v1/exchanges", &denied).await.status, 403);
+        assert_eq!(af.post_exchange(&denied).await.status, 403);
 
-        let rsp = gw
-            .client("sfk-kalmar")
-            .post("/v1/disclosures", &json!({"personnummer": "20020314-9828"}))
-            .await;
+        let rsp = gw.client("sfk-kalmar").disclosures("20020314-9828").await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
-        for n in [ALVA, NILS] {
-            for form in pnr_forms(n) {
-                assert!(!rsp.text.contains(&form));
-            }
-        }
+        assert_free_of(&rsp.text, &[ALVA, NILS], "the extract");
         let body = rsp.json();
         let list = body["disclosures"].as_array().unwrap();
         let alva_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(ALVA).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap())
+            .unwrap();
         assert_eq!(body["subject"], json!(alva_audit));
         // One item per exchange (DESIGN §10): the delivered attendance
         // report and the denial.
@@ -716,11 +485,12 @@ both_backends!(
         let nils_audit = gw
             .state()
             .crypto
-            .audit_pseudonym(&samgate::personnummer::Personnummer::parse(NILS).unwrap());
+            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(NILS).unwrap())
+            .unwrap();
         let nils_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
                 .bind(nils_audit)
-                .fetch_all(gw.state().store.pool())
+                .fetch_all(gw.pool())
                 .await
                 .unwrap();
         assert_eq!(nils_ids.len(), 1);
@@ -729,37 +499,22 @@ both_backends!(
             .map(|d| d["exchange_id"].as_str().unwrap().to_owned())
             .collect();
         assert!(!alva_ids.contains(&nils_ids[0]));
-        let rsp = gw
-            .client("af")
-            .post("/v1/disclosures", &json!({"personnummer": ALVA}))
-            .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "forbidden_role")
-        );
+        let rsp = gw.client("af").disclosures(ALVA).await;
+        assert_eq!(rsp.problem_code(), (403, "forbidden_role"));
     }
 );
 
 both_backends!(
     a_payload_naming_another_person_than_the_subject_is_refused,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
+        let gw = TestGateway::spawn_with_consent(db, ALVA).await;
         let mut payload = example("referral");
         payload["subject"] = json!(NILS);
-        let msg = json!({"to": "sfk-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
-                     "subject": ALVA, "payload": payload});
-        let rsp = gw.client("fk").post("/v1/exchanges", &msg).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (422, "invalid_personnummer")
-        );
+        let msg = envelope("sfk-kalmar", "referral", ALVA, payload);
+        let rsp = gw.client("fk").post_exchange(&msg).await;
+        assert_eq!(rsp.problem_code(), (422, "invalid_personnummer"));
         assert_eq!(rsp.json()["errors"], json!(["/subject"]));
-        for form in pnr_forms(NILS) {
-            assert!(!rsp.text.contains(&form));
-        }
+        assert_free_of(&rsp.text, &[NILS], "the answer");
         assert!(gw.recipient("sfk-kalmar").received().is_empty());
     }
 );
@@ -767,46 +522,33 @@ both_backends!(
 both_backends!(
     a_reply_can_only_re_identify_the_exchanges_own_subject,
     |db| async move {
-        use samgate::config::{ConsentRequirement, PartyId, RouteConfig};
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
-            let route = |from: &str, to: &str, fields: &[&str], subject| RouteConfig {
-                from: vec![PartyId::new(from)],
-                to: vec![PartyId::new(to)],
-                msg_type: "referral".into(),
-                purposes: vec!["samordnad-rehabilitering".into()],
-                fields: fields.iter().map(|s| s.to_string()).collect(),
-                subject,
-                consent: ConsentRequirement::Required,
-            };
+        use crate::harness::route;
+        let gw = TestGateway::spawn_with(db, |c| {
             c.routes.push(route(
                 "fk",
-                "region-kalmar",
+                &["region-kalmar"],
+                "referral",
                 &["/subject", "/referral_id"],
                 samgate::policy::SubjectMode::Pseudonymise,
             ));
             c.routes.push(route(
                 "region-kalmar",
-                "fk",
+                &["fk"],
+                "referral",
                 &["/subject", "/decision"],
                 samgate::policy::SubjectMode::Reveal,
             ));
         })
-        .await
-        else {
-            return;
-        };
-        record_consent(&gw, ALVA, ALL_PARTIES, ALL_CATEGORIES).await;
-        record_consent(&gw, NILS, ALL_PARTIES, ALL_CATEGORIES).await;
+        .await;
+        consent_to_all(&gw, ALVA).await;
+        consent_to_all(&gw, NILS).await;
         let referral = |who: &str| {
             json!({"to": "region-kalmar", "type": "referral", "purpose": "samordnad-rehabilitering",
         "subject": who, "payload": {"referral_id": "R-1", "subject": who}})
         };
         // Nils's referral gives the region his pseudonym in its domain.
         assert_eq!(
-            gw.client("fk")
-                .post("/v1/exchanges", &referral(NILS))
-                .await
-                .status,
+            gw.client("fk").post_exchange(&referral(NILS)).await.status,
             200
         );
         let nils_ps = gw.recipient("region-kalmar").received()[0].json()["payload"]["subject"]
@@ -816,39 +558,31 @@ both_backends!(
         assert!(nils_ps.starts_with("ps1_"));
 
         // A reply about Alva that smuggles Nils's pseudonym: the field is removed.
-        gw.recipient("region-kalmar").push_reply(Reply {
-        status: 200,
-        body: Some(json!({"type": "referral", "payload": {"subject": nils_ps, "decision": "accepted"}})),
-        ..Reply::default()
-    });
-        let rsp = gw.client("fk").post("/v1/exchanges", &referral(ALVA)).await;
+        gw.recipient("region-kalmar").push_reply(Reply::json(
+            json!({"type": "referral", "payload": {"subject": nils_ps, "decision": "accepted"}}),
+        ));
+        let rsp = gw.client("fk").post_exchange(&referral(ALVA)).await;
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         let reply = &rsp.json()["reply"];
         assert_eq!(reply["payload"], json!({"decision": "accepted"}));
-        for form in pnr_forms(NILS) {
-            assert!(
-                !rsp.text.contains(&form),
-                "another participant was re-identified"
-            );
-        }
+        // Another participant is not re-identified.
+        assert_free_of(&rsp.text, &[NILS], "the reply");
 
         // Alva's own pseudonym is resolved, and that is an audit record.
         let alva_ps = gw.recipient("region-kalmar").received()[1].json()["payload"]["subject"]
             .as_str()
             .unwrap()
             .to_owned();
-        gw.recipient("region-kalmar").push_reply(Reply {
-        status: 200,
-        body: Some(json!({"type": "referral", "payload": {"subject": alva_ps, "decision": "accepted"}})),
-        ..Reply::default()
-    });
-        let rsp = gw.client("fk").post("/v1/exchanges", &referral(ALVA)).await;
+        gw.recipient("region-kalmar").push_reply(Reply::json(
+            json!({"type": "referral", "payload": {"subject": alva_ps, "decision": "accepted"}}),
+        ));
+        let rsp = gw.client("fk").post_exchange(&referral(ALVA)).await;
         assert_eq!(rsp.json()["reply"]["payload"]["subject"], json!(ALVA));
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_records WHERE action = 'reidentified'")
-                .fetch_one(gw.state().store.pool())
-                .await
-                .unwrap();
+        let n = count(
+            gw.pool(),
+            "SELECT COUNT(*) FROM audit_records WHERE action = 'reidentified'",
+        )
+        .await;
         assert_eq!(n, 1);
     }
 );
@@ -856,30 +590,18 @@ both_backends!(
 both_backends!(
     a_denied_exchange_has_an_id_the_sender_can_look_up,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
-        let rsp = gw
-            .client("af")
-            .post("/v1/exchanges", &attendance(ALVA))
-            .await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "consent_missing")
-        );
-        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        let st = gw
-            .client("af")
-            .get(&format!("/v1/exchanges/{id}"))
-            .await
-            .json();
+        let gw = TestGateway::spawn(db).await;
+        let rsp = gw.client("af").post_exchange(&attendance(ALVA)).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_missing"));
+        let id = rsp.exchange_id();
+        let st = gw.client("af").exchange_status(&id).await;
         assert_eq!(st["status"], "denied");
         assert_eq!(st["last_error"], "consent_missing");
         // The audit record's payload digest is keyed: not the plain SHA-256 of the body.
         let leaf: Vec<u8> =
             sqlx::query_scalar("SELECT leaf FROM audit_records WHERE exchange_id = $1")
                 .bind(id)
-                .fetch_one(gw.state().store.pool())
+                .fetch_one(gw.pool())
                 .await
                 .unwrap();
         let record: Value = serde_json::from_slice(&leaf).unwrap();

@@ -4,18 +4,17 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::harness::{Client, Db, TestGateway};
+use crate::harness::{
+    b64_json as b64, sign_jws, sign_jws_der, Client, Db, Identity, TestGateway, ALVA,
+};
 
 both_backends!(
     healthz_answers_over_mtls_with_each_partys_certificate,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         for party in ["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"] {
             let rsp = gw.client(party).get("/healthz").await;
             assert_eq!(rsp.status, 200, "{party}: {}", rsp.text);
@@ -30,7 +29,7 @@ both_backends!(
 
 #[tokio::test]
 async fn a_client_without_certificate_is_refused_in_the_handshake() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let c = Client::new(gw.addr(), &gw.path("pki/ca.pem"), None, None);
     let r = c.try_get("/healthz").await;
     assert!(
@@ -41,39 +40,16 @@ async fn a_client_without_certificate_is_refused_in_the_handshake() {
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    let other = tempfile::tempdir().unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let ca = samgate::pki::TestCa::generate("Other CA").unwrap();
-    let cert = ca.issue_client("fk").unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let c = Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
-        None,
-    );
+    let c = gw.client_with(&Identity::issue(&ca, "fk"));
     assert!(c.try_get("/healthz").await.is_err());
 }
 
 #[tokio::test]
 async fn an_unpinned_certificate_from_the_right_ca_is_closed_without_an_answer() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    let ca = samgate::pki::Ca::from_pem(
-        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
-        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
-    )
-    .unwrap();
-    let cert = ca.issue_client("fk").unwrap();
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let c = Client::new(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        Some((&other.path().join("c.pem"), &other.path().join("c.key"))),
-        None,
-    );
+    let gw = TestGateway::spawn(Db::Sqlite).await;
+    let c = gw.client_with(&Identity::issue(&gw.ca(), "fk"));
     // DESIGN §10: the pin is checked right after the handshake; the
     // connection is closed before any request is read (tests/api/network.rs).
     assert!(c.try_get("/healthz").await.is_err());
@@ -82,7 +58,7 @@ async fn an_unpinned_certificate_from_the_right_ca_is_closed_without_an_answer()
 /// A raw TLS 1.1 ClientHello gets a fatal protocol_version alert.
 #[tokio::test]
 async fn tls_1_1_is_refused() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
     hello.extend_from_slice(&[7u8; 32]); // random
     hello.push(0); // session id
@@ -115,11 +91,11 @@ async fn tls_1_1_is_refused() {
     );
 }
 
-fn b64(v: &serde_json::Value) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
-
 fn user_claims() -> serde_json::Value {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test tokens are valid from the real time the gateway clock starts at"
+    )]
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     json!({"iss": "sfk-kalmar-audit-users", "sub": "revisor.anna", "aud": "samgate", "iat": now, "nbf": now, "exp": now + 600})
 }
@@ -130,21 +106,22 @@ async fn auditor_with(gw: &TestGateway, token: &str) -> crate::harness::Rsp {
     c.get("/healthz").await
 }
 
+/// A user token signed by hand with the auditor party's user-token key.
 fn sign_eddsa(gw: &TestGateway, header: serde_json::Value, claims: serde_json::Value) -> String {
-    let pem = std::fs::read(gw.path("keys/users-sfk-kalmar-audit.pem")).unwrap();
-    let der = pem::parse(pem).unwrap().contents().to_vec();
-    let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
-    let input = format!("{}.{}", b64(&header), b64(&claims));
-    let sig = kp.sign(input.as_bytes());
-    format!(
-        "{input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref())
+    sign_jws(
+        &gw.path("keys/users-sfk-kalmar-audit.pem"),
+        &header,
+        &claims,
     )
 }
 
 #[tokio::test]
 async fn user_token_attacks_get_401_invalid_token() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test tokens are valid from the real time the gateway clock starts at"
+    )]
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
 
     // The genuine token works (the control).
@@ -153,7 +130,7 @@ async fn user_token_attacks_get_401_invalid_token() {
 
     // No token at all.
     let rsp = gw.client("sfk-kalmar-audit").get("/healthz").await;
-    assert_eq!((rsp.status, rsp.problem().as_str()), (401, "invalid_token"));
+    assert_eq!(rsp.problem_code(), (401, "invalid_token"));
 
     let mut cases: Vec<(&str, String)> = Vec::new();
     // alg: none
@@ -197,15 +174,10 @@ async fn user_token_attacks_get_401_invalid_token() {
     cases.push(("wrong aud", sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)));
     // signed by another key
     let other = samgate::pki::generate_ed25519().unwrap();
-    let der = pem::parse(other.pkcs8_pem.as_bytes())
-        .unwrap()
-        .contents()
-        .to_vec();
-    let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
-    let input = format!("{}.{}", b64(&json!({"alg": "EdDSA"})), b64(&user_claims()));
-    let forged = format!(
-        "{input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(input.as_bytes()).as_ref())
+    let forged = sign_jws_der(
+        pem::parse(other.pkcs8_pem.as_bytes()).unwrap().contents(),
+        &json!({"alg": "EdDSA"}),
+        &user_claims(),
     );
     cases.push(("forged signature", forged));
     // tampered payload after signing
@@ -221,9 +193,48 @@ async fn user_token_attacks_get_401_invalid_token() {
     }
 }
 
+/// Staff e-ID subjects are often a personnummer; a user token naming one is
+/// refused, so that it never lands in clear in the audit log (DESIGN §10).
+#[tokio::test]
+async fn a_user_token_whose_sub_is_a_personnummer_gets_401_invalid_token() {
+    let gw = TestGateway::spawn(Db::Sqlite).await;
+    let with_sub = |sub: &str| {
+        let mut c = user_claims();
+        c["sub"] = json!(sub);
+        sign_eddsa(&gw, json!({"alg": "EdDSA"}), c)
+    };
+    // Every spelling of DESIGN §3, and a samordningsnummer.
+    let mut refused = crate::harness::pnr_forms(ALVA);
+    refused.extend(["020314+9828".to_owned(), "20020314+9828".to_owned()]);
+    refused.push("197010632391".to_owned());
+    let mut auditor = gw.client("sfk-kalmar-audit");
+    for sub in &refused {
+        // An audit query: it would log its user in the audit record.
+        auditor.bearer = Some(with_sub(sub));
+        let rsp = auditor.get("/v1/audit/tree-head").await;
+        assert_eq!(rsp.problem_code(), (401, "invalid_token"), "{}", rsp.text);
+        assert!(!rsp.text.contains(&sub[sub.len() - 4..]), "{}", rsp.text);
+    }
+    // Digits that fail the check digit are no personnummer: a user id.
+    for sub in ["200203149829", "0203149829", "hsa.12345"] {
+        assert_eq!(auditor_with(&gw, &with_sub(sub)).await.status, 200, "{sub}");
+    }
+    crate::harness::assert_logs_clean(&[ALVA, "197010632391"]);
+    let leaves: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit_records")
+        .fetch_all(gw.pool())
+        .await
+        .unwrap();
+    for l in leaves {
+        let text = String::from_utf8_lossy(&l).to_string();
+        for form in crate::harness::pnr_forms(ALVA) {
+            assert!(!text.contains(&form), "a personnummer in the audit log");
+        }
+    }
+}
+
 #[tokio::test]
 async fn ambiguous_framing_gets_400() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let tls = samgate::tls::client_config(
         &gw.path("pki/ca.pem"),
         &gw.path("pki/fk.pem"),
@@ -248,7 +259,7 @@ async fn ambiguous_framing_gets_400() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     gw.client("fk").get("/healthz").await;
     let rsp = gw.client("fk").get("/metrics").await;
     assert_eq!(rsp.status, 200);
@@ -262,7 +273,7 @@ async fn metrics_count_requests_by_route_and_status() {
 
 #[tokio::test]
 async fn unknown_paths_are_404_problems() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let rsp = gw.client("fk").get("/v1/nothing-here").await;
     assert_eq!(rsp.status, 404);
     assert_eq!(rsp.problem(), "not_found");
@@ -275,6 +286,24 @@ mod config_errors {
         let dir = tempfile::tempdir().unwrap();
         samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
         dir
+    }
+
+    /// The error of the init config with one more attendance route from af,
+    /// whose `to` and further keys are `rest` (TOML lines).
+    fn refused_with_route(rest: &str) -> ConfigError {
+        let dir = init_dir();
+        load_modified(dir.path(), |t| {
+            t + "\n[[route]]\nfrom = [\"af\"]\ntype = \"attendance-report\"\n\
+                 purposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\n"
+                + rest
+        })
+        .unwrap_err()
+    }
+
+    /// The error's message names each of `words`.
+    fn assert_names(err: &ConfigError, words: &[&str]) {
+        let text = err.to_string();
+        assert!(words.iter().all(|w| text.contains(w)), "{text}");
     }
 
     fn load_modified(
@@ -305,16 +334,8 @@ mod config_errors {
 
     #[test]
     fn a_route_naming_an_unknown_party_is_refused() {
-        let dir = init_dir();
-        let err = load_modified(dir.path(), |t| {
-            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"skatteverket\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\n"
-        })
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("skatteverket") && text.contains(".to"),
-            "{text}"
-        );
+        let err = refused_with_route("to = [\"skatteverket\"]\n");
+        assert_names(&err, &["skatteverket", ".to"]);
     }
 
     #[test]
@@ -322,35 +343,26 @@ mod config_errors {
         let dir = init_dir();
         std::fs::remove_file(dir.path().join("keys/vault.key")).unwrap();
         let err = Config::load(&dir.path().join("samgate.toml")).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("keys.vault") && text.contains("vault.key"),
-            "{text}"
-        );
+        assert_names(&err, &["keys.vault", "vault.key"]);
     }
 
     #[test]
     fn consent_not_required_is_refused_outside_statistics() {
-        let dir = init_dir();
-        let err = load_modified(dir.path(), |t| {
-            t + "\n[[route]]\nfrom = [\"af\"]\nto = [\"fk\"]\ntype = \"attendance-report\"\npurposes = [\"samordnad-rehabilitering\"]\nfields = [\"/period\"]\nsubject = \"omit\"\nconsent = \"not-required\"\n"
-        })
-        .unwrap_err();
+        let err =
+            refused_with_route("to = [\"fk\"]\nsubject = \"omit\"\nconsent = \"not-required\"\n");
         assert!(err.to_string().contains("not-required"), "{err}");
     }
 }
 
 #[tokio::test]
 async fn a_party_over_its_rate_limit_gets_429_with_retry_after() {
-    let gw = TestGateway::spawn_with(Db::Sqlite, |c| c.server.rate_limit_per_party = 1)
-        .await
-        .unwrap();
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| c.server.rate_limit_per_party = 1).await;
     let fk = gw.client("fk");
     // Burst is twice the rate: two requests pass, the third is limited.
     assert_eq!(fk.get("/healthz").await.status, 200);
     assert_eq!(fk.get("/healthz").await.status, 200);
     let rsp = fk.get("/healthz").await;
-    assert_eq!((rsp.status, rsp.problem().as_str()), (429, "rate_limited"));
+    assert_eq!(rsp.problem_code(), (429, "rate_limited"));
     assert!(rsp.headers.contains_key("retry-after"));
     // Another party has its own bucket.
     assert_eq!(gw.client("af").get("/healthz").await.status, 200);
@@ -361,8 +373,7 @@ async fn the_plain_operations_listener_serves_only_health_and_metrics() {
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
         c.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap())
     })
-    .await
-    .unwrap();
+    .await;
     let ops = gw.gw.as_ref().unwrap().ops_addr.unwrap();
     let http = reqwest::Client::new();
     for path in ["/healthz", "/readyz", "/metrics"] {
@@ -387,3 +398,21 @@ async fn the_plain_operations_listener_serves_only_health_and_metrics() {
         .unwrap();
     assert_eq!(rsp.status().as_u16(), 404);
 }
+
+both_backends!(api_answers_are_never_stored_by_a_cache, |db| async move {
+    let gw = TestGateway::spawn(db).await;
+    // A success and a problem, for an auditor and for a party.
+    for rsp in [
+        gw.auditor().get("/v1/audit/tree-head").await,
+        gw.auditor().get("/v1/audit/records?limit=1").await,
+        gw.client("fk")
+            .get("/v1/exchanges/00000000-0000-7000-8000-000000000000")
+            .await,
+        gw.client("sfk-kalmar")
+            .get("/v1/consents/not-a-consent")
+            .await,
+    ] {
+        assert!(rsp.status == 200 || rsp.status == 404, "{}", rsp.text);
+        assert_eq!(rsp.headers["cache-control"], "no-store", "{}", rsp.text);
+    }
+});

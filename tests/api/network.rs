@@ -15,18 +15,26 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::both_backends;
-use crate::exchange::{record_consent, ALVA};
-use crate::harness::{Db, Reply, TestGateway};
+use crate::harness::{
+    record_consent, Db, Identity, Reply, TestGateway, ALL_PARTIES as PARTIES, ALVA,
+};
 
-const PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
 const CATEGORIES: &[&str] = &["case", "identity", "attendance", "free-text"];
 
+/// Alva's attendance report to `to`, sync.
 fn attendance(to: &str) -> Value {
-    let payload: Value =
-        serde_json::from_str(samgate::schema::builtin_example("attendance-report").unwrap())
-            .unwrap();
-    json!({"to": to, "type": "attendance-report", "purpose": "samordnad-rehabilitering",
-           "subject": ALVA, "delivery": "sync", "payload": payload})
+    let mut m = crate::harness::attendance(ALVA);
+    m["to"] = json!(to);
+    m
+}
+
+/// A gateway (SQLite) with these header and idle timeouts, in seconds.
+async fn with_timeouts(header_secs: u64, idle_secs: u64) -> TestGateway {
+    TestGateway::spawn_with(Db::Sqlite, |c| {
+        c.server.header_timeout = Duration::from_secs(header_secs);
+        c.server.idle_timeout = Duration::from_secs(idle_secs);
+    })
+    .await
 }
 
 /// A TLS connection to the gateway presenting `cert`/`key` (HTTP/1.1).
@@ -102,8 +110,7 @@ async fn trickling_connections_are_closed_after_header_timeout_while_a_party_is_
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
         c.server.header_timeout = Duration::from_secs(1);
     })
-    .await
-    .unwrap();
+    .await;
     // 300 connections with a pinned certificate: most trickle a request head
     // one byte every 200 ms (it would take minutes to complete), every tenth
     // sends nothing at all after the handshake.
@@ -162,12 +169,7 @@ async fn trickling_connections_are_closed_after_header_timeout_while_a_party_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_lives_until_idle_timeout_not_header_timeout() {
-    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
-        c.server.header_timeout = Duration::from_secs(1);
-        c.server.idle_timeout = Duration::from_secs(3);
-    })
-    .await
-    .unwrap();
+    let gw = with_timeouts(1, 3).await;
     let mut s = party_connect(&gw, "fk").await;
     assert_eq!(get_on(&mut s, "/healthz").await, 200);
     // Longer than header_timeout, shorter than idle_timeout: still open.
@@ -185,30 +187,13 @@ async fn a_kept_alive_connection_lives_until_idle_timeout_not_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpinned_certificate_is_closed_before_a_request_is_read() {
     // Timeouts far beyond the test's guard: only the pin check can close.
-    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
-        c.server.header_timeout = Duration::from_secs(300);
-        c.server.idle_timeout = Duration::from_secs(300);
-    })
-    .await
-    .unwrap();
-    let ca = samgate::pki::Ca::from_pem(
-        &std::fs::read_to_string(gw.path("pki/ca.pem")).unwrap(),
-        &std::fs::read_to_string(gw.path("pki/ca.key")).unwrap(),
-    )
-    .unwrap();
+    let gw = with_timeouts(300, 300).await;
     // Same CA, same name as a real party, but not pinned.
-    let cert = ca.issue_client("fk").unwrap();
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("c.pem"), cert.cert_pem()).unwrap();
-    std::fs::write(other.path().join("c.key"), cert.key_pem()).unwrap();
-    let mut s = tls_connect(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        &other.path().join("c.pem"),
-        &other.path().join("c.key"),
-    )
-    .await
-    .unwrap();
+    let other = Identity::issue(&gw.ca(), "fk");
+    let ca = gw.path("pki/ca.pem");
+    let mut s = tls_connect(gw.addr(), &ca, &other.cert, &other.key)
+        .await
+        .unwrap();
     // The request may or may not be written before the close arrives; it
     // is never answered.
     let _ = s
@@ -221,14 +206,9 @@ async fn an_unpinned_certificate_is_closed_before_a_request_is_read() {
         "an unpinned certificate got an HTTP answer or the connection stayed open"
     );
     // Without writing anything: closed at once, long before any timeout.
-    let mut s = tls_connect(
-        gw.addr(),
-        &gw.path("pki/ca.pem"),
-        &other.path().join("c.pem"),
-        &other.path().join("c.key"),
-    )
-    .await
-    .unwrap();
+    let mut s = tls_connect(gw.addr(), &ca, &other.cert, &other.key)
+        .await
+        .unwrap();
     assert_eq!(
         read_to_close(&mut s, Duration::from_secs(30)).await,
         Some(Vec::new())
@@ -244,8 +224,7 @@ async fn beyond_max_connections_new_connections_wait_and_nothing_crashes() {
         c.server.header_timeout = Duration::from_secs(60);
         c.server.idle_timeout = Duration::from_secs(60);
     })
-    .await
-    .unwrap();
+    .await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = party_connect(&gw, "fk").await;
@@ -283,14 +262,10 @@ async fn beyond_max_connections_new_connections_wait_and_nothing_crashes() {
 both_backends!(
     a_sync_exchange_finishes_when_its_client_leaves,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
-        gw.recipient("fk").set_default_reply(Reply {
-            delay: Duration::from_secs(5),
-            ..Reply::default()
-        });
+        gw.recipient("fk")
+            .set_default_reply(Reply::delayed(Duration::from_secs(5)));
         // A client that gives up after 1 s of a 5 s delivery.
         let impatient = {
             let tls = samgate::tls::client_config(
@@ -326,7 +301,7 @@ both_backends!(
         let mut last = None;
         for _ in 0..200 {
             let r = af
-                .post_with("/v1/exchanges", &msg, &[("Idempotency-Key", "leaver-1")])
+                .post_exchange_with(&msg, &[("Idempotency-Key", "leaver-1")])
                 .await;
             if r.status == 200 {
                 last = Some(r);
@@ -353,7 +328,7 @@ both_backends!(
         );
         let id = body["exchange_id"].as_str().unwrap().to_owned();
         assert_eq!(gw.recipient("fk").received().len(), 1);
-        let pool = gw.state().store.pool();
+        let pool = gw.pool();
         let actions: Vec<String> = sqlx::query_scalar(
             "SELECT action FROM audit_records WHERE exchange_id = $1 ORDER BY seq",
         )
@@ -362,7 +337,7 @@ both_backends!(
         .await
         .unwrap();
         assert_eq!(actions, ["exchange-forwarded", "exchange-delivered"]);
-        let status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+        let status = af.exchange_status(&id).await;
         assert_eq!(status["status"], "delivered");
     }
 );
@@ -370,30 +345,25 @@ both_backends!(
 both_backends!(
     a_slow_recipient_does_not_delay_another_recipients_async_messages,
     |db| async move {
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             c.delivery.timeout = Duration::from_secs(60);
             c.delivery.workers = 4;
             c.delivery.per_recipient = 2;
         })
-        .await
-        else {
-            return;
-        };
+        .await;
         record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
         // fk answers after 20 s; af at once.
-        gw.recipient("fk").set_default_reply(Reply {
-            delay: Duration::from_secs(20),
-            ..Reply::default()
-        });
+        gw.recipient("fk")
+            .set_default_reply(Reply::delayed(Duration::from_secs(20)));
         let kommun = gw.client("kommun-kalmar");
         let send = |to: &'static str| {
             let mut m = attendance(to);
             m["delivery"] = json!("async");
             let kommun = kommun.clone();
             async move {
-                let r = kommun.post("/v1/exchanges", &m).await;
+                let r = kommun.post_exchange(&m).await;
                 assert_eq!(r.status, 202, "{}", r.text);
-                r.json()["exchange_id"].as_str().unwrap().to_owned()
+                r.exchange_id()
             }
         };
         let mut slow = Vec::new();
@@ -401,7 +371,7 @@ both_backends!(
             slow.push(send("fk").await);
         }
         // fk's attempts are under way (claimed) before af's messages exist.
-        let pool = gw.state().store.pool().clone();
+        let pool = gw.pool().clone();
         let mut in_flight = 0;
         for _ in 0..400 {
             let claimed: i64 = sqlx::query_scalar(
@@ -426,7 +396,7 @@ both_backends!(
         for id in &fast {
             let mut status = Value::Null;
             for _ in 0..400 {
-                status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+                status = af.exchange_status(id).await;
                 if status["status"] == "delivered" {
                     break;
                 }
@@ -439,7 +409,7 @@ both_backends!(
         // one: the slow recipient held only its own (at most per_recipient) rows.
         assert_eq!(gw.recipient("fk").received().len(), 0);
         for id in &slow {
-            let s = af.get(&format!("/v1/exchanges/{id}")).await.json();
+            let s = af.exchange_status(id).await;
             assert_eq!(s["status"], "queued", "{s}");
         }
     }
@@ -451,7 +421,7 @@ both_backends!(
         // fk's endpoint now points at kommun-kalmar's inbox: a real server
         // with a certificate from the same CA, valid for 127.0.0.1, but not
         // the one pinned for fk.
-        let Some(gw) = TestGateway::spawn_with(db, |c| {
+        let gw = TestGateway::spawn_with(db, |c| {
             let other = c
                 .parties
                 .iter()
@@ -467,27 +437,24 @@ both_backends!(
             assert!(fk.endpoint_certificate_sha256.is_some(), "init pins it");
             fk.endpoint = other;
         })
-        .await
-        else {
-            return;
-        };
+        .await;
         record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
         let af = gw.client("af");
-        let rsp = af.post("/v1/exchanges", &attendance("fk")).await;
+        let rsp = af.post_exchange(&attendance("fk")).await;
         assert_eq!(rsp.status, 502, "{}", rsp.text);
         assert_eq!(rsp.problem(), "recipient_failed");
-        let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-        let status = af.get(&format!("/v1/exchanges/{id}")).await.json();
+        let id = rsp.exchange_id();
+        let status = af.exchange_status(&id).await;
         assert_eq!(status["status"], "failed");
         // Async: every attempt fails the same way.
         let mut m = attendance("fk");
         m["delivery"] = json!("async");
-        let rsp = af.post("/v1/exchanges", &m).await;
+        let rsp = af.post_exchange(&m).await;
         assert_eq!(rsp.status, 202);
-        let id2 = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
+        let id2 = rsp.exchange_id();
         let mut s = Value::Null;
         for _ in 0..400 {
-            s = af.get(&format!("/v1/exchanges/{id2}")).await.json();
+            s = af.exchange_status(&id2).await;
             if s["attempts"].as_i64().unwrap_or(0) >= 1 {
                 break;
             }
@@ -500,7 +467,7 @@ both_backends!(
         // A correctly pinned recipient is still delivered to.
         let ok = gw
             .client("kommun-kalmar")
-            .post("/v1/exchanges", &attendance("af"))
+            .post_exchange(&attendance("af"))
             .await;
         assert_eq!(ok.status, 200, "{}", ok.text);
         assert_eq!(gw.recipient("af").received().len(), 1);
@@ -512,8 +479,7 @@ async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
         c.server.body_timeout = Duration::from_secs(1);
     })
-    .await
-    .unwrap();
+    .await;
     let mut s = party_connect(&gw, "sfk-kalmar").await;
     // A complete head announcing 100 bytes, then only ten of them.
     s.write_all(

@@ -86,7 +86,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn the_served_document_is_the_checked_in_one() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let file = checked_in();
     for client in [gw.client("fk"), gw.client("sfk-kalmar"), gw.auditor()] {
         let rsp = client.get("/openapi.json").await;

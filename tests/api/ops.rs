@@ -1,49 +1,37 @@
 //! The operator kit (issue #19): `samgate check`, reload, vault rotation,
 //! metrics, and the personnummer kept out of argv.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::exchange::{record_consent, ALVA};
-use crate::harness::{Db, Reply, TestGateway};
+use crate::harness::{
+    consent_args, count, free_port, now, record_consent, Client, Db, Reply, TestGateway,
+    ALL_PARTIES as ALL, ALVA,
+};
 
-const ALL: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
 const CATS: &[&str] = &["case", "identity", "attendance", "employment", "health"];
 
 fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_samgate"))
 }
 
-fn example(t: &str) -> Value {
-    serde_json::from_str(samgate::schema::builtin_example(t).unwrap()).unwrap()
-}
-
+/// Alva's attendance report (in a dashed spelling) with this delivery.
 fn attendance(delivery: &str) -> Value {
-    json!({"to": "fk", "type": "attendance-report", "purpose": "samordnad-rehabilitering",
-           "subject": "20020314-9828", "delivery": delivery, "payload": example("attendance-report")})
+    let mut m = crate::harness::attendance("20020314-9828");
+    m["delivery"] = json!(delivery);
+    m
 }
 
-/// Writes the gateway's running configuration as a file (the in-memory
-/// adjustments of the harness: database, recipient ports), after `adjust`.
-fn write_config(gw: &TestGateway, name: &str, adjust: impl FnOnce(&mut toml::Table)) -> PathBuf {
-    let text = std::fs::read_to_string(gw.path("samgate.toml")).unwrap();
-    let mut t: toml::Table = toml::from_str(&text).unwrap();
-    t["server"]["listen"] = toml::Value::String("127.0.0.1:0".into());
-    t["storage"]["url"] = toml::Value::String(gw.config.storage.url.clone());
-    for p in t["party"].as_array_mut().unwrap() {
-        let id = p["id"].as_str().unwrap().to_owned();
-        if let Some(ep) = gw.config.party(&id).and_then(|c| c.endpoint.clone()) {
-            p["endpoint"] = toml::Value::String(ep);
-        }
-    }
-    adjust(&mut t);
-    let path = gw.path(name);
-    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-    set_mode(&path, 0o600);
-    path
+/// The index of a party in `[[party]]` (as `check` names it).
+fn party_index(gw: &TestGateway, id: &str) -> usize {
+    gw.config
+        .parties
+        .iter()
+        .position(|p| p.id.as_str() == id)
+        .unwrap()
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -54,6 +42,15 @@ fn set_mode(path: &Path, mode: u32) {
 fn without_attendance_routes(t: &mut toml::Table) {
     let routes = t["route"].as_array_mut().unwrap();
     routes.retain(|r| r["type"].as_str() != Some("attendance-report"));
+}
+
+/// `samgate check --config <config>` (the text form).
+fn check_text(config: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    bin()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 fn check_json(config: &Path) -> (i32, Value) {
@@ -88,8 +85,8 @@ fn findings(v: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_on_a_fresh_init_with_its_recipients_up() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
-    let config = write_config(&gw, "check.toml", |_| {});
+    let gw = TestGateway::spawn(Db::Sqlite).await;
+    let config = gw.write_config("check.toml", |_| {});
     let (code, v) = check_json(&config);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["ok"], true);
@@ -105,11 +102,7 @@ async fn check_passes_on_a_fresh_init_with_its_recipients_up() {
         .iter()
         .all(|c| c["detail"].as_str().unwrap().contains("SPKI SHA-256")));
     // Text form: one line per check and a summary, exit 0.
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_text(&config);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -144,7 +137,7 @@ async fn check_on_an_uninitialised_database_does_not_create_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     // An expired certificate for the gateway's outbound client identity.
     let mut params = rcgen::CertificateParams::new(vec!["expired.example".into()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -158,7 +151,7 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let config = write_config(&gw, "broken.toml", |t| {
+    let config = gw.write_config("broken.toml", |t| {
         t["server"]["certificate"] = toml::Value::String("pki/expired.pem".into());
         for p in t["party"].as_array_mut().unwrap() {
             if p["id"].as_str() == Some("fk") {
@@ -176,32 +169,18 @@ async fn check_names_an_expired_certificate_an_open_key_and_a_dead_endpoint() {
     let has = |key: &str, text: &str| f.iter().any(|(k, d)| k == key && d.contains(text));
     assert!(has("server.certificate", "expired"), "{f:#?}");
     assert!(has("keys.vault", "mode 0644"), "{f:#?}");
-    let fk = gw
-        .config
-        .parties
-        .iter()
-        .position(|p| p.id.as_str() == "fk")
-        .unwrap();
+    let fk = party_index(&gw, "fk");
     assert!(
         has(&format!("party[{fk}].endpoint"), "cannot connect"),
         "{f:#?}"
     );
-    let af = gw
-        .config
-        .parties
-        .iter()
-        .position(|p| p.id.as_str() == "af")
-        .unwrap();
+    let af = party_index(&gw, "af");
     assert!(
         has(&format!("party[{af}].endpoint"), "not the pinned"),
         "{f:#?}"
     );
     // The text form has one FAIL line per finding.
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_text(&config);
     let text = String::from_utf8(out.stdout).unwrap();
     set_mode(&gw.path("keys/vault.key"), 0o600);
     assert_eq!(
@@ -215,11 +194,7 @@ async fn check_exits_2_on_a_config_that_does_not_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("samgate.toml");
     std::fs::write(&path, "[server]\nlisten = 1\n").unwrap();
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_text(&path);
     assert_eq!(out.status.code(), Some(2));
     let missing = bin()
         .args(["check", "--config"])
@@ -231,29 +206,29 @@ async fn check_exits_2_on_a_config_that_does_not_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     record_consent(&gw, ALVA, ALL, CATS).await;
     let af = gw.client("af");
     let state = gw.state().clone();
 
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     let r = samgate::reload::reload(&state, &without).unwrap();
     assert_eq!(r.generation, 1);
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
+        rsp.problem_code(),
         (403, "route_not_allowed"),
         "{}",
         rsp.text
     );
 
-    let full = write_config(&gw, "full.toml", |_| {});
+    let full = gw.write_config("full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
 
     // A broken file: refused with its reasons, the running routes stay.
-    let broken = write_config(&gw, "broken.toml", |t| {
+    let broken = gw.write_config("broken.toml", |t| {
         t["route"].as_array_mut().unwrap()[0]["to"] =
             toml::Value::Array(vec![toml::Value::String("nobody".into())]);
     });
@@ -268,7 +243,7 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
     std::fs::write(&garbage, "this is not toml [").unwrap();
     assert!(samgate::reload::reload(&state, &garbage).is_err());
     assert_eq!(state.current_live().generation, 2);
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
 
     let metrics = af.get("/metrics").await.text;
@@ -281,10 +256,10 @@ async fn reload_adds_a_route_on_the_same_connection_and_refuses_a_broken_file() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_a_party_with_its_pseudonym_domain() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     let state = gw.state().clone();
     // Start without kommun-kalmar's routes and party, then add them back.
-    let without = write_config(&gw, "without.toml", |t| {
+    let without = gw.write_config("without.toml", |t| {
         let parties = t["party"].as_array_mut().unwrap();
         parties.retain(|p| p["id"].as_str() != Some("kommun-kalmar"));
         let routes = t["route"].as_array_mut().unwrap();
@@ -305,16 +280,10 @@ async fn reload_adds_a_party_with_its_pseudonym_domain() {
         .try_get("/v1/keys")
         .await
         .is_err());
-    let full = write_config(&gw, "full.toml", |_| {});
+    let full = gw.write_config("full.toml", |_| {});
     samgate::reload::reload(&state, &full).unwrap();
     let rsp = gw.client("kommun-kalmar").get("/v1/keys").await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
-}
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 struct Child(std::process::Child);
@@ -329,11 +298,11 @@ impl Drop for Child {
 async fn sighup_to_samgate_serve_reloads_its_configuration() {
     // The recipients and files of a harness gateway, served by a child
     // process on its own database.
-    let mut gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let mut gw = TestGateway::spawn(Db::Sqlite).await;
     gw.stop().await;
     let port = free_port();
     let db = format!("sqlite://{}", gw.path("data/child.db").display());
-    let config = write_config(&gw, "child.toml", |t| {
+    let config = gw.write_config("child.toml", |t| {
         t["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
         t["storage"]["url"] = toml::Value::String(db.clone());
         without_attendance_routes(t);
@@ -348,17 +317,7 @@ async fn sighup_to_samgate_serve_reloads_its_configuration() {
             .unwrap(),
     );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = |party: &str| {
-        crate::harness::Client::new(
-            addr,
-            &gw.path("pki/ca.pem"),
-            Some((
-                &gw.path(&format!("pki/{party}.pem")),
-                &gw.path(&format!("pki/{party}.key")),
-            )),
-            None,
-        )
-    };
+    let client = |party: &str| Client::of(addr, gw.dir.path(), party);
     let af = client("af");
     let mut up = false;
     for _ in 0..200 {
@@ -369,21 +328,18 @@ async fn sighup_to_samgate_serve_reloads_its_configuration() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "samgate serve did not come up");
-    let token = samgate::consent::cli::sign_consent(
-        &crate::exchange::consent_args(&gw, ALVA, ALL, CATS),
-        crate::exchange::now(),
-    )
-    .unwrap();
+    let token =
+        samgate::consent::cli::sign_consent(&consent_args(&gw, ALVA, ALL, CATS), now()).unwrap();
     let rsp = client("sfk-kalmar")
         .post("/v1/consents", &json!({"token": token}))
         .await;
     assert_eq!(rsp.status, 201, "{}", rsp.text);
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.problem(), "route_not_allowed", "{}", rsp.text);
 
     // Add the routes back and send SIGHUP; the same client (and pooled
     // connection) then gets through.
-    write_config(&gw, "child.toml", |t| {
+    gw.write_config("child.toml", |t| {
         t["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
         t["storage"]["url"] = toml::Value::String(db.clone());
     });
@@ -403,28 +359,23 @@ async fn sighup_to_samgate_serve_reloads_its_configuration() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reloaded, "no reload was counted after SIGHUP");
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text);
     drop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     record_consent(&gw, ALVA, ALL, CATS).await;
     let af = gw.client("af");
-    let rsp = af.post("/v1/exchanges", &attendance("async")).await;
+    let rsp = af.post_exchange(&attendance("async")).await;
     assert_eq!(rsp.status, 202, "{}", rsp.text);
-    let id = rsp.json()["exchange_id"].as_str().unwrap().to_owned();
-    let mut delivered = false;
-    for _ in 0..200 {
-        let s = af.get(&format!("/v1/exchanges/{id}")).await.json();
-        if s["status"] == "delivered" {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = rsp.exchange_id();
+    let s = af
+        .wait_for_exchange(&id, |s| s["status"] == "delivered")
+        .await;
+    let delivered = s["status"] == "delivered";
     assert!(delivered);
     // A signed tree head exists once the checkpoint interval has passed.
     let _ = gw.state().audit.sign_head().await;
@@ -448,11 +399,8 @@ async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
     assert!(!m.contains("=\"\""), "an empty label value in\n{m}");
 
     // A failing recipient is counted per recipient.
-    gw.recipient("fk").set_default_reply(Reply {
-        status: 503,
-        ..Reply::default()
-    });
-    let rsp = af.post("/v1/exchanges", &attendance("sync")).await;
+    gw.recipient("fk").set_default_reply(Reply::status(503));
+    let rsp = af.post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.status, 502, "{}", rsp.text);
     let m = af.get("/metrics").await.text;
     assert!(
@@ -466,33 +414,20 @@ async fn metrics_name_outbox_deliveries_checkpoints_and_certificates() {
 both_backends!(
     rotate_vault_reseals_every_value_and_all_still_open,
     |db| async move {
-        let Some(mut gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let mut gw = TestGateway::spawn(db).await;
         let consent = record_consent(&gw, ALVA, ALL, CATS).await;
         let af = gw.client("af");
         let idem = af
-            .post_with(
-                "/v1/exchanges",
-                &attendance("sync"),
-                &[("Idempotency-Key", "rot-1")],
-            )
+            .post_exchange_with(&attendance("sync"), &[("Idempotency-Key", "rot-1")])
             .await;
         assert_eq!(idem.status, 200, "{}", idem.text);
         // An outbox body that stays (the recipient refuses for now).
-        gw.recipient("fk").set_default_reply(Reply {
-            status: 503,
-            ..Reply::default()
-        });
-        let queued = af.post("/v1/exchanges", &attendance("async")).await;
+        gw.recipient("fk").set_default_reply(Reply::status(503));
+        let queued = af.post_exchange(&attendance("async")).await;
         assert_eq!(queued.status, 202, "{}", queued.text);
         let revoked = record_consent(&gw, ALVA, &["fk", "af"], &["attendance"]).await;
         let rsp = gw
-            .client("sfk-kalmar")
-            .post(
-                &format!("/v1/consents/{revoked}/revocation"),
-                &json!({"reason": "återkallat muntligen"}),
-            )
+            .revoke(&revoked, &json!({"reason": "återkallat muntligen"}))
             .await;
         assert!(rsp.status < 300, "{}", rsp.text);
         gw.stop().await;
@@ -536,7 +471,7 @@ both_backends!(
                 .unwrap();
         assert!(!vault.is_empty());
         for (d, p, k, n, c) in vault {
-            let s = samgate::vault::Sealed {
+            let s = samgate::subject::vault::Sealed {
                 key_id: k,
                 nonce: n.try_into().unwrap(),
                 ciphertext: c,
@@ -552,7 +487,7 @@ both_backends!(
                 .unwrap();
         assert!(tokens.iter().any(|t| t.0 == consent));
         for (id, k, n, c) in tokens {
-            let s = samgate::vault::Sealed {
+            let s = samgate::subject::vault::Sealed {
                 key_id: k,
                 nonce: n.try_into().unwrap(),
                 ciphertext: c,
@@ -580,29 +515,20 @@ both_backends!(
         // the queued body is delivered.
         gw.recipient("fk").set_default_reply(Reply::default());
         let state = samgate::state::AppState::build(only_new).await.unwrap();
-        let g = samgate::server::Gateway::start(state).await.unwrap();
+        let g = samgate::http::server::Gateway::start(state).await.unwrap();
         gw.gw = Some(g);
         let af = gw.client("af");
         let replay = af
-            .post_with(
-                "/v1/exchanges",
-                &attendance("sync"),
-                &[("Idempotency-Key", "rot-1")],
-            )
+            .post_exchange_with(&attendance("sync"), &[("Idempotency-Key", "rot-1")])
             .await;
         assert_eq!(replay.status, 200, "{}", replay.text);
         assert_eq!(replay.json()["exchange_id"], idem.json()["exchange_id"]);
-        let id = queued.json()["exchange_id"].as_str().unwrap().to_owned();
+        let id = queued.exchange_id();
         gw.state().outbox_notify.notify_one();
-        let mut delivered = false;
-        for _ in 0..300 {
-            let s = af.get(&format!("/v1/exchanges/{id}")).await.json();
-            if s["status"] == "delivered" {
-                delivered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let s = af
+            .wait_for_exchange(&id, |s| s["status"] == "delivered")
+            .await;
+        let delivered = s["status"] == "delivered";
         assert!(delivered, "the re-sealed outbox body was not delivered");
         gw.stop().await;
     }
@@ -749,24 +675,21 @@ fn vault_keys_take_a_list_and_a_single_string() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     record_consent(&gw, ALVA, ALL, CATS).await;
-    gw.recipient("fk").set_default_reply(Reply {
-        delay: Duration::from_millis(500),
-        ..Reply::default()
-    });
+    gw.recipient("fk")
+        .set_default_reply(Reply::delayed(Duration::from_millis(500)));
     let af = gw.client("af");
-    let inflight = tokio::spawn(async move { af.post("/v1/exchanges", &attendance("sync")).await });
+    let inflight = tokio::spawn(async move { af.post_exchange(&attendance("sync")).await });
     // The exchange row is committed before delivery: from then on the
     // request has decided its route.
     let mut started = false;
     for _ in 0..400 {
-        let n: i64 = sqlx::query_scalar(
+        let n = count(
+            gw.pool(),
             "SELECT COUNT(*) FROM exchanges WHERE msg_type = 'attendance-report'",
         )
-        .fetch_one(gw.state().store.pool())
-        .await
-        .unwrap();
+        .await;
         if n > 0 {
             started = true;
             break;
@@ -774,16 +697,13 @@ async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(started);
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     samgate::reload::reload(gw.state(), &without).unwrap();
     let rsp = inflight.await.unwrap();
     assert_eq!(rsp.status, 200, "{}", rsp.text);
     assert_eq!(rsp.json()["status"], "delivered");
     // The next request is decided on the new routes.
-    let rsp = gw
-        .client("af")
-        .post("/v1/exchanges", &attendance("sync"))
-        .await;
+    let rsp = gw.client("af").post_exchange(&attendance("sync")).await;
     assert_eq!(rsp.problem(), "route_not_allowed", "{}", rsp.text);
 }
 
@@ -796,14 +716,14 @@ async fn an_exchange_in_flight_finishes_on_the_configuration_it_started_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_never_mixes_the_principal_of_one_configuration_with_the_routes_of_another() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     record_consent(&gw, ALVA, ALL, CATS).await;
     // Generation 1: af may not send attendance reports.
-    let without = write_config(&gw, "without.toml", without_attendance_routes);
+    let without = gw.write_config("without.toml", without_attendance_routes);
     samgate::reload::reload(gw.state(), &without).unwrap();
     // Generation 2: the route is back, but af's old certificate is revoked
     // (af is re-pinned to another certificate).
-    let repinned = write_config(&gw, "repinned.toml", |t| {
+    let repinned = gw.write_config("repinned.toml", |t| {
         for p in t["party"].as_array_mut().unwrap() {
             if p["id"].as_str() == Some("af") {
                 p["certificate_sha256"] = toml::Value::String("ab".repeat(32));

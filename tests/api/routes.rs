@@ -7,36 +7,26 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::exchange::{now, ALVA};
-use crate::harness::TestGateway;
-use samgate::config::ConsentRequirement;
+use crate::harness::{consent_args, now, record_signed, TestGateway, ALVA};
+use samgate::policy::route::ConsentRequirement;
 use samgate::policy::SubjectMode;
 
 both_backends!(
     every_demo_route_forwards_exactly_its_allowed_fields,
     |db| async move {
-        let Some(gw) = TestGateway::spawn(db).await else {
-            return;
-        };
+        let gw = TestGateway::spawn(db).await;
         let parties: Vec<String> = gw.config.parties.iter().map(|p| p.id.to_string()).collect();
         let purposes: Vec<String> = gw.config.known_purposes().into_iter().collect();
         let categories: Vec<String> = samgate::schema::Category::ALL
             .iter()
             .map(|c| c.as_str().to_owned())
             .collect();
-        let mut args = crate::exchange::consent_args(&gw, ALVA, &[], &[]);
+        let mut args = consent_args(&gw, ALVA, &[], &[]);
         args.parties = parties;
         args.purposes = purposes;
         args.categories = categories;
-        let token = samgate::consent::cli::sign_consent(&args, now()).unwrap();
-        assert_eq!(
-            gw.client("sfk-kalmar")
-                .post("/v1/consents", &json!({"token": token}))
-                .await
-                .status,
-            201
-        );
-        let pnr = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+        record_signed(&gw, &args, now()).await;
+        let pnr = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
 
         let routes = gw.config.routes.clone();
         let mut checked = 0;
@@ -73,7 +63,7 @@ both_backends!(
                     if route.consent == ConsentRequirement::Required {
                         env["subject"] = json!(ALVA);
                     }
-                    let rsp = gw.client(from.as_str()).post("/v1/exchanges", &env).await;
+                    let rsp = gw.client(from.as_str()).post_exchange(&env).await;
                     let what = format!("{} {from} -> {to}", route.msg_type);
                     assert_eq!(rsp.status, 200, "{what}: {}", rsp.text);
                     let body = rsp.json();

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::exchange::{now, record_consent, ALVA};
-use crate::harness::{via_proxy, ChaosProxy, Db, TestGateway};
+use crate::harness::{
+    backend_available, count, now, record_consent, via_proxy, ChaosProxy, Client, Db, TestGateway,
+    ALL_PARTIES, ALVA,
+};
 
-const ALL_PARTIES: &[&str] = &["fk", "af", "kommun-kalmar", "region-kalmar", "sfk-kalmar"];
 const CATEGORIES: &[&str] = &["attendance", "case", "health", "outcome", "employment"];
 
 fn attendance() -> serde_json::Value {
@@ -19,7 +20,7 @@ fn attendance() -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
-    if crate::harness::postgres_url().await.is_none() {
+    if !backend_available(Db::Postgres).await {
         return;
     }
     let proxy = ChaosProxy::start("127.0.0.1:5432".parse().unwrap()).await;
@@ -28,23 +29,17 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
         c.storage.url = via_proxy(&c.storage.url, &p2);
         c.storage.acquire_timeout = Duration::from_millis(500);
     })
-    .await
-    .unwrap();
+    .await;
     record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
     let af = gw.client("af");
-    assert_eq!(af.post("/v1/exchanges", &attendance()).await.status, 200);
+    assert_eq!(af.post_exchange(&attendance()).await.status, 200);
 
     proxy.cut();
     // Let the pool notice its connections are gone.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
-        let rsp = af.post("/v1/exchanges", &attendance()).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (503, "unavailable"),
-            "{}",
-            rsp.text
-        );
+        let rsp = af.post_exchange(&attendance()).await;
+        assert_eq!(rsp.problem_code(), (503, "unavailable"), "{}", rsp.text);
     }
     let ready = gw.client("fk").get("/readyz").await;
     assert_eq!(ready.status, 503);
@@ -57,7 +52,7 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
     proxy.restore();
     let mut ok = false;
     for _ in 0..50 {
-        let rsp = af.post("/v1/exchanges", &attendance()).await;
+        let rsp = af.post_exchange(&attendance()).await;
         if rsp.status == 200 {
             ok = true;
             break;
@@ -67,37 +62,28 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
     }
     assert!(ok, "the gateway did not recover");
     assert_eq!(gw.client("fk").get("/readyz").await.status, 200);
-    let delivered: i64 = sqlx::query_scalar(
+    let delivered = count(
+        gw.pool(),
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
     )
-    .fetch_one(gw.state().store.pool())
-    .await
-    .unwrap();
+    .await;
     assert_eq!(delivered as usize, gw.recipient("fk").received().len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_share_one_gap_free_log() {
-    if crate::harness::postgres_url().await.is_none() {
+    if !backend_available(Db::Postgres).await {
         return;
     }
-    let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
+    let gw = TestGateway::spawn(Db::Postgres).await;
     // A second instance: its own pool, audit writer and outbox worker, same database.
     let state2 = samgate::state::AppState::build(gw.config.clone())
         .await
         .unwrap();
-    let gw2 = samgate::server::Gateway::start(state2).await.unwrap();
+    let gw2 = samgate::http::server::Gateway::start(state2).await.unwrap();
     record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
 
-    let clients = [
-        gw.client("af"),
-        crate::harness::Client::new(
-            gw2.addr,
-            &gw.path("pki/ca.pem"),
-            Some((&gw.path("pki/af.pem"), &gw.path("pki/af.key"))),
-            None,
-        ),
-    ];
+    let clients = [gw.client("af"), Client::of(gw2.addr, gw.dir.path(), "af")];
     let total = 2000usize;
     let per_task = total / 16;
     let mut tasks = Vec::new();
@@ -108,9 +94,9 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
             for i in 0..per_task {
                 let mut m = attendance();
                 m["delivery"] = json!(if i % 4 == 0 { "async" } else { "sync" });
-                let rsp = c.post("/v1/exchanges", &m).await;
+                let rsp = c.post_exchange(&m).await;
                 assert!(rsp.status == 200 || rsp.status == 202, "{}", rsp.text);
-                ids.push(rsp.json()["exchange_id"].as_str().unwrap().to_owned());
+                ids.push(rsp.exchange_id());
             }
             ids
         }));
@@ -130,9 +116,7 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for r in fk.received() {
-        *seen
-            .entry(r.json()["exchange_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        *seen.entry(r.exchange_id()).or_default() += 1;
     }
     for id in &acknowledged {
         assert_eq!(
@@ -143,7 +127,7 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     }
     assert_eq!(seen.len(), total);
 
-    let pool = gw.state().store.pool().clone();
+    let pool = gw.pool().clone();
     let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_records ORDER BY seq")
         .fetch_all(&pool)
         .await
@@ -151,18 +135,16 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     for (i, s) in seqs.iter().enumerate() {
         assert_eq!(*s, i as i64 + 1, "gap in seq");
     }
-    let forwarded: i64 = sqlx::query_scalar(
+    let forwarded = count(
+        &pool,
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-forwarded'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let delivered: i64 = sqlx::query_scalar(
+    .await;
+    let delivered = count(
+        &pool,
         "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-delivered'",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!((forwarded as usize, delivered as usize), (total, total));
 
     // One tree: the root over every leaf equals the root of the newest head,
@@ -204,11 +186,11 @@ async fn two_instances_on_one_postgres_share_one_gap_free_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() {
-    if crate::harness::postgres_url().await.is_none() {
+    if !backend_available(Db::Postgres).await {
         return;
     }
-    let gw = TestGateway::spawn(Db::Postgres).await.unwrap();
-    let gw2 = samgate::server::Gateway::start(
+    let gw = TestGateway::spawn(Db::Postgres).await;
+    let gw2 = samgate::http::server::Gateway::start(
         samgate::state::AppState::build(gw.config.clone())
             .await
             .unwrap(),
@@ -216,58 +198,30 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
     .await
     .unwrap();
     let id = record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
-    let ca = gw.path("pki/ca.pem");
-    let af2 = crate::harness::Client::new(
-        gw2.addr,
-        &ca,
-        Some((&gw.path("pki/af.pem"), &gw.path("pki/af.key"))),
-        None,
-    );
-    let intake2 = crate::harness::Client::new(
-        gw2.addr,
-        &ca,
-        Some((
-            &gw.path("pki/sfk-kalmar.pem"),
-            &gw.path("pki/sfk-kalmar.key"),
-        )),
-        None,
-    );
+    let af2 = Client::of(gw2.addr, gw.dir.path(), "af");
+    let intake2 = Client::of(gw2.addr, gw.dir.path(), "sfk-kalmar");
     // Idempotency: the same key on both instances sends once.
     let a = gw
         .client("af")
-        .post_with(
-            "/v1/exchanges",
-            &attendance(),
-            &[("Idempotency-Key", "x-1")],
-        )
+        .post_exchange_with(&attendance(), &[("Idempotency-Key", "x-1")])
         .await;
     let b = af2
-        .post_with(
-            "/v1/exchanges",
-            &attendance(),
-            &[("Idempotency-Key", "x-1")],
-        )
+        .post_exchange_with(&attendance(), &[("Idempotency-Key", "x-1")])
         .await;
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(a.json()["exchange_id"], b.json()["exchange_id"]);
     assert_eq!(gw.recipient("fk").received().len(), 1);
     // Revocation on instance 2 is effective on instance 1 for the next request.
     assert_eq!(
-        gw.client("af")
-            .post("/v1/exchanges", &attendance())
-            .await
-            .status,
+        gw.client("af").post_exchange(&attendance()).await.status,
         200
     );
     let rev = intake2
         .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
         .await;
     assert_eq!(rev.status, 200);
-    let rsp = gw.client("af").post("/v1/exchanges", &attendance()).await;
-    assert_eq!(
-        (rsp.status, rsp.problem().as_str()),
-        (403, "consent_revoked")
-    );
+    let rsp = gw.client("af").post_exchange(&attendance()).await;
+    assert_eq!(rsp.problem_code(), (403, "consent_revoked"));
     gw2.shutdown().await;
 }
 
@@ -280,10 +234,8 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
 crate::both_backends!(
     a_revocation_on_one_instance_refuses_the_next_exchange_on_another,
     |db: Db| async move {
-        let Some(a) = TestGateway::spawn(db).await else {
-            return;
-        };
-        let b = samgate::server::Gateway::start(
+        let a = TestGateway::spawn(db).await;
+        let b = samgate::http::server::Gateway::start(
             samgate::state::AppState::build(a.config.clone())
                 .await
                 .unwrap(),
@@ -291,16 +243,10 @@ crate::both_backends!(
         .await
         .unwrap();
         let id = record_consent(&a, ALVA, ALL_PARTIES, CATEGORIES).await;
-        let ca = a.path("pki/ca.pem");
-        let af_b = crate::harness::Client::new(
-            b.addr,
-            &ca,
-            Some((&a.path("pki/af.pem"), &a.path("pki/af.key"))),
-            None,
-        );
+        let af_b = Client::of(b.addr, a.dir.path(), "af");
         // B decides twice (the second time from its cache, if it has one).
         for _ in 0..2 {
-            let rsp = af_b.post("/v1/exchanges", &attendance()).await;
+            let rsp = af_b.post_exchange(&attendance()).await;
             assert_eq!(rsp.status, 200, "{}", rsp.text);
         }
         let forwarded = || async {
@@ -331,13 +277,8 @@ crate::both_backends!(
             .await;
         assert_eq!(rev.status, 200, "{}", rev.text);
 
-        let rsp = af_b.post("/v1/exchanges", &attendance()).await;
-        assert_eq!(
-            (rsp.status, rsp.problem().as_str()),
-            (403, "consent_revoked"),
-            "{}",
-            rsp.text
-        );
+        let rsp = af_b.post_exchange(&attendance()).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_revoked"), "{}", rsp.text);
         assert_eq!(messages(), 2, "a message left after the revocation");
         assert_eq!(
             forwarded().await,
@@ -398,7 +339,7 @@ async fn secrets_can_come_from_the_environment() {
     file_cfg.keys.pseudonym_master =
         samgate::config::SecretSource::File(dir.path().join("keys/pseudonym.key"));
     let from_file = samgate::crypto::Crypto::load(&file_cfg).unwrap();
-    let p = samgate::personnummer::Personnummer::parse(ALVA).unwrap();
+    let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
     assert_eq!(from_env.audit_pseudonym(&p), from_file.audit_pseudonym(&p));
     // An unset variable is a configuration error naming the key.
     std::env::remove_var(&var);

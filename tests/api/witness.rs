@@ -11,9 +11,9 @@ use std::time::Duration;
 use samgate::audit::cosign::{self, WitnessKey};
 use samgate::audit::verify::{Failure, KeptCheckpoint, VerifyError};
 use samgate::config::Config;
-use samgate::server::Gateway;
+use samgate::config::WitnessEntry;
+use samgate::http::server::Gateway;
 use samgate::state::AppState;
-use samgate::witness::client::WitnessEntry;
 use samgate::witness::config::WitnessConfig;
 use samgate::witness::server::WitnessServer;
 
@@ -90,14 +90,14 @@ async fn gateway_with_witnesses(
     test: &str,
     n: usize,
     quorum: usize,
-) -> Option<(TestGateway, Vec<TestWitness>)> {
+) -> (TestGateway, Vec<TestWitness>) {
     let _ = crate::harness::captured_logs();
     let dir = tempfile::tempdir().unwrap();
     samgate::init::init(dir.path(), &samgate::init::InitOptions::default()).unwrap();
     let mut config = Config::load(&dir.path().join("samgate.toml")).unwrap();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.rate_limit_per_party = 0;
-    config.storage.url = fresh_db_url(db, dir.path()).await?;
+    config.storage.url = fresh_db_url(db, dir.path()).await;
     let mut witnesses = Vec::new();
     for i in 0..n {
         witnesses.push(start_witness(dir.path(), &wname(test, i), &origin(&config)).await);
@@ -114,7 +114,7 @@ async fn gateway_with_witnesses(
     config.audit.witness_quorum = quorum;
     config.audit.witness_wait = Duration::from_secs(20);
     let gw = start_gateway(config.clone()).await;
-    Some((
+    (
         TestGateway {
             dir,
             config,
@@ -122,7 +122,7 @@ async fn gateway_with_witnesses(
             recipients: HashMap::new(),
         },
         witnesses,
-    ))
+    )
 }
 
 async fn start_gateway(config: Config) -> Gateway {
@@ -168,9 +168,7 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
-    let Some((gw, mut ws)) = gateway_with_witnesses(db, "q2", 3, 2).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(db, "q2", 3, 2).await;
     seed(&gw, 5).await;
     let auditor = gw.auditor();
     let head = auditor.get("/v1/audit/tree-head").await;
@@ -252,24 +250,25 @@ both_backends!(three_witnesses_quorum_two_and_one_down, |db| async move {
     }
 });
 
+/// `samgate witness serve` of the witness in `wdir`, as a child process.
+fn witness_serve(wdir: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_samgate"))
+        .args(["witness", "serve", "--config"])
+        .arg(wdir.join("witness.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// An mTLS client presenting the gateway's own client certificate, towards a witness.
 fn witness_client(gw: &TestGateway, w: &TestWitness, party_cert: &str) -> Client {
-    Client::new(
-        w.server.as_ref().unwrap().addr,
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path(&format!("pki/{party_cert}.pem")),
-            &gw.path(&format!("pki/{party_cert}.key")),
-        )),
-        None,
-    )
+    Client::of(w.server.as_ref().unwrap().addr, gw.dir.path(), party_cert)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_protocol_answers_per_spec() {
-    let Some((gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "proto", 1, 1).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "proto", 1, 1).await;
     seed(&gw, 3).await;
     let head = gw.auditor().get("/v1/audit/tree-head").await.json();
     let size = head["tree_size"].as_u64().unwrap();
@@ -325,9 +324,7 @@ async fn the_witness_protocol_answers_per_spec() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
-    let Some((mut gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "fork", 1, 1).await else {
-        return;
-    };
+    let (mut gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "fork", 1, 1).await;
     let w_name = ws[0].name.clone();
     let org = origin(&gw.config);
     // Log A reaches size 4 and the witness cosigns it.
@@ -370,7 +367,7 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
         let w_name = w_name.clone();
         async move {
             // The recorder is process-wide; the witness name is unique to this test.
-            let m = samgate::http::metrics_handle().render();
+            let m = samgate::telemetry::metrics_handle().render();
             metric(
                 &m,
                 "samgate_witness_refusals_total",
@@ -467,9 +464,7 @@ fn run_verify(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_checkpoint() {
-    let Some((gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "kept", 3, 2).await else {
-        return;
-    };
+    let (gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "kept", 3, 2).await;
     seed(&gw, 6).await;
     let auditor = gw.auditor();
     // An older genuine head, as a log operator could show it later.
@@ -593,9 +588,7 @@ async fn truncation_rollback_and_extension_of_an_export_are_caught_with_a_kept_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
-    let Some((mut gw, mut ws)) = gateway_with_witnesses(Db::Sqlite, "dbroll", 1, 1).await else {
-        return;
-    };
+    let (mut gw, mut ws) = gateway_with_witnesses(Db::Sqlite, "dbroll", 1, 1).await;
     seed(&gw, 5).await;
     gw.state().audit.sign_head().await.unwrap();
     let old = samgate::audit::query::latest_head(&gw.state().store)
@@ -679,9 +672,7 @@ async fn a_rolled_back_database_is_caught_with_a_kept_checkpoint() {
 both_backends!(
     a_disclosure_with_proofs_verifies_offline_and_not_after_one_byte_changes,
     |db| async move {
-        let Some((gw, mut ws)) = gateway_with_witnesses(db, "disc", 3, 2).await else {
-            return;
-        };
+        let (gw, mut ws) = gateway_with_witnesses(db, "disc", 3, 2).await;
         seed(&gw, 9).await;
         let intake = gw.client("sfk-kalmar");
         let r = intake
@@ -775,7 +766,8 @@ both_backends!(
                 .unwrap_or_else(|| panic!("{what} not in the extract"));
             let i = at + needle.len() / 2;
             let mut bytes = text.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' {
+            // Never `a` -> `A`: hex decodes either case to the same byte.
+            bytes[i] = if bytes[i].eq_ignore_ascii_case(&b'a') {
                 b'B'
             } else if bytes[i].is_ascii_digit() {
                 b'0' + (bytes[i] - b'0' + 1) % 10
@@ -795,7 +787,7 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agency() {
-    let gw = TestGateway::spawn(Db::Sqlite).await.unwrap();
+    let gw = TestGateway::spawn(Db::Sqlite).await;
     // `samgate init` wrote a witness per agency, wired into samgate.toml with quorum 3.
     let written = Config::load(&gw.path("samgate.toml")).unwrap();
     let names: Vec<&str> = written.witnesses.iter().map(|w| w.name.as_str()).collect();
@@ -871,13 +863,7 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     ]);
     assert_eq!(code, Some(2));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
-        .args(["witness", "serve", "--config"])
-        .arg(wdir.join("witness.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = witness_serve(&wdir);
     eventually("the witness listens", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -886,14 +872,10 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     .await;
     let head = gw.auditor().get("/v1/audit/tree-head").await.json();
     let note = head["checkpoint"].as_str().unwrap();
-    let c = Client::new(
+    let c = Client::of(
         format!("127.0.0.1:{port}").parse().unwrap(),
-        &gw.path("pki/ca.pem"),
-        Some((
-            &gw.path("pki/gateway-client.pem"),
-            &gw.path("pki/gateway-client.key"),
-        )),
-        None,
+        gw.dir.path(),
+        "gateway-client",
     );
     let r = c
         .post_raw(
@@ -908,13 +890,7 @@ async fn the_witness_binary_inits_serves_and_cosigns_and_init_wires_one_per_agen
     // The witness keeps the size across a restart of the process.
     child.kill().unwrap();
     let _ = child.wait();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_samgate"))
-        .args(["witness", "serve", "--config"])
-        .arg(wdir.join("witness.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = witness_serve(&wdir);
     let mut tries = 0;
     let r = loop {
         tries += 1;

@@ -235,12 +235,7 @@ impl Driver {
                 anyhow::Ok(st)
             }));
         }
-        let mut total = Stats::new()?;
-        for t in tasks {
-            total.merge(&t.await.context("load worker")??)?;
-        }
-        total.elapsed = start.elapsed();
-        Ok(total)
+        merged(tasks, start).await
     }
 
     /// Open loop at `rate` requests/s for `duration` over `conns` keep-alive
@@ -291,11 +286,19 @@ impl Driver {
                 anyhow::Ok(st)
             }));
         }
-        let mut total = Stats::new()?;
-        for t in tasks {
-            total.merge(&t.await.context("load worker")??)?;
-        }
-        total.elapsed = start.elapsed();
-        Ok(total)
+        merged(tasks, start).await
     }
+}
+
+/// The workers' statistics together, timed from `start`.
+async fn merged(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Stats>>>,
+    start: Instant,
+) -> anyhow::Result<Stats> {
+    let mut total = Stats::new()?;
+    for t in tasks {
+        total.merge(&t.await.context("load worker")??)?;
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
 }

@@ -154,6 +154,10 @@ fn machine() -> Machine {
         .unwrap_or_default()
         .trim()
         .to_owned();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the report is dated with the real date"
+    )]
     let date = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -593,6 +597,10 @@ async fn run_samgate(
     let result = async {
         wait_listening(listen, &mut child).await?;
         // The consent: signed by the intake system, recorded by sfk-kalmar.
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the benchmark signs tokens valid from the real time"
+        )]
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let token = samgate::consent::cli::sign_consent(
             &samgate::cli::ConsentSignArgs {

@@ -229,29 +229,24 @@ http {{
     );
     let conf_path = run.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let test = Command::new(bin)
-        .arg("-t")
-        .arg("-p")
-        .arg(run)
-        .arg("-e")
-        .arg(run.join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .output()
-        .context("nginx -t")?;
+    let nginx = || {
+        let mut c = Command::new(bin);
+        c.arg("-p")
+            .arg(run)
+            .arg("-e")
+            .arg(run.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path);
+        c
+    };
+    let test = nginx().arg("-t").output().context("nginx -t")?;
     if !test.status.success() {
         bail!(
             "nginx refused the configuration: {}",
             String::from_utf8_lossy(&test.stderr)
         );
     }
-    let child = Command::new(bin)
-        .arg("-p")
-        .arg(run)
-        .arg("-e")
-        .arg(run.join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
+    let child = nginx()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

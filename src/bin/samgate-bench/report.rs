@@ -193,14 +193,7 @@ pub fn plot_throughput(path: &Path, rows: &[Row], contenders: &[String]) -> anyh
                 .map_err(plot_err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(plot_err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight, 15)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -275,17 +268,26 @@ pub fn plot_latency(
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, col.filled())))
                 .map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 13)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())
+}
+
+/// The series legend, framed, at `position`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font_size))
+        .position(position)
+        .draw()
+        .map_err(plot_err)
 }
 
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
