@@ -85,6 +85,9 @@ pub struct Inner {
     /// Vault rows (`domain\0pseudonym`) known to be stored: rows are never
     /// deleted, so a positive entry cannot go stale. Bounded.
     vault_stored: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Each subject's consents for the exchange path, guarded by their
+    /// versions (see [`crate::consent::cache`]).
+    pub consent_cache: crate::consent::cache::ConsentCache,
     /// The browser console's keys (DESIGN §11).
     pub console: crate::console::keys::ConsoleState,
     /// Background tasks stopped on shutdown (the outbox worker).
@@ -175,6 +178,7 @@ impl AppState {
                 background: std::sync::Mutex::new(Vec::new()),
                 halted: std::sync::atomic::AtomicBool::new(false),
                 vault_stored: std::sync::RwLock::new(std::collections::HashSet::new()),
+                consent_cache: crate::consent::cache::ConsentCache::default(),
                 witnesses,
             }),
             pinned: std::sync::OnceLock::new(),

@@ -77,6 +77,13 @@ pub async fn record(
         None => None,
     };
     let mut effects = vec![insert_stmt(&row, &vc.key_id, sealed, given_by_name)?];
+    // The subject's other consents move too: the new one may be chosen
+    // instead of them, and its marking is the person's (see `cache`).
+    effects.push(
+        Stmt::new("UPDATE consents SET version = version + 1 WHERE subject = $1 AND id <> $2")
+            .text(row.subject.clone())
+            .text(id.clone()),
+    );
     let known = |key: &str| state.vault_is_stored(key);
     let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
     effects.extend(vault_rows);
@@ -92,7 +99,10 @@ pub async fn record(
         ..AuditRecord::default()
     };
     match state.audit.append(record, effects).await {
-        Ok(_) => state.mark_vault_stored(vault_keys),
+        Ok(_) => {
+            state.mark_vault_stored(vault_keys);
+            state.consent_cache.invalidate(&row.subject);
+        }
         Err(e) if e.is_unique_violation() => return Err(replayed()),
         Err(e) => return Err(e.into()),
     }
@@ -127,6 +137,7 @@ fn new_row(vc: &VerifiedConsent, id: &str, subject: &str, now_us: i64) -> Consen
         given_by: vc.given_by.clone(),
         protected_identity: vc.protected_identity,
         closure: None,
+        version: 1,
     }
 }
 
@@ -280,7 +291,8 @@ async fn record_revocation(
         state.crypto.seal_text(&aad, &r)
     });
     let effect = Stmt::new(
-        "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2 WHERE id = $3 AND revoked_at_us IS NULL",
+        "UPDATE consents SET revoked_at_us = $1, revocation_reason = $2, version = version + 1 \
+         WHERE id = $3 AND revoked_at_us IS NULL",
     )
     .int(now_us)
     .opt_text(reason)
@@ -309,6 +321,7 @@ async fn record_revocation(
     };
     match state.audit.append(record, effects).await {
         Ok(_) => {
+            state.consent_cache.invalidate(&row.subject);
             if notice_count > 0 {
                 state.outbox_notify.notify_one();
             }

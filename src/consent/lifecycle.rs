@@ -114,8 +114,8 @@ pub fn closure_effect(
     let now = now_us;
     let until = add_months(now, follow_up_months);
     let mut effects = vec![Stmt::new(
-        "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3 \
-         WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
+        "UPDATE consents SET closed_at_us = $1, follow_up_until_us = $2, closure_exchange_id = $3, \
+         version = version + 1 WHERE id = $4 AND closed_at_us IS NULL AND revoked_at_us IS NULL",
     )
     .int(now)
     .int(until)

@@ -2,6 +2,7 @@
 //! model and the consent check, the HTTP API, and the signing CLI.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod lifecycle;
 pub mod model;

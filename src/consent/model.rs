@@ -4,8 +4,10 @@
 //! A consent row is indexed by the subject's `consent`-domain pseudonym. The
 //! raw token is the evidence and is kept, sealed with the vault key (AAD
 //! `consent-token\0<id>`), because it contains the personnummer in `sub`.
-//! There is no cache: every check reads the database, so a revocation is
-//! effective on every instance for the very next request.
+//! The exchange path reads a subject's consents through the per-process
+//! cache of [`super::cache`], whose version guard keeps a revocation on any
+//! instance effective for the very next exchange; everything else reads the
+//! database.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -53,6 +55,9 @@ pub struct ConsentRow {
     pub protected_identity: bool,
     /// The delivered closure, if any (DESIGN §13).
     pub closure: Option<Closure>,
+    /// The change counter the consent cache's guard compares (migration
+    /// 0020): bumped with every change that can alter a decision.
+    pub version: i64,
 }
 
 /// The consent states of DESIGN §2.
@@ -250,7 +255,7 @@ impl ConsentRow {
 
 const COLUMNS: &str = "id, subject, issuer, parties, purposes, categories, method, recorded_by, \
      not_before_us, expires_at_us, recorded_at_us, revoked_at_us, given_by_role, given_by_name, \
-     protected_identity, closure_exchange_id, closed_at_us, follow_up_until_us";
+     protected_identity, closure_exchange_id, closed_at_us, follow_up_until_us, version";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<ConsentRow, sqlx::Error> {
     let list = |s: String| -> Vec<String> { serde_json::from_str(&s).unwrap_or_default() };
@@ -283,6 +288,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<ConsentRow, sqlx::Error> {
             }),
             _ => None,
         },
+        version: r.try_get("version")?,
     })
 }
 

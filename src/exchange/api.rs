@@ -54,7 +54,14 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
             Err(e) => return e.into_response(),
         }
     }
-    let result = match flow::run(&state, &mut ctx, &raw).await {
+    let mut result = flow::run(&state, &mut ctx, &raw).await;
+    if ctx.consent_stale {
+        // The consent changed since this instance cached it (consent::cache):
+        // nothing was written or sent; decide again from the database, once.
+        ctx.retry_fresh();
+        result = flow::run(&state, &mut ctx, &raw).await;
+    }
+    let result = match result {
         Ok(r) => Ok(r),
         Err(e) => Err(flow::refuse(&state, &ctx, e).await),
     };

@@ -18,6 +18,7 @@ use super::sync::Decision;
 use super::{Delivery, ExchangeCtx};
 use crate::audit::record::{action, decision};
 use crate::config::PartyConfig;
+use crate::consent::cache;
 use crate::consent::model::{self, ConsentRow};
 use crate::error::{quote_id, ApiError, ProblemCode};
 use crate::ids::ConsentId;
@@ -213,15 +214,17 @@ async fn consent(
         return Ok(None);
     }
     let subject = c.subject.as_ref().ok_or(ExchangeError::SubjectRequired)?;
-    let rows = model::for_subject(&state.store, subject.consent()).await?;
-    let consent = model::decide_message(
-        &rows,
+    let (consent, guard) = cache::check(
+        state,
+        ctx.consent_lookup,
+        subject.consent(),
         &ctx.principal.party,
         &c.recipient.id,
-        Some(c.msg_type.as_str()),
+        &c.msg_type,
         &c.purpose,
-        state.clock.now_us(),
-    )?;
+    )
+    .await?;
+    ctx.consent_guard = guard;
     // After a closure, a further `closure` goes only to a party that no
     // delivered closure has told yet (§13).
     let to = c.recipient.id.as_str();
@@ -340,6 +343,8 @@ fn record(
     let mut effects =
         super::store::forwarded_rows(ctx, &c.recipient.id, status, route.subject, now)
             .map_err(ApiError::internal)?;
+    let guarded = ctx.consent_guard.is_some();
+    effects.extend(ctx.consent_guard.take());
     let mut vault_keys = Vec::new();
     if let Some(s) = &c.subject {
         let known = |key: &str| state.vault_is_stored(key);
@@ -380,6 +385,7 @@ fn record(
         record,
         effects,
         vault_keys,
+        guarded,
         endpoint,
         body,
     })
@@ -396,7 +402,14 @@ async fn deliver(
     d: Decision,
 ) -> Result<(StatusCode, Value), ApiError> {
     if ctx.delivery == Delivery::Async {
-        state.audit.append(d.record, d.effects).await?;
+        if let Err(e) = state.audit.append(d.record, d.effects).await {
+            ctx.consent_stale = cache::refused(&e, d.guarded);
+            return Err(if ctx.consent_stale {
+                cache::stale_error()
+            } else {
+                e.into()
+            });
+        }
         state.mark_vault_stored(d.vault_keys);
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
@@ -423,5 +436,11 @@ async fn deliver(
         withheld: o.filtered.withheld,
     };
     ctx.idempotency_finished = ctx.idempotency_key.is_some();
-    super::sync::finish(tail).await
+    super::sync::finish(tail)
+        .await
+        .unwrap_or_else(|super::sync::Stale| {
+            ctx.consent_stale = true;
+            ctx.idempotency_finished = false;
+            Err(cache::stale_error())
+        })
 }

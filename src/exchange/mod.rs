@@ -64,6 +64,14 @@ pub struct ExchangeCtx {
     /// The answer was stored under the key by the exchange's own task (a
     /// sync exchange that must finish even if its client leaves, §10).
     pub idempotency_finished: bool,
+    /// Where the consent check reads the subject's consents from.
+    pub consent_lookup: crate::consent::cache::Lookup,
+    /// The consent cache's guard refused the decision (see
+    /// [`crate::consent::cache`]): nothing was written; decide again.
+    pub consent_stale: bool,
+    /// The guard to commit with the decision, when the consent came from
+    /// the cache.
+    pub consent_guard: Option<crate::store::Stmt>,
 }
 
 impl ExchangeCtx {
@@ -84,7 +92,24 @@ impl ExchangeCtx {
             delivery: Delivery::Sync,
             idempotency_key: None,
             idempotency_finished: false,
+            consent_lookup: crate::consent::cache::Lookup::Cached,
+            consent_stale: false,
+            consent_guard: None,
         }
+    }
+
+    /// The context for deciding again from the database after the consent
+    /// cache's guard refused: what the first attempt learnt is dropped; the
+    /// request's own facts and the exchange id (nothing of the first
+    /// attempt was committed) are kept.
+    pub fn retry_fresh(&mut self) {
+        let principal = self.principal.clone();
+        let mut fresh = ExchangeCtx::new(principal, self.request_id.take());
+        fresh.exchange_id = self.exchange_id.clone();
+        fresh.payload_sha256 = self.payload_sha256.take();
+        fresh.idempotency_key = self.idempotency_key.take();
+        fresh.consent_lookup = crate::consent::cache::Lookup::Fresh;
+        *self = fresh;
     }
 
     /// An audit record of this exchange.

@@ -29,6 +29,8 @@ pub(super) struct Decision {
     pub(super) record: AuditRecord,
     pub(super) effects: Vec<Stmt>,
     pub(super) vault_keys: Vec<String>,
+    /// The effects hold the consent cache's guard (`consent::cache`).
+    pub(super) guarded: bool,
     pub(super) endpoint: String,
     pub(super) body: Bytes,
 }
@@ -47,19 +49,33 @@ pub(super) struct SyncTail {
     pub(super) withheld: Vec<String>,
 }
 
+/// The consent cache's guard refused the commit: nothing was written or
+/// sent, and the request decides again.
+pub(super) struct Stale;
+
 /// Runs `tail` in its own task and awaits it.
-pub(super) async fn finish(tail: SyncTail) -> Result<(StatusCode, Value), ApiError> {
+pub(super) async fn finish(tail: SyncTail) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
     match tokio::spawn(tail.run()).await {
         Ok(result) => result,
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e) => Ok(Err(ApiError::internal(e))),
     }
 }
 
 impl SyncTail {
     /// Commits, delivers, records the outcome and stores the idempotent
     /// answer (the request's own `finish` is skipped for this exchange).
-    async fn run(self) -> Result<(StatusCode, Value), ApiError> {
-        let result = self.deliver().await;
+    /// [`Stale`] when the consent cache's guard refused the commit.
+    async fn run(mut self) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
+        // Moved, not cloned: nothing after the commit needs them.
+        let record = std::mem::take(&mut self.decision.record);
+        let effects = std::mem::take(&mut self.decision.effects);
+        let result = match self.state.audit.append(record, effects).await {
+            Ok(_) => self.deliver().await,
+            Err(e) if crate::consent::cache::refused(&e, self.decision.guarded) => {
+                return Err(Stale)
+            }
+            Err(e) => Err(e.into()),
+        };
         if let Some(key) = &self.ctx.idempotency_key {
             let (status, body) = match &result {
                 Ok((status, body)) => (*status, body.clone()),
@@ -68,16 +84,13 @@ impl SyncTail {
             let party = &self.ctx.principal.party;
             idempotency::finish(&self.state, party, key, status, &body).await;
         }
-        result
+        Ok(result)
     }
 
+    /// After the forwarded record committed: delivers and records the outcome.
     async fn deliver(&self) -> Result<(StatusCode, Value), ApiError> {
         let (state, d) = (&self.state, &self.decision);
         let exchange_id = self.ctx.exchange_id.clone();
-        state
-            .audit
-            .append(d.record.clone(), d.effects.clone())
-            .await?;
         state.mark_vault_stored(d.vault_keys.clone());
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);

@@ -271,6 +271,13 @@ impl Store {
     }
 }
 
+/// `$1` ... `$24`, so that binding a statement's usual arguments formats
+/// nothing (the exchange path's statements have at most 18).
+const PLACEHOLDERS: [&str; 24] = [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+    "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24",
+];
+
 /// A bound argument of a [`Stmt`].
 #[derive(Debug, Clone)]
 pub enum Arg {
@@ -353,9 +360,16 @@ impl Stmt {
     pub fn execute_blocking(&self, conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
         let mut st = conn.prepare_cached(self.sql)?;
         for (i, a) in self.args.iter().enumerate() {
-            let name = format!("${}", i + 1);
-            let Some(idx) = st.parameter_index(&name)? else {
-                return Err(rusqlite::Error::InvalidParameterName(name));
+            let owned;
+            let name = match PLACEHOLDERS.get(i) {
+                Some(n) => *n,
+                None => {
+                    owned = format!("${}", i + 1);
+                    owned.as_str()
+                }
+            };
+            let Some(idx) = st.parameter_index(name)? else {
+                return Err(rusqlite::Error::InvalidParameterName(name.to_owned()));
             };
             match a {
                 Arg::I64(v) => st.raw_bind_parameter(idx, v)?,

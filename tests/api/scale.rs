@@ -225,6 +225,79 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
     gw2.shutdown().await;
 }
 
+// Issue 15: the exchange path decides from a per-process consent cache.
+// A revocation on instance A must still refuse the very next exchange on
+// instance B, which has the consent cached from an earlier exchange: B's
+// `exchange-forwarded` append carries a version guard that fails, B decides
+// again from the database, and nothing leaves. (Two instances on one SQLite
+// file work the same way: the guard runs under the database's write lock.)
+crate::both_backends!(
+    a_revocation_on_one_instance_refuses_the_next_exchange_on_another,
+    |db: Db| async move {
+        let a = TestGateway::spawn(db).await;
+        let b = samgate::http::server::Gateway::start(
+            samgate::state::AppState::build(a.config.clone())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let id = record_consent(&a, ALVA, ALL_PARTIES, CATEGORIES).await;
+        let af_b = Client::of(b.addr, a.dir.path(), "af");
+        // B decides twice (the second time from its cache, if it has one).
+        for _ in 0..2 {
+            let rsp = af_b.post_exchange(&attendance()).await;
+            assert_eq!(rsp.status, 200, "{}", rsp.text);
+        }
+        let forwarded = || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-forwarded'",
+            )
+            .fetch_one(a.state().store.pool())
+            .await
+            .unwrap();
+            n
+        };
+        // What fk received other than the revocation notice of DESIGN §13
+        // (which the outbox of either instance may deliver at any time).
+        let messages = || {
+            a.recipient("fk")
+                .received()
+                .iter()
+                .filter(|r| r.json()["type"] == "attendance-report")
+                .count()
+        };
+        assert_eq!(forwarded().await, 2);
+        assert_eq!(messages(), 2);
+
+        // A revokes; the revocation has returned before B's next exchange starts.
+        let rev = a
+            .client("sfk-kalmar")
+            .post(&format!("/v1/consents/{id}/revocation"), &json!({}))
+            .await;
+        assert_eq!(rev.status, 200, "{}", rev.text);
+
+        let rsp = af_b.post_exchange(&attendance()).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_revoked"), "{}", rsp.text);
+        assert_eq!(messages(), 2, "a message left after the revocation");
+        assert_eq!(
+            forwarded().await,
+            2,
+            "an exchange-forwarded record was written after the revocation"
+        );
+        // The refusal is itself recorded, once, with the exchange's id.
+        let denied: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_records WHERE action = 'exchange-denied' AND exchange_id = $1",
+        )
+        .bind(rsp.json()["exchange_id"].as_str().unwrap().to_owned())
+        .fetch_one(a.state().store.pool())
+        .await
+        .unwrap();
+        assert_eq!(denied, 1);
+        b.shutdown().await;
+    }
+);
+
 #[tokio::test]
 async fn a_database_newer_than_the_binary_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
