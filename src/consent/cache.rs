@@ -24,8 +24,11 @@
 //! Hence a revocation that has returned on any instance is honoured by the
 //! next exchange that starts anywhere after it.
 //!
-//! A fresh read is written without a guard: it is what the exchange path
-//! did before the cache (read, then commit), so its guarantee is the same.
+//! A first decision is guarded whether it came from the cache or from a
+//! database read (a miss), which also closes the window between reading
+//! and committing that the exchange path had before the cache. The retry
+//! after a refused guard is written without one: it is a fresh read, then
+//! the commit, as before the cache.
 //! A decision that refuses is never taken from the cache: it is read again,
 //! so a consent just recorded on another instance is seen at once.
 
@@ -110,7 +113,13 @@ pub async fn check(
     let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject).await?.into();
     state.consent_cache.put(subject, rows.clone());
     let c = decide(&rows)?;
-    Ok((c, None))
+    // A first decision is guarded even when it was read from the database:
+    // a revocation that commits between this read and the
+    // `exchange-forwarded` commit then refuses it, and the retry reads
+    // again (unguarded, once), so nothing leaves after the revocation
+    // returned (review finding L5 of issue 18).
+    let guard = (lookup == Lookup::Cached).then(|| guard(&c));
+    Ok((c, guard))
 }
 
 /// The guard effect: the consent is still at the version the decision read.
