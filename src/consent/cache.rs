@@ -24,11 +24,13 @@
 //! Hence a revocation that has returned on any instance is honoured by the
 //! next exchange that starts anywhere after it.
 //!
-//! A first decision is guarded whether it came from the cache or from a
-//! database read (a miss), which also closes the window between reading
-//! and committing that the exchange path had before the cache. The retry
-//! after a refused guard is written without one: it is a fresh read, then
-//! the commit, as before the cache.
+//! Every decision is guarded, whether it came from the cache or from a
+//! database read, which also closes the window between reading and
+//! committing that the exchange path had before the cache. A refused guard
+//! makes the exchange decide again from the database, guarded too, at most
+//! [`MAX_DECISIONS`] times in all; if the consent keeps changing, the
+//! answer is 503 `unavailable` (nothing was written or sent, and an
+//! idempotency key is released), so the client tries again.
 //! A decision that refuses is never taken from the cache: it is read again,
 //! so a consent just recorded on another instance is seen at once.
 
@@ -44,6 +46,10 @@ use crate::store::Stmt;
 /// Most subjects kept (the map is cleared when it is full: a miss only
 /// costs the read the cache saves).
 pub const MAX_SUBJECTS: usize = 20_000;
+
+/// How many times one exchange decides its consent before it gives up with
+/// 503 (each refused decision means the consent changed meanwhile).
+pub const MAX_DECISIONS: usize = 3;
 
 /// Where the exchange path takes a subject's consents from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,13 +119,13 @@ pub async fn check(
     let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject).await?.into();
     state.consent_cache.put(subject, rows.clone());
     let c = decide(&rows)?;
-    // A first decision is guarded even when it was read from the database:
-    // a revocation that commits between this read and the
-    // `exchange-forwarded` commit then refuses it, and the retry reads
-    // again (unguarded, once), so nothing leaves after the revocation
-    // returned (review finding L5 of issue 18).
-    let guard = (lookup == Lookup::Cached).then(|| guard(&c));
-    Ok((c, guard))
+    // Every decision is guarded, also one read from the database: a change
+    // that commits between this read and the `exchange-forwarded` commit
+    // then refuses it and the exchange decides again (at most
+    // `MAX_DECISIONS` times, then 503), so nothing is forwarded under a
+    // consent that a concurrent change made not cover.
+    let guard = guard(&c);
+    Ok((c, Some(guard)))
 }
 
 /// The guard effect: the consent is still at the version the decision read.
@@ -141,8 +147,8 @@ pub fn refused(e: &crate::audit::log::AppendError, guarded: bool) -> bool {
 pub fn stale_error() -> ApiError {
     metrics::counter!("samgate_consent_cache_stale_total").increment(1);
     ApiError::new(
-        crate::error::ProblemCode::Internal,
-        "the consent changed while the exchange was decided",
+        crate::error::ProblemCode::Unavailable,
+        "the participant's consent changed while the exchange was decided; nothing was sent, try again",
     )
 }
 
@@ -171,6 +177,15 @@ mod tests {
             closure: None,
             version: 3,
         }
+    }
+
+    #[test]
+    fn a_revocation_counts_whatever_this_instances_clock_says() {
+        // Revoked on an instance whose clock is ahead of this one.
+        let mut c = row("c");
+        c.expires_at_us = i64::MAX;
+        c.revoked_at_us = Some(2_000);
+        assert_eq!(c.state(1_000), model::ConsentState::Revoked);
     }
 
     #[test]

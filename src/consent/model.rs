@@ -118,7 +118,9 @@ pub struct ConsentSummary {
 impl ConsentRow {
     /// The state at `now_us`.
     pub fn state(&self, now_us: i64) -> ConsentState {
-        if self.revoked_at_us.is_some_and(|r| r <= now_us) {
+        // Revoked from the moment the row says so, whatever this instance's
+        // clock says: another instance's clock may be ahead of it.
+        if self.revoked_at_us.is_some() {
             ConsentState::Revoked
         } else if now_us >= self.valid_until_us() {
             ConsentState::Expired

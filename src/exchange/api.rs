@@ -55,9 +55,12 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
         }
     }
     let mut result = flow::run(&state, &mut ctx, &raw).await;
-    if ctx.consent_stale {
-        // The consent changed since this instance cached it (consent::cache):
-        // nothing was written or sent; decide again from the database, once.
+    for _ in 1..crate::consent::cache::MAX_DECISIONS {
+        if !ctx.consent_stale {
+            break;
+        }
+        // The consent changed since it was read (consent::cache): nothing
+        // was written or sent; decide again from the database.
         ctx.retry_fresh();
         result = flow::run(&state, &mut ctx, &raw).await;
     }
