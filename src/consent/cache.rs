@@ -117,7 +117,11 @@ pub async fn check(
     }
     metrics::counter!("samgate_consent_cache_misses_total").increment(1);
     let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject).await?.into();
-    state.consent_cache.put(subject, rows.clone());
+    // Subjects without any consent are not kept: a sender cycling numbers
+    // nobody consented for must not push the real subjects out.
+    if !rows.is_empty() {
+        state.consent_cache.put(subject, rows.clone());
+    }
     let c = decide(&rows)?;
     // Every decision is guarded, also one read from the database: a change
     // that commits between this read and the `exchange-forwarded` commit
