@@ -18,6 +18,10 @@ pub enum SignError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Sign(String),
+    /// The user token's `sub` is a personnummer, which the gateway refuses
+    /// (401 `invalid_token`, see `auth::jwt`).
+    #[error("the user token's sub is a personnummer; name the user by another id")]
+    SubIsPersonnummer,
 }
 
 /// A private signing key with its algorithm and derived key id.
@@ -107,6 +111,9 @@ pub fn sign_user_token(
     aud: &str,
     minutes: u32,
 ) -> Result<String, SignError> {
+    if crate::subject::personnummer::Personnummer::parse(sub).is_ok() {
+        return Err(SignError::SubIsPersonnummer);
+    }
     let k = SigningKeyFile::load(key)?;
     #[expect(
         clippy::disallowed_methods,
@@ -122,4 +129,25 @@ pub fn sign_user_token(
         exp: now + i64::from(minutes) * 60,
     };
     k.sign(&k.derived_kid.clone(), &claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_token_naming_a_personnummer_is_not_signed() {
+        let key = Path::new("/nonexistent/users.key");
+        for sub in ["200203149828", "20020314-9828", "020314-9828"] {
+            assert!(matches!(
+                sign_user_token(key, "iss", sub, "samgate", 5),
+                Err(SignError::SubIsPersonnummer)
+            ));
+        }
+        // Anything else goes on to the key (missing here).
+        assert!(matches!(
+            sign_user_token(key, "iss", "anna.lind", "samgate", 5),
+            Err(SignError::Read(..))
+        ));
+    }
 }
