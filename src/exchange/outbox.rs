@@ -429,10 +429,7 @@ async fn record_delivered(
         id,
     );
     let mut effects = vec![
-        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-            .text(id.to_owned())
-            .text(state.instance_id.clone())
-            .expect_rows(),
+        release_stmt(state, id),
         Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
             .int(attempts)
             .int(state.clock.now_us())
@@ -465,10 +462,7 @@ async fn record_expired(
     record.decision = decision::EXPIRED.into();
     record.reason = Some(format!("expired after {attempts} attempts: {err}"));
     let effects = vec![
-        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-            .text(id.to_owned())
-            .text(state.instance_id.clone())
-            .expect_rows(),
+        release_stmt(state, id),
         Stmt::new(
             "UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3",
         )
@@ -554,6 +548,16 @@ pub async fn possibly_received(state: &AppState, exchange_id: &str) {
     if let Err(e) = r {
         tracing::warn!(exchange.id = %exchange_id, error = %e, "could not mark an exchange as possibly received");
     }
+}
+
+/// Removes a claimed row from the outbox, only while this instance holds
+/// the claim (the statement must remove it, else the item is refused): the
+/// end of an async exchange, delivered, expired or refused before delivery.
+pub fn release_stmt(state: &AppState, exchange_id: &str) -> Stmt {
+    Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+        .text(exchange_id.to_owned())
+        .text(state.instance_id.clone())
+        .expect_rows()
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(max, initial·2^(n-1))].

@@ -176,10 +176,7 @@ pub async fn end(state: &AppState, exchange_id: &str, verdict: Verdict, mut reco
     };
     record.reason = Some(reason.to_owned());
     let effects = vec![
-        Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-            .text(exchange_id.to_owned())
-            .text(state.instance_id.clone())
-            .expect_rows(),
+        super::outbox::release_stmt(state, exchange_id),
         Stmt::new("UPDATE exchanges SET status = $1, last_error = $2 WHERE id = $3")
             .text(status)
             .text(reason)
