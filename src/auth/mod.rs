@@ -93,7 +93,7 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let principal = authenticate(parts, state.live())?;
+        let principal = authenticate(parts, state.live(), state.clock.now().date())?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
@@ -101,7 +101,9 @@ impl FromRequestParts<AppState> for Principal {
 
 /// Resolves the principal of a request (also used by the rate limiter) on
 /// one configuration snapshot: its pins, users and user-token verifiers.
-pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
+/// `today` is the gateway clock's date (a user token's `sub` must not be a
+/// personnummer on that date).
+pub fn authenticate(parts: &Parts, live: &Live, today: time::Date) -> Result<Principal, ApiError> {
     let pin = parts
         .extensions
         .get::<PeerCertificate>()
@@ -141,7 +143,7 @@ pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
                 .map(str::trim);
             let result = match token {
                 None => Err(jwt::JwtError::Missing),
-                Some(t) => verifier.verify(t),
+                Some(t) => verifier.verify(t, today),
             };
             match result {
                 Ok(user) => Some(user),

@@ -68,7 +68,11 @@ pub fn parse_given_by(s: &str) -> Result<super::lifecycle::GivenBy, String> {
 
 /// Signs a consent (library form, used by the demo and tests).
 pub fn sign_consent(args: &ConsentSignArgs, now: i64) -> Result<String, String> {
-    let pnr = Personnummer::parse(&args.subject).map_err(|e| format!("subject: {e}"))?;
+    // The number is judged on the date the consent is signed at.
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .map_err(|e| format!("signing time: {e}"))?
+        .date();
+    let pnr = Personnummer::parse_at(&args.subject, today).map_err(|e| format!("subject: {e}"))?;
     let key = SigningKeyFile::load(&args.key).map_err(|e| e.to_string())?;
     let claims = ConsentClaims {
         jti: uuid::Uuid::new_v4().to_string(),

@@ -53,6 +53,8 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
+    // Every number in the reply is judged on one date, the gateway clock's.
+    let today = state.clock.now().date();
     let mut record = reply_record(ctx, recipient);
     // The type is the recipient's text: it enters the record (and the
     // permanent log) only once it is known to be a message type (DESIGN §10).
@@ -105,6 +107,7 @@ pub async fn process(
             payload: &payload,
             allow: &route.fields,
             consent_categories: categories.as_ref(),
+            today,
         },
         &mut ident,
     ) {
@@ -114,7 +117,7 @@ pub async fn process(
         }
     };
     let numbers_withheld = route.subject != SubjectMode::Reveal
-        && super::numbers::withhold_numbers(schema, &mut filtered);
+        && super::numbers::withhold_numbers(schema, &mut filtered, today);
     forward(state, record, &reply.msg_type, filtered, numbers_withheld).await
 }
 
@@ -192,6 +195,7 @@ async fn resolve_identifiers(
         return Ok(());
     };
     let expected = subject.and_then(Subject::recipient_pseudonym);
+    let today = state.clock.now().date();
     let names: Vec<String> = obj.keys().cloned().collect();
     for name in names {
         let pointer = crate::schema::field_pointer(&name);
@@ -200,7 +204,7 @@ async fn resolve_identifiers(
         }
         let value = obj.get(&name).and_then(Value::as_str).unwrap_or("");
         let own_number =
-            subject.is_some_and(|s| Personnummer::parse(value).is_ok_and(|v| s.is(&v)));
+            subject.is_some_and(|s| Personnummer::parse_at(value, today).is_ok_and(|v| s.is(&v)));
         if own_number {
             continue;
         }

@@ -235,7 +235,7 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
     if let Some(e) = cross_site_refusal(&parts) {
         return e.into_response();
     }
-    let principal = match authenticate(&parts, state.live()) {
+    let principal = match authenticate(&parts, state.live(), state.clock.now().date()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

@@ -202,5 +202,6 @@ pub(crate) async fn open_vault_row(
         nonce,
         ciphertext,
     };
-    Ok(state.crypto.vault.open(domain, ps, &sealed).ok())
+    let today = state.clock.now().date();
+    Ok(state.crypto.vault.open(domain, ps, &sealed, today).ok())
 }

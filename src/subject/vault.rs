@@ -34,6 +34,7 @@ use std::fmt;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
+use time::Date;
 use zeroize::Zeroizing;
 
 use crate::keys::Secret32;
@@ -135,13 +136,15 @@ impl VaultKey {
         self.seal_bytes(&row_aad(domain, pseudonym), p.expose().as_bytes())
     }
 
-    /// Decrypts the personnummer of the vault row `(domain, pseudonym)`.
+    /// Decrypts the personnummer of the vault row `(domain, pseudonym)`,
+    /// checked as a number on `today` (the gateway clock's date).
     /// Only the audited re-identification path may call this (module docs).
     pub fn open(
         &self,
         domain: &str,
         pseudonym: &Pseudonym,
         sealed: &Sealed,
+        today: Date,
     ) -> Result<Personnummer, VaultError> {
         let plain = self.open_bytes(&row_aad(domain, pseudonym), sealed)?;
         let text = std::str::from_utf8(&plain).map_err(|_| VaultError::Plaintext)?;
@@ -149,7 +152,7 @@ impl VaultKey {
         if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(VaultError::Plaintext);
         }
-        Personnummer::parse(text).map_err(|_| VaultError::Plaintext)
+        Personnummer::parse_at(text, today).map_err(|_| VaultError::Plaintext)
     }
 
     /// The `vault` rows of `p` under each `(domain, pseudonym)`: one
@@ -280,12 +283,14 @@ mod tests {
     use crate::subject::pseudonym::PseudonymMaster;
     use time::macros::date;
 
+    const TODAY: Date = date!(2026 - 06 - 15);
+
     fn key(byte: u8) -> VaultKey {
         VaultKey::new(Secret32::new([byte; 32])).expect("key")
     }
 
     fn alva() -> Personnummer {
-        Personnummer::parse_at("200203149828", date!(2026 - 06 - 15)).expect("valid")
+        Personnummer::parse_at("200203149828", TODAY).expect("valid")
     }
 
     fn pseudonym(domain: &str, p: &Personnummer) -> Pseudonym {
@@ -302,7 +307,7 @@ mod tests {
         let sealed = k.seal("fk", &ps, &p).expect("seal");
         assert_eq!(sealed.key_id, k.key_id());
         assert_eq!(sealed.ciphertext.len(), 12 + 16);
-        assert_eq!(k.open("fk", &ps, &sealed).expect("open"), p);
+        assert_eq!(k.open("fk", &ps, &sealed, TODAY).expect("open"), p);
     }
 
     #[test]
@@ -322,10 +327,13 @@ mod tests {
         let p = alva();
         let ps = pseudonym("fk", &p);
         let sealed = k.seal("fk", &ps, &p).expect("seal");
-        let other = Personnummer::parse_at("198209239865", date!(2026 - 06 - 15)).expect("valid");
-        assert_eq!(k.open("af", &ps, &sealed), Err(VaultError::Authentication));
+        let other = Personnummer::parse_at("198209239865", TODAY).expect("valid");
         assert_eq!(
-            k.open("fk", &pseudonym("fk", &other), &sealed),
+            k.open("af", &ps, &sealed, TODAY),
+            Err(VaultError::Authentication)
+        );
+        assert_eq!(
+            k.open("fk", &pseudonym("fk", &other), &sealed, TODAY),
             Err(VaultError::Authentication)
         );
     }
@@ -339,21 +347,30 @@ mod tests {
         for i in 0..sealed.ciphertext.len() {
             let mut t = sealed.clone();
             t.ciphertext[i] ^= 1;
-            assert_eq!(k.open("fk", &ps, &t), Err(VaultError::Authentication));
+            assert_eq!(
+                k.open("fk", &ps, &t, TODAY),
+                Err(VaultError::Authentication)
+            );
         }
         let mut t = sealed.clone();
         t.nonce[0] ^= 1;
-        assert_eq!(k.open("fk", &ps, &t), Err(VaultError::Authentication));
+        assert_eq!(
+            k.open("fk", &ps, &t, TODAY),
+            Err(VaultError::Authentication)
+        );
 
         let other = key(2);
         assert!(matches!(
-            other.open("fk", &ps, &sealed),
+            other.open("fk", &ps, &sealed, TODAY),
             Err(VaultError::WrongKey { .. })
         ));
         // A different key that claims the same id still fails authentication.
         let mut t = sealed.clone();
         t.key_id = other.key_id().to_owned();
-        assert_eq!(other.open("fk", &ps, &t), Err(VaultError::Authentication));
+        assert_eq!(
+            other.open("fk", &ps, &t, TODAY),
+            Err(VaultError::Authentication)
+        );
     }
 
     #[test]
@@ -373,7 +390,7 @@ mod tests {
         let mut aad = b"fk\0".to_vec();
         aad.extend_from_slice(ps.as_str().as_bytes());
         let junk = k.seal_bytes(&aad, b"0203149828  ").expect("seal");
-        assert_eq!(k.open("fk", &ps, &junk), Err(VaultError::Plaintext));
+        assert_eq!(k.open("fk", &ps, &junk, TODAY), Err(VaultError::Plaintext));
     }
 
     #[test]

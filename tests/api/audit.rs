@@ -5,7 +5,6 @@
 use base64::Engine;
 use samgate::audit::merkle::Hash;
 use samgate::audit::record::AuditRecord;
-use samgate::subject::personnummer::Personnummer;
 use serde_json::{json, Value};
 
 use crate::both_backends;
@@ -18,7 +17,7 @@ pub const PNR_B: &str = crate::harness::BERIT;
 pub fn pseudonym(gw: &TestGateway, pnr: &str) -> String {
     gw.state()
         .crypto
-        .audit_pseudonym(&Personnummer::parse(pnr).unwrap())
+        .audit_pseudonym(&gw.personnummer(pnr))
         .unwrap()
 }
 
