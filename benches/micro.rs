@@ -19,7 +19,7 @@ use samgate::policy::{self, FilterInput};
 use samgate::schema::Category;
 use samgate::schema::SchemaRegistry;
 use samgate::subject::personnummer::Personnummer;
-use samgate::subject::pseudonym::PseudonymMaster;
+use samgate::subject::pseudonym::{Party, PseudonymMaster};
 use serde_json::Value;
 
 const PNR: &str = "200203149828";
@@ -44,10 +44,10 @@ fn pseudonym(c: &mut Criterion) {
     };
     let Ok(dk) = master.domain("fk") else { return };
     c.bench_function("pseudonym/derived_domain_key", |b| {
-        b.iter(|| dk.pseudonymise(black_box(&p)))
+        b.iter(|| dk.pseudonymise::<Party>(black_box(&p)))
     });
     c.bench_function("pseudonym/derive_key_and_pseudonymise", |b| {
-        b.iter(|| master.pseudonymise(black_box("fk"), black_box(&p)))
+        b.iter(|| master.pseudonymise::<Party>(black_box("fk"), black_box(&p)))
     });
 }
 

@@ -10,6 +10,7 @@ use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::http::extract::RequestId;
 use crate::state::AppState;
+use crate::subject::pseudonym::{Audit, Pseudonym};
 
 /// Appends the `audit-query` record of a request; the answer is sent only
 /// once it is committed.
@@ -19,18 +20,18 @@ pub async fn log_query(
     rid: Option<Extension<RequestId>>,
     act: &str,
     reason: String,
-    subject: Option<String>,
+    subject: Option<&Pseudonym<Audit>>,
 ) -> ApiResult<()> {
-    let record = AuditRecord {
+    let mut record = AuditRecord {
         request_id: rid.map(|Extension(r)| r.0),
         action: act.to_owned(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
-        subject,
         decision: decision::PERMIT.into(),
         reason: Some(reason.chars().take(500).collect()),
         ..AuditRecord::default()
     };
+    record.set_subject(subject);
     state.audit.append(record, Vec::new()).await?;
     Ok(())
 }

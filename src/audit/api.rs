@@ -19,7 +19,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::Pseudonym;
+use crate::subject::pseudonym::{Audit, Pseudonym};
 
 /// `GET /v1/audit/records` query parameters (all text, parsed below so that
 /// every error is a problem document).
@@ -176,10 +176,8 @@ pub async fn records(
     let subject = match p.subject {
         None => None,
         Some(s) => Some(
-            Pseudonym::parse(&s)
-                .map_err(|_| bad("`subject` must be an audit pseudonym (ps1_...)"))?
-                .as_str()
-                .to_owned(),
+            Pseudonym::<Audit>::parse(&s)
+                .map_err(|_| bad("`subject` must be an audit pseudonym (ps1_...)"))?,
         ),
     };
     let filter = RecordFilter {
@@ -189,7 +187,7 @@ pub async fn records(
         msg_type: ident("type", p.msg_type)?,
         actions: ident("action", p.action)?.into_iter().collect(),
         decision: ident("decision", p.decision)?,
-        subject: subject.clone(),
+        subject: subject.as_ref().map(|s| s.as_str().to_owned()),
     };
     let limit = limit(number("limit", p.limit.as_deref())?)?;
     let cursor = cursor(p.cursor.as_deref())?;
@@ -213,7 +211,7 @@ pub async fn records(
         rid,
         action::AUDIT_QUERY,
         reason,
-        subject,
+        subject.as_ref(),
     )
     .await?;
     Ok(Json(page_json(&page)).into_response())
@@ -244,7 +242,7 @@ pub async fn subject_search(
         .audit_pseudonym(&pnr)
         .map_err(ApiError::internal)?;
     let filter = RecordFilter {
-        subject: Some(subject.clone()),
+        subject: Some(subject.as_str().to_owned()),
         ..RecordFilter::default()
     };
     let limit = limit(b.limit)?;
@@ -267,7 +265,7 @@ pub async fn subject_search(
         rid,
         action::AUDIT_QUERY,
         reason,
-        Some(subject),
+        Some(&subject),
     )
     .await?;
     Ok(Json(page_json(&page)).into_response())

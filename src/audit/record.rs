@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::subject::pseudonym::{Audit, Pseudonym};
+
 /// Record actions (DESIGN §9).
 pub mod action {
     /// An exchange passed every check and its message is about to leave.
@@ -97,6 +99,11 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// Sets the subject: only the `audit`-domain form may be recorded.
+    pub fn set_subject(&mut self, subject: Option<&Pseudonym<Audit>>) {
+        self.subject = subject.map(|ps| ps.as_str().to_owned());
+    }
+
     /// The canonical (RFC 8785, JCS) leaf bytes.
     ///
     /// The fields are declared in sorted key order, and the record holds only

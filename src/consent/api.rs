@@ -16,6 +16,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::pseudonym::{Consent, Pseudonym};
 use crate::subject::vault::Sealed;
 use crate::subject::Subject;
 
@@ -87,17 +88,17 @@ pub async fn record(
     let known = |key: &str| state.vault_is_stored(key);
     let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
     effects.extend(vault_rows);
-    let record = AuditRecord {
+    let mut record = AuditRecord {
         request_id: rid.map(|r| r.0 .0.clone()),
         action: action::CONSENT_RECORDED.into(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
-        subject: Some(person.audit().to_owned()),
         consent_id: Some(id.clone()),
         decision: decision::PERMIT.into(),
         purpose: row.purposes.first().cloned(),
         ..AuditRecord::default()
     };
+    record.set_subject(Some(person.audit()));
     match state.audit.append(record, effects).await {
         Ok(_) => {
             state.mark_vault_stored(vault_keys);
@@ -114,10 +115,15 @@ pub async fn record(
 }
 
 /// The stored form of a verified consent, recorded at `now_us`.
-fn new_row(vc: &VerifiedConsent, id: &str, subject: &str, now_us: i64) -> ConsentRow {
+fn new_row(
+    vc: &VerifiedConsent,
+    id: &str,
+    subject: &Pseudonym<Consent>,
+    now_us: i64,
+) -> ConsentRow {
     ConsentRow {
         id: id.to_owned(),
-        subject: subject.to_owned(),
+        subject: subject.as_str().to_owned(),
         issuer: vc.issuer.clone(),
         parties: vc.parties.clone(),
         purposes: vc.purposes.clone(),

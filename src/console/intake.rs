@@ -664,12 +664,12 @@ pub(crate) async fn search(
         rid,
         crate::audit::record::action::AUDIT_QUERY,
         "console intake consent search".to_owned(),
-        Some(audit_subject),
+        Some(&audit_subject),
     )
     .await
     .map_err(|e| PageError::from_api(&e))?;
     drop(pnr);
-    let rows = crate::consent::model::for_subject(&state.store, &subject)
+    let rows = crate::consent::model::for_subject(&state.store, subject.as_str())
         .await
         .map_err(|_| PageError::from_api(&crate::error::ApiError::unavailable("storage")))?;
     let now_us = state.clock.now_us();

@@ -131,7 +131,7 @@ fn envelope<'a>(
         Some(n) => {
             let s = Subject::new(&state.crypto, n, recipient.map(|r| &r.id))
                 .map_err(ApiError::internal)?;
-            ctx.subject_audit = Some(s.audit().to_owned());
+            ctx.subject_audit = Some(s.audit().clone());
             Some(s)
         }
         None => None,

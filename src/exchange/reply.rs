@@ -23,7 +23,7 @@ use crate::policy::route::ConsentRequirement;
 use crate::policy::{self, FilterInput, SubjectMode};
 use crate::state::AppState;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::Pseudonym;
+use crate::subject::pseudonym::{Party, Pseudonym};
 use crate::subject::Subject;
 
 /// The `reason` of a reply withheld because its `type` is no message type.
@@ -53,7 +53,6 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
-    // Every number in the reply is judged on one date, the gateway clock's.
     let today = state.clock.now().date();
     let mut record = reply_record(ctx, recipient);
     // The type is the recipient's text: it enters the record (and the
@@ -112,9 +111,7 @@ pub async fn process(
         &mut ident,
     ) {
         Ok(f) => f,
-        Err(e) => {
-            return withhold(state, record, ApiError::from(e).code.as_str()).await;
-        }
+        Err(e) => return withhold(state, record, ApiError::from(e).code.as_str()).await,
     };
     let numbers_withheld = route.subject != SubjectMode::Reveal
         && super::numbers::withhold_numbers(schema, &mut filtered, today);
@@ -208,9 +205,9 @@ async fn resolve_identifiers(
         if own_number {
             continue;
         }
-        let own_pseudonym = Pseudonym::parse(value)
+        let own_pseudonym = Pseudonym::<Party>::parse(value)
             .ok()
-            .filter(|ps| expected.is_some_and(|e| e.as_str() == ps.as_str()));
+            .filter(|ps| expected == Some(ps));
         let resolved = match (own_pseudonym, mode) {
             (Some(ps), SubjectMode::Reveal) => {
                 let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
@@ -222,7 +219,8 @@ async fn resolve_identifiers(
                 ));
                 r.forwarded = vec![pointer.clone()];
                 r.withheld = Vec::new();
-                crate::subject::reidentify(state, recipient.as_str(), &ps, r).await?
+                let row = crate::subject::vault::Row::Party(recipient.as_str(), &ps);
+                crate::subject::reidentify(state, row, r).await?
             }
             _ => None,
         };

@@ -30,7 +30,7 @@ pub fn denied_row(ctx: &ExchangeCtx, code: &str, now_us: i64) -> Stmt {
     .text(ctx.purpose.clone().unwrap_or_default())
     .text(delivery_name(ctx.delivery))
     .opt_text(ctx.consent_id.clone().map(String::from))
-    .opt_text(ctx.subject_audit.clone())
+    .opt_text(ctx.subject_audit.as_ref().map(|s| s.as_str().to_owned()))
     .text(code)
     .int(now_us)
 }
@@ -57,7 +57,7 @@ pub fn forwarded_rows(
     .text(delivery_name(ctx.delivery))
     .text(status)
     .opt_text(ctx.consent_id.clone().map(String::from))
-    .opt_text(ctx.subject_audit.clone())
+    .opt_text(ctx.subject_audit.as_ref().map(|s| s.as_str().to_owned()))
     .text(serde_json::to_string(&ctx.forwarded)?)
     .text(serde_json::to_string(&ctx.withheld)?)
     .int(now_us);

@@ -13,14 +13,6 @@ use crate::harness::{consent_args, pnr_forms, record_signed, Client, Db, TestGat
 pub const PNR_A: &str = crate::harness::ALVA;
 pub const PNR_B: &str = crate::harness::BERIT;
 
-/// The audit pseudonym of a test number.
-pub fn pseudonym(gw: &TestGateway, pnr: &str) -> String {
-    gw.state()
-        .crypto
-        .audit_pseudonym(&gw.personnummer(pnr))
-        .unwrap()
-}
-
 /// A record as the exchange code would write it.
 pub fn rec(
     action: &str,
@@ -56,7 +48,11 @@ pub fn rec(
 
 /// Appends `n` varied records: parties, actions, decisions and subjects cycle.
 pub async fn seed(gw: &TestGateway, n: usize) {
-    let subjects = [Some(pseudonym(gw, PNR_A)), Some(pseudonym(gw, PNR_B)), None];
+    let subjects = [
+        Some(gw.audit_pseudonym(PNR_A)),
+        Some(gw.audit_pseudonym(PNR_B)),
+        None,
+    ];
     for i in 0..n {
         let (action, decision) = match i % 3 {
             0 => ("exchange-forwarded", "permit"),
@@ -175,7 +171,7 @@ both_backends!(
             let got = walk(&c, &format!("/v1/audit/records?limit=3&{q}")).await;
             assert_eq!(seqs(&got), want, "{q}");
         }
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         let got = walk(&c, &format!("/v1/audit/records?subject={a}")).await;
         assert_eq!(seqs(&got), expect(&|r| r["subject"] == a.as_str()));
         // Time range: [from, to) on the record time.
@@ -232,7 +228,7 @@ both_backends!(
         seed(&gw, 12).await;
         record_consent(&gw, PNR_A).await;
         let c = gw.auditor();
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         let all = walk(&c, "/v1/audit/records?limit=1000").await;
         let want: Vec<u64> = seqs(
             &all.iter()

@@ -4,9 +4,7 @@ use samgate::audit::merkle::{self, Hash};
 use samgate::audit::proof;
 use serde_json::Value;
 
-use crate::audit::{
-    assert_no_pnr, hash_hex, leaf_of, pseudonym, record_consent, seed, walk, PNR_A,
-};
+use crate::audit::{assert_no_pnr, hash_hex, leaf_of, record_consent, seed, walk, PNR_A};
 use crate::both_backends;
 use crate::harness::{Rsp, TestGateway};
 
@@ -102,7 +100,7 @@ both_backends!(
     disclosures_list_the_exchanges_about_a_person_newest_first,
     |db| async move {
         let gw = TestGateway::spawn(db).await;
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         record_consent(&gw, PNR_A).await;
         seed(&gw, 9).await;
         let intake = gw.client("sfk-kalmar");

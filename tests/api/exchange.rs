@@ -487,11 +487,7 @@ both_backends!(
         assert_free_of(&rsp.text, &[ALVA, NILS], "the extract");
         let body = rsp.json();
         let list = body["disclosures"].as_array().unwrap();
-        let alva_audit = gw
-            .state()
-            .crypto
-            .audit_pseudonym(&gw.personnummer(ALVA))
-            .unwrap();
+        let alva_audit = gw.audit_pseudonym(ALVA);
         assert_eq!(body["subject"], json!(alva_audit));
         // One item per exchange (DESIGN §10): the delivered attendance
         // report and the denial.
@@ -510,11 +506,7 @@ both_backends!(
         sorted.sort_by(|a, b| b.cmp(a));
         assert_eq!(times, sorted, "not newest first");
         // Nils's exchange is not in Alva's extract.
-        let nils_audit = gw
-            .state()
-            .crypto
-            .audit_pseudonym(&gw.personnummer(NILS))
-            .unwrap();
+        let nils_audit = gw.audit_pseudonym(NILS);
         let nils_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
                 .bind(nils_audit)

@@ -641,6 +641,13 @@ impl TestGateway {
         Personnummer::parse_at(number, self.today()).unwrap()
     }
 
+    /// The audit pseudonym of a test number, as it is stored.
+    pub fn audit_pseudonym(&self, number: &str) -> String {
+        let crypto = &self.state().crypto;
+        let ps = crypto.audit_pseudonym(&self.personnummer(number)).unwrap();
+        ps.as_str().to_owned()
+    }
+
     pub fn recipient(&self, party: &str) -> &Recipient {
         &self.recipients[party]
     }
