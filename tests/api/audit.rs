@@ -46,6 +46,14 @@ pub fn rec(
     }
 }
 
+/// A gateway with `n` seeded records, and its auditor's client.
+pub async fn seeded(db: Db, n: usize) -> (TestGateway, Client) {
+    let gw = TestGateway::spawn(db).await;
+    seed(&gw, n).await;
+    let auditor = gw.auditor();
+    (gw, auditor)
+}
+
 /// Appends `n` varied records: parties, actions, decisions and subjects cycle.
 pub async fn seed(gw: &TestGateway, n: usize) {
     let subjects = [
@@ -115,9 +123,7 @@ pub fn hash_hex(s: &str) -> Hash {
 both_backends!(
     records_filter_and_page_without_gaps_or_repeats,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        seed(&gw, 40).await;
-        let c = gw.auditor();
+        let (gw, c) = seeded(db, 40).await;
         let all = walk(&c, "/v1/audit/records?limit=7").await;
         assert_eq!(
             seqs(&all),
@@ -310,9 +316,8 @@ pub async fn record_consent(gw: &TestGateway, pnr: &str) {
 both_backends!(
     every_auditor_query_is_logged_with_its_user,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        seed(&gw, 5).await;
-        let c = gw.auditor();
+        // The gateway lives to the end of the test.
+        let (_gw, c) = seeded(db, 5).await;
         let paths = [
             "/v1/audit/records?party=fk",
             "/v1/audit/tree-head",

@@ -641,6 +641,19 @@ impl TestGateway {
         Personnummer::parse_at(number, self.today()).unwrap()
     }
 
+    /// A second instance on this gateway's configuration: its own pool,
+    /// audit writer and outbox worker, the same database.
+    pub async fn second_instance(&self) -> Gateway {
+        let state = AppState::build(self.config.clone()).await.unwrap();
+        Gateway::start(state).await.unwrap()
+    }
+
+    /// A client of `party` (with this working set's certificates) to another
+    /// instance, e.g. [`Self::second_instance`].
+    pub fn client_of(&self, instance: &Gateway, party: &str) -> Client {
+        Client::of(instance.addr, self.dir.path(), party)
+    }
+
     /// The audit pseudonym of a test number, as it is stored.
     pub fn audit_pseudonym(&self, number: &str) -> String {
         let crypto = &self.state().crypto;
