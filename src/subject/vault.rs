@@ -329,12 +329,18 @@ mod tests {
             .expect("derive")
     }
 
-    #[test]
-    fn a_sealed_personnummer_opens_in_its_own_row() {
-        let k = key(1);
+    /// Alva, her `fk` pseudonym, and her number sealed by `k` in that row.
+    fn alva_sealed_for_fk(k: &VaultKey) -> (Personnummer, Pseudonym<Party>, Sealed) {
         let p = alva();
         let ps = pseudonym("fk", &p);
         let sealed = k.seal(Row::Party("fk", &ps), &p).expect("seal");
+        (p, ps, sealed)
+    }
+
+    #[test]
+    fn a_sealed_personnummer_opens_in_its_own_row() {
+        let k = key(1);
+        let (p, ps, sealed) = alva_sealed_for_fk(&k);
         assert_eq!(sealed.key_id, k.key_id());
         assert_eq!(sealed.ciphertext.len(), 12 + 16);
         assert_eq!(
@@ -346,9 +352,7 @@ mod tests {
     #[test]
     fn each_seal_uses_a_fresh_nonce() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let a = k.seal(Row::Party("fk", &ps), &p).expect("seal");
+        let (p, ps, a) = alva_sealed_for_fk(&k);
         let b = k.seal(Row::Party("fk", &ps), &p).expect("seal");
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
@@ -357,9 +361,7 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_row_does_not_open() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let sealed = k.seal(Row::Party("fk", &ps), &p).expect("seal");
+        let (_, ps, sealed) = alva_sealed_for_fk(&k);
         let other = Personnummer::parse_at("198209239865", TODAY).expect("valid");
         assert_eq!(
             k.open(Row::Party("af", &ps), &sealed, TODAY),
@@ -374,9 +376,7 @@ mod tests {
     #[test]
     fn tampering_and_wrong_keys_are_detected() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let sealed = k.seal(Row::Party("fk", &ps), &p).expect("seal");
+        let (_, ps, sealed) = alva_sealed_for_fk(&k);
         for i in 0..sealed.ciphertext.len() {
             let mut t = sealed.clone();
             t.ciphertext[i] ^= 1;
