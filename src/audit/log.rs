@@ -90,15 +90,6 @@ impl AppendError {
     }
 }
 
-impl From<AppendError> for crate::error::ApiError {
-    fn from(e: AppendError) -> Self {
-        match e {
-            AppendError::Unavailable(_) => crate::error::ApiError::unavailable(e),
-            other => crate::error::ApiError::internal(other),
-        }
-    }
-}
-
 /// Why a batch transaction did not commit.
 enum BatchError {
     /// A side effect failed in optimistic mode: retry with savepoints.

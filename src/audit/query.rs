@@ -28,15 +28,6 @@ pub enum QueryError {
     Malformed(&'static str),
 }
 
-impl From<QueryError> for crate::error::ApiError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::Db(e) => e.into(),
-            other => crate::error::ApiError::internal(other),
-        }
-    }
-}
-
 /// Where a page walk stands: records after `after`, up to `until`.
 ///
 /// `until` is the newest seq when the walk's first page was read, so a walk

@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::model::{self, ConsentRow};
 use super::verify::VerifiedConsent;
+use super::ConsentError;
 use crate::audit::record::{action, decision, AuditRecord};
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
@@ -177,14 +178,11 @@ fn insert_stmt(
 }
 
 fn replayed() -> ApiError {
-    ApiError::new(
-        ProblemCode::ConsentReplayed,
-        "a consent with this id (jti) is already recorded",
-    )
+    ConsentError::Replayed.into()
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(ProblemCode::NotFound, "no consent with this id")
+    ConsentError::NotFound.into()
 }
 
 /// `GET /v1/consents/{id}` (roles intake, auditor). An auditor's read is
@@ -264,7 +262,7 @@ async fn revocation_body(req: Request, limit: usize) -> ApiResult<Revocation> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         Ok(Revocation::default())
     } else {
-        crate::http::extract::parse_json(&raw)
+        Ok(crate::http::extract::parse_json(&raw)?)
     }
 }
 

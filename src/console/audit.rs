@@ -74,7 +74,7 @@ async fn fetch_records(
     params: BTreeMap<String, String>,
 ) -> Result<Value, crate::error::ApiError> {
     let p: crate::audit::api::RecordsParams = serde_json::from_value(json!(params))
-        .map_err(|_| crate::audit::api::bad("unknown filter"))?;
+        .map_err(|_| crate::audit::error::AuditRequestError::UnknownFilter)?;
     let rsp =
         crate::audit::api::records(State(state.clone()), v.principal.clone(), rid, Ok(Query(p)))
             .await?;
