@@ -350,8 +350,9 @@ async fn attempt(state: &AppState, row: Claimed) {
     }
     let record = base_record(state, &id).await;
     // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
-    let client = state
-        .delivery_client
+    let live = state.current_live();
+    let client = live
+        .delivery_clients
         .for_delivery(record.to.as_deref(), &row.endpoint);
     if state.is_halted() {
         // The instance was stopped at once (a crash, in tests): an attempt

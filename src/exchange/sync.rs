@@ -94,8 +94,9 @@ impl SyncTail {
         state.mark_vault_stored(d.vault_keys.clone());
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
-        let client = state
-            .delivery_client
+        let live = state.live_arc();
+        let client = live
+            .delivery_clients
             .for_delivery(Some(self.recipient_id.as_str()), &d.endpoint);
         let signature = deliver::sign_detached(&state.crypto.delivery_signer, &d.body);
         let started = std::time::Instant::now();
