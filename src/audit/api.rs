@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::access::log_query;
 use super::error::AuditRequestError;
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
-use super::record::action;
+use super::record::Action;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestId};
@@ -207,15 +207,7 @@ pub async fn records(
             reason.push_str(&format!(" {k}={v}"));
         }
     }
-    log_query(
-        &state,
-        &principal,
-        rid,
-        action::AUDIT_QUERY,
-        reason,
-        subject,
-    )
-    .await?;
+    log_query(&state, &principal, rid, Action::AuditQuery, reason, subject).await?;
     Ok(Json(page_json(&page)).into_response())
 }
 
@@ -258,7 +250,7 @@ pub async fn subject_search(
         &state,
         &principal,
         rid,
-        action::AUDIT_QUERY,
+        Action::AuditQuery,
         reason,
         Some(subject),
     )
@@ -307,7 +299,7 @@ pub async fn tree_head(
         &state,
         &principal,
         rid,
-        action::AUDIT_QUERY,
+        Action::AuditQuery,
         "tree-head".into(),
         None,
     )
@@ -332,7 +324,7 @@ async fn logged_answer(
     reason: String,
     body: serde_json::Value,
 ) -> ApiResult<Response> {
-    log_query(state, principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    log_query(state, principal, rid, Action::AuditQuery, reason, None).await?;
     Ok(Json(body).into_response())
 }
 

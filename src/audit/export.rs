@@ -12,7 +12,7 @@ use super::access::log_query;
 use super::api::{fresh_head, number, params};
 use super::error::AuditRequestError;
 use super::query;
-use super::record::action;
+use super::record::Action;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
@@ -58,7 +58,7 @@ pub async fn export(
     if to != u64::MAX {
         reason.push_str(&format!(" to_seq={to}"));
     }
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    log_query(&state, &principal, rid, Action::AuditQuery, reason, None).await?;
     let head = fresh_head(&state).await?;
     let end = to.min(head.tree_size);
     state

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::model::{self, ConsentRow};
 use super::verify::VerifiedConsent;
 use super::ConsentError;
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestId};
@@ -90,14 +90,12 @@ pub async fn record(
     effects.extend(vault_rows);
     let record = AuditRecord {
         request_id: rid.map(|r| r.0 .0.clone()),
-        action: action::CONSENT_RECORDED.into(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
         subject: Some(person.audit().to_owned()),
         consent_id: Some(id.clone()),
-        decision: decision::PERMIT.into(),
         purpose: row.purposes.first().cloned(),
-        ..AuditRecord::default()
+        ..AuditRecord::new(Action::ConsentRecorded, Decision::Permit)
     };
     match state.audit.append(record, effects).await {
         Ok(_) => {
@@ -208,7 +206,7 @@ pub async fn get(
             &state,
             &principal,
             rid,
-            action::AUDIT_QUERY,
+            Action::AuditQuery,
             format!("consent {id}"),
             None,
         )
@@ -308,14 +306,12 @@ async fn record_revocation(
     effects.extend(notices);
     let record = AuditRecord {
         request_id: rid,
-        action: action::CONSENT_REVOKED.into(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
         subject,
         consent_id: Some(id.clone()),
-        decision: decision::PERMIT.into(),
         reason: Some("withdrawn by the participant".into()),
-        ..AuditRecord::default()
+        ..AuditRecord::new(Action::ConsentRevoked, Decision::Permit)
     };
     match state.audit.append(record, effects).await {
         Ok(_) => {

@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::{flow, idempotency, ExchangeCtx};
-use crate::audit::record::action;
+use crate::audit::record::Action;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
@@ -108,7 +108,7 @@ pub async fn get(
             &state,
             &principal,
             rid,
-            action::AUDIT_QUERY,
+            Action::AuditQuery,
             format!("exchange {id}"),
             None,
         )
