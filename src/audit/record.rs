@@ -114,43 +114,35 @@ impl Decision {
     }
 }
 
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A name that is no [`Action`] or no [`Decision`] (the text is not kept:
 /// it could be anything a client or a damaged log holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a known audit action or decision")]
 pub struct UnknownName;
 
-impl std::str::FromStr for Action {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or(UnknownName)
-    }
+/// `Display` and `FromStr` of a name enum: exactly its `as_str` names.
+macro_rules! named {
+    ($t:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                $t::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or(UnknownName)
+            }
+        }
+    };
 }
 
-impl std::str::FromStr for Decision {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Decision::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or(UnknownName)
-    }
-}
+named!(Action);
+named!(Decision);
 
 /// Longest string (in characters) an audit record field holds.
 pub const MAX_STRING_CHARS: usize = 256;
@@ -320,6 +312,28 @@ mod tests {
         assert_eq!(r.request_id.as_deref(), Some("short"));
     }
 
+    /// Each of `all` serialises, deserialises, displays and parses as its
+    /// name in `names`, in order.
+    fn keeps_names<T>(all: &[T], names: &[&str])
+    where
+        T: Copy
+            + std::fmt::Debug
+            + PartialEq
+            + Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Display
+            + std::str::FromStr<Err = UnknownName>,
+    {
+        assert_eq!(all.len(), names.len());
+        for (v, name) in all.iter().copied().zip(names) {
+            let quoted = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&v).unwrap(), quoted);
+            assert_eq!(serde_json::from_str::<T>(&quoted).unwrap(), v);
+            assert_eq!(v.to_string(), *name);
+            assert_eq!(name.parse::<T>(), Ok(v));
+        }
+    }
+
     /// The names of DESIGN §9, as leaves and columns have always held them:
     /// each variant serialises, displays and parses as exactly its string.
     #[test]
@@ -338,31 +352,17 @@ mod tests {
             "disclosure",
             "revocation-notified",
         ];
-        assert_eq!(Action::ALL.len(), actions.len());
-        for (a, name) in Action::ALL.into_iter().zip(actions) {
-            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{name}\""));
-            assert_eq!(a.as_str(), name);
-            assert_eq!(a.to_string(), name);
-            assert_eq!(name.parse::<Action>(), Ok(a));
-            assert_eq!(
-                serde_json::from_str::<Action>(&format!("\"{name}\"")).unwrap(),
-                a
-            );
-        }
-        let decisions = ["permit", "deny", "delivered", "failed", "expired"];
-        assert_eq!(Decision::ALL.len(), decisions.len());
-        for (d, name) in Decision::ALL.into_iter().zip(decisions) {
-            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{name}\""));
-            assert_eq!(d.as_str(), name);
-            assert_eq!(d.to_string(), name);
-            assert_eq!(name.parse::<Decision>(), Ok(d));
-        }
+        keeps_names(&Action::ALL, &actions);
+        keeps_names(
+            &Decision::ALL,
+            &["permit", "deny", "delivered", "failed", "expired"],
+        );
         assert_eq!("Permit".parse::<Decision>(), Err(UnknownName));
         assert_eq!("exchange_forwarded".parse::<Action>(), Err(UnknownName));
     }
 
     /// A leaf naming an action this build does not know is an error, not a
-    /// panic, and the error does not quote it.
+    /// panic (the verifier names the failure, see `audit::verify`).
     #[test]
     fn an_unknown_action_in_a_leaf_is_an_error() {
         let mut leaf = AuditRecord::new(Action::Disclosure, Decision::Permit).leaf_bytes();
