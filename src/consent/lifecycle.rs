@@ -278,22 +278,18 @@ mod tests {
 
     #[test]
     fn months_are_calendar_months_with_the_day_clamped() {
-        assert_eq!(
-            rfc3339_us(add_months(us("2026-12-01T21:00:00Z"), 12)),
-            "2027-12-01T21:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2027-01-31T08:30:00Z"), 1)),
-            "2027-02-28T08:30:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2027-08-31T00:00:00Z"), 6)),
-            "2028-02-29T00:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2026-11-15T12:00:00Z"), 14)),
-            "2028-01-15T12:00:00Z"
-        );
+        for (from, months, want) in [
+            ("2026-12-01T21:00:00Z", 12, "2027-12-01T21:00:00Z"),
+            ("2027-01-31T08:30:00Z", 1, "2027-02-28T08:30:00Z"),
+            ("2027-08-31T00:00:00Z", 6, "2028-02-29T00:00:00Z"),
+            ("2026-11-15T12:00:00Z", 14, "2028-01-15T12:00:00Z"),
+        ] {
+            assert_eq!(
+                rfc3339_us(add_months(us(from), months)),
+                want,
+                "{from} + {months}"
+            );
+        }
     }
 
     #[test]
