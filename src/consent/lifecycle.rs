@@ -21,7 +21,7 @@
 //!   recorded for the subject carries the marking, category `contact` is
 //!   never forwarded for that subject, on any route, in any direction.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_us;
 use crate::crypto::Crypto;
@@ -41,8 +41,10 @@ pub const NOTICE_TYPE: &str = "consent-revoked";
 /// The sender recorded for revocation notices (not a party: the gateway).
 pub const NOTICE_SENDER: &str = "samgate";
 
-/// Who gave the consent for the participant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who gave the consent for the participant (also the `given_by` claim,
+/// which holds nothing else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GivenBy {
     /// One of [`ROLES`].
     pub role: String,
