@@ -9,9 +9,10 @@ use axum::Extension;
 use serde::Deserialize;
 
 use super::access::log_query;
-use super::api::{bad, fresh_head, number, params};
+use super::api::{fresh_head, number, params};
+use super::error::AuditRequestError;
 use super::query;
-use super::record::action;
+use super::record::Action;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
@@ -51,13 +52,13 @@ pub async fn export(
         .max(1);
     let to = number("to_seq", p.to_seq.as_deref())?.unwrap_or(u64::MAX);
     if from > to {
-        return Err(bad("`from_seq` must not be larger than `to_seq`"));
+        return Err(AuditRequestError::FromAfterTo.into());
     }
     let mut reason = format!("export from_seq={from}");
     if to != u64::MAX {
         reason.push_str(&format!(" to_seq={to}"));
     }
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    log_query(&state, &principal, rid, Action::AuditQuery, reason, None).await?;
     let head = fresh_head(&state).await?;
     let end = to.min(head.tree_size);
     state
