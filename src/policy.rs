@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::Date;
 
-use crate::schema::{field_pointer, Category, MessageSchema};
+use crate::schema::{field_pointer, Category, CommaList, MessageSchema};
 use crate::subject::personnummer::Personnummer;
 
 pub mod route;
@@ -73,26 +73,11 @@ pub enum FilterError {
     },
     /// The route would forward fields, but the consent covers none of their
     /// categories. Maps to 403 `consent_scope`.
-    #[error("the consent covers none of the categories the route would forward ({})", DisplayCategories(.uncovered))]
+    #[error("the consent covers none of the categories the route would forward ({})", CommaList(.uncovered, |c| c.as_str()))]
     ConsentScope {
         /// The categories of the allowed present fields, none of them covered, sorted.
         uncovered: Vec<Category>,
     },
-}
-
-/// Displays categories as a comma-separated list.
-struct DisplayCategories<'a>(&'a [Category]);
-
-impl fmt::Display for DisplayCategories<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, category) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(category.as_str())?;
-        }
-        Ok(())
-    }
 }
 
 /// What the filter needs: the schema, a payload already valid against it,

@@ -198,15 +198,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require_any(&[Role::Intake, Role::Auditor])?;
-    if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(not_found());
-    }
-    let row = model::fetch(&state.store, &id)
-        .await?
-        .ok_or_else(not_found)?
-        .open(&state.crypto)
-        .with_subject_marking(&state.store)
-        .await?;
+    let row = opened(&state, &id).await?;
     if !principal.has(Role::Intake) {
         crate::audit::access::log_query(
             &state,
@@ -241,13 +233,24 @@ pub async fn revoke(
     if row.revoked_at_us.is_none() {
         record_revocation(&state, &principal, rid, &id, &row, body.reason).await?;
     }
-    let row = model::fetch(&state.store, &id)
+    let row = opened(&state, &id).await?;
+    Ok(Json(row.summary(state.clock.now_us())).into_response())
+}
+
+/// Consent `id` as its readers see it: the representative's name opened and
+/// the subject's protected-identity marking applied (404 for an id that is
+/// not a UUID or not recorded).
+pub(super) async fn opened(state: &AppState, id: &str) -> ApiResult<ConsentRow> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let row = model::fetch(&state.store, id)
         .await?
         .ok_or_else(not_found)?
         .open(&state.crypto)
         .with_subject_marking(&state.store)
         .await?;
-    Ok(Json(row.summary(state.clock.now_us())).into_response())
+    Ok(row)
 }
 
 /// The optional body of a revocation: none, or only whitespace, is the
