@@ -244,7 +244,7 @@ impl Notice<'_> {
             .int(state.clock.now_us())
             .text(mode_name(self.mode)),
         );
-        stmts.push(crate::exchange::outbox::insert_stmt(
+        stmts.push(crate::exchange::store::outbox_insert(
             state, &notice_id, endpoint, &bytes,
         )?);
         if delay_us > 0 {

@@ -366,7 +366,7 @@ fn record(
         .clone()
         .ok_or(ExchangeError::NoEndpoint)?;
     if ctx.delivery == Delivery::Async {
-        effects.push(super::outbox::insert_stmt(
+        effects.push(super::store::outbox_insert(
             state,
             &ctx.exchange_id,
             &endpoint,

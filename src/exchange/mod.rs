@@ -12,7 +12,7 @@ pub mod numbers;
 pub mod outbox;
 pub mod recheck;
 pub mod reply;
-mod store;
+pub(crate) mod store;
 mod sync;
 
 use serde::Deserialize;
