@@ -80,6 +80,18 @@ pub enum PersonnummerError {
 }
 
 /// A validated personnummer or samordningsnummer in canonical `YYYYMMDDNNNC` form.
+///
+/// It has no `Serialize` impl, on purpose: no struct that holds one can be
+/// written with `serde_json::to_string` (or to a log, a record or an answer)
+/// by a derive. That is the type-level form of the lint issue 12 asked for
+/// ("no `serde_json::to_string` of a Personnummer-bearing type"): the
+/// number leaves only through [`Personnummer::expose`], which is named at
+/// each place that sends it on (`reveal` routes, the vault).
+///
+/// ```compile_fail
+/// fn needs_serialize<T: serde::Serialize>() {}
+/// needs_serialize::<samgate::subject::personnummer::Personnummer>();
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Personnummer {
     /// Exactly 12 ASCII digits.
