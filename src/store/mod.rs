@@ -296,14 +296,11 @@ async fn pool(
         .map_err(StoreError::Connect)
 }
 
-/// Binds `args` to `sql` in order and runs it on a sqlx connection; returns
-/// the number of affected rows.
-async fn execute_sqlx(
-    sql: &str,
-    args: &[Arg],
-    conn: &mut sqlx::AnyConnection,
-) -> Result<u64, sqlx::Error> {
-    let mut q = sqlx::query(sql);
+/// A sqlx query with its arguments.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `q` with `args` bound after its arguments, in order.
+pub fn bind<'q>(mut q: AnyQuery<'q>, args: &[Arg]) -> AnyQuery<'q> {
     for a in args {
         q = match a {
             Arg::I64(v) => q.bind(*v),
@@ -311,7 +308,20 @@ async fn execute_sqlx(
             Arg::Blob(v) => q.bind(v.clone()),
         };
     }
-    Ok(q.execute(conn).await?.rows_affected())
+    q
+}
+
+/// Binds `args` to `sql` in order and runs it on a sqlx connection; returns
+/// the number of affected rows.
+async fn execute_sqlx(
+    sql: &str,
+    args: &[Arg],
+    conn: &mut sqlx::AnyConnection,
+) -> Result<u64, sqlx::Error> {
+    Ok(bind(sqlx::query(sql), args)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// `$1` ... `$24`, so that binding a statement's usual arguments formats
