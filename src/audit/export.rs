@@ -3,20 +3,14 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::Deserialize;
 
-use super::access::log_query;
+use super::access::Auditor;
 use super::api::{bad, fresh_head, number, params};
 use super::query;
-use super::record::action;
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::RequestId;
-use crate::party::Role;
-use crate::state::AppState;
 
 /// Records per database read.
 const EXPORT_PAGE: u64 = 1000;
@@ -39,12 +33,9 @@ enum Phase {
 /// first; the export stops at that head, so a full export (from seq 1)
 /// verifies completely with `samgate audit verify --export`.
 pub async fn export(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
+    auditor: Auditor,
     q: Result<Query<ExportParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
     let p = params(q)?;
     let from = number("from_seq", p.from_seq.as_deref())?
         .unwrap_or(1)
@@ -57,7 +48,8 @@ pub async fn export(
     if to != u64::MAX {
         reason.push_str(&format!(" to_seq={to}"));
     }
-    log_query(&state, &principal, rid, action::AUDIT_QUERY, reason, None).await?;
+    auditor.log(reason, None).await?;
+    let state = auditor.state;
     let head = fresh_head(&state).await?;
     let end = to.min(head.tree_size);
     state

@@ -20,6 +20,7 @@ use super::{
     api_body, csrf, first, json_of, labels, party_name, posted_form, user_name, viewer_with, when,
     PageError, Viewer,
 };
+use crate::audit::access::Auditor;
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
 use crate::auth::Principal;
@@ -75,9 +76,8 @@ async fn fetch_records(
 ) -> Result<Value, crate::error::ApiError> {
     let p: crate::audit::api::RecordsParams = serde_json::from_value(json!(params))
         .map_err(|_| crate::audit::api::bad("unknown filter"))?;
-    let rsp =
-        crate::audit::api::records(State(state.clone()), v.principal.clone(), rid, Ok(Query(p)))
-            .await?;
+    let auditor = Auditor::new(state.clone(), v.principal.clone(), rid)?;
+    let rsp = crate::audit::api::records(auditor, Ok(Query(p))).await?;
     json_of(rsp)
         .await
         .map_err(|_| crate::error::ApiError::internal("records answer"))
@@ -475,9 +475,11 @@ pub(crate) async fn export(
     q: Result<Query<crate::audit::export::ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
     let v = viewer_with(&state, principal, Role::Auditor)?;
-    let mut rsp = crate::audit::export::export(State(state.clone()), v.principal.clone(), rid, q)
+    let page_error = |e: crate::error::ApiError| PageError::from_api(&e);
+    let auditor = Auditor::new(state.clone(), v.principal.clone(), rid).map_err(page_error)?;
+    let mut rsp = crate::audit::export::export(auditor, q)
         .await
-        .map_err(|e| PageError::from_api(&e))?;
+        .map_err(page_error)?;
     let name = format!(
         "attachment; filename=\"samgate-{}-{}.ndjson\"",
         state.config.server.deployment_id,
