@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use samgate::audit::record::AuditRecord;
+use samgate::audit::record::{Action, AuditRecord, Decision};
 use samgate::config::Config;
 use samgate::state::AppState;
 
@@ -18,7 +18,6 @@ const PER_TASK: usize = 16;
 fn record() -> AuditRecord {
     AuditRecord {
         request_id: Some(uuid::Uuid::new_v4().to_string()),
-        action: "exchange-forwarded".into(),
         actor_party: Some("af".into()),
         from: Some("af".into()),
         to: Some("fk".into()),
@@ -27,9 +26,8 @@ fn record() -> AuditRecord {
         subject: Some("ps1_aaaaaaaaaaaaaaaaaaaaaaaaaa".into()),
         exchange_id: Some(uuid::Uuid::new_v4().to_string()),
         forwarded: vec!["/attended_hours".into(), "/period".into()],
-        decision: "permit".into(),
         payload_sha256: Some("00".repeat(32)),
-        ..AuditRecord::default()
+        ..AuditRecord::new(Action::ExchangeForwarded, Decision::Permit)
     }
 }
 

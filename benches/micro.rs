@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use samgate::audit::merkle;
-use samgate::audit::record::AuditRecord;
+use samgate::audit::record::{Action, AuditRecord, Decision};
 use samgate::config::Config;
 use samgate::consent::verify::ConsentVerifier;
 use samgate::keys::Secret32;
@@ -129,7 +129,6 @@ fn audit_leaf(c: &mut Criterion) {
         seq: 123_456,
         time: "2026-01-15T10:11:12.123456Z".into(),
         request_id: Some("8d3c1d0e-0d4f-4b59-9d61-1d2b1f4e2a10".into()),
-        action: "exchange-forwarded".into(),
         actor_party: Some("kommun-kalmar".into()),
         from: Some("kommun-kalmar".into()),
         to: Some("fk".into()),
@@ -140,9 +139,8 @@ fn audit_leaf(c: &mut Criterion) {
         exchange_id: Some("01a208cd-8578-7426-a105-a49f24a17696".into()),
         forwarded: vec!["/goal".into(), "/plan_date".into(), "/sub_goals".into()],
         withheld: vec!["/clinical_notes".into()],
-        decision: "permit".into(),
         payload_sha256: Some("ab".repeat(32)),
-        ..AuditRecord::default()
+        ..AuditRecord::new(Action::ExchangeForwarded, Decision::Permit)
     };
     c.bench_function("audit/leaf_bytes", |b| {
         b.iter(|| black_box(&record).leaf_bytes())

@@ -11,8 +11,15 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::audit::error::AuditRequestError;
+use crate::audit::log::AppendError;
+use crate::audit::query::QueryError;
+use crate::auth::AuthError;
 use crate::consent::model::Denial;
+use crate::consent::verify::ConsentTokenError;
+use crate::consent::ConsentError;
 use crate::exchange::error::ExchangeError;
+use crate::http::error::RequestError;
 use crate::policy::FilterError;
 use crate::schema::SchemaError;
 
@@ -184,8 +191,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a code and a detail.
-    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+    /// An error with a code and a detail. Private: every other module
+    /// names its failure in its own enum, and the `From` impls below decide
+    /// its code, status and detail.
+    fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
@@ -354,6 +363,10 @@ impl From<ExchangeError> for ApiError {
             }
             E::NoRoute { .. } => ProblemCode::RouteNotAllowed,
             E::RecipientFailed { .. } => ProblemCode::RecipientFailed,
+            E::IdempotencyRace | E::IdempotencyReused | E::IdempotencyInProgress => {
+                ProblemCode::IdempotencyConflict
+            }
+            E::NotFound => ProblemCode::NotFound,
             _ => return ApiError::internal(e),
         };
         let out = ApiError::new(code, e.to_string());
@@ -361,6 +374,104 @@ impl From<ExchangeError> for ApiError {
             E::SubjectRequiredBy(p) | E::AnotherPerson(p) => out.with("errors", vec![p]),
             E::RecipientFailed { exchange_id, .. } => out.with("exchange_id", exchange_id),
             _ => out,
+        }
+    }
+}
+
+/// Authentication and role refusals → 401 / 403 problems.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        use AuthError as E;
+        let code = match &e {
+            E::NoCertificate | E::NotPinned => ProblemCode::Unauthenticated,
+            E::Token(_) | E::AuditorWithoutUser => ProblemCode::InvalidToken,
+            E::MissingRole { .. } | E::NoneOfRoles { .. } => ProblemCode::ForbiddenRole,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// Refusals of the HTTP layer → problems: the failing path of a badly
+/// shaped body (`errors`), the rate limit's `Retry-After`.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        use RequestError as E;
+        let code = match &e {
+            E::NotJson => ProblemCode::UnsupportedMediaType,
+            E::TooLarge { .. } => ProblemCode::PayloadTooLarge,
+            E::BodyTimeout => ProblemCode::RequestTimeout,
+            E::MalformedJson { .. } => ProblemCode::MalformedJson,
+            E::Shape { .. } | E::AmbiguousFraming => ProblemCode::InvalidEnvelope,
+            E::RateLimited { .. } => ProblemCode::RateLimited,
+            E::CrossSite => ProblemCode::ForbiddenRole,
+            E::NoSuchResource => ProblemCode::NotFound,
+            E::DatabaseUnreachable => ProblemCode::Unavailable,
+        };
+        let mut out = ApiError::new(code, e.to_string());
+        match e {
+            E::Shape { path, .. } => out = out.with("errors", vec![Value::String(path)]),
+            E::RateLimited { retry_after, .. } => out.retry_after = Some(retry_after),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// Consent token refusals → 401 / 422 problems, in the order of the checks.
+impl From<ConsentTokenError> for ApiError {
+    fn from(e: ConsentTokenError) -> ApiError {
+        use ConsentTokenError as E;
+        let code = match &e {
+            E::Signature(_) => ProblemCode::ConsentSignature,
+            E::UnknownIssuer => ProblemCode::UnknownIssuer,
+            E::Subject(_) => ProblemCode::InvalidPersonnummer,
+            E::Claims(_) => ProblemCode::InvalidConsentClaims,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// Consent requests refused → problems.
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> ApiError {
+        let code = match e {
+            ConsentError::Replayed => ProblemCode::ConsentReplayed,
+            ConsentError::NotFound => ProblemCode::NotFound,
+            ConsentError::Changed => ProblemCode::Unavailable,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// Refused audit requests → 400, 404 or (a bad personnummer) 422 problems.
+impl From<AuditRequestError> for ApiError {
+    fn from(e: AuditRequestError) -> ApiError {
+        use AuditRequestError as E;
+        let code = match &e {
+            E::Personnummer(_) => ProblemCode::InvalidPersonnummer,
+            E::NoRecord { .. } | E::NoTree { .. } => ProblemCode::NotFound,
+            _ => ProblemCode::InvalidEnvelope,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// Audit reads that failed: storage (503 or 500), or a damaged database.
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Db(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// An audit append that did not commit: storage down (503) or a bug (500).
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Unavailable(_) => ApiError::unavailable(e),
+            other => ApiError::internal(other),
         }
     }
 }
@@ -410,5 +521,143 @@ pub fn quote_id(s: &str) -> String {
         format!("`{s}`")
     } else {
         "(not shown)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::verify::{ClaimsError, SignatureError};
+    use crate::party::{PartyId, Role};
+
+    fn problem(e: impl Into<ApiError>) -> (u16, &'static str, String) {
+        let e = e.into();
+        (e.code.status().as_u16(), e.code.as_str(), e.detail)
+    }
+
+    fn is(e: impl Into<ApiError>, status: u16, code: &str, detail: &str) {
+        assert_eq!(problem(e), (status, code, detail.to_owned()));
+    }
+
+    /// The texts each enum formats are the ones the handlers built by hand
+    /// before the enums existed (clients and tests match on them).
+    #[test]
+    fn auth_details_are_unchanged() {
+        let party = || PartyId::new("af");
+        is(
+            AuthError::MissingRole {
+                party: party(),
+                role: Role::Intake,
+            },
+            403,
+            "forbidden_role",
+            "party `af` does not have the `intake` role",
+        );
+        is(
+            AuthError::NoneOfRoles {
+                party: party(),
+                roles: vec![Role::Agency, Role::Auditor],
+            },
+            403,
+            "forbidden_role",
+            "party `af` needs one of the roles agency, auditor",
+        );
+        is(
+            AuthError::Token(crate::auth::jwt::JwtError::Expired),
+            401,
+            "invalid_token",
+            "the user token has expired",
+        );
+    }
+
+    /// The same for the HTTP layer's refusals.
+    #[test]
+    fn request_details_are_unchanged() {
+        is(
+            RequestError::Shape {
+                path: ".".into(),
+                what: "missing field `to`".into(),
+            },
+            400,
+            "invalid_envelope",
+            "the body: missing field `to`",
+        );
+        is(
+            RequestError::Shape {
+                path: "payload.x".into(),
+                what: "has the wrong type or value".into(),
+            },
+            400,
+            "invalid_envelope",
+            "`payload.x`: has the wrong type or value",
+        );
+        is(
+            RequestError::TooLarge { limit: 10 },
+            413,
+            "payload_too_large",
+            "the request body exceeds the limit of 10 bytes",
+        );
+        is(
+            RequestError::MalformedJson { line: 1, column: 2 },
+            400,
+            "malformed_json",
+            "the body is not valid JSON (line 1, column 2)",
+        );
+    }
+
+    /// The same for audit queries and consents.
+    #[test]
+    fn audit_and_consent_details_are_unchanged() {
+        is(
+            AuditRequestError::Limit,
+            400,
+            "invalid_envelope",
+            "`limit` must be between 1 and 1000",
+        );
+        is(
+            AuditRequestError::NoRecord {
+                seq: 3,
+                size: 2,
+                current: 2,
+            },
+            404,
+            "not_found",
+            "no record 3 in a tree of size 2 (the log has 2 records)",
+        );
+        is(
+            ConsentTokenError::from(ClaimsError::Lifetime(365)),
+            422,
+            "invalid_consent_claims",
+            "the consent's lifetime exceeds the maximum of 365 days",
+        );
+        is(
+            ConsentTokenError::from(SignatureError::Invalid),
+            401,
+            "consent_signature",
+            "the consent's signature does not verify",
+        );
+        is(
+            ConsentError::Changed,
+            503,
+            "unavailable",
+            "the participant's consent changed while the exchange was decided; nothing was sent, try again",
+        );
+    }
+
+    /// The extension members and headers some refusals carry.
+    #[test]
+    fn extensions_survive_the_mapping() {
+        let e = ApiError::from(RequestError::Shape {
+            path: "to".into(),
+            what: "has the wrong type or value".into(),
+        });
+        assert_eq!(e.extensions["errors"], serde_json::json!(["to"]));
+        let e = ApiError::from(RequestError::RateLimited {
+            per_second: 5,
+            retry_after: 2,
+        });
+        assert_eq!(e.detail, "rate limit of 5 requests/s exceeded");
+        assert_eq!(e.retry_after, Some(2));
+        assert_eq!(e.code.status().as_u16(), 429);
     }
 }

@@ -86,7 +86,18 @@ fn try_reload(state: &AppState, path: &Path) -> Result<Reloaded, Refused> {
     let running = &state.config;
     let ignored = restart_only_changes(running, &config);
     let generation = state.current_live().generation + 1;
-    let live = Live::build(Arc::new(config), generation).map_err(|reasons| Refused { reasons })?;
+    // The recipients' pinned clients follow the new parties (a changed or
+    // new pin must hold from the first delivery after the reload).
+    let clients = crate::exchange::deliver::Clients::build(
+        running,
+        &config,
+        Some(&state.current_live().delivery_clients),
+    )
+    .map_err(|e| Refused {
+        reasons: vec![e.to_string()],
+    })?;
+    let live = Live::build(Arc::new(config), generation, clients)
+        .map_err(|reasons| Refused { reasons })?;
     // A new party needs its pseudonym domain before a request can name it.
     state
         .crypto

@@ -73,9 +73,6 @@ pub struct Inner {
     pub audit: AuditLog,
     /// This process's id (outbox claims are recorded with it).
     pub instance_id: String,
-    /// The outbound HTTPS clients towards recipients (pooled, pinned per
-    /// recipient): pick one with `for_delivery`.
-    pub delivery_client: crate::exchange::deliver::Clients,
     /// Wakes the outbox worker when an async exchange is committed.
     pub outbox_notify: tokio::sync::Notify,
     /// Wakes the outbox dispatcher when an attempt has finished (a worker
@@ -116,15 +113,17 @@ impl AppState {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, StartError> {
-        let live = Live::build(Arc::new(config.clone()), 0).map_err(|reasons| {
-            let (key, reason) = reasons
-                .first()
-                .and_then(|r| r.split_once(": "))
-                .map_or(("config".to_owned(), reasons.join("; ")), |(k, r)| {
-                    (k.to_owned(), r.to_owned())
-                });
-            StartError::Key { key, reason }
-        })?;
+        let delivery_clients = crate::exchange::deliver::Clients::build(&config, &config, None)?;
+        let live =
+            Live::build(Arc::new(config.clone()), 0, delivery_clients).map_err(|reasons| {
+                let (key, reason) = reasons
+                    .first()
+                    .and_then(|r| r.split_once(": "))
+                    .map_or(("config".to_owned(), reasons.join("; ")), |(k, r)| {
+                        (k.to_owned(), r.to_owned())
+                    });
+                StartError::Key { key, reason }
+            })?;
         let console = crate::console::keys::ConsoleState::load(&config).map_err(|reason| {
             StartError::Key {
                 key: "console.signing_key".into(),
@@ -137,7 +136,6 @@ impl AppState {
             key: "schemas".into(),
             reason: e.to_string(),
         })?;
-        let delivery_client = crate::exchange::deliver::clients(&config)?;
         let witnesses =
             crate::witness::client::Cosigning::from_config(&config).map_err(|reason| {
                 StartError::Key {
@@ -171,7 +169,6 @@ impl AppState {
                 schemas,
                 audit,
                 instance_id: uuid::Uuid::new_v4().to_string(),
-                delivery_client,
                 outbox_notify: tokio::sync::Notify::new(),
                 outbox_freed: tokio::sync::Notify::new(),
                 audit_task: std::sync::Mutex::new(Some(audit_task)),
@@ -318,12 +315,19 @@ pub struct Live {
     pub consents: ConsentVerifier,
     /// Counts the reloads so far (0 = the start-up configuration).
     pub generation: u64,
+    /// The outbound HTTPS clients towards this snapshot's recipients
+    /// (pooled, pinned per recipient): pick one with `for_delivery`.
+    pub delivery_clients: crate::exchange::deliver::Clients,
 }
 
 impl Live {
     /// Builds a snapshot: loads the issuers' public keys. Every problem is
     /// returned, each as `key: reason`.
-    pub fn build(config: Arc<Config>, generation: u64) -> Result<Live, Vec<String>> {
+    pub fn build(
+        config: Arc<Config>,
+        generation: u64,
+        delivery_clients: crate::exchange::deliver::Clients,
+    ) -> Result<Live, Vec<String>> {
         let mut problems = Vec::new();
         let mut pins = HashMap::new();
         let mut verifiers = HashMap::new();
@@ -364,6 +368,7 @@ impl Live {
                 verifiers,
                 consents,
                 generation,
+                delivery_clients,
             }),
             _ => Err(problems),
         }

@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::Extension;
 
-use super::record::{action, decision, AuditRecord};
+use super::record::{Action, AuditRecord, Decision};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
@@ -59,7 +59,7 @@ impl Auditor {
             &self.state,
             &self.principal,
             self.rid.clone(),
-            action::AUDIT_QUERY,
+            Action::AuditQuery,
             reason,
             subject,
         )
@@ -73,19 +73,17 @@ pub async fn log_query(
     state: &AppState,
     principal: &Principal,
     rid: Option<Extension<RequestId>>,
-    act: &str,
+    act: Action,
     reason: String,
     subject: Option<String>,
 ) -> ApiResult<()> {
     let record = AuditRecord {
         request_id: rid.map(|Extension(r)| r.0),
-        action: act.to_owned(),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
         subject,
-        decision: decision::PERMIT.into(),
         reason: Some(reason.chars().take(500).collect()),
-        ..AuditRecord::default()
+        ..AuditRecord::new(act, Decision::Permit)
     };
     state.audit.append(record, Vec::new()).await?;
     Ok(())

@@ -13,12 +13,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::access::{log_query, Auditor};
+use super::error::AuditRequestError;
 use super::merkle::{Hash, NodeId};
 use super::proof::{self, ProofError};
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
-use super::record::action;
+use super::record::Action;
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
@@ -70,9 +71,9 @@ pub struct ProofParams {
 impl ProofParams {
     /// The inclusion proof's `(seq, tree_size)`, refusing a consistency
     /// proof's parameters.
-    fn inclusion(&self) -> ApiResult<(u64, u64)> {
+    fn inclusion(&self) -> Result<(u64, u64), AuditRequestError> {
         if self.first.is_some() || self.second.is_some() {
-            return Err(bad("an inclusion proof takes `seq` and `tree_size`"));
+            return Err(AuditRequestError::InclusionParams);
         }
         Ok((
             required("seq", self.seq.as_deref())?,
@@ -82,9 +83,9 @@ impl ProofParams {
 
     /// The consistency proof's `(first, second)`, refusing an inclusion
     /// proof's parameters.
-    fn consistency(&self) -> ApiResult<(u64, u64)> {
+    fn consistency(&self) -> Result<(u64, u64), AuditRequestError> {
         if self.seq.is_some() || self.tree_size.is_some() {
-            return Err(bad("a consistency proof takes `first` and `second`"));
+            return Err(AuditRequestError::ConsistencyParams);
         }
         Ok((
             required("first", self.first.as_deref())?,
@@ -93,37 +94,36 @@ impl ProofParams {
     }
 }
 
-pub(crate) fn bad(detail: impl Into<String>) -> ApiError {
-    ApiError::new(ProblemCode::InvalidEnvelope, detail)
-}
-
-pub(crate) fn params<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AuditRequestError> {
     // The rejection text may quote values; it is not passed on.
     q.map(|Query(p)| p)
-        .map_err(|_| bad("the query string has an unknown, repeated or malformed parameter"))
+        .map_err(|_| AuditRequestError::QueryString)
 }
 
 /// A decimal number without sign or leading `+`.
-pub(crate) fn number(name: &str, v: Option<&str>) -> ApiResult<Option<u64>> {
+pub(crate) fn number(
+    name: &'static str,
+    v: Option<&str>,
+) -> Result<Option<u64>, AuditRequestError> {
     match v {
         None => Ok(None),
         Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
             .parse()
             .map(Some)
-            .map_err(|_| bad(format!("`{name}` is out of range"))),
-        Some(_) => Err(bad(format!("`{name}` must be a non-negative integer"))),
+            .map_err(|_| AuditRequestError::OutOfRange(name)),
+        Some(_) => Err(AuditRequestError::NotANumber(name)),
     }
 }
 
-fn required(name: &str, v: Option<&str>) -> ApiResult<u64> {
-    number(name, v)?.ok_or_else(|| bad(format!("`{name}` is required")))
+fn required(name: &'static str, v: Option<&str>) -> Result<u64, AuditRequestError> {
+    number(name, v)?.ok_or(AuditRequestError::Required(name))
 }
 
-fn time_us(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+fn time_us(name: &'static str, v: Option<&str>) -> Result<Option<i64>, AuditRequestError> {
     v.map(|s| {
         time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map(crate::clock::to_us)
-            .map_err(|_| bad(format!("`{name}` must be an RFC 3339 time")))
+            .map_err(|_| AuditRequestError::NotATime(name))
     })
     .transpose()
 }
@@ -131,7 +131,7 @@ fn time_us(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
 /// An id-like filter value: a lowercase letter, then letters, digits, `-`,
 /// `_` or `.`, at most 64. (A personnummer never passes: it starts with a
 /// digit, so no number reaches the log through a filter.)
-fn ident(name: &str, v: Option<String>) -> ApiResult<Option<String>> {
+fn ident(name: &'static str, v: Option<String>) -> Result<Option<String>, AuditRequestError> {
     match v {
         None => Ok(None),
         Some(s)
@@ -143,20 +143,20 @@ fn ident(name: &str, v: Option<String>) -> ApiResult<Option<String>> {
         {
             Ok(Some(s))
         }
-        Some(_) => Err(bad(format!("`{name}` is not a valid identifier"))),
+        Some(_) => Err(AuditRequestError::NotAnIdentifier(name)),
     }
 }
 
-fn limit(v: Option<u64>) -> ApiResult<u64> {
+fn limit(v: Option<u64>) -> Result<u64, AuditRequestError> {
     match v {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(bad(format!("`limit` must be between 1 and {MAX_LIMIT}"))),
+        Some(_) => Err(AuditRequestError::Limit),
     }
 }
 
-fn cursor(v: Option<&str>) -> ApiResult<Option<Cursor>> {
-    v.map(|s| Cursor::decode(s).ok_or_else(|| bad("`cursor` is not a cursor of this API")))
+fn cursor(v: Option<&str>) -> Result<Option<Cursor>, AuditRequestError> {
+    v.map(|s| Cursor::decode(s).ok_or(AuditRequestError::Cursor))
         .transpose()
 }
 
@@ -178,7 +178,7 @@ pub async fn records(
         None => None,
         Some(s) => Some(
             Pseudonym::parse(&s)
-                .map_err(|_| bad("`subject` must be an audit pseudonym (ps1_...)"))?
+                .map_err(|_| AuditRequestError::SubjectNotPseudonym)?
                 .as_str()
                 .to_owned(),
         ),
@@ -213,13 +213,8 @@ pub async fn records(
 }
 
 /// Parses a personnummer from a request body: 422, never echoed.
-pub(crate) fn personnummer(state: &AppState, s: &str) -> ApiResult<Personnummer> {
-    Personnummer::parse_at(s, state.clock.now().date()).map_err(|e| {
-        ApiError::new(
-            ProblemCode::InvalidPersonnummer,
-            format!("`personnummer`: {e}"),
-        )
-    })
+pub(crate) fn personnummer(state: &AppState, s: &str) -> Result<Personnummer, AuditRequestError> {
+    Personnummer::parse_at(s, state.clock.now().date()).map_err(AuditRequestError::Personnummer)
 }
 
 /// `POST /v1/audit/subject-search` `{"personnummer", "cursor"?, "limit"?}`.
@@ -247,9 +242,7 @@ pub async fn subject_search(
         None => "subject-search".to_owned(),
         Some(r) => {
             if r.chars().count() > 200 || has_long_number(r) {
-                return Err(bad(
-                    "`reason` must be at most 200 characters and hold no identifier",
-                ));
+                return Err(AuditRequestError::Reason.into());
             }
             format!("subject-search: {r}")
         }
@@ -258,7 +251,7 @@ pub async fn subject_search(
         &state,
         &principal,
         rid,
-        action::AUDIT_QUERY,
+        Action::AuditQuery,
         reason,
         Some(subject),
     )
@@ -328,10 +321,6 @@ async fn proof_answer(
     Ok(Json(fields).into_response())
 }
 
-fn not_found(detail: String) -> ApiError {
-    ApiError::new(ProblemCode::NotFound, detail)
-}
-
 /// `GET /v1/audit/proof/inclusion?seq=&tree_size=`.
 pub async fn inclusion(
     auditor: Auditor,
@@ -339,13 +328,11 @@ pub async fn inclusion(
 ) -> ApiResult<Response> {
     let (seq, size) = params(q)?.inclusion()?;
     if seq == 0 {
-        return Err(bad("`seq` starts at 1"));
+        return Err(AuditRequestError::SeqZero.into());
     }
     let current = query::tree_size(&auditor.state.store).await?;
     if seq > size || size > current {
-        return Err(not_found(format!(
-            "no record {seq} in a tree of size {size} (the log has {current} records)"
-        )));
+        return Err(AuditRequestError::NoRecord { seq, size, current }.into());
     }
     let index = seq - 1;
     let reason = format!("inclusion seq={seq} tree_size={size}");
@@ -367,13 +354,11 @@ pub async fn consistency(
 ) -> ApiResult<Response> {
     let (first, second) = params(q)?.consistency()?;
     if first > second {
-        return Err(bad("`first` must not be larger than `second`"));
+        return Err(AuditRequestError::FirstAfterSecond.into());
     }
     let current = query::tree_size(&auditor.state.store).await?;
     if second > current {
-        return Err(not_found(format!(
-            "no tree of size {second} (the log has {current} records)"
-        )));
+        return Err(AuditRequestError::NoTree { second, current }.into());
     }
     let reason = format!("consistency first={first} second={second}");
     let fields = serde_json::Map::from_iter([

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::access::log_query;
 use super::api::personnummer;
-use super::record::{action, AuditRecord};
+use super::record::{Action, AuditRecord};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestId};
@@ -18,14 +18,14 @@ use crate::party::Role;
 use crate::state::AppState;
 
 /// The actions that are disclosures (or refused disclosures) of data.
-pub const EXCHANGE_ACTIONS: [&str; 7] = [
-    action::EXCHANGE_FORWARDED,
-    action::EXCHANGE_DENIED,
-    action::EXCHANGE_DELIVERED,
-    action::EXCHANGE_FAILED,
-    action::REPLY_FORWARDED,
-    action::REPLY_WITHHELD,
-    action::REVOCATION_NOTIFIED,
+pub const EXCHANGE_ACTIONS: [Action; 7] = [
+    Action::ExchangeForwarded,
+    Action::ExchangeDenied,
+    Action::ExchangeDelivered,
+    Action::ExchangeFailed,
+    Action::ReplyForwarded,
+    Action::ReplyWithheld,
+    Action::RevocationNotified,
 ];
 
 /// `POST /v1/disclosures` body.
@@ -58,11 +58,11 @@ fn entry(r: &AuditRecord) -> Value {
 
 /// The actions of the message from the sender to the recipient (the
 /// others are the recipient's reply).
-const FORWARD_ACTIONS: [&str; 4] = [
-    action::EXCHANGE_FORWARDED,
-    action::EXCHANGE_DENIED,
-    action::EXCHANGE_DELIVERED,
-    action::EXCHANGE_FAILED,
+const FORWARD_ACTIONS: [Action; 4] = [
+    Action::ExchangeForwarded,
+    Action::ExchangeDenied,
+    Action::ExchangeDelivered,
+    Action::ExchangeFailed,
 ];
 
 /// One item per exchange, its latest decision (DESIGN §10), from records
@@ -83,7 +83,7 @@ fn one_per_exchange(records: &[AuditRecord]) -> Vec<Value> {
             order.push(key);
             (None, None)
         });
-        if FORWARD_ACTIONS.contains(&r.action.as_str()) {
+        if FORWARD_ACTIONS.contains(&r.action) {
             if slot.0.is_none() {
                 slot.0 = Some(entry(r));
             }
@@ -148,7 +148,7 @@ pub async fn disclosures(
     );
     let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql).bind(subject.clone());
     for a in EXCHANGE_ACTIONS {
-        q = q.bind(a);
+        q = q.bind(a.as_str());
     }
     let leaves = q.fetch_all(state.store.pool()).await?;
     let mut records = Vec::with_capacity(leaves.len());
@@ -166,7 +166,7 @@ pub async fn disclosures(
         &state,
         &principal,
         rid,
-        action::DISCLOSURE,
+        Action::Disclosure,
         format!("register extract, {} entries", out.len()),
         Some(subject.clone()),
     )

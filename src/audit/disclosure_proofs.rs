@@ -290,6 +290,7 @@ mod tests {
 
     use super::*;
     use crate::audit::checkpoint::{Checkpoint, FnSigner};
+    use crate::audit::record::{Action, Decision};
 
     /// Review of the witnesses: a `leaf_index` of 2^64 - 1 overflowed `index + 1` (a panic
     /// in debug builds) instead of being refused as an inclusion proof of another record.
@@ -299,10 +300,8 @@ mod tests {
         let public_key: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
         let record = AuditRecord {
             seq: 1,
-            action: "disclosure".into(),
-            decision: "permit".into(),
             subject: Some("s".into()),
-            ..Default::default()
+            ..AuditRecord::new(Action::Disclosure, Decision::Permit)
         };
         let leaf = record.leaf_bytes();
         let cp = Checkpoint::new("t", 1, merkle::leaf_hash(&leaf));

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::access::Auditor;
-use super::api::{bad, fresh_head, number, params};
+use super::api::{fresh_head, number, params};
+use super::error::AuditRequestError;
 use super::query;
 use crate::error::{ApiError, ApiResult};
 
@@ -42,7 +43,7 @@ pub async fn export(
         .max(1);
     let to = number("to_seq", p.to_seq.as_deref())?.unwrap_or(u64::MAX);
     if from > to {
-        return Err(bad("`from_seq` must not be larger than `to_seq`"));
+        return Err(AuditRequestError::FromAfterTo.into());
     }
     let mut reason = format!("export from_seq={from}");
     if to != u64::MAX {

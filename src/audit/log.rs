@@ -90,15 +90,6 @@ impl AppendError {
     }
 }
 
-impl From<AppendError> for crate::error::ApiError {
-    fn from(e: AppendError) -> Self {
-        match e {
-            AppendError::Unavailable(_) => crate::error::ApiError::unavailable(e),
-            other => crate::error::ApiError::internal(other),
-        }
-    }
-}
-
 /// Why a batch transaction did not commit.
 enum BatchError {
     /// A side effect failed in optimistic mode: retry with savepoints.
@@ -499,7 +490,7 @@ async fn write_tree(tx: &mut Tx, seq: &Sequencer, time_us: i64) -> Result<(), Ba
             q = q
                 .bind(i64::try_from(record.seq).map_err(|e| e.to_string())?)
                 .bind(time_us)
-                .bind(record.action.clone())
+                .bind(record.action.as_str())
                 .bind(record.actor_party.clone())
                 .bind(record.from.clone())
                 .bind(record.to.clone())
@@ -507,7 +498,7 @@ async fn write_tree(tx: &mut Tx, seq: &Sequencer, time_us: i64) -> Result<(), Ba
                 .bind(record.subject.clone())
                 .bind(record.exchange_id.clone())
                 .bind(record.consent_id.clone())
-                .bind(record.decision.clone())
+                .bind(record.decision.as_str())
                 .bind(leaf.clone());
         }
         q.execute(&mut **tx).await.map_err(|e| e.to_string())?;

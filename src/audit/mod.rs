@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cosign;
 pub mod disclosure;
 pub mod disclosure_proofs;
+pub mod error;
 pub mod export;
 pub mod log;
 pub mod merkle;

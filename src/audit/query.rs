@@ -28,15 +28,6 @@ pub enum QueryError {
     Malformed(&'static str),
 }
 
-impl From<QueryError> for crate::error::ApiError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::Db(e) => e.into(),
-            other => crate::error::ApiError::internal(other),
-        }
-    }
-}
-
 /// Where a page walk stands: records after `after`, up to `until`.
 ///
 /// `until` is the newest seq when the walk's first page was read, so a walk
@@ -85,9 +76,11 @@ pub struct RecordFilter {
     pub party: Option<String>,
     /// Message type.
     pub msg_type: Option<String>,
-    /// Actions (any of).
+    /// Actions (any of), as the client named them: a name that is no
+    /// [`super::record::Action`] matches no record (an empty page, not an
+    /// error), so these stay text.
     pub actions: Vec<String>,
-    /// Decision.
+    /// Decision, as text like `actions`.
     pub decision: Option<String>,
     /// Audit-domain pseudonym.
     pub subject: Option<String>,

@@ -227,7 +227,7 @@ impl Verifier {
             );
         }
         let Ok(record) = AuditRecord::from_leaf(&entry.leaf) else {
-            return fail(pos, "the leaf is not a valid audit record");
+            return fail(pos, unparsed_leaf(&entry.leaf));
         };
         if record.seq != pos {
             return fail(pos, format!("the leaf says seq {}", record.seq));
@@ -377,6 +377,27 @@ impl Verifier {
     }
 }
 
+/// Why a leaf is no [`AuditRecord`]: an action or decision this build does
+/// not know (named as such, never quoted), or anything else.
+fn unparsed_leaf(leaf: &[u8]) -> &'static str {
+    use super::record::{Action, Decision};
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(leaf) else {
+        return "the leaf is not a valid audit record";
+    };
+    let unknown = |key: &str, known: &dyn Fn(&str) -> bool| {
+        m.get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !known(s))
+    };
+    if unknown("action", &|s| s.parse::<Action>().is_ok()) {
+        "the leaf's action is not one this verifier knows"
+    } else if unknown("decision", &|s| s.parse::<Decision>().is_ok()) {
+        "the leaf's decision is not one this verifier knows"
+    } else {
+        "the leaf is not a valid audit record"
+    }
+}
+
 /// The first indexed column that disagrees with the record, by name.
 fn column_mismatch(c: &Columns, r: &AuditRecord) -> Option<&'static str> {
     let time_us =
@@ -385,7 +406,7 @@ fn column_mismatch(c: &Columns, r: &AuditRecord) -> Option<&'static str> {
             .map(crate::clock::to_us);
     let checks: [(&'static str, bool); 10] = [
         ("time_us", time_us == Some(c.time_us)),
-        ("action", c.action == r.action),
+        ("action", c.action == r.action.as_str()),
         ("actor_party", c.actor_party == r.actor_party),
         ("from_party", c.from_party == r.from),
         ("to_party", c.to_party == r.to),
@@ -393,7 +414,7 @@ fn column_mismatch(c: &Columns, r: &AuditRecord) -> Option<&'static str> {
         ("subject", c.subject == r.subject),
         ("exchange_id", c.exchange_id == r.exchange_id),
         ("consent_id", c.consent_id == r.consent_id),
-        ("decision", c.decision == r.decision),
+        ("decision", c.decision == r.decision.as_str()),
     ];
     checks.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::error::{ApiError, ProblemCode};
+use crate::error::ApiError;
 use crate::party::{PartyId, Role};
 use crate::state::{AppState, Live};
 
@@ -17,6 +17,50 @@ use crate::state::{AppState, Live};
 /// peer certificate's SPKI (the handshake already verified the chain).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerCertificate(pub Option<[u8; 32]>);
+
+/// Why a caller is not let in (DESIGN §1); it becomes problem+json in
+/// [`crate::error`] (401 `unauthenticated` / `invalid_token`, 403
+/// `forbidden_role`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No client certificate reached the request (401).
+    #[error("a client certificate is required")]
+    NoCertificate,
+    /// The certificate is pinned to no party or user (401).
+    #[error("the client certificate is not pinned to any party")]
+    NotPinned,
+    /// The party's user token was refused (401 `invalid_token`).
+    #[error(transparent)]
+    Token(#[from] jwt::JwtError),
+    /// The auditor role acts only for a named user (401 `invalid_token`).
+    #[error("the auditor role requires a user token")]
+    AuditorWithoutUser,
+    /// The party lacks the one role required (403).
+    #[error("party `{party}` does not have the `{}` role", .role.as_str())]
+    MissingRole {
+        /// The caller's party.
+        party: PartyId,
+        /// The role required.
+        role: Role,
+    },
+    /// The party has none of the roles allowed (403).
+    #[error("party `{party}` needs one of the roles {}", role_names(.roles))]
+    NoneOfRoles {
+        /// The caller's party.
+        party: PartyId,
+        /// The roles allowed.
+        roles: Vec<Role>,
+    },
+}
+
+fn role_names(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -32,50 +76,35 @@ pub struct Principal {
 impl Principal {
     /// 403 `forbidden_role` unless the party has `role`; the auditor role also
     /// needs a named user.
-    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+    pub fn require(&self, role: Role) -> Result<(), AuthError> {
         if !self.roles.contains(&role) {
-            return Err(ApiError::new(
-                ProblemCode::ForbiddenRole,
-                format!(
-                    "party `{}` does not have the `{}` role",
-                    self.party,
-                    role.as_str()
-                ),
-            ));
+            return Err(AuthError::MissingRole {
+                party: self.party.clone(),
+                role,
+            });
         }
         if role == Role::Auditor && self.user.is_none() {
-            return Err(ApiError::new(
-                ProblemCode::InvalidToken,
-                "the auditor role requires a user token",
-            ));
+            return Err(AuthError::AuditorWithoutUser);
         }
         Ok(())
     }
 
     /// 403 unless the party has at least one of `roles` (an auditor also
     /// needs a named user).
-    pub fn require_any(&self, roles: &[Role]) -> Result<(), ApiError> {
+    pub fn require_any(&self, roles: &[Role]) -> Result<(), AuthError> {
         let held: Vec<Role> = roles
             .iter()
             .copied()
             .filter(|r| self.roles.contains(r))
             .collect();
         if held.is_empty() {
-            let names: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
-            return Err(ApiError::new(
-                ProblemCode::ForbiddenRole,
-                format!(
-                    "party `{}` needs one of the roles {}",
-                    self.party,
-                    names.join(", ")
-                ),
-            ));
+            return Err(AuthError::NoneOfRoles {
+                party: self.party.clone(),
+                roles: roles.to_vec(),
+            });
         }
         if held.iter().all(|r| *r == Role::Auditor) && self.user.is_none() {
-            return Err(ApiError::new(
-                ProblemCode::InvalidToken,
-                "the auditor role requires a user token",
-            ));
+            return Err(AuthError::AuditorWithoutUser);
         }
         Ok(())
     }
@@ -101,17 +130,12 @@ impl FromRequestParts<AppState> for Principal {
 
 /// Resolves the principal of a request (also used by the rate limiter) on
 /// one configuration snapshot: its pins, users and user-token verifiers.
-pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
+pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, AuthError> {
     let pin = parts
         .extensions
         .get::<PeerCertificate>()
         .and_then(|p| p.0)
-        .ok_or_else(|| {
-            ApiError::new(
-                ProblemCode::Unauthenticated,
-                "a client certificate is required",
-            )
-        })?;
+        .ok_or(AuthError::NoCertificate)?;
     // A personal user certificate (DESIGN §1, §11): (party, the user's
     // roles, the user), no JWT needed.
     if let Some(u) = live.user_by_pin(&pin) {
@@ -121,12 +145,7 @@ pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
             user: Some(u.id.clone()),
         });
     }
-    let party = live.party_by_pin(&pin).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::Unauthenticated,
-            "the client certificate is not pinned to any party",
-        )
-    })?;
+    let party = live.party_by_pin(&pin).ok_or(AuthError::NotPinned)?;
     let user = match live.verifiers.get(&party.id) {
         None => None,
         Some(verifier) => {
@@ -147,7 +166,7 @@ pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, ApiError> {
                 Ok(user) => Some(user),
                 Err(e) => {
                     tracing::info!(party.id = %party.id, reason = %e, "user token refused");
-                    return Err(ApiError::new(ProblemCode::InvalidToken, e.to_string()));
+                    return Err(e.into());
                 }
             }
         }

@@ -150,10 +150,7 @@ pub fn refused(e: &crate::audit::log::AppendError, guarded: bool) -> bool {
 /// exchange decides again from the database, where no guard is written).
 pub fn stale_error() -> ApiError {
     metrics::counter!("samgate_consent_cache_stale_total").increment(1);
-    ApiError::new(
-        crate::error::ProblemCode::Unavailable,
-        "the participant's consent changed while the exchange was decided; nothing was sent, try again",
-    )
+    super::ConsentError::Changed.into()
 }
 
 #[cfg(test)]

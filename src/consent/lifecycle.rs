@@ -64,11 +64,11 @@ pub fn is_notice(msg_type: Option<&str>) -> bool {
 }
 
 /// The audit action of a successful outbox delivery of `msg_type`.
-pub fn delivered_action(msg_type: Option<&str>) -> &'static str {
+pub fn delivered_action(msg_type: Option<&str>) -> crate::audit::record::Action {
     if is_notice(msg_type) {
-        crate::audit::record::action::REVOCATION_NOTIFIED
+        crate::audit::record::Action::RevocationNotified
     } else {
-        crate::audit::record::action::EXCHANGE_DELIVERED
+        crate::audit::record::Action::ExchangeDelivered
     }
 }
 

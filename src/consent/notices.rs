@@ -60,7 +60,7 @@ use serde_json::{json, Value};
 
 use super::lifecycle::{self, mode_name, parse_mode, NOTICE_SENDER, NOTICE_TYPE};
 use super::model::ConsentRow;
-use crate::audit::record::action;
+use crate::audit::record::Action;
 use crate::error::ApiError;
 use crate::policy::SubjectMode;
 use crate::state::AppState;
@@ -360,7 +360,7 @@ async fn pending_consents(state: &AppState) -> Result<Vec<String>, sqlx::Error> 
          (SELECT 1 FROM revocation_notice_marks m WHERE m.consent_id = a.consent_id \
          AND m.party = a.to_party AND m.exchange_id = a.exchange_id)",
     )
-    .bind(action::REPLY_FORWARDED)
+    .bind(Action::ReplyForwarded.as_str())
     .fetch_all(state.store.pool())
     .await?;
     ids.extend(replies);
@@ -377,7 +377,7 @@ pub async fn audit_subject_of(
         "SELECT subject FROM audit_records WHERE consent_id = $1 AND action = $2 ORDER BY seq LIMIT 1",
     )
     .bind(row.id.clone())
-    .bind(action::CONSENT_RECORDED)
+    .bind(Action::ConsentRecorded.as_str())
     .fetch_optional(state.store.pool())
     .await?;
     Ok(subject.flatten())
@@ -406,7 +406,7 @@ async fn recipients(
         "SELECT exchange_id, to_party FROM audit_records WHERE consent_id = $1 AND action = $2",
     )
     .bind(consent_id.to_owned())
-    .bind(action::REPLY_FORWARDED)
+    .bind(Action::ReplyForwarded.as_str())
     .fetch_all(state.store.pool())
     .await?;
     let named: BTreeSet<(String, String)> = sqlx::query_as::<_, (String, String)>(

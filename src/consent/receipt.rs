@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 
 use super::lifecycle::FOLLOW_UP_PURPOSE;
 use super::model::{self, ConsentRow, ConsentState};
+use super::ConsentError;
 use crate::auth::Principal;
 use crate::clock::rfc3339_us;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::error::{ApiError, ApiResult};
 use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
@@ -35,7 +36,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require(Role::Intake)?;
-    let not_found = || ApiError::new(ProblemCode::NotFound, "no consent with this id");
+    let not_found = || ApiError::from(ConsentError::NotFound);
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(not_found());
     }

@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 
 use crate::auth::jwt::PublicKeyFile;
 use crate::config::Config;
-use crate::error::{ApiError, ProblemCode};
+use crate::error::quote_id;
 use crate::schema::Category;
-use crate::subject::personnummer::Personnummer;
+use crate::subject::personnummer::{Personnummer, PersonnummerError};
 
 /// Clock skew accepted on `nbf`/`exp`.
 const LEEWAY_SECS: i64 = 60;
@@ -107,8 +107,111 @@ struct GivenByClaim {
     name: String,
 }
 
-fn claims_error(detail: impl Into<String>) -> ApiError {
-    ApiError::new(ProblemCode::InvalidConsentClaims, detail)
+/// Why a consent token is refused, in the order of the checks (module
+/// docs); it becomes problem+json in [`crate::error`]. No text holds a
+/// claim's value except ids that pass [`quote_id`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsentTokenError {
+    /// The JWS itself (401 `consent_signature`).
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// (`iss`, `kid`) names no configured issuer key (401).
+    #[error("the consent's issuer or key id is not configured")]
+    UnknownIssuer,
+    /// `sub` is not a valid personnummer (422 `invalid_personnummer`).
+    #[error("claim `sub`: {0}")]
+    Subject(PersonnummerError),
+    /// A verified token's claims (422 `invalid_consent_claims`).
+    #[error(transparent)]
+    Claims(#[from] ClaimsError),
+}
+
+/// A consent JWS that cannot be verified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// Not three base64url parts with a JSON header.
+    #[error("the consent is not a well-formed compact JWS")]
+    Malformed,
+    /// `alg` is neither EdDSA nor ES256.
+    #[error("the consent's algorithm is not allowed (EdDSA or ES256)")]
+    Algorithm,
+    /// The payload part is not base64url.
+    #[error("the consent's payload is not base64url")]
+    PayloadEncoding,
+    /// The payload is not a JSON object (`iss` cannot be read).
+    #[error("the consent's payload is not a JSON object")]
+    PayloadNotObject,
+    /// `alg` is not the issuer key's algorithm.
+    #[error("the consent's algorithm does not match the issuer's key")]
+    KeyAlgorithm,
+    /// The signature does not verify.
+    #[error("the consent's signature does not verify")]
+    Invalid,
+}
+
+/// A verified consent whose claims are refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimsError {
+    /// The payload is not JSON.
+    #[error("the claims are not JSON")]
+    NotJson,
+    /// A claim (its path) is missing or of the wrong type.
+    #[error("claim `{0}` is missing or has the wrong type")]
+    Shape(String),
+    /// `jti` is not a UUID.
+    #[error("claim `jti` must be a UUID")]
+    Jti,
+    /// `aud` does not name samgate.
+    #[error("claim `aud` must be `samgate`")]
+    Audience,
+    /// `method` is not one of [`METHODS`].
+    #[error("`method` must be bankid, written or oral-documented")]
+    Method,
+    /// `recorded_by` is empty or over 200 bytes.
+    #[error("`recorded_by` must name the staff member")]
+    RecordedBy,
+    /// `nbf` is not before `exp`.
+    #[error("`nbf` must be before `exp`")]
+    Window,
+    /// `exp` has passed (beyond the leeway).
+    #[error("the consent has expired")]
+    Expired,
+    /// `nbf` is still ahead (beyond the leeway).
+    #[error("the consent is not valid yet")]
+    NotYetValid,
+    /// `iat` is ahead (beyond the leeway).
+    #[error("`iat` is in the future")]
+    IssuedInFuture,
+    /// The consent's lifetime exceeds `[consent] max_lifetime` (in days).
+    #[error("the consent's lifetime exceeds the maximum of {0} days")]
+    Lifetime(i64),
+    /// Fewer than two distinct parties.
+    #[error("`parties` must name at least two parties")]
+    TooFewParties,
+    /// A party that is not configured; already quoted or `(not shown)`.
+    #[error("`parties` names an unknown party {0}")]
+    UnknownParty(String),
+    /// No purpose.
+    #[error("`purposes` must not be empty")]
+    NoPurposes,
+    /// A purpose no route has; quoted like [`Self::UnknownParty`].
+    #[error("`purposes` names an unknown purpose {0}")]
+    UnknownPurpose(String),
+    /// No category.
+    #[error("`categories` must not be empty")]
+    NoCategories,
+    /// An unknown category; quoted like [`Self::UnknownParty`].
+    #[error("`categories` names an unknown category {0}")]
+    UnknownCategory(String),
+    /// `given_by.role` is not one of the representative roles.
+    #[error("`given_by.role` must be guardian, god-man, forvaltare or fullmakt")]
+    GivenByRole,
+    /// `given_by.name` is empty or over 200 characters.
+    #[error("`given_by.name` must name the representative (at most 200 characters)")]
+    GivenByName,
 }
 
 impl ConsentVerifier {
@@ -145,35 +248,31 @@ impl ConsentVerifier {
     }
 
     /// Verifies a compact JWS and its claims at `now`.
-    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<VerifiedConsent, ApiError> {
-        let sig_err = |d: &str| ApiError::new(ProblemCode::ConsentSignature, d.to_owned());
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| sig_err("the consent is not a well-formed compact JWS"))?;
+    pub fn verify(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedConsent, ConsentTokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| SignatureError::Malformed)?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
-            return Err(sig_err(
-                "the consent's algorithm is not allowed (EdDSA or ES256)",
-            ));
+            return Err(SignatureError::Algorithm.into());
         }
         let payload_b64 = token.split('.').nth(1).unwrap_or("");
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload_b64)
-            .map_err(|_| sig_err("the consent's payload is not base64url"))?;
+            .map_err(|_| SignatureError::PayloadEncoding)?;
         // Nothing is read from an unverified payload but `iss` to pick the
         // key; a payload that cannot even be read cannot be verified (401).
-        let peek: Peek = serde_json::from_slice(&payload)
-            .map_err(|_| sig_err("the consent's payload is not a JSON object"))?;
+        let peek: Peek =
+            serde_json::from_slice(&payload).map_err(|_| SignatureError::PayloadNotObject)?;
         let iss = peek.iss.unwrap_or_default();
         let kid = header.kid.unwrap_or_default();
-        let issuer = self.issuers.get(&(iss, kid.clone())).ok_or_else(|| {
-            ApiError::new(
-                ProblemCode::UnknownIssuer,
-                "the consent's issuer or key id is not configured",
-            )
-        })?;
+        let issuer = self
+            .issuers
+            .get(&(iss, kid.clone()))
+            .ok_or(ConsentTokenError::UnknownIssuer)?;
         if issuer.alg != header.alg {
-            return Err(sig_err(
-                "the consent's algorithm does not match the issuer's key",
-            ));
+            return Err(SignatureError::KeyAlgorithm.into());
         }
         let mut v = Validation::new(issuer.alg);
         v.validate_exp = false;
@@ -181,29 +280,24 @@ impl ConsentVerifier {
         v.validate_aud = false;
         v.required_spec_claims = Default::default();
         jsonwebtoken::decode::<serde_json::Value>(token, &issuer.key, &v)
-            .map_err(|_| sig_err("the consent's signature does not verify"))?;
+            .map_err(|_| SignatureError::Invalid)?;
         let mut verified = self.claims(&payload, now)?;
         verified.key_id = kid;
         Ok(verified)
     }
 
-    fn claims(&self, payload: &[u8], now: OffsetDateTime) -> Result<VerifiedConsent, ApiError> {
+    fn claims(
+        &self,
+        payload: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<VerifiedConsent, ConsentTokenError> {
         let value: serde_json::Value =
-            serde_json::from_slice(payload).map_err(|_| claims_error("the claims are not JSON"))?;
-        let c: Claims = serde_path_to_error::deserialize(value).map_err(|e| {
-            claims_error(format!(
-                "claim `{}` is missing or has the wrong type",
-                e.path()
-            ))
-        })?;
-        let subject = Personnummer::parse_at(&c.sub, now.date()).map_err(|e| {
-            ApiError::new(
-                ProblemCode::InvalidPersonnummer,
-                format!("claim `sub`: {e}"),
-            )
-        })?;
-        let id = uuid::Uuid::parse_str(&c.jti)
-            .map_err(|_| claims_error("claim `jti` must be a UUID"))?;
+            serde_json::from_slice(payload).map_err(|_| ClaimsError::NotJson)?;
+        let c: Claims = serde_path_to_error::deserialize(value)
+            .map_err(|e| ClaimsError::Shape(e.path().to_string()))?;
+        let subject =
+            Personnummer::parse_at(&c.sub, now.date()).map_err(ConsentTokenError::Subject)?;
+        let id = uuid::Uuid::parse_str(&c.jti).map_err(|_| ClaimsError::Jti)?;
         if let Some(aud) = &c.aud {
             let ok = match aud {
                 serde_json::Value::String(s) => s == "samgate",
@@ -211,18 +305,16 @@ impl ConsentVerifier {
                 _ => false,
             };
             if !ok {
-                return Err(claims_error("claim `aud` must be `samgate`"));
+                return Err(ClaimsError::Audience.into());
             }
         }
         self.check_times(&c, now.unix_timestamp())?;
         let (parties, purposes, categories) = self.scope(c.parties, c.purposes, &c.categories)?;
         if !METHODS.contains(&c.method.as_str()) {
-            return Err(claims_error(
-                "`method` must be bankid, written or oral-documented",
-            ));
+            return Err(ClaimsError::Method.into());
         }
         if c.recorded_by.trim().is_empty() || c.recorded_by.len() > 200 {
-            return Err(claims_error("`recorded_by` must name the staff member"));
+            return Err(ClaimsError::RecordedBy.into());
         }
         let given_by = given_by(c.given_by)?;
         Ok(VerifiedConsent {
@@ -244,19 +336,19 @@ impl ConsentVerifier {
 
     /// `nbf` < `exp`, the consent valid now (with leeway), `iat` not in the
     /// future, and the lifetime within the maximum.
-    fn check_times(&self, c: &Claims, now_s: i64) -> Result<(), ApiError> {
+    fn check_times(&self, c: &Claims, now_s: i64) -> Result<(), ClaimsError> {
         if c.nbf >= c.exp {
-            return Err(claims_error("`nbf` must be before `exp`"));
+            return Err(ClaimsError::Window);
         }
         if c.exp <= now_s - LEEWAY_SECS {
-            return Err(claims_error("the consent has expired"));
+            return Err(ClaimsError::Expired);
         }
         if c.nbf > now_s + LEEWAY_SECS {
-            return Err(claims_error("the consent is not valid yet"));
+            return Err(ClaimsError::NotYetValid);
         }
         if let Some(iat) = c.iat {
             if iat > now_s + LEEWAY_SECS {
-                return Err(claims_error("`iat` is in the future"));
+                return Err(ClaimsError::IssuedInFuture);
             }
         }
         if c.exp
@@ -266,10 +358,7 @@ impl ConsentVerifier {
                 .checked_sub(now_s)
                 .is_none_or(|d| d > self.max_lifetime_secs)
         {
-            return Err(claims_error(format!(
-                "the consent's lifetime exceeds the maximum of {} days",
-                self.max_lifetime_secs / 86_400
-            )));
+            return Err(ClaimsError::Lifetime(self.max_lifetime_secs / 86_400));
         }
         Ok(())
     }
@@ -281,43 +370,30 @@ impl ConsentVerifier {
         parties: Vec<String>,
         purposes: Vec<String>,
         category_names: &[String],
-    ) -> Result<Scope, ApiError> {
+    ) -> Result<Scope, ClaimsError> {
         let mut parties = parties;
         parties.sort();
         parties.dedup();
         if parties.len() < 2 {
-            return Err(claims_error("`parties` must name at least two parties"));
+            return Err(ClaimsError::TooFewParties);
         }
-        for p in &parties {
-            if !self.parties.contains(p) {
-                return Err(claims_error(format!(
-                    "`parties` names an unknown party {}",
-                    crate::error::quote_id(p)
-                )));
-            }
+        if let Some(p) = parties.iter().find(|p| !self.parties.contains(*p)) {
+            return Err(ClaimsError::UnknownParty(quote_id(p)));
         }
         if purposes.is_empty() {
-            return Err(claims_error("`purposes` must not be empty"));
+            return Err(ClaimsError::NoPurposes);
         }
-        for p in &purposes {
-            if !self.purposes.contains(p) {
-                return Err(claims_error(format!(
-                    "`purposes` names an unknown purpose {}",
-                    crate::error::quote_id(p)
-                )));
-            }
+        if let Some(p) = purposes.iter().find(|p| !self.purposes.contains(*p)) {
+            return Err(ClaimsError::UnknownPurpose(quote_id(p)));
         }
         if category_names.is_empty() {
-            return Err(claims_error("`categories` must not be empty"));
+            return Err(ClaimsError::NoCategories);
         }
         let mut categories = Vec::new();
         for cat in category_names {
-            let parsed: Category = cat.parse().map_err(|_| {
-                claims_error(format!(
-                    "`categories` names an unknown category {}",
-                    crate::error::quote_id(cat)
-                ))
-            })?;
+            let parsed: Category = cat
+                .parse()
+                .map_err(|_| ClaimsError::UnknownCategory(quote_id(cat)))?;
             categories.push(parsed);
         }
         let mut purposes = purposes;
@@ -333,20 +409,16 @@ impl ConsentVerifier {
 type Scope = (Vec<String>, Vec<String>, Vec<Category>);
 
 /// The representative of `given_by` (DESIGN §13): a known role and a name.
-fn given_by(g: Option<GivenByClaim>) -> Result<Option<super::lifecycle::GivenBy>, ApiError> {
+fn given_by(g: Option<GivenByClaim>) -> Result<Option<super::lifecycle::GivenBy>, ClaimsError> {
     Ok(match g {
         None => None,
         Some(g) => {
             if !super::lifecycle::ROLES.contains(&g.role.as_str()) {
-                return Err(claims_error(
-                    "`given_by.role` must be guardian, god-man, forvaltare or fullmakt",
-                ));
+                return Err(ClaimsError::GivenByRole);
             }
             let name = g.name.trim();
             if name.is_empty() || name.chars().count() > 200 {
-                return Err(claims_error(
-                    "`given_by.name` must name the representative (at most 200 characters)",
-                ));
+                return Err(ClaimsError::GivenByName);
             }
             Some(super::lifecycle::GivenBy {
                 role: g.role,

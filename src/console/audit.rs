@@ -23,6 +23,7 @@ use super::{
 use crate::audit::access::Auditor;
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
+use crate::audit::record::{Action, Decision};
 use crate::auth::Principal;
 use crate::http::extract::RequestId;
 use crate::party::Role;
@@ -75,7 +76,7 @@ async fn fetch_records(
     params: BTreeMap<String, String>,
 ) -> Result<Value, crate::error::ApiError> {
     let p: crate::audit::api::RecordsParams = serde_json::from_value(json!(params))
-        .map_err(|_| crate::audit::api::bad("unknown filter"))?;
+        .map_err(|_| crate::audit::error::AuditRequestError::UnknownFilter)?;
     let auditor = Auditor::new(state.clone(), v.principal.clone(), rid)?;
     let rsp = crate::audit::api::records(auditor, Ok(Query(p))).await?;
     json_of(rsp)
@@ -137,14 +138,14 @@ fn filter_form(state: &AppState, q: &BTreeMap<String, String>) -> Markup {
                 label for="f-action" { "Händelse" }
                 select id="f-action" name="action" {
                     option value="" { "Alla" }
-                    @for a in labels::ACTIONS { option value=(a) selected[sel("action", a)] { (labels::action(a)) } }
+                    @for a in Action::ALL.map(Action::as_str) { option value=(a) selected[sel("action", a)] { (labels::action(a)) } }
                 }
             }
             div class="field" {
                 label for="f-decision" { "Beslut" }
                 select id="f-decision" name="decision" {
                     option value="" { "Alla" }
-                    @for d in labels::DECISIONS { option value=(d) selected[sel("decision", d)] { (labels::decision(d)) } }
+                    @for d in Decision::ALL.map(Decision::as_str) { option value=(d) selected[sel("decision", d)] { (labels::decision(d)) } }
                 }
             }
             p { button type="submit" { "Visa" } }
@@ -337,7 +338,7 @@ pub(crate) async fn tree_heads(
         &state,
         &v.principal,
         rid,
-        crate::audit::record::action::AUDIT_QUERY,
+        Action::AuditQuery,
         "tree-head history".into(),
         None,
     )

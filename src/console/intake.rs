@@ -662,7 +662,7 @@ pub(crate) async fn search(
         &state,
         &principal,
         rid,
-        crate::audit::record::action::AUDIT_QUERY,
+        crate::audit::record::Action::AuditQuery,
         "console intake consent search".to_owned(),
         Some(audit_subject),
     )

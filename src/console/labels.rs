@@ -3,6 +3,7 @@
 //! and the payload field names of the schemas (for the register extract).
 //! Unknown codes are shown as they are (never an error).
 
+use crate::audit::record::{Action, Decision};
 use crate::schema::Category;
 
 /// A category's Swedish label and a plain explanation for the participant.
@@ -159,53 +160,44 @@ pub fn msg_type(t: &str) -> String {
     }
 }
 
-/// An audit action's label.
+/// An audit action's label (a name that is no [`Action`] is shown as it is).
 pub fn action(a: &str) -> String {
+    a.parse()
+        .map_or_else(|_| a.to_owned(), |a| action_word(a).to_owned())
+}
+
+/// The Swedish words for an audit action.
+pub fn action_word(a: Action) -> &'static str {
     match a {
-        "exchange-forwarded" => "Utbyte vidarebefordrat".into(),
-        "exchange-denied" => "Utbyte nekat".into(),
-        "exchange-delivered" => "Utbyte levererat".into(),
-        "exchange-failed" => "Utbyte misslyckades".into(),
-        "reply-forwarded" => "Svar vidarebefordrat".into(),
-        "reply-withheld" => "Svar undanhållet".into(),
-        "consent-recorded" => "Samtycke registrerat".into(),
-        "consent-revoked" => "Samtycke återkallat".into(),
-        "reidentified" => "Återidentifiering".into(),
-        "audit-query" => "Granskningsfråga".into(),
-        "disclosure" => "Registerutdrag".into(),
-        "revocation-notified" => "Återkallelse meddelad".into(),
-        other => other.into(),
+        Action::ExchangeForwarded => "Utbyte vidarebefordrat",
+        Action::ExchangeDenied => "Utbyte nekat",
+        Action::ExchangeDelivered => "Utbyte levererat",
+        Action::ExchangeFailed => "Utbyte misslyckades",
+        Action::ReplyForwarded => "Svar vidarebefordrat",
+        Action::ReplyWithheld => "Svar undanhållet",
+        Action::ConsentRecorded => "Samtycke registrerat",
+        Action::ConsentRevoked => "Samtycke återkallat",
+        Action::Reidentified => "Återidentifiering",
+        Action::AuditQuery => "Granskningsfråga",
+        Action::Disclosure => "Registerutdrag",
+        Action::RevocationNotified => "Återkallelse meddelad",
     }
 }
 
-/// The audit actions, for the filter.
-pub const ACTIONS: [&str; 12] = [
-    "exchange-forwarded",
-    "exchange-denied",
-    "exchange-delivered",
-    "exchange-failed",
-    "reply-forwarded",
-    "reply-withheld",
-    "consent-recorded",
-    "consent-revoked",
-    "reidentified",
-    "audit-query",
-    "disclosure",
-    "revocation-notified",
-];
-
-/// The audit decisions, for the filter.
-pub const DECISIONS: [&str; 5] = ["permit", "deny", "delivered", "failed", "expired"];
-
-/// A decision's label.
+/// A decision's label (a name that is no [`Decision`] is shown as it is).
 pub fn decision(d: &str) -> String {
+    d.parse()
+        .map_or_else(|_| d.to_owned(), |d| decision_word(d).to_owned())
+}
+
+/// The Swedish word for a decision.
+pub fn decision_word(d: Decision) -> &'static str {
     match d {
-        "permit" => "Tillåtet".into(),
-        "deny" => "Nekat".into(),
-        "delivered" => "Levererat".into(),
-        "failed" => "Misslyckades".into(),
-        "expired" => "Gick ut".into(),
-        other => other.into(),
+        Decision::Permit => "Tillåtet",
+        Decision::Deny => "Nekat",
+        Decision::Delivered => "Levererat",
+        Decision::Failed => "Misslyckades",
+        Decision::Expired => "Gick ut",
     }
 }
 

@@ -233,7 +233,8 @@ pub(crate) fn api_body<T: serde::de::DeserializeOwned>(
 ) -> Result<crate::http::extract::JsonBody<T>, PageError> {
     let raw = serde_json::to_vec(&value).map_err(|_| internal())?;
     drop(value);
-    let parsed = crate::http::extract::parse_json(&raw).map_err(|e| PageError::from_api(&e))?;
+    let parsed = crate::http::extract::parse_json(&raw)
+        .map_err(|e| PageError::from_api(&crate::error::ApiError::from(e)))?;
     Ok(crate::http::extract::JsonBody {
         value: parsed,
         raw: if keep_raw {

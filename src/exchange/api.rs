@@ -13,9 +13,9 @@ use axum::Json;
 use serde_json::json;
 
 use super::{flow, idempotency, ExchangeCtx};
-use crate::audit::record::action;
+use crate::audit::record::Action;
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, ProblemCode};
+use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
 use crate::party::Role;
 use crate::state::AppState;
@@ -24,7 +24,7 @@ use crate::state::AppState;
 pub async fn post(State(state): State<AppState>, principal: Principal, req: Request) -> Response {
     let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     if let Err(e) = principal.require(Role::Agency) {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     let headers = req.headers().clone();
     let idem_key = match idempotency::key_from(&headers) {
@@ -83,7 +83,8 @@ pub async fn post(State(state): State<AppState>, principal: Principal, req: Requ
 
 async fn read(state: &AppState, headers: &HeaderMap, req: Request) -> Result<Bytes, ApiError> {
     crate::http::extract::check_json_content_type(headers)?;
-    crate::http::extract::read_body(req.into_body(), state.config.server.max_body_bytes).await
+    let limit = state.config.server.max_body_bytes;
+    Ok(crate::http::extract::read_body(req.into_body(), limit).await?)
 }
 
 /// `GET /v1/exchanges/{id}` (the sender, or an auditor).
@@ -94,7 +95,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require_any(&[Role::Agency, Role::Auditor])?;
-    let not_found = || ApiError::new(ProblemCode::NotFound, "no such exchange");
+    let not_found = || ApiError::from(super::error::ExchangeError::NotFound);
     let row = super::store::status(&state.store, &id)
         .await?
         .ok_or_else(not_found)?;
@@ -107,7 +108,7 @@ pub async fn get(
             &state,
             &principal,
             rid,
-            action::AUDIT_QUERY,
+            Action::AuditQuery,
             format!("exchange {id}"),
             None,
         )

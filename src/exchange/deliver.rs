@@ -29,10 +29,17 @@ pub const EXCHANGE_ID_HEADER: &str = "samgate-exchange-id";
 /// the chain to `outbound_ca` AND the pin, and a chain-only client for
 /// recipients configured without a pin. Every delivery picks its client with
 /// [`Clients::for_delivery`].
+///
+/// The set belongs to one configuration snapshot ([`crate::state::Live`]):
+/// a reload that adds a party, changes its pin or its endpoint builds the
+/// set again, so a delivery is always checked against the pins in force.
+/// Clients whose party and pin did not change are kept (with their pooled
+/// connections).
 #[derive(Clone)]
 pub struct Clients {
     unpinned: reqwest::Client,
-    by_party: HashMap<String, reqwest::Client>,
+    /// Party id → (its endpoint pin, its pinned client).
+    by_party: HashMap<String, ([u8; 32], reqwest::Client)>,
     by_endpoint: HashMap<String, String>,
 }
 
@@ -48,7 +55,63 @@ impl Clients {
                     .get(endpoint)
                     .and_then(|p| self.by_party.get(p))
             })
-            .unwrap_or(&self.unpinned)
+            .map_or(&self.unpinned, |(_, client)| client)
+    }
+
+    /// The clients for the parties of `live` (a configuration snapshot),
+    /// with the TLS files and timeouts of the `running` process (those
+    /// sections take effect only after a restart). Clients of `previous`
+    /// whose party kept its pin are reused.
+    pub fn build(
+        running: &Config,
+        live: &Config,
+        previous: Option<&Clients>,
+    ) -> Result<Clients, StartError> {
+        let s = &running.server;
+        let unpinned = match previous {
+            Some(p) => p.unpinned.clone(),
+            None => {
+                let tls = crate::tls::client_config(
+                    &s.outbound_ca,
+                    &s.outbound_certificate,
+                    &s.outbound_private_key,
+                )?;
+                build(running, tls)?
+            }
+        };
+        let mut by_party = HashMap::new();
+        let mut by_endpoint = HashMap::new();
+        for p in &live.parties {
+            let (Some(endpoint), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
+                if p.endpoint.is_some() {
+                    tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
+                }
+                continue;
+            };
+            let kept = previous
+                .and_then(|c| c.by_party.get(p.id.as_str()))
+                .filter(|(old_pin, _)| *old_pin == pin)
+                .map(|(_, client)| client.clone());
+            let client = match kept {
+                Some(client) => client,
+                None => {
+                    let tls = crate::tls::pinned_client_config(
+                        &s.outbound_ca,
+                        &s.outbound_certificate,
+                        &s.outbound_private_key,
+                        vec![pin],
+                    )?;
+                    build(running, tls)?
+                }
+            };
+            by_party.insert(p.id.to_string(), (pin, client));
+            by_endpoint.insert(endpoint.clone(), p.id.to_string());
+        }
+        Ok(Clients {
+            unpinned,
+            by_party,
+            by_endpoint,
+        })
     }
 }
 
@@ -65,40 +128,6 @@ fn build(config: &Config, tls: rustls::ClientConfig) -> Result<reqwest::Client, 
             key: "server.outbound_certificate".into(),
             reason: e.to_string(),
         })
-}
-
-/// Builds the outbound clients.
-pub fn clients(config: &Config) -> Result<Clients, StartError> {
-    let s = &config.server;
-    let tls = crate::tls::client_config(
-        &s.outbound_ca,
-        &s.outbound_certificate,
-        &s.outbound_private_key,
-    )?;
-    let unpinned = build(config, tls)?;
-    let mut by_party = HashMap::new();
-    let mut by_endpoint = HashMap::new();
-    for p in &config.parties {
-        let (Some(endpoint), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
-            if p.endpoint.is_some() {
-                tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
-            }
-            continue;
-        };
-        let tls = crate::tls::pinned_client_config(
-            &s.outbound_ca,
-            &s.outbound_certificate,
-            &s.outbound_private_key,
-            vec![pin],
-        )?;
-        by_party.insert(p.id.to_string(), build(config, tls)?);
-        by_endpoint.insert(endpoint.clone(), p.id.to_string());
-    }
-    Ok(Clients {
-        unpinned,
-        by_party,
-        by_endpoint,
-    })
 }
 
 /// The detached JWS over `body`.

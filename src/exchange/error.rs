@@ -54,6 +54,18 @@ pub enum ExchangeError {
         /// The exchange, recorded as failed.
         exchange_id: ExchangeId,
     },
+    /// The key's row vanished between the insert and the read (409).
+    #[error("the idempotency key changed concurrently; retry")]
+    IdempotencyRace,
+    /// The key was used before with another body (409).
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyReused,
+    /// The key's first request has not finished (409).
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInProgress,
+    /// No exchange with this id that the caller may see (404).
+    #[error("no such exchange")]
+    NotFound,
     /// A configured recipient without an endpoint (a bug: 500).
     #[error("recipient without endpoint")]
     NoEndpoint,

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::error::ExchangeError;
 use super::sync::Decision;
 use super::{Delivery, ExchangeCtx};
-use crate::audit::record::{action, decision};
+use crate::audit::record::{Action, Decision as AuditDecision};
 use crate::config::PartyConfig;
 use crate::consent::cache;
 use crate::consent::model::{self, ConsentRow};
@@ -92,7 +92,7 @@ pub(super) async fn refuse(state: &AppState, ctx: &ExchangeCtx, e: ApiError) -> 
     if !e.code.status().is_client_error() || e.code == ProblemCode::IdempotencyConflict {
         return e;
     }
-    let mut record = ctx.record(action::EXCHANGE_DENIED, decision::DENY);
+    let mut record = ctx.record(Action::ExchangeDenied, AuditDecision::Deny);
     record.reason = Some(e.code.as_str().to_owned());
     let row = super::store::denied_row(ctx, e.code.as_str(), state.clock.now_us());
     if let Err(err) = state.audit.append(record, vec![row]).await {
@@ -368,7 +368,7 @@ fn record(
     if let Some(key) = &ctx.idempotency_key {
         effects.push(super::store::link_idempotency_key(ctx, key));
     }
-    let mut record = ctx.record(action::EXCHANGE_FORWARDED, decision::PERMIT);
+    let mut record = ctx.record(Action::ExchangeForwarded, AuditDecision::Permit);
     let contact_withheld = || {
         o.filtered.withheld.iter().any(|w| {
             c.schema

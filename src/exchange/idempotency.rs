@@ -16,7 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::error::{ApiError, ProblemCode};
+use super::error::ExchangeError;
+use crate::error::ApiError;
 use crate::party::PartyId;
 use crate::state::AppState;
 
@@ -38,13 +39,9 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let s = v.to_str().unwrap_or("");
     if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(super::error::ExchangeError::BadIdempotencyKey.into());
+        return Err(ExchangeError::BadIdempotencyKey.into());
     }
     Ok(Some(s.to_owned()))
-}
-
-fn conflict(detail: &str) -> ApiError {
-    ApiError::new(ProblemCode::IdempotencyConflict, detail.to_owned())
 }
 
 /// Claims the key or finds its earlier result.
@@ -77,12 +74,10 @@ pub async fn begin(
     .fetch_optional(state.store.pool())
     .await?;
     let Some((stored_hash, status, response, created, exchange_id)) = row else {
-        return Err(conflict("the idempotency key changed concurrently; retry"));
+        return Err(ExchangeError::IdempotencyRace.into());
     };
     if stored_hash != hash {
-        return Err(conflict(
-            "this Idempotency-Key was used with a different request",
-        ));
+        return Err(ExchangeError::IdempotencyReused.into());
     }
     if status == 0 {
         if let Some(id) = exchange_id {
@@ -106,9 +101,7 @@ pub async fn begin(
                 return Ok(Begin::Proceed);
             }
         }
-        return Err(conflict(
-            "a request with this Idempotency-Key is still in progress",
-        ));
+        return Err(ExchangeError::IdempotencyInProgress.into());
     }
     let status =
         StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or(StatusCode::OK);

@@ -17,7 +17,7 @@ mod sync;
 
 use serde::Deserialize;
 
-use crate::audit::record::AuditRecord;
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::auth::Principal;
 use crate::ids::{ConsentId, ExchangeId};
 
@@ -113,10 +113,9 @@ impl ExchangeCtx {
     }
 
     /// An audit record of this exchange.
-    pub fn record(&self, action: &str, decision: &str) -> AuditRecord {
+    pub fn record(&self, action: Action, decision: Decision) -> AuditRecord {
         AuditRecord {
             request_id: self.request_id.clone(),
-            action: action.to_owned(),
             actor_party: Some(self.principal.party.to_string()),
             actor_user: self.principal.user.clone(),
             from: Some(self.principal.party.to_string()),
@@ -128,10 +127,9 @@ impl ExchangeCtx {
             exchange_id: Some(self.exchange_id.to_string()),
             forwarded: self.forwarded.clone(),
             withheld: self.withheld.clone(),
-            decision: decision.to_owned(),
             reason: None,
             payload_sha256: self.payload_sha256.clone(),
-            ..AuditRecord::default()
+            ..AuditRecord::new(action, decision)
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use super::deliver;
 use crate::audit::log::AppendError;
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Backend, Stmt};
@@ -314,9 +314,11 @@ async fn base_record(state: &AppState, exchange_id: &str) -> AuditRecord {
     .await
     .ok()
     .flatten();
+    // The exchange as its forwarded record described it; each outcome
+    // sets its own action and decision.
     let mut r = AuditRecord {
         exchange_id: Some(exchange_id.to_owned()),
-        ..AuditRecord::default()
+        ..AuditRecord::new(Action::ExchangeForwarded, Decision::Permit)
     };
     if let Some((from, to, t, purpose, consent, subject, fwd, wh)) = row {
         r.actor_party = Some(from.clone());
@@ -350,8 +352,9 @@ async fn attempt(state: &AppState, row: Claimed) {
     }
     let record = base_record(state, &id).await;
     // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
-    let client = state
-        .delivery_client
+    let live = state.current_live();
+    let client = live
+        .delivery_clients
         .for_delivery(record.to.as_deref(), &row.endpoint);
     if state.is_halted() {
         // The instance was stopped at once (a crash, in tests): an attempt
@@ -418,8 +421,8 @@ async fn record_delivered(
 ) -> Result<&'static str, AppendError> {
     // A revocation notice is recorded as `revocation-notified`, and
     // a delivered closure limits its consent (DESIGN §13).
-    record.action = crate::consent::lifecycle::delivered_action(record.msg_type.as_deref()).into();
-    record.decision = decision::DELIVERED.into();
+    record.action = crate::consent::lifecycle::delivered_action(record.msg_type.as_deref());
+    record.decision = Decision::Delivered;
     let closure = crate::consent::lifecycle::closure_effect(
         state.clock.now_us(),
         state.config.consent.follow_up_months,
@@ -458,8 +461,8 @@ async fn record_expired(
     err: String,
     may_have_arrived: bool,
 ) -> Result<&'static str, AppendError> {
-    record.action = action::EXCHANGE_FAILED.into();
-    record.decision = decision::EXPIRED.into();
+    record.action = Action::ExchangeFailed;
+    record.decision = Decision::Expired;
     record.reason = Some(format!("expired after {attempts} attempts: {err}"));
     let effects = vec![
         release_stmt(state, id),

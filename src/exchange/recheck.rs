@@ -25,7 +25,7 @@
 //! - If the check itself cannot be made (storage error), nothing is sent;
 //!   the claim runs out and the next attempt checks again.
 
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::consent::model;
 use crate::error::ProblemCode;
 use crate::party::PartyId;
@@ -168,11 +168,11 @@ pub async fn end(state: &AppState, exchange_id: &str, verdict: Verdict, mut reco
         Verdict::Expired => ("expired", "expired"),
         Verdict::Refused(code) => ("failed", code.as_str()),
     };
-    record.action = action::EXCHANGE_FAILED.into();
+    record.action = Action::ExchangeFailed;
     record.decision = if verdict == Verdict::Expired {
-        decision::EXPIRED.into()
+        Decision::Expired
     } else {
-        decision::FAILED.into()
+        Decision::Failed
     };
     record.reason = Some(reason.to_owned());
     let effects = vec![

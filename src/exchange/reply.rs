@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::deliver::Delivered;
 use super::ExchangeCtx;
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::consent::model::ConsentRow;
 use crate::error::ApiError;
 use crate::party::PartyId;
@@ -121,7 +121,7 @@ pub async fn process(
 /// The record of a reply: from the recipient back to the sender, acted by
 /// the recipient; withheld until [`forward`] says otherwise.
 fn reply_record(ctx: &ExchangeCtx, recipient: &PartyId) -> AuditRecord {
-    let mut record = ctx.record(action::REPLY_WITHHELD, decision::DENY);
+    let mut record = ctx.record(Action::ReplyWithheld, Decision::Deny);
     record.from = Some(recipient.to_string());
     record.to = Some(ctx.principal.party.to_string());
     record.msg_type = None;
@@ -141,8 +141,8 @@ async fn forward(
     numbers_withheld: bool,
 ) -> Result<(Value, bool), ApiError> {
     let mut ok = record;
-    ok.action = action::REPLY_FORWARDED.into();
-    ok.decision = decision::PERMIT.into();
+    ok.action = Action::ReplyForwarded;
+    ok.decision = Decision::Permit;
     ok.forwarded = filtered.forwarded.clone();
     ok.withheld = filtered.withheld.clone();
     if numbers_withheld {
@@ -209,7 +209,7 @@ async fn resolve_identifiers(
             .filter(|ps| expected.is_some_and(|e| e.as_str() == ps.as_str()));
         let resolved = match (own_pseudonym, mode) {
             (Some(ps), SubjectMode::Reveal) => {
-                let mut r = ctx.record(action::REIDENTIFIED, decision::PERMIT);
+                let mut r = ctx.record(Action::Reidentified, Decision::Permit);
                 r.actor_party = Some(recipient.to_string());
                 r.actor_user = None;
                 r.reason = Some(format!(

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::deliver::{self, Delivered, DeliveryError};
 use super::error::ExchangeError;
 use super::{idempotency, reply, ExchangeCtx};
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision as AuditDecision};
 use crate::consent::model::ConsentRow;
 use crate::error::ApiError;
 use crate::party::PartyId;
@@ -66,8 +66,10 @@ impl SyncTail {
     /// answer (the request's own `finish` is skipped for this exchange).
     /// [`Stale`] when the consent cache's guard refused the commit.
     async fn run(mut self) -> Result<Result<(StatusCode, Value), ApiError>, Stale> {
-        // Moved, not cloned: nothing after the commit needs them.
-        let record = std::mem::take(&mut self.decision.record);
+        // The effects (vault rows among them) are moved, not cloned:
+        // nothing after the commit needs them. The record is small and has
+        // no empty default to leave behind, so it is copied.
+        let record = self.decision.record.clone();
         let effects = std::mem::take(&mut self.decision.effects);
         let result = match self.state.audit.append(record, effects).await {
             Ok(_) => self.deliver().await,
@@ -94,8 +96,9 @@ impl SyncTail {
         state.mark_vault_stored(d.vault_keys.clone());
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
-        let client = state
-            .delivery_client
+        let live = state.live_arc();
+        let client = live
+            .delivery_clients
             .for_delivery(Some(self.recipient_id.as_str()), &d.endpoint);
         let signature = deliver::sign_detached(&state.crypto.delivery_signer, &d.body);
         let started = std::time::Instant::now();
@@ -127,7 +130,7 @@ impl SyncTail {
     async fn delivered(&self, d: &Delivered) -> Result<(StatusCode, Value), ApiError> {
         let (state, ctx) = (&self.state, &self.ctx);
         let exchange_id = ctx.exchange_id.clone();
-        let record = ctx.record(action::EXCHANGE_DELIVERED, decision::DELIVERED);
+        let record = ctx.record(Action::ExchangeDelivered, AuditDecision::Delivered);
         let mut outcome = vec![super::store::delivered(&exchange_id, state.clock.now_us())];
         outcome.extend(crate::consent::lifecycle::closure_effect(
             state.clock.now_us(),
@@ -177,7 +180,7 @@ impl SyncTail {
     async fn failed(&self, err: &DeliveryError) -> ApiError {
         let (state, ctx) = (&self.state, &self.ctx);
         let exchange_id = ctx.exchange_id.clone();
-        let mut record = ctx.record(action::EXCHANGE_FAILED, decision::FAILED);
+        let mut record = ctx.record(Action::ExchangeFailed, AuditDecision::Failed);
         record.reason = Some(err.to_string());
         let failed = super::store::failed(&exchange_id, &err.to_string(), err.may_have_arrived());
         record_outcome(state, record, vec![failed]).await;

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ProblemCode};
+use super::error::RequestError;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The request id header, set on every response.
@@ -42,7 +43,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// 415 unless the content type is JSON (`application/json` or `+json`).
-pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), RequestError> {
     let ok = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -60,48 +61,35 @@ pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "the request body must be application/json",
-        ))
+        Err(RequestError::NotJson)
     }
 }
 
 /// Reads a body up to `limit` bytes (413 beyond; 408 `request_timeout`
 /// when it does not arrive within `[server] body_timeout`, DESIGN §10).
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if crate::connguard::is_body_timeout(&e) {
-            return ApiError::new(
-                ProblemCode::RequestTimeout,
-                "the request body did not arrive within the body timeout",
-            );
+            RequestError::BodyTimeout
+        } else {
+            RequestError::TooLarge { limit }
         }
-        ApiError::new(
-            ProblemCode::PayloadTooLarge,
-            format!("the request body exceeds the limit of {limit} bytes"),
-        )
     })
 }
 
 /// Parses JSON into `T` with typed, value-free errors.
-pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, RequestError> {
     // Fast path: one pass straight into `T`. Only a body that fails it (or
     // repeats a key, which the one pass refuses) takes the two passes below,
     // which name the failing place; both accept the same valid bodies.
     if let Ok(v) = serde_json::from_slice::<T>(raw) {
         return Ok(v);
     }
-    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::new(
-            ProblemCode::MalformedJson,
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| RequestError::MalformedJson {
+            line: e.line(),
+            column: e.column(),
+        })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
@@ -116,13 +104,7 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         } else {
             "has the wrong type or value".to_owned()
         };
-        let place = if path == "." {
-            "the body".to_owned()
-        } else {
-            format!("`{path}`")
-        };
-        ApiError::new(ProblemCode::InvalidEnvelope, format!("{place}: {what}"))
-            .with("errors", vec![serde_json::Value::String(path)])
+        RequestError::Shape { path, what }
     })
 }
 

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::error::{ApiError, ProblemCode};
+use super::error::RequestError;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `GET /openapi.json`: the OpenAPI 3.1 document of this API, the
@@ -53,7 +54,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.store.ping(Duration::from_secs(2)).await {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        ApiError::new(ProblemCode::Unavailable, "the database is unreachable").into_response()
+        ApiError::from(RequestError::DatabaseUnreachable).into_response()
     }
 }
 

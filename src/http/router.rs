@@ -12,10 +12,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
 
+use super::error::RequestError;
 use super::extract::{RequestId, REQUEST_ID};
 use super::meta::{healthz, jwks, metrics_endpoint, openapi, readyz};
-use crate::auth::{authenticate, Principal};
-use crate::error::{ApiError, ProblemCode, ProblemMarker};
+use crate::auth::{authenticate, AuthError, Principal};
+use crate::error::{ApiError, ProblemMarker};
 use crate::state::AppState;
 
 /// The mTLS router: every route of the API.
@@ -87,14 +88,11 @@ async fn only_auditor(req: Request, next: Next) -> Response {
 async fn guard(req: Request, next: Next, role: crate::party::Role) -> Response {
     let check = match req.extensions().get::<Principal>() {
         Some(p) => p.require(role),
-        None => Err(ApiError::new(
-            ProblemCode::Unauthenticated,
-            "a client certificate is required",
-        )),
+        None => Err(AuthError::NoCertificate),
     };
     match check {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -108,7 +106,7 @@ pub fn ops_router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ProblemCode::NotFound, "no such resource")
+    RequestError::NoSuchResource.into()
 }
 
 /// Request id, span, access log line and metrics for every request.
@@ -219,11 +217,7 @@ async fn framing(req: Request, next: Next) -> Response {
         || (!lengths.is_empty() && h.contains_key(http::header::TRANSFER_ENCODING))
         || conflicting
     {
-        return ApiError::new(
-            ProblemCode::InvalidEnvelope,
-            "ambiguous message framing (Content-Length with Transfer-Encoding, or conflicting lengths)",
-        )
-        .into_response();
+        return ApiError::from(RequestError::AmbiguousFraming).into_response();
     }
     next.run(req).await
 }
@@ -233,21 +227,20 @@ async fn framing(req: Request, next: Next) -> Response {
 async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     if let Some(e) = cross_site_refusal(&parts) {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     let principal = match authenticate(&parts, state.live()) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     tracing::Span::current().record("party.id", principal.party.as_str());
     if let Some(limiter) = &state.rate_limiter {
         if let Err(wait) = limiter.check(&principal.party) {
-            let mut e = ApiError::new(
-                ProblemCode::RateLimited,
-                format!("rate limit of {} requests/s exceeded", limiter.per_second()),
-            );
-            e.retry_after = Some(wait.as_secs().max(1));
-            return e.into_response();
+            return ApiError::from(RequestError::RateLimited {
+                per_second: limiter.per_second(),
+                retry_after: wait.as_secs().max(1),
+            })
+            .into_response();
         }
     }
     parts.extensions.insert::<Principal>(principal);
@@ -266,7 +259,7 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
 /// non-GET requests whose `Origin` is not this gateway, are refused; the one
 /// exception is following a link to the console's start page. Agency
 /// systems send neither header and are not affected.
-fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<ApiError> {
+fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<RequestError> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let fetch_site = header("sec-fetch-site");
     let foreign_site = matches!(fetch_site, Some("cross-site" | "same-site"));
@@ -294,8 +287,5 @@ fn cross_site_refusal(parts: &axum::http::request::Parts) -> Option<ApiError> {
     if start_page && !foreign_origin {
         return None;
     }
-    Some(ApiError::new(
-        ProblemCode::ForbiddenRole,
-        "requests made by another site are refused",
-    ))
+    Some(RequestError::CrossSite)
 }

@@ -13,7 +13,7 @@ pub mod personnummer;
 pub mod pseudonym;
 pub mod vault;
 
-use crate::audit::record::{action, decision, AuditRecord};
+use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::crypto::Crypto;
 use crate::error::ApiError;
 use crate::party::PartyId;
@@ -169,8 +169,8 @@ pub async fn reidentify(
     let Some(number) = open_vault_row(state, domain, ps).await? else {
         return Ok(None);
     };
-    record.action = action::REIDENTIFIED.into();
-    record.decision = decision::PERMIT.into();
+    record.action = Action::Reidentified;
+    record.decision = Decision::Permit;
     state.audit.append(record, Vec::new()).await?;
     Ok(Some(number))
 }

@@ -58,7 +58,7 @@ async fn failures(gw: &TestGateway, id: &str) -> Vec<AuditRecord> {
     gw.records_of(id)
         .await
         .into_iter()
-        .filter(|r| r.action == "exchange-failed")
+        .filter(|r| r.action.as_str() == "exchange-failed")
         .collect()
 }
 
@@ -228,7 +228,7 @@ both_backends!(a_revocation_stops_a_queued_message, |db| async move {
     let failed = failures(&gw, &id).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].reason.as_deref(), Some("consent_revoked"));
-    assert_eq!(failed[0].decision, "failed");
+    assert_eq!(failed[0].decision.as_str(), "failed");
     let left = count(gw.pool(), "SELECT COUNT(*) FROM outbox").await;
     assert_eq!(left, 0);
 });
@@ -246,7 +246,7 @@ both_backends!(
         assert!(gw.recipient("fk").received().is_empty());
         let failed = failures(&gw, &id).await;
         assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].decision, "expired");
+        assert_eq!(failed[0].decision.as_str(), "expired");
         assert_eq!(failed[0].reason.as_deref(), Some("expired"));
     }
 );
@@ -303,7 +303,7 @@ both_backends!(an_unknown_reply_type_leaves_no_trace, |db| async move {
             .records_of(&id)
             .await
             .into_iter()
-            .filter(|r| r.action == "reply-withheld")
+            .filter(|r| r.action.as_str() == "reply-withheld")
             .collect();
         assert_eq!(withheld.len(), 1);
         assert_eq!(withheld[0].reason.as_deref(), Some("unknown_type"));
@@ -355,7 +355,7 @@ both_backends!(
                     .records_of(id)
                     .await
                     .iter()
-                    .any(|r| r.action == "reply-withheld"));
+                    .any(|r| r.action.as_str() == "reply-withheld"));
             }
         }
     }
@@ -404,7 +404,7 @@ both_backends!(
             .records_of(id)
             .await
             .into_iter()
-            .find(|r| r.action == "exchange-forwarded")
+            .find(|r| r.action.as_str() == "exchange-forwarded")
             .unwrap();
         assert_eq!(forwarded.reason.as_deref(), Some("identifier_in_text"));
         // A reveal route passes the text: it reveals the person anyway.

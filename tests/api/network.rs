@@ -474,6 +474,71 @@ both_backends!(
     }
 );
 
+// Session 3 residual: the pinned delivery clients were built once at
+// start. A reload that gave a party a new endpoint and a new pin kept the
+// old pin (every delivery failed), and one that pinned a party anew left it
+// on the chain-only client (a certificate from the same CA was accepted).
+both_backends!(
+    a_reload_that_changes_a_recipients_pin_takes_effect_at_once,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        let af = gw.client("af");
+        // Step 1: fk moves to a new host (here kommun-kalmar's inbox) with
+        // that host's certificate pinned.
+        let moved = gw.write_config("moved.toml", |t| {
+            let parties = t["party"].as_array_mut().unwrap();
+            let kalmar = parties
+                .iter()
+                .find(|p| p["id"].as_str() == Some("kommun-kalmar"))
+                .unwrap()
+                .clone();
+            let fk = parties
+                .iter_mut()
+                .find(|p| p["id"].as_str() == Some("fk"))
+                .unwrap();
+            fk["endpoint"] = kalmar["endpoint"].clone();
+            fk["endpoint_certificate_sha256"] = kalmar["endpoint_certificate_sha256"].clone();
+        });
+        samgate::reload::reload(gw.state(), &moved).unwrap();
+        let rsp = af.post_exchange(&attendance("fk")).await;
+        assert_eq!(rsp.status, 200, "the new pin was not used: {}", rsp.text);
+        assert_eq!(gw.recipient("kommun-kalmar").received().len(), 1);
+        // Step 2: the pin goes back to fk's own certificate while the
+        // endpoint stays: the host now presents a certificate that is not
+        // the pinned one, and gets nothing.
+        let fk_pin = gw
+            .state()
+            .config
+            .parties
+            .iter()
+            .find(|p| p.id.as_str() == "fk")
+            .and_then(|p| p.endpoint_certificate_sha256)
+            .map(hex::encode)
+            .unwrap();
+        let repinned = gw.write_config("repinned.toml", |t| {
+            let parties = t["party"].as_array_mut().unwrap();
+            let kalmar_endpoint = parties
+                .iter()
+                .find(|p| p["id"].as_str() == Some("kommun-kalmar"))
+                .unwrap()["endpoint"]
+                .clone();
+            let fk = parties
+                .iter_mut()
+                .find(|p| p["id"].as_str() == Some("fk"))
+                .unwrap();
+            fk["endpoint"] = kalmar_endpoint;
+            fk["endpoint_certificate_sha256"] = toml::Value::String(fk_pin.clone());
+        });
+        samgate::reload::reload(gw.state(), &repinned).unwrap();
+        let rsp = af.post_exchange(&attendance("fk")).await;
+        assert_eq!(rsp.status, 502, "a stale client delivered: {}", rsp.text);
+        assert_eq!(rsp.problem(), "recipient_failed");
+        assert_eq!(gw.recipient("kommun-kalmar").received().len(), 1);
+        assert!(gw.recipient("fk").received().is_empty());
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {

@@ -355,10 +355,11 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
     };
     for _ in 0..4 {
         let r = samgate::audit::record::AuditRecord {
-            action: "audit-query".into(),
-            decision: "permit".into(),
             reason: Some("forked history".into()),
-            ..Default::default()
+            ..samgate::audit::record::AuditRecord::new(
+                samgate::audit::record::Action::AuditQuery,
+                samgate::audit::record::Decision::Permit,
+            )
         };
         b_gw.state().audit.append(r, vec![]).await.unwrap();
     }
@@ -400,11 +401,10 @@ async fn a_forked_log_is_refused_by_the_witness_and_reported_by_the_gateway() {
         b_gw.state()
             .audit
             .append(
-                samgate::audit::record::AuditRecord {
-                    action: "audit-query".into(),
-                    decision: "permit".into(),
-                    ..Default::default()
-                },
+                samgate::audit::record::AuditRecord::new(
+                    samgate::audit::record::Action::AuditQuery,
+                    samgate::audit::record::Decision::Permit,
+                ),
                 vec![],
             )
             .await

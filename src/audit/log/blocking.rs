@@ -131,7 +131,7 @@ fn write_tree(tx: &Connection, seq: &Sequencer, time_us: i64) -> Result<(), Batc
             .execute(params![
                 i64::try_from(record.seq).map_err(storage)?,
                 time_us,
-                record.action,
+                record.action.as_str(),
                 record.actor_party,
                 record.from,
                 record.to,
@@ -139,7 +139,7 @@ fn write_tree(tx: &Connection, seq: &Sequencer, time_us: i64) -> Result<(), Batc
                 record.subject,
                 record.exchange_id,
                 record.consent_id,
-                record.decision,
+                record.decision.as_str(),
                 leaf,
             ])
             .map_err(storage)?;

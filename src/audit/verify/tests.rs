@@ -5,6 +5,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use super::*;
 use crate::audit::checkpoint::FnSigner;
+use crate::audit::record::{Action, Decision};
 
 const ORIGIN: &str = "samgate/test";
 
@@ -22,9 +23,7 @@ fn leaves(n: u64) -> Vec<Vec<u8>> {
             AuditRecord {
                 seq,
                 time: "2026-01-02T03:04:05.000006Z".into(),
-                action: "audit-query".into(),
-                decision: "permit".into(),
-                ..AuditRecord::default()
+                ..AuditRecord::new(Action::AuditQuery, Decision::Permit)
             }
             .leaf_bytes()
         })
@@ -170,8 +169,8 @@ fn database_columns_and_nodes_are_compared_with_the_leaf() {
             time::OffsetDateTime::parse(&r.time, &time::format_description::well_known::Rfc3339)
                 .unwrap(),
         ),
-        action: r.action.clone(),
-        decision: r.decision.clone(),
+        action: r.action.to_string(),
+        decision: r.decision.to_string(),
         ..Columns::default()
     };
     let entry = |columns: Columns, node: Option<Hash>| Entry {
@@ -202,4 +201,31 @@ fn database_columns_and_nodes_are_compared_with_the_leaf() {
         .contains("`time_us`"));
     assert!(run(vec![], vec![entry(columns.clone(), None)]).is_err());
     assert!(run(vec![], vec![entry(columns, Some([0u8; 32]))]).is_err());
+}
+
+/// A leaf naming an action this build does not know (a newer gateway's, or
+/// a forged one) fails verification with a reason, not a panic, and the
+/// reason does not quote the name.
+#[test]
+fn an_unknown_action_or_decision_is_named_as_such() {
+    let l = leaves(2);
+    let text = String::from_utf8(l[1].clone()).unwrap();
+    for (from, to, what) in [
+        ("\"audit-query\"", "\"teleported\"", "action"),
+        ("\"permit\"", "\"maybe\"", "decision"),
+    ] {
+        let forged = text.replace(from, to).into_bytes();
+        let entries = vec![export_entry(1, &l[0]), export_entry(2, &forged)];
+        let f = run(vec![], entries).unwrap_err();
+        assert_eq!(f.seq, 2);
+        assert_eq!(
+            f.reason,
+            format!("the leaf's {what} is not one this verifier knows")
+        );
+    }
+    let garbage = export_entry(1, br#"{"seq":1}"#);
+    assert_eq!(
+        run(vec![], vec![garbage]).unwrap_err().reason,
+        "the leaf is not a valid audit record"
+    );
 }
