@@ -19,16 +19,19 @@ use samgate::policy::{self, FilterInput};
 use samgate::schema::Category;
 use samgate::schema::SchemaRegistry;
 use samgate::subject::personnummer::Personnummer;
-use samgate::subject::pseudonym::PseudonymMaster;
+use samgate::subject::pseudonym::{Party, PseudonymMaster};
 use serde_json::Value;
 
 const PNR: &str = "200203149828";
+
+/// The date numbers are parsed on (DOMAIN §7: mid-2026).
+const TODAY: time::Date = time::macros::date!(2026 - 06 - 15);
 
 fn personnummer(c: &mut Criterion) {
     let mut g = c.benchmark_group("personnummer_parse");
     for s in ["200203149828", "20020314-9828", "020314-9828"] {
         g.bench_with_input(BenchmarkId::from_parameter(s), s, |b, s| {
-            b.iter(|| Personnummer::parse(black_box(s)))
+            b.iter(|| Personnummer::parse_at(black_box(s), TODAY))
         });
     }
     g.finish();
@@ -36,15 +39,15 @@ fn personnummer(c: &mut Criterion) {
 
 fn pseudonym(c: &mut Criterion) {
     let master = PseudonymMaster::new(Secret32::new([7; 32]));
-    let Ok(p) = Personnummer::parse(PNR) else {
+    let Ok(p) = Personnummer::parse_at(PNR, TODAY) else {
         return;
     };
     let Ok(dk) = master.domain("fk") else { return };
     c.bench_function("pseudonym/derived_domain_key", |b| {
-        b.iter(|| dk.pseudonymise(black_box(&p)))
+        b.iter(|| dk.pseudonymise::<Party>(black_box(&p)))
     });
     c.bench_function("pseudonym/derive_key_and_pseudonymise", |b| {
-        b.iter(|| master.pseudonymise(black_box("fk"), black_box(&p)))
+        b.iter(|| master.pseudonymise::<Party>(black_box("fk"), black_box(&p)))
     });
 }
 
@@ -114,6 +117,7 @@ fn schema_and_filter(c: &mut Criterion) {
                         payload: black_box(payload),
                         allow: &allow,
                         consent_categories: Some(&all),
+                        today: TODAY,
                     },
                     &mut ident,
                 )

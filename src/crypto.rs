@@ -13,7 +13,8 @@ use crate::policy::SubjectMode;
 use crate::startup::StartError;
 use crate::subject::personnummer::Personnummer;
 use crate::subject::pseudonym::{
-    DomainKey, MissingDomain, Pseudonym, PseudonymMaster, DOMAIN_AUDIT, DOMAIN_CONSENT,
+    Audit, Consent, Domain, DomainKey, MissingDomain, Party, Pseudonym, PseudonymMaster,
+    DOMAIN_AUDIT, DOMAIN_CONSENT,
 };
 use crate::subject::vault::VaultKey;
 
@@ -90,10 +91,20 @@ impl Crypto {
         })
     }
 
-    /// The pseudonym of `p` in `domain` (a configured party id, `audit` or
-    /// `consent`; every one is derived at start, so `None` means the domain
-    /// is not configured).
-    pub fn pseudonym(&self, domain: &str, p: &Personnummer) -> Option<Pseudonym> {
+    /// The pseudonym of `p` in the domain of `party` (a configured party id;
+    /// every one is derived at start, so `None` means the party is not
+    /// configured). The `audit` and `consent` domains are not parties' (the
+    /// configuration refuses those ids): they have their own methods.
+    pub fn pseudonym(&self, party: &str, p: &Personnummer) -> Option<Pseudonym<Party>> {
+        if party == DOMAIN_AUDIT || party == DOMAIN_CONSENT {
+            return None;
+        }
+        self.keyed(party, p)
+    }
+
+    /// The pseudonym of `p` under the key of `domain`, typed as the caller's
+    /// kind of that domain (the only place a domain's kind is named).
+    fn keyed<D: Domain>(&self, domain: &str, p: &Personnummer) -> Option<Pseudonym<D>> {
         self.domains.load().get(domain).map(|dk| dk.pseudonymise(p))
     }
 
@@ -121,14 +132,9 @@ impl Crypto {
     }
 
     /// The `audit`-domain pseudonym (the only form in audit records and logs).
-    pub fn audit_pseudonym(&self, p: &Personnummer) -> Result<String, MissingDomain> {
+    pub fn audit_pseudonym(&self, p: &Personnummer) -> Result<Pseudonym<Audit>, MissingDomain> {
         self.keyed(DOMAIN_AUDIT, p)
-    }
-
-    fn keyed(&self, domain: &str, p: &Personnummer) -> Result<String, MissingDomain> {
-        self.pseudonym(domain, p)
-            .map(|x| x.as_str().to_owned())
-            .ok_or_else(|| MissingDomain(domain.to_owned()))
+            .ok_or_else(|| MissingDomain(DOMAIN_AUDIT.to_owned()))
     }
 
     /// The consent reference a recipient gets on `pseudonymise` and `omit`
@@ -172,8 +178,9 @@ impl Crypto {
     }
 
     /// The `consent`-domain pseudonym (consents are indexed by it).
-    pub fn consent_pseudonym(&self, p: &Personnummer) -> Result<String, MissingDomain> {
+    pub fn consent_pseudonym(&self, p: &Personnummer) -> Result<Pseudonym<Consent>, MissingDomain> {
         self.keyed(DOMAIN_CONSENT, p)
+            .ok_or_else(|| MissingDomain(DOMAIN_CONSENT.to_owned()))
     }
 }
 

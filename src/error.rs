@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::audit::error::AuditRequestError;
 use crate::audit::log::AppendError;
 use crate::audit::query::QueryError;
-use crate::auth::AuthError;
+use crate::auth::error::AuthError;
 use crate::consent::model::Denial;
 use crate::consent::verify::ConsentTokenError;
 use crate::consent::ConsentError;

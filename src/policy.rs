@@ -31,8 +31,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use time::Date;
 
-use crate::schema::{field_pointer, Category, MessageSchema};
+use crate::schema::{field_pointer, Category, CommaList, MessageSchema};
 use crate::subject::personnummer::Personnummer;
 
 pub mod route;
@@ -72,30 +73,16 @@ pub enum FilterError {
     },
     /// The route would forward fields, but the consent covers none of their
     /// categories. Maps to 403 `consent_scope`.
-    #[error("the consent covers none of the categories the route would forward ({})", DisplayCategories(.uncovered))]
+    #[error("the consent covers none of the categories the route would forward ({})", CommaList(.uncovered, |c| c.as_str()))]
     ConsentScope {
         /// The categories of the allowed present fields, none of them covered, sorted.
         uncovered: Vec<Category>,
     },
 }
 
-/// Displays categories as a comma-separated list.
-struct DisplayCategories<'a>(&'a [Category]);
-
-impl fmt::Display for DisplayCategories<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, category) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(category.as_str())?;
-        }
-        Ok(())
-    }
-}
-
 /// What the filter needs: the schema, a payload already valid against it,
-/// the route's allow-list and, if consent is required, its categories.
+/// the route's allow-list, if consent is required its categories, and the
+/// date identifier fields are parsed on.
 #[derive(Clone, Copy)]
 pub struct FilterInput<'a> {
     /// The schema of the message type.
@@ -106,6 +93,8 @@ pub struct FilterInput<'a> {
     pub allow: &'a [String],
     /// The consent's categories; `None` if the route requires no consent.
     pub consent_categories: Option<&'a BTreeSet<Category>>,
+    /// The gateway clock's date: identifier fields are personnummer on it.
+    pub today: Date,
 }
 
 impl fmt::Debug for FilterInput<'_> {
@@ -115,6 +104,7 @@ impl fmt::Debug for FilterInput<'_> {
             .field("payload", &"<redacted>")
             .field("allow", &self.allow)
             .field("consent_categories", &self.consent_categories)
+            .field("today", &self.today)
             .finish()
     }
 }
@@ -147,7 +137,7 @@ pub fn filter(
     identifiers: &mut dyn FnMut(&Personnummer) -> Option<String>,
 ) -> Result<Filtered, FilterError> {
     let object = input.payload.as_object().ok_or(FilterError::NotAnObject)?;
-    check_identifiers(input.schema, input.payload)?;
+    check_identifiers(input.schema, input.payload, input.today)?;
     let star = input.allow.iter().any(|entry| entry == ALL_FIELDS);
 
     let mut forwarded = BTreeSet::new();
@@ -179,7 +169,10 @@ pub fn filter(
         }
         let value = if info.identifier {
             // `check_identifiers` above has parsed every identifier field.
-            let Some(pnr) = value.as_str().and_then(|s| Personnummer::parse(s).ok()) else {
+            let pnr = value
+                .as_str()
+                .and_then(|s| Personnummer::parse_at(s, input.today).ok());
+            let Some(pnr) = pnr else {
                 return Err(FilterError::InvalidPersonnummer { pointer });
             };
             match identifiers(&pnr) {
@@ -211,9 +204,13 @@ pub fn filter(
 }
 
 /// Checks that every identifier field present in the payload holds a valid
-/// personnummer, whatever the route; the exchange can call this with the
-/// payload validation so that a bad number is 422 before any 403.
-pub fn check_identifiers(schema: &MessageSchema, payload: &Value) -> Result<(), FilterError> {
+/// personnummer on `today`, whatever the route; the exchange can call this
+/// with the payload validation so that a bad number is 422 before any 403.
+pub fn check_identifiers(
+    schema: &MessageSchema,
+    payload: &Value,
+    today: Date,
+) -> Result<(), FilterError> {
     let object = payload.as_object().ok_or(FilterError::NotAnObject)?;
     for (name, value) in object {
         let pointer = field_pointer(name);
@@ -222,7 +219,7 @@ pub fn check_identifiers(schema: &MessageSchema, payload: &Value) -> Result<(), 
         }
         let invalid = value
             .as_str()
-            .is_none_or(|s| Personnummer::parse(s).is_err());
+            .is_none_or(|s| Personnummer::parse_at(s, today).is_err());
         if invalid {
             return Err(FilterError::InvalidPersonnummer { pointer });
         }
@@ -248,6 +245,10 @@ mod tests {
     use super::*;
     use crate::schema::{builtin_example, SchemaRegistry, KNOWN_TYPES};
     use serde_json::json;
+    use time::macros::date;
+
+    /// The date the tests parse numbers on.
+    const TODAY: Date = date!(2026 - 06 - 15);
 
     fn registry() -> SchemaRegistry {
         SchemaRegistry::builtin().expect("built-in schemas load")
@@ -277,6 +278,7 @@ mod tests {
             payload,
             allow,
             consent_categories: consent,
+            today: TODAY,
         };
         filter(input, &mut |_| Some("ps1_test".to_owned()))
     }
@@ -361,6 +363,7 @@ mod tests {
                 payload: &payload,
                 allow: &allowed,
                 consent_categories: None,
+                today: TODAY,
             };
             let out = filter(input, &mut |_| {
                 calls += 1;
@@ -383,6 +386,7 @@ mod tests {
             payload: &payload,
             allow: &allowed,
             consent_categories: None,
+            today: TODAY,
         };
         let out = filter(input, &mut |_| None).expect("filter");
         assert_eq!(out.forwarded, ["/decision"]);
@@ -408,8 +412,8 @@ mod tests {
             }
         }
         let schema = reg.get("referral").expect("schema");
-        assert!(check_identifiers(schema, &payload).is_err());
-        assert!(check_identifiers(schema, &example("referral")).is_ok());
+        assert!(check_identifiers(schema, &payload, TODAY).is_err());
+        assert!(check_identifiers(schema, &example("referral"), TODAY).is_ok());
     }
 
     #[test]
@@ -480,6 +484,7 @@ mod tests {
             payload: &payload,
             allow: &[],
             consent_categories: None,
+            today: TODAY,
         };
         assert!(!format!("{input:?}").contains("Alva"));
     }

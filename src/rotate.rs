@@ -352,7 +352,7 @@ pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateEr
     })
     .await?;
     let outbox_bodies = reseal_column(crypto, &first, pool, &OUTBOX_BODIES, |k| {
-        crate::exchange::outbox::aad(id(k))
+        crate::exchange::store::outbox_aad(id(k))
     })
     .await?;
     let idempotency_responses = reseal_column(crypto, &first, pool, &IDEMPOTENT_RESPONSES, |k| {

@@ -141,29 +141,35 @@ pub enum SchemaError {
     /// A payload does not match its schema. Carries the failing instance
     /// paths as sorted, de-duplicated JSON Pointers (`""` is the payload
     /// itself); never the values.
-    #[error("payload does not match the schema at {}", DisplayPointers(.pointers))]
+    #[error("payload does not match the schema at {}", CommaList(.pointers, |p| pointer_name(p)))]
     Violation {
         /// Sorted, de-duplicated JSON Pointers of the failing places.
         pointers: Vec<String>,
     },
 }
 
-/// Displays pointers as a comma-separated list; `""` (the root) as `(root)`.
-struct DisplayPointers<'a>(&'a [String]);
+/// Displays a list in an error message, comma-separated, each item as
+/// the given function names it.
+pub(crate) struct CommaList<'a, T>(pub &'a [T], pub fn(&T) -> &str);
 
-impl fmt::Display for DisplayPointers<'_> {
+impl<T> fmt::Display for CommaList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, pointer) in self.0.iter().enumerate() {
+        for (i, item) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            if pointer.is_empty() {
-                f.write_str("(root)")?;
-            } else {
-                f.write_str(pointer)?;
-            }
+            f.write_str((self.1)(item))?;
         }
         Ok(())
+    }
+}
+
+/// A JSON Pointer as error messages name it: `""` (the root) as `(root)`.
+fn pointer_name(pointer: &str) -> &str {
+    if pointer.is_empty() {
+        "(root)"
+    } else {
+        pointer
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::extract::RequestId;
 use crate::party::Role;
 use crate::state::AppState;
+use crate::subject::pseudonym::{Audit, Pseudonym};
 
 /// A request of a named auditor (role `auditor` with a user): what an
 /// auditor query needs to answer and to log itself. Extracting it refuses
@@ -54,7 +55,7 @@ impl Auditor {
     }
 
     /// Appends this query's `audit-query` record ([`log_query`]).
-    pub async fn log(&self, reason: String, subject: Option<String>) -> ApiResult<()> {
+    pub async fn log(&self, reason: String, subject: Option<&Pseudonym<Audit>>) -> ApiResult<()> {
         log_query(
             &self.state,
             &self.principal,
@@ -75,16 +76,16 @@ pub async fn log_query(
     rid: Option<Extension<RequestId>>,
     act: Action,
     reason: String,
-    subject: Option<String>,
+    subject: Option<&Pseudonym<Audit>>,
 ) -> ApiResult<()> {
-    let record = AuditRecord {
+    let mut record = AuditRecord {
         request_id: rid.map(|Extension(r)| r.0),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
-        subject,
         reason: Some(reason.chars().take(500).collect()),
         ..AuditRecord::new(act, Decision::Permit)
     };
+    record.set_subject(subject);
     state.audit.append(record, Vec::new()).await?;
     Ok(())
 }

@@ -24,7 +24,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::Pseudonym;
+use crate::subject::pseudonym::{Audit, Pseudonym};
 
 /// `GET /v1/audit/records` query parameters (all text, parsed below so that
 /// every error is a problem document).
@@ -177,10 +177,7 @@ pub async fn records(
     let subject = match p.subject {
         None => None,
         Some(s) => Some(
-            Pseudonym::parse(&s)
-                .map_err(|_| AuditRequestError::SubjectNotPseudonym)?
-                .as_str()
-                .to_owned(),
+            Pseudonym::<Audit>::parse(&s).map_err(|_| AuditRequestError::SubjectNotPseudonym)?,
         ),
     };
     let filter = RecordFilter {
@@ -190,7 +187,7 @@ pub async fn records(
         msg_type: ident("type", p.msg_type)?,
         actions: ident("action", p.action)?.into_iter().collect(),
         decision: ident("decision", p.decision)?,
-        subject: subject.clone(),
+        subject: subject.as_ref().map(|s| s.as_str().to_owned()),
     };
     let limit = limit(number("limit", p.limit.as_deref())?)?;
     let cursor = cursor(p.cursor.as_deref())?;
@@ -208,7 +205,7 @@ pub async fn records(
             reason.push_str(&format!(" {k}={v}"));
         }
     }
-    auditor.log(reason, subject).await?;
+    auditor.log(reason, subject.as_ref()).await?;
     Ok(Json(page_json(&page)).into_response())
 }
 
@@ -232,7 +229,7 @@ pub async fn subject_search(
         .audit_pseudonym(&pnr)
         .map_err(ApiError::internal)?;
     let filter = RecordFilter {
-        subject: Some(subject.clone()),
+        subject: Some(subject.as_str().to_owned()),
         ..RecordFilter::default()
     };
     let limit = limit(b.limit)?;
@@ -253,7 +250,7 @@ pub async fn subject_search(
         rid,
         Action::AuditQuery,
         reason,
-        Some(subject),
+        Some(&subject),
     )
     .await?;
     Ok(Json(page_json(&page)).into_response())

@@ -146,7 +146,7 @@ pub async fn disclosures(
         "SELECT leaf FROM audit_records WHERE subject = $1 AND action IN ({}) ORDER BY seq DESC",
         marks.join(", ")
     );
-    let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql).bind(subject.clone());
+    let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql).bind(subject.as_str().to_owned());
     for a in EXCHANGE_ACTIONS {
         q = q.bind(a.as_str());
     }
@@ -168,7 +168,7 @@ pub async fn disclosures(
         rid,
         Action::Disclosure,
         format!("register extract, {} entries", out.len()),
-        Some(subject.clone()),
+        Some(&subject),
     )
     .await?;
     Ok(Json(serde_json::json!({ "subject": subject, "disclosures": out })).into_response())

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::subject::pseudonym::{Audit, Pseudonym};
+
 /// What a record says happened (DESIGN §9). Serialised as the kebab-case
 /// names of §9 (`exchange-forwarded`, …), in the leaf and in the `action`
 /// column alike.
@@ -191,6 +193,11 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// Sets the subject: only the `audit`-domain form may be recorded.
+    pub fn set_subject(&mut self, subject: Option<&Pseudonym<Audit>>) {
+        self.subject = subject.map(|ps| ps.as_str().to_owned());
+    }
+
     /// A record of `action` and `decision` with every other field empty
     /// (`seq` and `time` are the log's to assign).
     pub fn new(action: Action, decision: Decision) -> AuditRecord {

@@ -2,7 +2,10 @@
 //! built from the connection's pinned client certificate and, where the party
 //! has a `jwt_issuer`, its user token (DESIGN §1).
 
+pub mod error;
 pub mod jwt;
+
+pub use error::AuthError;
 
 use std::collections::BTreeSet;
 
@@ -17,50 +20,6 @@ use crate::state::{AppState, Live};
 /// peer certificate's SPKI (the handshake already verified the chain).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerCertificate(pub Option<[u8; 32]>);
-
-/// Why a caller is not let in (DESIGN §1); it becomes problem+json in
-/// [`crate::error`] (401 `unauthenticated` / `invalid_token`, 403
-/// `forbidden_role`).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthError {
-    /// No client certificate reached the request (401).
-    #[error("a client certificate is required")]
-    NoCertificate,
-    /// The certificate is pinned to no party or user (401).
-    #[error("the client certificate is not pinned to any party")]
-    NotPinned,
-    /// The party's user token was refused (401 `invalid_token`).
-    #[error(transparent)]
-    Token(#[from] jwt::JwtError),
-    /// The auditor role acts only for a named user (401 `invalid_token`).
-    #[error("the auditor role requires a user token")]
-    AuditorWithoutUser,
-    /// The party lacks the one role required (403).
-    #[error("party `{party}` does not have the `{}` role", .role.as_str())]
-    MissingRole {
-        /// The caller's party.
-        party: PartyId,
-        /// The role required.
-        role: Role,
-    },
-    /// The party has none of the roles allowed (403).
-    #[error("party `{party}` needs one of the roles {}", role_names(.roles))]
-    NoneOfRoles {
-        /// The caller's party.
-        party: PartyId,
-        /// The roles allowed.
-        roles: Vec<Role>,
-    },
-}
-
-fn role_names(roles: &[Role]) -> String {
-    roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -122,7 +81,7 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let principal = authenticate(parts, state.live())?;
+        let principal = authenticate(parts, state.live(), state.clock.now().date())?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
@@ -130,7 +89,9 @@ impl FromRequestParts<AppState> for Principal {
 
 /// Resolves the principal of a request (also used by the rate limiter) on
 /// one configuration snapshot: its pins, users and user-token verifiers.
-pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, AuthError> {
+/// `today` is the gateway clock's date (a user token's `sub` must not be a
+/// personnummer on that date).
+pub fn authenticate(parts: &Parts, live: &Live, today: time::Date) -> Result<Principal, AuthError> {
     let pin = parts
         .extensions
         .get::<PeerCertificate>()
@@ -160,7 +121,7 @@ pub fn authenticate(parts: &Parts, live: &Live) -> Result<Principal, AuthError> 
                 .map(str::trim);
             let result = match token {
                 None => Err(jwt::JwtError::Missing),
-                Some(t) => verifier.verify(t),
+                Some(t) => verifier.verify(t, today),
             };
             match result {
                 Ok(user) => Some(user),

@@ -17,6 +17,7 @@ use crate::http::extract::{JsonBody, RequestId};
 use crate::party::Role;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::pseudonym::{Consent, Pseudonym};
 use crate::subject::vault::Sealed;
 use crate::subject::Subject;
 
@@ -88,15 +89,15 @@ pub async fn record(
     let known = |key: &str| state.vault_is_stored(key);
     let (vault_rows, vault_keys) = person.consent_vault_rows(&state.crypto, &known)?;
     effects.extend(vault_rows);
-    let record = AuditRecord {
+    let mut record = AuditRecord {
         request_id: rid.map(|r| r.0 .0.clone()),
         actor_party: Some(principal.party.to_string()),
         actor_user: principal.user.clone(),
-        subject: Some(person.audit().to_owned()),
         consent_id: Some(id.clone()),
         purpose: row.purposes.first().cloned(),
         ..AuditRecord::new(Action::ConsentRecorded, Decision::Permit)
     };
+    record.set_subject(Some(person.audit()));
     match state.audit.append(record, effects).await {
         Ok(_) => {
             state.mark_vault_stored(vault_keys);
@@ -113,10 +114,15 @@ pub async fn record(
 }
 
 /// The stored form of a verified consent, recorded at `now_us`.
-fn new_row(vc: &VerifiedConsent, id: &str, subject: &str, now_us: i64) -> ConsentRow {
+fn new_row(
+    vc: &VerifiedConsent,
+    id: &str,
+    subject: &Pseudonym<Consent>,
+    now_us: i64,
+) -> ConsentRow {
     ConsentRow {
         id: id.to_owned(),
-        subject: subject.to_owned(),
+        subject: subject.as_str().to_owned(),
         issuer: vc.issuer.clone(),
         parties: vc.parties.clone(),
         purposes: vc.purposes.clone(),
@@ -192,15 +198,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require_any(&[Role::Intake, Role::Auditor])?;
-    if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(not_found());
-    }
-    let row = model::fetch(&state.store, &id)
-        .await?
-        .ok_or_else(not_found)?
-        .open(&state.crypto)
-        .with_subject_marking(&state.store)
-        .await?;
+    let row = opened(&state, &id).await?;
     if !principal.has(Role::Intake) {
         crate::audit::access::log_query(
             &state,
@@ -235,13 +233,24 @@ pub async fn revoke(
     if row.revoked_at_us.is_none() {
         record_revocation(&state, &principal, rid, &id, &row, body.reason).await?;
     }
-    let row = model::fetch(&state.store, &id)
+    let row = opened(&state, &id).await?;
+    Ok(Json(row.summary(state.clock.now_us())).into_response())
+}
+
+/// Consent `id` as its readers see it: the representative's name opened and
+/// the subject's protected-identity marking applied (404 for an id that is
+/// not a UUID or not recorded).
+pub(super) async fn opened(state: &AppState, id: &str) -> ApiResult<ConsentRow> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let row = model::fetch(&state.store, id)
         .await?
         .ok_or_else(not_found)?
         .open(&state.crypto)
         .with_subject_marking(&state.store)
         .await?;
-    Ok(Json(row.summary(state.clock.now_us())).into_response())
+    Ok(row)
 }
 
 /// The optional body of a revocation: none, or only whitespace, is the

@@ -42,6 +42,7 @@ use crate::error::ApiError;
 use crate::party::PartyId;
 use crate::state::AppState;
 use crate::store::Stmt;
+use crate::subject::pseudonym::{Consent, Pseudonym};
 
 /// Most subjects kept (the map is cleared when it is full: a miss only
 /// costs the read the cache saves).
@@ -97,7 +98,7 @@ impl ConsentCache {
 pub async fn check(
     state: &AppState,
     lookup: Lookup,
-    subject: &str,
+    subject: &Pseudonym<Consent>,
     from: &PartyId,
     to: &PartyId,
     msg_type: &str,
@@ -108,7 +109,7 @@ pub async fn check(
         model::decide_message(rows, from, to, Some(msg_type), purpose, now_us)
     };
     if lookup == Lookup::Cached {
-        if let Some(rows) = state.consent_cache.get(subject) {
+        if let Some(rows) = state.consent_cache.get(subject.as_str()) {
             if let Ok(c) = decide(&rows) {
                 let guard = guard(&c);
                 return Ok((c, Some(guard)));
@@ -116,11 +117,13 @@ pub async fn check(
         }
     }
     metrics::counter!("samgate_consent_cache_misses_total").increment(1);
-    let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject).await?.into();
+    let rows: Arc<[ConsentRow]> = model::for_subject(&state.store, subject.as_str())
+        .await?
+        .into();
     // Subjects without any consent are not kept: a sender cycling numbers
     // nobody consented for must not push the real subjects out.
     if !rows.is_empty() {
-        state.consent_cache.put(subject, rows.clone());
+        state.consent_cache.put(subject.as_str(), rows.clone());
     }
     let c = decide(&rows)?;
     // Every decision is guarded, also one read from the database: a change

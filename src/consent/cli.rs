@@ -3,46 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use serde::Serialize;
-
 use super::token::SigningKeyFile;
+use super::verify::ConsentClaims;
 use crate::cli::ConsentSignArgs;
 use crate::subject::personnummer::Personnummer;
-
-/// Consent claims as signed (DESIGN §2).
-#[derive(Serialize)]
-pub struct ConsentClaims {
-    /// Consent id.
-    pub jti: String,
-    /// Issuer id.
-    pub iss: String,
-    /// Personnummer (canonical form).
-    pub sub: String,
-    /// Audience.
-    pub aud: String,
-    /// Issued at.
-    pub iat: i64,
-    /// Valid from.
-    pub nbf: i64,
-    /// Valid until.
-    pub exp: i64,
-    /// Parties.
-    pub parties: Vec<String>,
-    /// Purposes.
-    pub purposes: Vec<String>,
-    /// Categories.
-    pub categories: Vec<String>,
-    /// Method.
-    pub method: String,
-    /// Staff member.
-    pub recorded_by: String,
-    /// The representative who gave it (DESIGN §13).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub given_by: Option<super::lifecycle::GivenBy>,
-    /// The protected-identity marking (DESIGN §13).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub protected_identity: bool,
-}
 
 /// Parses `--given-by ROLE:NAME`.
 pub fn parse_given_by(s: &str) -> Result<super::lifecycle::GivenBy, String> {
@@ -68,14 +32,18 @@ pub fn parse_given_by(s: &str) -> Result<super::lifecycle::GivenBy, String> {
 
 /// Signs a consent (library form, used by the demo and tests).
 pub fn sign_consent(args: &ConsentSignArgs, now: i64) -> Result<String, String> {
-    let pnr = Personnummer::parse(&args.subject).map_err(|e| format!("subject: {e}"))?;
+    // The number is judged on the date the consent is signed at.
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .map_err(|e| format!("signing time: {e}"))?
+        .date();
+    let pnr = Personnummer::parse_at(&args.subject, today).map_err(|e| format!("subject: {e}"))?;
     let key = SigningKeyFile::load(&args.key).map_err(|e| e.to_string())?;
     let claims = ConsentClaims {
         jti: uuid::Uuid::new_v4().to_string(),
         iss: args.issuer.clone(),
         sub: pnr.expose().to_owned(),
-        aud: "samgate".into(),
-        iat: now,
+        aud: Some("samgate".into()),
+        iat: Some(now),
         nbf: now,
         exp: now + i64::from(args.days) * 86_400,
         parties: args.parties.clone(),
@@ -84,7 +52,7 @@ pub fn sign_consent(args: &ConsentSignArgs, now: i64) -> Result<String, String> 
         method: args.method.clone(),
         recorded_by: args.recorded_by.clone(),
         given_by: args.given_by.as_deref().map(parse_given_by).transpose()?,
-        protected_identity: args.protected_identity,
+        protected_identity: args.protected_identity.then_some(true),
     };
     key.sign(&args.key_id, &claims).map_err(|e| e.to_string())
 }

@@ -21,7 +21,7 @@
 //!   recorded for the subject carries the marking, category `contact` is
 //!   never forwarded for that subject, on any route, in any direction.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_us;
 use crate::crypto::Crypto;
@@ -41,8 +41,10 @@ pub const NOTICE_TYPE: &str = "consent-revoked";
 /// The sender recorded for revocation notices (not a party: the gateway).
 pub const NOTICE_SENDER: &str = "samgate";
 
-/// Who gave the consent for the participant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who gave the consent for the participant (also the `given_by` claim,
+/// which holds nothing else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GivenBy {
     /// One of [`ROLES`].
     pub role: String,
@@ -278,22 +280,18 @@ mod tests {
 
     #[test]
     fn months_are_calendar_months_with_the_day_clamped() {
-        assert_eq!(
-            rfc3339_us(add_months(us("2026-12-01T21:00:00Z"), 12)),
-            "2027-12-01T21:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2027-01-31T08:30:00Z"), 1)),
-            "2027-02-28T08:30:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2027-08-31T00:00:00Z"), 6)),
-            "2028-02-29T00:00:00Z"
-        );
-        assert_eq!(
-            rfc3339_us(add_months(us("2026-11-15T12:00:00Z"), 14)),
-            "2028-01-15T12:00:00Z"
-        );
+        for (from, months, want) in [
+            ("2026-12-01T21:00:00Z", 12, "2027-12-01T21:00:00Z"),
+            ("2027-01-31T08:30:00Z", 1, "2027-02-28T08:30:00Z"),
+            ("2027-08-31T00:00:00Z", 6, "2028-02-29T00:00:00Z"),
+            ("2026-11-15T12:00:00Z", 14, "2028-01-15T12:00:00Z"),
+        ] {
+            assert_eq!(
+                rfc3339_us(add_months(us(from), months)),
+                want,
+                "{from} + {months}"
+            );
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ use crate::policy::SubjectMode;
 use crate::state::AppState;
 use crate::store::Stmt;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::{Pseudonym, DOMAIN_CONSENT};
+use crate::subject::pseudonym::{Consent, Pseudonym};
 
 /// The notices for a consent revoked at `revoked_at_us`: the statements to
 /// commit with the revocation, and how many notices they queue.
@@ -244,7 +244,7 @@ impl Notice<'_> {
             .int(state.clock.now_us())
             .text(mode_name(self.mode)),
         );
-        stmts.push(crate::exchange::outbox::insert_stmt(
+        stmts.push(crate::exchange::store::outbox_insert(
             state, &notice_id, endpoint, &bytes,
         )?);
         if delay_us > 0 {
@@ -450,8 +450,9 @@ async fn recipients(
 /// The participant's personnummer, from the consent-domain vault row that
 /// was written when the consent was recorded.
 async fn subject_of(state: &AppState, row: &ConsentRow) -> Result<Option<Personnummer>, ApiError> {
-    let Ok(ps) = Pseudonym::parse(&row.subject) else {
+    let Ok(ps) = Pseudonym::<Consent>::parse(&row.subject) else {
         return Ok(None);
     };
-    Ok(crate::subject::open_vault_row(state, DOMAIN_CONSENT, &ps).await?)
+    let row = crate::subject::vault::Row::Consent(&ps);
+    Ok(crate::subject::open_vault_row(state, row).await?)
 }

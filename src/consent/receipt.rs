@@ -14,12 +14,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::lifecycle::FOLLOW_UP_PURPOSE;
-use super::model::{self, ConsentRow, ConsentState};
-use super::ConsentError;
+use super::model::{ConsentRow, ConsentState};
 use crate::auth::Principal;
 use crate::clock::rfc3339_us;
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::party::Role;
 use crate::schema::Category;
 use crate::state::AppState;
@@ -36,16 +35,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     principal.require(Role::Intake)?;
-    let not_found = || ApiError::from(ConsentError::NotFound);
-    if uuid::Uuid::parse_str(&id).is_err() {
-        return Err(not_found());
-    }
-    let row = model::fetch(&state.store, &id)
-        .await?
-        .ok_or_else(not_found)?
-        .open(&state.crypto)
-        .with_subject_marking(&state.store)
-        .await?;
+    let row = super::api::opened(&state, &id).await?;
     let now = state.clock.now_us();
     Ok(Json(receipt(&state.config, &row, now)).into_response())
 }

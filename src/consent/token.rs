@@ -111,15 +111,17 @@ pub fn sign_user_token(
     aud: &str,
     minutes: u32,
 ) -> Result<String, SignError> {
-    if crate::subject::personnummer::Personnummer::parse(sub).is_ok() {
-        return Err(SignError::SubIsPersonnummer);
-    }
-    let k = SigningKeyFile::load(key)?;
     #[expect(
         clippy::disallowed_methods,
         reason = "a token signed on the command line is valid from the real time"
     )]
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed_at = time::OffsetDateTime::now_utc();
+    // Refused as the gateway would refuse it: a personnummer on that date.
+    if crate::subject::personnummer::Personnummer::parse_at(sub, signed_at.date()).is_ok() {
+        return Err(SignError::SubIsPersonnummer);
+    }
+    let k = SigningKeyFile::load(key)?;
+    let now = signed_at.unix_timestamp();
     let claims = UserClaims {
         iss,
         sub,

@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::lifecycle::GivenBy;
 use crate::auth::jwt::PublicKeyFile;
 use crate::config::Config;
 use crate::error::quote_id;
@@ -65,7 +66,7 @@ pub struct VerifiedConsent {
     /// `exp` (unix seconds).
     pub expires_at: i64,
     /// `given_by`: the representative who gave it (DESIGN §13).
-    pub given_by: Option<super::lifecycle::GivenBy>,
+    pub given_by: Option<GivenBy>,
     /// `protected_identity` (DESIGN §13).
     pub protected_identity: bool,
 }
@@ -75,36 +76,44 @@ struct Peek {
     iss: Option<String>,
 }
 
-/// The claims of DESIGN §2. Other claims a signer adds are ignored (JWTs
-/// commonly carry extra registered or private claims).
-#[derive(Deserialize)]
-struct Claims {
-    jti: String,
-    iss: String,
-    sub: String,
-    #[serde(default)]
-    aud: Option<serde_json::Value>,
-    #[serde(default)]
-    iat: Option<i64>,
-    nbf: i64,
-    exp: i64,
-    parties: Vec<String>,
-    purposes: Vec<String>,
-    categories: Vec<String>,
-    method: String,
-    recorded_by: String,
-    #[serde(default)]
-    given_by: Option<GivenByClaim>,
-    #[serde(default)]
-    protected_identity: Option<bool>,
-}
-
-/// `given_by` as signed (DESIGN §13).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GivenByClaim {
-    role: String,
-    name: String,
+/// The consent claims of DESIGN §2, as `samgate consent sign` signs them
+/// and as they are read here. Other claims a signer adds are ignored (JWTs
+/// commonly carry extra registered or private claims); an absent optional
+/// claim is not written.
+#[derive(Serialize, Deserialize)]
+pub struct ConsentClaims {
+    /// Consent id (a UUID).
+    pub jti: String,
+    /// Issuer id.
+    pub iss: String,
+    /// Personnummer (canonical form when signed here).
+    pub sub: String,
+    /// Audience: `samgate`, or a list holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    /// Issued at (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Valid from (unix seconds).
+    pub nbf: i64,
+    /// Valid until (unix seconds).
+    pub exp: i64,
+    /// Party ids.
+    pub parties: Vec<String>,
+    /// Purposes.
+    pub purposes: Vec<String>,
+    /// Category names.
+    pub categories: Vec<String>,
+    /// One of [`METHODS`].
+    pub method: String,
+    /// The staff member.
+    pub recorded_by: String,
+    /// The representative who gave it (DESIGN §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_by: Option<GivenBy>,
+    /// The protected-identity marking (DESIGN §13), written only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_identity: Option<bool>,
 }
 
 /// Why a consent token is refused, in the order of the checks (module
@@ -293,7 +302,7 @@ impl ConsentVerifier {
     ) -> Result<VerifiedConsent, ConsentTokenError> {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|_| ClaimsError::NotJson)?;
-        let c: Claims = serde_path_to_error::deserialize(value)
+        let c: ConsentClaims = serde_path_to_error::deserialize(value)
             .map_err(|e| ClaimsError::Shape(e.path().to_string()))?;
         let subject =
             Personnummer::parse_at(&c.sub, now.date()).map_err(ConsentTokenError::Subject)?;
@@ -336,7 +345,7 @@ impl ConsentVerifier {
 
     /// `nbf` < `exp`, the consent valid now (with leeway), `iat` not in the
     /// future, and the lifetime within the maximum.
-    fn check_times(&self, c: &Claims, now_s: i64) -> Result<(), ClaimsError> {
+    fn check_times(&self, c: &ConsentClaims, now_s: i64) -> Result<(), ClaimsError> {
         if c.nbf >= c.exp {
             return Err(ClaimsError::Window);
         }
@@ -409,7 +418,7 @@ impl ConsentVerifier {
 type Scope = (Vec<String>, Vec<String>, Vec<Category>);
 
 /// The representative of `given_by` (DESIGN §13): a known role and a name.
-fn given_by(g: Option<GivenByClaim>) -> Result<Option<super::lifecycle::GivenBy>, ClaimsError> {
+fn given_by(g: Option<GivenBy>) -> Result<Option<GivenBy>, ClaimsError> {
     Ok(match g {
         None => None,
         Some(g) => {
@@ -420,7 +429,7 @@ fn given_by(g: Option<GivenByClaim>) -> Result<Option<super::lifecycle::GivenBy>
             if name.is_empty() || name.chars().count() > 200 {
                 return Err(ClaimsError::GivenByName);
             }
-            Some(super::lifecycle::GivenBy {
+            Some(GivenBy {
                 role: g.role,
                 name: name.to_owned(),
             })

@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use maud::{html, Markup};
@@ -17,16 +16,14 @@ use serde_json::{json, Value};
 use super::intake::pnr_field;
 use super::page::{csrf_field, errors, layout, respond, respond_page};
 use super::{
-    api_body, csrf, first, json_of, labels, party_name, posted_form, user_name, viewer_with, when,
-    PageError, Viewer,
+    api_body, array_at, csrf, first, json_of, labels, party_name, user_name, when, AsAuditor,
+    PageError, Posted, Staff, Viewer,
 };
 use crate::audit::access::Auditor;
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
 use crate::audit::record::{Action, Decision};
-use crate::auth::Principal;
 use crate::http::extract::RequestId;
-use crate::party::Role;
 use crate::state::AppState;
 
 type Rid = Option<Extension<RequestId>>;
@@ -156,11 +153,10 @@ fn filter_form(state: &AppState, q: &BTreeMap<String, String>) -> Markup {
 /// `GET /console/audit`: records with filters and paging.
 pub(crate) async fn records(
     State(state): State<AppState>,
-    principal: Principal,
+    Staff(v, _): Staff<AsAuditor>,
     rid: Rid,
     q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let (page, errs) = match api_params(&q) {
         Err(e) => (None, vec![e]),
@@ -178,7 +174,7 @@ pub(crate) async fn records(
     };
     let records = page
         .as_ref()
-        .and_then(|p| p["records"].as_array().cloned())
+        .map(|p| array_at(p, "records"))
         .unwrap_or_default();
     let next = page
         .as_ref()
@@ -267,11 +263,10 @@ fn field_value(state: &AppState, k: &str, v: &Value) -> Markup {
 /// proof and the checkpoint signature with WebCrypto.
 pub(crate) async fn record(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
     Path(seq): Path<String>,
+    Staff(v, _): Staff<AsAuditor>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
     let missing = || {
         PageError::new(
             StatusCode::NOT_FOUND,
@@ -330,10 +325,9 @@ pub(crate) async fn record(
 /// `GET /console/audit/tree-heads`: every signed tree head, newest first.
 pub(crate) async fn tree_heads(
     State(state): State<AppState>,
-    principal: Principal,
+    Staff(v, _): Staff<AsAuditor>,
     rid: Rid,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
     crate::audit::access::log_query(
         &state,
         &v.principal,
@@ -397,9 +391,8 @@ fn search_page(
 /// `GET /console/audit/subject-search`.
 pub(crate) async fn search_form(
     State(state): State<AppState>,
-    principal: Principal,
+    Staff(v, _): Staff<AsAuditor>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
     Ok(search_page(&state, &v, &[], None, StatusCode::OK))
 }
 
@@ -407,12 +400,9 @@ pub(crate) async fn search_form(
 /// with the reason.
 pub(crate) async fn search(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
-    headers: HeaderMap,
-    body: Body,
+    Posted(v, pairs, _): Posted<AsAuditor>,
 ) -> Result<Response, PageError> {
-    let (v, pairs) = posted_form(&state, principal, Role::Auditor, &headers, body).await?;
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
     let reason = first(&pairs, "reason").unwrap_or("").trim().to_owned();
@@ -442,11 +432,7 @@ pub(crate) async fn search(
     {
         Ok(rsp) => {
             let out = json_of(rsp).await?;
-            let records = out
-                .get("records")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let records = array_at(&out, "records");
             let more = out.get("next_cursor").is_some_and(|c| !c.is_null());
             let results = html! {
                 @if records.is_empty() {
@@ -471,11 +457,10 @@ pub(crate) async fn search(
 /// `GET /console/audit/export`: the API's NDJSON export as a download.
 pub(crate) async fn export(
     State(state): State<AppState>,
-    principal: Principal,
+    Staff(v, _): Staff<AsAuditor>,
     rid: Rid,
     q: Result<Query<crate::audit::export::ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Auditor)?;
     let page_error = |e: crate::error::ApiError| PageError::from_api(&e);
     let auditor = Auditor::new(state.clone(), v.principal.clone(), rid).map_err(page_error)?;
     let mut rsp = crate::audit::export::export(auditor, q)

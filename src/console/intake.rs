@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use maud::{html, Markup};
@@ -13,10 +13,9 @@ use serde_json::{json, Value};
 
 use super::page::{csrf_field, errors, layout, respond, respond_page};
 use super::{
-    all, api_body, csrf, date_of, first, json_of, labels, party_name, posted_form, user_name,
-    viewer_with, when, PageError, Viewer,
+    all, api_body, array_at, csrf, date_of, first, json_of, labels, party_name, strings, user_name,
+    when, AsIntake, PageError, Posted, Staff, Viewer,
 };
-use crate::auth::Principal;
 use crate::config::CONSOLE_ISSUER_ID;
 use crate::http::extract::RequestId;
 use crate::party::Role;
@@ -242,9 +241,8 @@ fn intake_page(
 /// `GET /console/intake`.
 pub(crate) async fn form(
     State(state): State<AppState>,
-    principal: Principal,
+    Staff(v, _): Staff<AsIntake>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
     Ok(intake_page(
         &state,
         &v,
@@ -258,12 +256,9 @@ pub(crate) async fn form(
 /// record through `POST /v1/consents`'s handler.
 pub(crate) async fn record(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
-    headers: HeaderMap,
-    body: Body,
+    Posted(v, pairs, _): Posted<AsIntake>,
 ) -> Result<Response, PageError> {
-    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let f = Filled::from_pairs(&pairs);
     let mut errs = Vec::new();
     let pnr = pnr_field(&state, &pairs).map_err(|e| errs.push(e)).ok();
@@ -455,15 +450,7 @@ fn claims(
 
 /// The consent summary in a definition list.
 fn summary_list(state: &AppState, s: &Value) -> Markup {
-    let list = |k: &str| -> Vec<String> {
-        s[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |k: &str| strings(&s[k]);
     let st = s["state"].as_str().unwrap_or("");
     let closure = s.get("closure").filter(|c| c.is_object());
     let purposes = list("purposes");
@@ -581,11 +568,10 @@ fn consent_page(
 /// `GET /console/intake/consents/{id}`.
 pub(crate) async fn show(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
     Path(id): Path<String>,
+    Staff(v, _): Staff<AsIntake>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
     let s = summary(&state, &v, rid, &id).await?;
     Ok(consent_page(&state, &v, &s, &[], StatusCode::OK))
 }
@@ -594,13 +580,10 @@ pub(crate) async fn show(
 /// revocation handler.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Posted(v, pairs, _): Posted<AsIntake>,
 ) -> Result<Response, PageError> {
-    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     uuid_path(&id)?;
     let reason = first(&pairs, "reason").unwrap_or("").trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 {
@@ -640,12 +623,9 @@ pub(crate) async fn revoke(
 /// `POST /console/intake/search`: the participant's consents.
 pub(crate) async fn search(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
-    headers: HeaderMap,
-    body: Body,
+    Posted(v, pairs, _): Posted<AsIntake>,
 ) -> Result<Response, PageError> {
-    let (v, pairs) = posted_form(&state, principal.clone(), Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
         Err(e) => return Ok(lookup_refused(&state, &v, "Sök samtycken", e)),
@@ -660,16 +640,16 @@ pub(crate) async fn search(
     // it is logged like the auditor's subject search and the extract.
     crate::audit::access::log_query(
         &state,
-        &principal,
+        &v.principal,
         rid,
         crate::audit::record::Action::AuditQuery,
         "console intake consent search".to_owned(),
-        Some(audit_subject),
+        Some(&audit_subject),
     )
     .await
     .map_err(|e| PageError::from_api(&e))?;
     drop(pnr);
-    let rows = crate::consent::model::for_subject(&state.store, &subject)
+    let rows = crate::consent::model::for_subject(&state.store, subject.as_str())
         .await
         .map_err(|_| PageError::from_api(&crate::error::ApiError::unavailable("storage")))?;
     let now_us = state.clock.now_us();
@@ -714,11 +694,10 @@ pub(crate) async fn search(
 /// `GET /console/intake/consents/{id}/receipt`: the printable receipt.
 pub(crate) async fn receipt(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
     Path(id): Path<String>,
+    Staff(v, _): Staff<AsIntake>,
 ) -> Result<Response, PageError> {
-    let v = viewer_with(&state, principal, Role::Intake)?;
     let r = super::receipt::build(&state, &v, rid, &id).await?;
     Ok(respond(layout(
         "Kvitto på samtycke",
@@ -731,12 +710,9 @@ pub(crate) async fn receipt(
 /// through `POST /v1/disclosures`'s handler.
 pub(crate) async fn extract(
     State(state): State<AppState>,
-    principal: Principal,
     rid: Rid,
-    headers: HeaderMap,
-    body: Body,
+    Posted(v, pairs, _): Posted<AsIntake>,
 ) -> Result<Response, PageError> {
-    let (v, pairs) = posted_form(&state, principal, Role::Intake, &headers, body).await?;
     let pnr = match pnr_field(&state, &pairs) {
         Ok(p) => p,
         Err(e) => return Ok(lookup_refused(&state, &v, "Registerutdrag", e)),
@@ -748,11 +724,7 @@ pub(crate) async fn extract(
             .await
             .map_err(|e| PageError::from_api(&e))?;
     let out = json_of(rsp).await?;
-    let items = out
-        .get("disclosures")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = array_at(&out, "disclosures");
     let today = state.clock.now().date();
     let body = html! {
         div class="printable" {
@@ -776,15 +748,10 @@ fn extract_line(state: &AppState, d: &Value) -> Markup {
     let s = |k: &str| d[k].as_str().unwrap_or("").to_owned();
     let from = party_name(state, &s("from"));
     let to = party_name(state, &s("to"));
-    let fields: Vec<String> = d["forwarded"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .map(labels::field)
-                .collect()
-        })
-        .unwrap_or_default();
+    let fields: Vec<String> = strings(&d["forwarded"])
+        .iter()
+        .map(|f| labels::field(f))
+        .collect();
     let kind = labels::msg_type(&s("type"));
     let decision = s("decision");
     let denied = decision == "deny" || decision == "failed" || decision == "expired";

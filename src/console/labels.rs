@@ -77,10 +77,16 @@ pub const METHODS: [(&str, &str); 3] = [
 
 /// A method's label.
 pub fn method(m: &str) -> String {
-    METHODS
+    label_in(&METHODS, m)
+}
+
+/// The label of `code` in a table of (code, label), the code itself when
+/// the table lacks it.
+fn label_in(table: &[(&str, &str)], code: &str) -> String {
+    table
         .iter()
-        .find(|(k, _)| *k == m)
-        .map_or_else(|| m.to_owned(), |(_, v)| (*v).to_owned())
+        .find(|(k, _)| *k == code)
+        .map_or_else(|| code.to_owned(), |(_, v)| (*v).to_owned())
 }
 
 /// Representatives (DESIGN §13 `given_by.role`).
@@ -93,10 +99,7 @@ pub const GIVEN_BY: [(&str, &str); 4] = [
 
 /// A representative role's label.
 pub fn given_by(r: &str) -> String {
-    GIVEN_BY
-        .iter()
-        .find(|(k, _)| *k == r)
-        .map_or_else(|| r.to_owned(), |(_, v)| (*v).to_owned())
+    label_in(&GIVEN_BY, r)
 }
 
 /// A consent state's label.

@@ -25,7 +25,10 @@ pub mod labels;
 mod page;
 mod receipt;
 
-use axum::extract::Request;
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -167,11 +170,7 @@ pub(crate) fn viewer(state: &AppState, principal: Principal) -> Result<Viewer, P
 }
 
 /// The viewer, who must hold `role` (403 page otherwise).
-pub(crate) fn viewer_with(
-    state: &AppState,
-    principal: Principal,
-    role: Role,
-) -> Result<Viewer, PageError> {
+fn viewer_with(state: &AppState, principal: Principal, role: Role) -> Result<Viewer, PageError> {
     let v = viewer(state, principal)?;
     if !v.has(role) {
         let what = match role {
@@ -208,19 +207,57 @@ pub(crate) fn check_csrf(
     Ok(())
 }
 
-/// A form post of a viewer holding `role`: the viewer and the form's pairs,
-/// once its CSRF token is checked.
-pub(crate) async fn posted_form(
-    state: &AppState,
-    principal: Principal,
-    role: Role,
-    headers: &axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<(Viewer, Vec<(String, String)>), PageError> {
-    let v = viewer_with(state, principal, role)?;
-    let pairs = read_form(body).await?;
-    check_csrf(state, &v, headers, first(&pairs, "csrf"))?;
-    Ok((v, pairs))
+/// The role a group of pages needs: the type parameter of [`Staff`] and
+/// [`Posted`].
+pub(crate) trait PageRole {
+    const ROLE: Role;
+}
+
+/// The intake pages' role.
+pub(crate) struct AsIntake;
+
+impl PageRole for AsIntake {
+    const ROLE: Role = Role::Intake;
+}
+
+/// The audit pages' role.
+pub(crate) struct AsAuditor;
+
+impl PageRole for AsAuditor {
+    const ROLE: Role = Role::Auditor;
+}
+
+/// Extractor: the viewer of a page, who must hold `R`'s role (a 403 page
+/// otherwise, see [`viewer_with`]).
+pub(crate) struct Staff<R>(pub Viewer, PhantomData<R>);
+
+impl<R: PageRole> FromRequestParts<AppState> for Staff<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let principal = Principal::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let v = viewer_with(state, principal, R::ROLE).map_err(IntoResponse::into_response)?;
+        Ok(Staff(v, PhantomData))
+    }
+}
+
+/// Extractor (the body, so the last argument): a form post of a viewer
+/// holding `R`'s role, and the form's pairs, once its CSRF token is checked.
+pub(crate) struct Posted<R>(pub Viewer, pub Vec<(String, String)>, PhantomData<R>);
+
+impl<R: PageRole> FromRequest<AppState> for Posted<R> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Staff(viewer, _) = Staff::<R>::from_request_parts(&mut parts, state).await?;
+        let pairs = read_form(body).await.map_err(IntoResponse::into_response)?;
+        check_csrf(state, &viewer, &parts.headers, first(&pairs, "csrf"))
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted(viewer, pairs, PhantomData))
+    }
 }
 
 /// The JSON body an API handler expects, made from `value` as if it had
@@ -321,6 +358,26 @@ pub(crate) fn user_name(state: &AppState, id: &str) -> String {
         .config
         .user(id)
         .map_or_else(|| id.to_owned(), |u| u.name.clone())
+}
+
+/// The array at `key` of an API answer (empty when there is none).
+pub(crate) fn array_at(answer: &serde_json::Value, key: &str) -> Vec<serde_json::Value> {
+    answer
+        .get(key)
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The strings of a JSON array (empty when it is not one).
+pub(crate) fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// An RFC 3339 time as `YYYY-MM-DD HH:MM` (UTC) for pages.

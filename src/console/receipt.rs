@@ -10,7 +10,7 @@
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::{date_of, labels, party_name, user_name, when, PageError, Viewer};
+use super::{date_of, labels, party_name, strings, user_name, when, PageError, Viewer};
 use crate::state::AppState;
 
 /// What a receipt shows.
@@ -76,8 +76,7 @@ pub(crate) async fn given_by_of_token(state: &AppState, id: &str) -> Option<Valu
         nonce: nonce.try_into().ok()?,
         ciphertext,
     };
-    let mut aad = b"consent-token\0".to_vec();
-    aad.extend_from_slice(id.as_bytes());
+    let aad = crate::consent::api::token_aad(id);
     let token = state.crypto.vault.open_bytes(&aad, &sealed).ok()?;
     let payload = token.split(|b| *b == b'.').nth(1)?;
     use base64::Engine;
@@ -92,16 +91,6 @@ pub(crate) async fn given_by_of_token(state: &AppState, id: &str) -> Option<Valu
     }
     let claim: GivenBy = serde_json::from_slice(&claims).ok()?;
     claim.given_by.filter(Value::is_object)
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Long: maps one consent summary to the receipt page field by field, in the

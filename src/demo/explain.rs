@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::policy::route::RouteConfig;
 use crate::policy::SubjectMode;
@@ -29,7 +30,8 @@ pub fn identifier(value: Option<&Value>) -> String {
             let short: String = s.chars().take(12).collect();
             format!("pseudonym {short}…")
         }
-        Some(Value::String(s)) => match Personnummer::parse(s) {
+        // The demo runs on the system clock.
+        Some(Value::String(s)) => match Personnummer::parse_at(s, SystemClock.now().date()) {
             Ok(p) => format!("personnummer {}", p.masked()),
             Err(_) => "an unrecognised identifier".to_owned(),
         },

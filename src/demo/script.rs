@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::setup::INTAKE;
+use crate::clock::{Clock, SystemClock};
 use crate::subject::personnummer::Personnummer;
 
 /// Numbered steps in the whole demo (story and audit), for the progress
@@ -30,7 +31,8 @@ impl Persona {
 
     /// The masked number.
     pub fn masked(&self) -> String {
-        Personnummer::parse(self.number)
+        // The demo runs on the system clock.
+        Personnummer::parse_at(self.number, SystemClock.now().date())
             .map(|p| p.masked())
             .unwrap_or_else(|_| "invalid number".to_owned())
     }

@@ -13,6 +13,14 @@ use super::{DemoError, Tally};
 use crate::audit::cosign::{self, WitnessKey};
 use crate::audit::verify::{self, KeptCheckpoint, VerifyError};
 
+/// Whether `what` answered 200 (a surprise in the tally otherwise).
+fn answered_ok(out: &Out, tally: &mut Tally, what: &str, status: u16) -> bool {
+    if status != 200 {
+        fail(out, tally, format!("{what} answered {status}"));
+    }
+    status == 200
+}
+
 /// Runs the witness steps.
 /// Long: chapter 9 of the demo as one script, its steps in the order they are
 /// printed.
@@ -37,12 +45,7 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
 
     out.step("GET /v1/audit/tree-head: the checkpoint with the witnesses' cosignatures");
     let rsp = auditor.get("/v1/audit/tree-head").await?;
-    if rsp.status != 200 {
-        fail(
-            out,
-            tally,
-            format!("GET /v1/audit/tree-head answered {}", rsp.status),
-        );
+    if !answered_ok(out, tally, "GET /v1/audit/tree-head", rsp.status) {
         return Ok(());
     }
     let note = rsp
@@ -98,12 +101,7 @@ pub async fn check(d: &Deployment, out: &Out, tally: &mut Tally) -> Result<(), D
             &json!({ "personnummer": super::script::ALVA.number, "proofs": true }),
         )
         .await?;
-    if rsp.status != 200 {
-        fail(
-            out,
-            tally,
-            format!("POST /v1/disclosures with proofs answered {}", rsp.status),
-        );
+    if !answered_ok(out, tally, "POST /v1/disclosures with proofs", rsp.status) {
         return Ok(());
     }
     match crate::audit::disclosure_proofs::verify_value(&rsp.json, &pk, &keys, quorum) {

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use time::Date;
 
 use super::error::ExchangeError;
 use super::sync::Decision;
@@ -53,6 +54,9 @@ pub(super) struct Checked<'a> {
     subject: Option<Subject>,
     recipient: &'a PartyConfig,
     schema: &'a MessageSchema,
+    /// The gateway clock's date when the exchange arrived: every number in
+    /// it (subject, identifier fields, numbers in text) is judged on it.
+    today: Date,
 }
 
 /// The filtered payload and what the filter step decided.
@@ -117,8 +121,9 @@ fn envelope<'a>(
         ctx.purpose = Some(env.purpose.clone());
     }
     ctx.delivery = env.delivery.unwrap_or(Delivery::Sync);
+    let today = state.clock.now().date();
     let number = match &env.subject {
-        Some(s) => Some(Personnummer::parse(s).map_err(ExchangeError::InvalidSubject)?),
+        Some(s) => Some(Personnummer::parse_at(s, today).map_err(ExchangeError::InvalidSubject)?),
         None => None,
     };
     let recipient = config.party(&env.to);
@@ -126,7 +131,7 @@ fn envelope<'a>(
         Some(n) => {
             let s = Subject::new(&state.crypto, n, recipient.map(|r| &r.id))
                 .map_err(ApiError::internal)?;
-            ctx.subject_audit = Some(s.audit().to_owned());
+            ctx.subject_audit = Some(s.audit().clone());
             Some(s)
         }
         None => None,
@@ -137,8 +142,8 @@ fn envelope<'a>(
         .ok_or_else(|| ExchangeError::UnknownType(quote_id(&env.msg_type)))?;
     ctx.msg_type = Some(env.msg_type.clone());
     schema.validate(&env.payload)?;
-    policy::check_identifiers(schema, &env.payload)?;
-    identifiers_name_the_subject(schema, &env.payload, subject.as_ref())?;
+    policy::check_identifiers(schema, &env.payload, today)?;
+    identifiers_name_the_subject(schema, &env.payload, subject.as_ref(), today)?;
     Ok(Checked {
         msg_type: env.msg_type,
         purpose: env.purpose,
@@ -146,6 +151,7 @@ fn envelope<'a>(
         subject,
         recipient,
         schema,
+        today,
     })
 }
 
@@ -156,6 +162,7 @@ fn identifiers_name_the_subject(
     schema: &MessageSchema,
     payload: &Value,
     subject: Option<&Subject>,
+    today: Date,
 ) -> Result<(), ExchangeError> {
     let Some(obj) = payload.as_object() else {
         return Ok(());
@@ -170,7 +177,7 @@ fn identifiers_name_the_subject(
         };
         let same = value
             .as_str()
-            .and_then(|v| Personnummer::parse(v).ok())
+            .and_then(|v| Personnummer::parse_at(v, today).ok())
             .is_some_and(|p| subject.is(&p));
         if !same {
             return Err(ExchangeError::AnotherPerson(pointer));
@@ -265,11 +272,12 @@ fn filter(
             payload: &c.payload,
             allow: &route.fields,
             consent_categories: categories.as_ref(),
+            today: c.today,
         },
         &mut ident,
     )?;
     let numbers_withheld = route.subject != SubjectMode::Reveal
-        && super::numbers::withhold_numbers(c.schema, &mut filtered);
+        && super::numbers::withhold_numbers(c.schema, &mut filtered, c.today);
     Ok(Outcome {
         filtered,
         numbers_withheld,
@@ -358,7 +366,7 @@ fn record(
         .clone()
         .ok_or(ExchangeError::NoEndpoint)?;
     if ctx.delivery == Delivery::Async {
-        effects.push(super::outbox::insert_stmt(
+        effects.push(super::store::outbox_insert(
             state,
             &ctx.exchange_id,
             &endpoint,

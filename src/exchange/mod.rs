@@ -12,7 +12,7 @@ pub mod numbers;
 pub mod outbox;
 pub mod recheck;
 pub mod reply;
-mod store;
+pub(crate) mod store;
 mod sync;
 
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::audit::record::{Action, AuditRecord, Decision};
 use crate::auth::Principal;
 use crate::ids::{ConsentId, ExchangeId};
+use crate::subject::pseudonym::{Audit, Pseudonym};
 
 /// `delivery` in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -48,7 +49,7 @@ pub struct ExchangeCtx {
     /// Purpose as requested.
     pub purpose: Option<String>,
     /// Audit-domain pseudonym of the subject.
-    pub subject_audit: Option<String>,
+    pub subject_audit: Option<Pseudonym<Audit>>,
     /// The consent relied on.
     pub consent_id: Option<ConsentId>,
     /// SHA-256 of the request body.
@@ -114,7 +115,7 @@ impl ExchangeCtx {
 
     /// An audit record of this exchange.
     pub fn record(&self, action: Action, decision: Decision) -> AuditRecord {
-        AuditRecord {
+        let mut record = AuditRecord {
             request_id: self.request_id.clone(),
             actor_party: Some(self.principal.party.to_string()),
             actor_user: self.principal.user.clone(),
@@ -122,7 +123,6 @@ impl ExchangeCtx {
             to: self.to.clone(),
             msg_type: self.msg_type.clone(),
             purpose: self.purpose.clone(),
-            subject: self.subject_audit.clone(),
             consent_id: self.consent_id.clone().map(String::from),
             exchange_id: Some(self.exchange_id.to_string()),
             forwarded: self.forwarded.clone(),
@@ -130,6 +130,8 @@ impl ExchangeCtx {
             reason: None,
             payload_sha256: self.payload_sha256.clone(),
             ..AuditRecord::new(action, decision)
-        }
+        };
+        record.set_subject(self.subject_audit.as_ref());
+        record
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! # Decisions
 //!
-//! - A number is anything [`Personnummer::parse`] accepts (date, serial and
-//!   Luhn checked) in the forms `YYMMDDNNNC`, `YYMMDD-NNNC`, `YYMMDD+NNNC`,
+//! - A number is anything [`Personnummer::parse_at`] accepts on the
+//!   exchange's date (the gateway clock's; date, serial and Luhn checked) in the forms `YYMMDDNNNC`, `YYMMDD-NNNC`, `YYMMDD+NNNC`,
 //!   `YYYYMMDDNNNC`, `YYYYMMDD-NNNC` and `YYYYMMDD+NNNC`, starting at any
 //!   digit of the string, also inside a longer run of digits: a sender
 //!   cannot hide a number by gluing digits to it.
@@ -26,6 +26,7 @@
 //!   the recipient's pseudonym, or were removed.
 
 use serde_json::{Map, Value};
+use time::Date;
 
 use crate::policy::Filtered;
 use crate::schema::{field_pointer, MessageSchema};
@@ -37,30 +38,32 @@ pub const REASON: &str = "identifier_in_text";
 /// Lengths of the §3 forms: 10 and 12 digits, with or without a separator.
 const FORM_LENGTHS: [usize; 4] = [10, 11, 12, 13];
 
-/// Whether `text` contains a personnummer or samordningsnummer in any §3 form.
-pub fn contains_personnummer(text: &str) -> bool {
+/// Whether `text` contains a personnummer or samordningsnummer in any §3
+/// form, as numbers are on `today`.
+pub fn contains_personnummer(text: &str, today: Date) -> bool {
     text.bytes().enumerate().any(|(start, b)| {
         b.is_ascii_digit()
             && FORM_LENGTHS.iter().any(|len| {
                 text.get(start..start + len)
-                    .is_some_and(|candidate| Personnummer::parse(candidate).is_ok())
+                    .is_some_and(|candidate| Personnummer::parse_at(candidate, today).is_ok())
             })
     })
 }
 
 /// Whether a JSON leaf holds a number: a string containing one, or a JSON
 /// number whose digits are one (`{"ref": 200203149828}`).
-fn leaf_holds_number(value: &Value) -> bool {
+fn leaf_holds_number(value: &Value, today: Date) -> bool {
     match value {
-        Value::String(s) => contains_personnummer(s),
-        Value::Number(n) => contains_personnummer(&n.to_string()),
+        Value::String(s) => contains_personnummer(s, today),
+        Value::Number(n) => contains_personnummer(&n.to_string(), today),
         _ => false,
     }
 }
 
 /// Withholds every forwarded string that holds a number (module docs).
-/// Returns whether anything was withheld.
-pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered) -> bool {
+/// Numbers are judged on `today`, the gateway clock's date. Returns
+/// whether anything was withheld.
+pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered, today: Date) -> bool {
     let Some(object) = filtered.payload.as_object_mut() else {
         return false;
     };
@@ -74,12 +77,12 @@ pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered) -> bool
         let Some(value) = object.get_mut(&name) else {
             continue;
         };
-        if leaf_holds_number(value) || contains_personnummer(&name) {
+        if leaf_holds_number(value, today) || contains_personnummer(&name, today) {
             object.remove(&name);
             filtered.forwarded.retain(|p| p != &pointer);
             withheld.push(pointer);
         } else {
-            scrub(value, &pointer, &mut withheld);
+            scrub(value, &pointer, &mut withheld, today);
         }
     }
     if withheld.is_empty() {
@@ -92,18 +95,18 @@ pub fn withhold_numbers(schema: &MessageSchema, filtered: &mut Filtered) -> bool
 }
 
 /// Removes offending strings below `value` (itself kept), listing their pointers.
-fn scrub(value: &mut Value, pointer: &str, withheld: &mut Vec<String>) {
+fn scrub(value: &mut Value, pointer: &str, withheld: &mut Vec<String>, today: Date) {
     match value {
-        Value::Object(map) => scrub_object(map, pointer, withheld),
+        Value::Object(map) => scrub_object(map, pointer, withheld, today),
         Value::Array(items) => {
             let old = std::mem::take(items);
             for (i, mut item) in old.into_iter().enumerate() {
                 let child = format!("{pointer}/{i}");
-                if leaf_holds_number(&item) {
+                if leaf_holds_number(&item, today) {
                     withheld.push(child);
                     continue;
                 }
-                scrub(&mut item, &child, withheld);
+                scrub(&mut item, &child, withheld, today);
                 items.push(item);
             }
         }
@@ -111,17 +114,22 @@ fn scrub(value: &mut Value, pointer: &str, withheld: &mut Vec<String>) {
     }
 }
 
-fn scrub_object(map: &mut Map<String, Value>, pointer: &str, withheld: &mut Vec<String>) {
+fn scrub_object(
+    map: &mut Map<String, Value>,
+    pointer: &str,
+    withheld: &mut Vec<String>,
+    today: Date,
+) {
     let names: Vec<String> = map.keys().cloned().collect();
     for name in names {
         let child = format!("{pointer}{}", field_pointer(&name));
-        let offending =
-            contains_personnummer(&name) || map.get(&name).is_some_and(leaf_holds_number);
+        let offending = contains_personnummer(&name, today)
+            || map.get(&name).is_some_and(|v| leaf_holds_number(v, today));
         if offending {
             map.remove(&name);
             withheld.push(child);
         } else if let Some(v) = map.get_mut(&name) {
-            scrub(v, &child, withheld);
+            scrub(v, &child, withheld, today);
         }
     }
 }
@@ -129,6 +137,10 @@ fn scrub_object(map: &mut Map<String, Value>, pointer: &str, withheld: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::date;
+
+    /// The date the tests judge numbers on (DOMAIN §7: mid-2026).
+    const TODAY: Date = date!(2026 - 06 - 15);
 
     #[test]
     fn every_form_is_found_anywhere_in_a_string() {
@@ -147,20 +159,23 @@ mod tests {
                 format!("9{form}"),
                 format!("åäö{form}7"),
             ] {
-                assert!(contains_personnummer(&text), "{text}");
+                assert!(contains_personnummer(&text, TODAY), "{text}");
             }
         }
         // A samordningsnummer (day + 60).
-        assert!(contains_personnummer("id 701063-2391"));
+        assert!(contains_personnummer("id 701063-2391", TODAY));
     }
 
     /// Review finding: a JSON number (not a string) holding a 10 or 12
     /// digit personnummer passed the scan on pseudonymise routes.
     #[test]
     fn json_numbers_holding_a_personnummer_are_found() {
-        assert!(leaf_holds_number(&serde_json::json!(200203149828_u64)));
-        assert!(leaf_holds_number(&serde_json::json!(7010632391_u64)));
-        assert!(!leaf_holds_number(&serde_json::json!(42)));
+        assert!(leaf_holds_number(
+            &serde_json::json!(200203149828_u64),
+            TODAY
+        ));
+        assert!(leaf_holds_number(&serde_json::json!(7010632391_u64), TODAY));
+        assert!(!leaf_holds_number(&serde_json::json!(42), TODAY));
     }
 
     /// A valid personnummer (12 digits) from a date and a serial.
@@ -269,7 +284,7 @@ mod tests {
             }
             let keys: Vec<String> = payload.as_object().unwrap().keys().map(|k| format!("/{k}")).collect();
             let mut filtered = Filtered { payload, forwarded: keys, withheld: Vec::new() };
-            let any = withhold_numbers(schema, &mut filtered);
+            let any = withhold_numbers(schema, &mut filtered, TODAY);
             prop_assert!(any || planted.is_empty());
             let out = filtered.payload.to_string();
             for c in &planted {
@@ -280,7 +295,7 @@ mod tests {
             // Whatever is left holds no number at all.
             let mut strings = Vec::new();
             collect_strings(&filtered.payload, &mut strings);
-            prop_assert!(strings.iter().all(|s| !contains_personnummer(s)));
+            prop_assert!(strings.iter().all(|s| !contains_personnummer(s, TODAY)));
         }
     }
 
@@ -316,7 +331,7 @@ mod tests {
             "ref 000000-0000",
             "2002031498",
         ] {
-            assert!(!contains_personnummer(text), "{text}");
+            assert!(!contains_personnummer(text, TODAY), "{text}");
         }
     }
 }

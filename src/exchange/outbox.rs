@@ -26,7 +26,6 @@ use tokio::sync::Semaphore;
 use super::deliver;
 use crate::audit::log::AppendError;
 use crate::audit::record::{Action, AuditRecord, Decision};
-use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Backend, Stmt};
 use crate::subject::vault::Sealed;
@@ -37,45 +36,6 @@ use crate::subject::vault::Sealed;
 const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Most rows claimed per round.
 const CLAIM_BATCH: i64 = 32;
-
-/// Associated data of a sealed outbox body (also used by `keys rotate-vault`).
-pub fn aad(exchange_id: &str) -> Vec<u8> {
-    let mut a = b"outbox\0".to_vec();
-    a.extend_from_slice(exchange_id.as_bytes());
-    a
-}
-
-/// The outbox row for an async exchange (written with its audit record).
-pub fn insert_stmt(
-    state: &AppState,
-    exchange_id: &str,
-    endpoint: &str,
-    body: &[u8],
-) -> Result<Stmt, ApiError> {
-    let sealed = state
-        .crypto
-        .vault
-        .seal_bytes(&aad(exchange_id), body)
-        .map_err(ApiError::internal)?;
-    let now = state.clock.now_us();
-    let expires =
-        now + i64::try_from(state.config.delivery.expire_after.as_micros()).unwrap_or(i64::MAX / 2);
-    Ok(Stmt::new(
-        "INSERT INTO outbox (exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, \
-         next_attempt_us, expires_at_us, claimed_until_us) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0)",
-    )
-    .text(exchange_id)
-    .text(endpoint)
-    .text(sealed.key_id)
-    .blob(sealed.nonce.to_vec())
-    .blob(sealed.ciphertext)
-    // The signature is not stored (DESIGN §10): with the published delivery
-    // key it would let a database thief test guesses of a small sealed
-    // body. It is recomputed from the opened body at each attempt.
-    .text("")
-    .int(now)
-    .int(expires))
-}
 
 struct Claimed {
     exchange_id: String,
@@ -394,7 +354,11 @@ async fn send(
     row: &Claimed,
     id: &str,
 ) -> Result<deliver::Delivered, (bool, String)> {
-    match state.crypto.vault.open_bytes(&aad(id), &row.sealed) {
+    match state
+        .crypto
+        .vault
+        .open_bytes(&super::store::outbox_aad(id), &row.sealed)
+    {
         Ok(body) => {
             let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
             deliver::post(
@@ -432,7 +396,7 @@ async fn record_delivered(
         id,
     );
     let mut effects = vec![
-        release_stmt(state, id),
+        super::store::outbox_release(state, id),
         Stmt::new("UPDATE exchanges SET status = 'delivered', attempts = $1, delivered_at_us = $2, last_error = NULL WHERE id = $3")
             .int(attempts)
             .int(state.clock.now_us())
@@ -465,7 +429,7 @@ async fn record_expired(
     record.decision = Decision::Expired;
     record.reason = Some(format!("expired after {attempts} attempts: {err}"));
     let effects = vec![
-        release_stmt(state, id),
+        super::store::outbox_release(state, id),
         Stmt::new(
             "UPDATE exchanges SET status = 'expired', attempts = $1, last_error = $2 WHERE id = $3",
         )
@@ -551,16 +515,6 @@ pub async fn possibly_received(state: &AppState, exchange_id: &str) {
     if let Err(e) = r {
         tracing::warn!(exchange.id = %exchange_id, error = %e, "could not mark an exchange as possibly received");
     }
-}
-
-/// Removes a claimed row from the outbox, only while this instance holds
-/// the claim (the statement must remove it, else the item is refused): the
-/// end of an async exchange, delivered, expired or refused before delivery.
-pub fn release_stmt(state: &AppState, exchange_id: &str) -> Stmt {
-    Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
-        .text(exchange_id.to_owned())
-        .text(state.instance_id.clone())
-        .expect_rows()
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(max, initial·2^(n-1))].

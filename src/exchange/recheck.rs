@@ -176,7 +176,7 @@ pub async fn end(state: &AppState, exchange_id: &str, verdict: Verdict, mut reco
     };
     record.reason = Some(reason.to_owned());
     let effects = vec![
-        super::outbox::release_stmt(state, exchange_id),
+        super::store::outbox_release(state, exchange_id),
         Stmt::new("UPDATE exchanges SET status = $1, last_error = $2 WHERE id = $3")
             .text(status)
             .text(reason)

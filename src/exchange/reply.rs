@@ -23,7 +23,7 @@ use crate::policy::route::ConsentRequirement;
 use crate::policy::{self, FilterInput, SubjectMode};
 use crate::state::AppState;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::Pseudonym;
+use crate::subject::pseudonym::{Party, Pseudonym};
 use crate::subject::Subject;
 
 /// The `reason` of a reply withheld because its `type` is no message type.
@@ -53,6 +53,7 @@ pub async fn process(
         return Ok((Value::Null, false));
     };
     let sender = ctx.principal.party.clone();
+    let today = state.clock.now().date();
     let mut record = reply_record(ctx, recipient);
     // The type is the recipient's text: it enters the record (and the
     // permanent log) only once it is known to be a message type (DESIGN §10).
@@ -105,16 +106,15 @@ pub async fn process(
             payload: &payload,
             allow: &route.fields,
             consent_categories: categories.as_ref(),
+            today,
         },
         &mut ident,
     ) {
         Ok(f) => f,
-        Err(e) => {
-            return withhold(state, record, ApiError::from(e).code.as_str()).await;
-        }
+        Err(e) => return withhold(state, record, ApiError::from(e).code.as_str()).await,
     };
     let numbers_withheld = route.subject != SubjectMode::Reveal
-        && super::numbers::withhold_numbers(schema, &mut filtered);
+        && super::numbers::withhold_numbers(schema, &mut filtered, today);
     forward(state, record, &reply.msg_type, filtered, numbers_withheld).await
 }
 
@@ -192,6 +192,7 @@ async fn resolve_identifiers(
         return Ok(());
     };
     let expected = subject.and_then(Subject::recipient_pseudonym);
+    let today = state.clock.now().date();
     let names: Vec<String> = obj.keys().cloned().collect();
     for name in names {
         let pointer = crate::schema::field_pointer(&name);
@@ -200,13 +201,13 @@ async fn resolve_identifiers(
         }
         let value = obj.get(&name).and_then(Value::as_str).unwrap_or("");
         let own_number =
-            subject.is_some_and(|s| Personnummer::parse(value).is_ok_and(|v| s.is(&v)));
+            subject.is_some_and(|s| Personnummer::parse_at(value, today).is_ok_and(|v| s.is(&v)));
         if own_number {
             continue;
         }
-        let own_pseudonym = Pseudonym::parse(value)
+        let own_pseudonym = Pseudonym::<Party>::parse(value)
             .ok()
-            .filter(|ps| expected.is_some_and(|e| e.as_str() == ps.as_str()));
+            .filter(|ps| expected == Some(ps));
         let resolved = match (own_pseudonym, mode) {
             (Some(ps), SubjectMode::Reveal) => {
                 let mut r = ctx.record(Action::Reidentified, Decision::Permit);
@@ -218,7 +219,8 @@ async fn resolve_identifiers(
                 ));
                 r.forwarded = vec![pointer.clone()];
                 r.withheld = Vec::new();
-                crate::subject::reidentify(state, recipient.as_str(), &ps, r).await?
+                let row = crate::subject::vault::Row::Party(recipient.as_str(), &ps);
+                crate::subject::reidentify(state, row, r).await?
             }
             _ => None,
         };

@@ -4,8 +4,10 @@
 //! the audit record of the decision it belongs to (DESIGN §5).
 
 use super::{Delivery, ExchangeCtx};
+use crate::error::ApiError;
 use crate::party::PartyId;
 use crate::policy::SubjectMode;
+use crate::state::AppState;
 use crate::store::{Stmt, Store};
 
 fn delivery_name(d: Delivery) -> &'static str {
@@ -30,7 +32,7 @@ pub fn denied_row(ctx: &ExchangeCtx, code: &str, now_us: i64) -> Stmt {
     .text(ctx.purpose.clone().unwrap_or_default())
     .text(delivery_name(ctx.delivery))
     .opt_text(ctx.consent_id.clone().map(String::from))
-    .opt_text(ctx.subject_audit.clone())
+    .opt_text(ctx.subject_audit.as_ref().map(|s| s.as_str().to_owned()))
     .text(code)
     .int(now_us)
 }
@@ -57,7 +59,7 @@ pub fn forwarded_rows(
     .text(delivery_name(ctx.delivery))
     .text(status)
     .opt_text(ctx.consent_id.clone().map(String::from))
-    .opt_text(ctx.subject_audit.clone())
+    .opt_text(ctx.subject_audit.as_ref().map(|s| s.as_str().to_owned()))
     .text(serde_json::to_string(&ctx.forwarded)?)
     .text(serde_json::to_string(&ctx.withheld)?)
     .int(now_us);
@@ -132,4 +134,53 @@ pub async fn status(store: &Store, id: &str) -> Result<Option<Status>, sqlx::Err
             delivered_at_us,
         },
     ))
+}
+
+/// Associated data of a sealed outbox body (also used by `keys rotate-vault`).
+pub fn outbox_aad(exchange_id: &str) -> Vec<u8> {
+    let mut a = b"outbox\0".to_vec();
+    a.extend_from_slice(exchange_id.as_bytes());
+    a
+}
+
+/// The outbox row for an async exchange (written with its audit record).
+pub fn outbox_insert(
+    state: &AppState,
+    exchange_id: &str,
+    endpoint: &str,
+    body: &[u8],
+) -> Result<Stmt, ApiError> {
+    let sealed = state
+        .crypto
+        .vault
+        .seal_bytes(&outbox_aad(exchange_id), body)
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now_us();
+    let expires =
+        now + i64::try_from(state.config.delivery.expire_after.as_micros()).unwrap_or(i64::MAX / 2);
+    Ok(Stmt::new(
+        "INSERT INTO outbox (exchange_id, endpoint, body_key_id, body_nonce, body_sealed, signature, attempts, \
+         next_attempt_us, expires_at_us, claimed_until_us) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 0)",
+    )
+    .text(exchange_id)
+    .text(endpoint)
+    .text(sealed.key_id)
+    .blob(sealed.nonce.to_vec())
+    .blob(sealed.ciphertext)
+    // The signature is not stored (DESIGN §10): with the published delivery
+    // key it would let a database thief test guesses of a small sealed
+    // body. It is recomputed from the opened body at each attempt.
+    .text("")
+    .int(now)
+    .int(expires))
+}
+
+/// Removes a claimed row from the outbox, only while this instance holds
+/// the claim (the statement must remove it, else the item is refused): the
+/// end of an async exchange, delivered, expired or refused before delivery.
+pub fn outbox_release(state: &AppState, exchange_id: &str) -> Stmt {
+    Stmt::new("DELETE FROM outbox WHERE exchange_id = $1 AND claimed_by = $2")
+        .text(exchange_id.to_owned())
+        .text(state.instance_id.clone())
+        .expect_rows()
 }

@@ -206,12 +206,7 @@ impl SyncTail {
 /// caller is still told the truth about the delivery and the record is
 /// retried in the background for up to ten minutes.
 async fn record_outcome(state: &AppState, record: AuditRecord, effects: Vec<Stmt>) {
-    if state
-        .audit
-        .append(record.clone(), effects.clone())
-        .await
-        .is_ok()
-    {
+    if appended(state, &record, &effects).await {
         return;
     }
     let st = state.clone();
@@ -220,16 +215,20 @@ async fn record_outcome(state: &AppState, record: AuditRecord, effects: Vec<Stmt
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
         while std::time::Instant::now() < deadline {
             tokio::time::sleep(delay).await;
-            if st
-                .audit
-                .append(record.clone(), effects.clone())
-                .await
-                .is_ok()
-            {
+            if appended(&st, &record, &effects).await {
                 return;
             }
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
         }
         tracing::error!(exchange.id = ?record.exchange_id, action = %record.action, "could not record a delivery outcome");
     });
+}
+
+/// One attempt to append the outcome record with its effects.
+async fn appended(state: &AppState, record: &AuditRecord, effects: &[Stmt]) -> bool {
+    state
+        .audit
+        .append(record.clone(), effects.to_vec())
+        .await
+        .is_ok()
 }

@@ -229,7 +229,7 @@ async fn authn_and_limit(State(state): State<AppState>, req: Request, next: Next
     if let Some(e) = cross_site_refusal(&parts) {
         return ApiError::from(e).into_response();
     }
-    let principal = match authenticate(&parts, state.live()) {
+    let principal = match authenticate(&parts, state.live(), state.clock.now().date()) {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
     };

@@ -21,16 +21,17 @@ use crate::policy::SubjectMode;
 use crate::state::AppState;
 use crate::store::Stmt;
 use personnummer::Personnummer;
-use pseudonym::{MissingDomain, Pseudonym, DOMAIN_AUDIT, DOMAIN_CONSENT};
+use pseudonym::{Audit, Consent, MissingDomain, Party, Pseudonym};
+use vault::Row;
 
 /// The subject of one exchange or consent, with its keyed forms.
 #[derive(Clone)]
 pub struct Subject {
     number: Personnummer,
-    audit: Pseudonym,
-    consent: Pseudonym,
+    audit: Pseudonym<Audit>,
+    consent: Pseudonym<Consent>,
     /// The recipient's pseudonym (exchanges only): `(party, pseudonym)`.
-    recipient: Option<(PartyId, Pseudonym)>,
+    recipient: Option<(PartyId, Pseudonym<Party>)>,
 }
 
 impl std::fmt::Debug for Subject {
@@ -49,15 +50,14 @@ impl Subject {
         number: Personnummer,
         recipient: Option<&PartyId>,
     ) -> Result<Subject, MissingDomain> {
-        let form = |domain: &str| {
-            crypto
-                .pseudonym(domain, &number)
-                .ok_or_else(|| MissingDomain(domain.to_owned()))
-        };
-        let audit = form(DOMAIN_AUDIT)?;
-        let consent = form(DOMAIN_CONSENT)?;
+        let audit = crypto.audit_pseudonym(&number)?;
+        let consent = crypto.consent_pseudonym(&number)?;
         let recipient = match recipient {
-            Some(r) => Some((r.clone(), form(r.as_str())?)),
+            Some(r) => {
+                let ps = (crypto.pseudonym(r.as_str(), &number))
+                    .ok_or_else(|| MissingDomain(r.to_string()))?;
+                Some((r.clone(), ps))
+            }
             None => None,
         };
         Ok(Subject {
@@ -69,13 +69,13 @@ impl Subject {
     }
 
     /// The `audit`-domain pseudonym (audit records, logs).
-    pub fn audit(&self) -> &str {
-        self.audit.as_str()
+    pub fn audit(&self) -> &Pseudonym<Audit> {
+        &self.audit
     }
 
     /// The `consent`-domain pseudonym (the consents' index).
-    pub fn consent(&self) -> &str {
-        self.consent.as_str()
+    pub fn consent(&self) -> &Pseudonym<Consent> {
+        &self.consent
     }
 
     /// The number itself (the recipient's `subject` on `reveal` routes).
@@ -89,7 +89,7 @@ impl Subject {
     }
 
     /// The recipient's pseudonym of the subject, when it was computed.
-    pub fn recipient_pseudonym(&self) -> Option<&Pseudonym> {
+    pub fn recipient_pseudonym(&self) -> Option<&Pseudonym<Party>> {
         self.recipient.as_ref().map(|(_, ps)| ps)
     }
 
@@ -114,9 +114,9 @@ impl Subject {
         mode: SubjectMode,
         known: &dyn Fn(&str) -> bool,
     ) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
-        let mut rows = vec![(DOMAIN_AUDIT, &self.audit)];
+        let mut rows = vec![Row::Audit(&self.audit)];
         if let (SubjectMode::Pseudonymise, Some((party, ps))) = (mode, &self.recipient) {
-            rows.push((party.as_str(), ps));
+            rows.push(Row::Party(party.as_str(), ps));
         }
         crypto
             .vault
@@ -130,7 +130,7 @@ impl Subject {
         crypto: &Crypto,
         known: &dyn Fn(&str) -> bool,
     ) -> Result<(Vec<Stmt>, Vec<String>), ApiError> {
-        let rows = [(DOMAIN_CONSENT, &self.consent), (DOMAIN_AUDIT, &self.audit)];
+        let rows = [Row::Consent(&self.consent), Row::Audit(&self.audit)];
         crypto
             .vault
             .rows(&self.number, &rows, known)
@@ -157,16 +157,15 @@ pub fn recipient_form(
 }
 
 /// The only path from a pseudonym back to the personnummer (DESIGN §3):
-/// opens the vault row `(domain, ps)` and, before the number is released,
-/// appends `record` as a `reidentified` audit record. `None` when the row
-/// does not exist or does not open (nothing is recorded then).
+/// opens the vault row `row` and, before the number is released, appends
+/// `record` as a `reidentified` audit record. `None` when the row does not
+/// exist or does not open (nothing is recorded then).
 pub async fn reidentify(
     state: &AppState,
-    domain: &str,
-    ps: &Pseudonym,
+    row: Row<'_>,
     mut record: AuditRecord,
 ) -> Result<Option<Personnummer>, ApiError> {
-    let Some(number) = open_vault_row(state, domain, ps).await? else {
+    let Some(number) = open_vault_row(state, row).await? else {
         return Ok(None);
     };
     record.action = Action::Reidentified;
@@ -175,23 +174,22 @@ pub async fn reidentify(
     Ok(Some(number))
 }
 
-/// Opens the vault row `(domain, ps)`: the one reader of the `vault` table.
+/// Opens the vault row `row`: the one reader of the `vault` table.
 /// [`reidentify`] records what it opens; the other caller is the gateway's
 /// own revocation notice ([`crate::consent::notices`]), which names the
 /// subject only to parties that already received them in that form.
 pub(crate) async fn open_vault_row(
     state: &AppState,
-    domain: &str,
-    ps: &Pseudonym,
+    row: Row<'_>,
 ) -> Result<Option<Personnummer>, sqlx::Error> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    let stored: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
         "SELECT key_id, nonce, ciphertext FROM vault WHERE domain = $1 AND pseudonym = $2",
     )
-    .bind(domain.to_owned())
-    .bind(ps.as_str().to_owned())
+    .bind(row.domain().to_owned())
+    .bind(row.pseudonym().to_owned())
     .fetch_optional(state.store.pool())
     .await?;
-    let Some((key_id, nonce, ciphertext)) = row else {
+    let Some((key_id, nonce, ciphertext)) = stored else {
         return Ok(None);
     };
     let Ok(nonce) = <[u8; 12]>::try_from(nonce.as_slice()) else {
@@ -202,5 +200,6 @@ pub(crate) async fn open_vault_row(
         nonce,
         ciphertext,
     };
-    Ok(state.crypto.vault.open(domain, ps, &sealed).ok())
+    let today = state.clock.now().date();
+    Ok(state.crypto.vault.open(row, &sealed, today).ok())
 }

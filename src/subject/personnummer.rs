@@ -33,11 +33,15 @@
 //!   [`Personnummer::is_samordningsnummer`].
 //! - **Serial** `000` is never issued and is refused.
 //! - **Check digit** is the Luhn digit over the 9 digits `YYMMDDNNN`.
-//! - **The clock.** [`Personnummer::parse`] reads today's UTC date; it is the
-//!   only place in this module that reads the clock. Code that has a clock
-//!   injected (and all tests) should call [`Personnummer::parse_at`]. At a
-//!   Swedish midnight the UTC date can lag by a day; that only matters for a
-//!   number whose birthday is that very day, which is not yet issued anyway.
+//! - **The clock.** Parsing needs a reference date, so
+//!   [`Personnummer::parse_at`] takes one: the request path passes its
+//!   injected clock's date (`state.clock`), command-line tools the date of
+//!   the time they already read, tests a fixed date. Nothing in this module
+//!   reads the clock, except `Deserialize` (below), which has no date to be
+//!   given and so asks [`crate::clock::SystemClock`]; nothing on the request
+//!   path deserializes a `Personnummer`. At a Swedish midnight the UTC date
+//!   can lag by a day; that only matters for a number whose birthday is that
+//!   very day, which is not yet issued anyway.
 //!
 //! # Personal data (STYLE "Secrets and personal data")
 //!
@@ -46,7 +50,7 @@
 //! [`Personnummer::expose`] (or [`Personnummer::masked`], which hides the
 //! serial and check digit). There is deliberately no `Serialize`, so a number
 //! cannot slip into a JSON response or log line by accident; `Deserialize`
-//! validates through `parse`. Errors never echo the input. The canonical
+//! validates through `parse_at`. Errors never echo the input. The canonical
 //! digits are zeroized when the value is dropped.
 
 use std::fmt;
@@ -87,20 +91,7 @@ pub struct Personnummer {
 
 impl Personnummer {
     /// Parses any accepted spelling, deriving the century of 10-digit forms
-    /// from today's UTC date. This reads the wall clock; prefer
-    /// [`Personnummer::parse_at`] where a clock is injected.
-    pub fn parse(s: &str) -> Result<Personnummer, PersonnummerError> {
-        // The one place in this module that reads the clock (see module docs).
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "documented single clock read for convenience parsing"
-        )]
-        let today = time::OffsetDateTime::now_utc().date();
-        Self::parse_at(s, today)
-    }
-
-    /// Parses any accepted spelling, deriving the century of 10-digit forms
-    /// relative to `today`.
+    /// relative to `today` (and refusing a birth date after it).
     pub fn parse_at(s: &str, today: Date) -> Result<Personnummer, PersonnummerError> {
         let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
         let bytes = s.as_bytes();
@@ -216,7 +207,9 @@ impl fmt::Display for Personnummer {
 impl<'de> serde::Deserialize<'de> for Personnummer {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut raw = String::deserialize(deserializer)?;
-        let parsed = Personnummer::parse(&raw);
+        // No date can be passed through serde (module docs, "The clock").
+        let today = crate::clock::Clock::now(&crate::clock::SystemClock).date();
+        let parsed = Personnummer::parse_at(&raw, today);
         raw.zeroize();
         parsed.map_err(serde::de::Error::custom)
     }

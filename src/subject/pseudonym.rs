@@ -27,12 +27,20 @@
 //! - [`PseudonymMaster`] keeps the master key in a zeroizing buffer and prints
 //!   only its key id. [`DomainKey`] holds a ready `ring::hmac::Key`, so a
 //!   caller that pseudonymises many subjects for one domain derives once.
-//! - A pseudonym is not secret in itself, so [`Pseudonym`] derives `Debug`
+//! - A pseudonym is not secret in itself, so [`Pseudonym`] has `Debug`
 //!   and `Serialize`; `Deserialize` checks its shape.
+//! - **A pseudonym's type names its domain**: [`Pseudonym<Audit>`],
+//!   [`Pseudonym<Consent>`] or [`Pseudonym<Party>`] (a recipient's or
+//!   sender's domain), so a recipient's pseudonym cannot be put where the
+//!   audit form is expected. The text is the same `ps1_…` in every domain
+//!   (wire formats and stored values do not carry the type). Whoever derives
+//!   one names the domain of the key it used: [`crate::crypto::Crypto`]
+//!   does, by looking the key up under that domain's name.
 //! - Rotating the master key changes every pseudonym; the key id is exposed
 //!   so that stored pseudonyms can record which key produced them.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use data_encoding::BASE32_NOPAD;
 use ring::{hkdf, hmac};
@@ -101,12 +109,13 @@ impl PseudonymMaster {
         })
     }
 
-    /// Convenience: derives the domain key and pseudonymises `p` with it.
-    pub fn pseudonymise(
+    /// Convenience: derives the domain key and pseudonymises `p` with it;
+    /// `D` must be the kind of `domain` (see [`DomainKey::pseudonymise`]).
+    pub fn pseudonymise<D: Domain>(
         &self,
         domain: &str,
         p: &Personnummer,
-    ) -> Result<Pseudonym, PseudonymError> {
+    ) -> Result<Pseudonym<D>, PseudonymError> {
         Ok(self.domain(domain)?.pseudonymise(p))
     }
 }
@@ -138,8 +147,10 @@ impl DomainKey {
         &self.domain
     }
 
-    /// The pseudonym of `p` in this domain.
-    pub fn pseudonymise(&self, p: &Personnummer) -> Pseudonym {
+    /// The pseudonym of `p` in this domain. The caller names the kind of
+    /// this key's domain as `D` ([`Audit`] for `audit`, [`Consent`] for
+    /// `consent`, [`Party`] for a party id).
+    pub fn pseudonymise<D: Domain>(&self, p: &Personnummer) -> Pseudonym<D> {
         let tag = hmac::sign(&self.key, p.expose().as_bytes());
         let mut truncated = [0u8; PSEUDONYM_BYTES];
         // HMAC-SHA256 tags are 32 bytes, so all 16 are filled.
@@ -149,7 +160,7 @@ impl DomainKey {
         let mut s = String::with_capacity(PREFIX.len() + ENCODED_LEN);
         s.push_str(PREFIX);
         s.push_str(&BASE32_NOPAD.encode(&truncated).to_ascii_lowercase());
-        Pseudonym(s)
+        Pseudonym::new(s)
     }
 
     /// The per-recipient reference of a consent (DESIGN §10 "No join key
@@ -180,16 +191,60 @@ impl fmt::Debug for DomainKey {
     }
 }
 
-/// A pseudonym, `ps1_` + 26 lowercase base32 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct Pseudonym(String);
+/// The kind of domain a pseudonym belongs to (module docs): [`Audit`],
+/// [`Consent`] or [`Party`]. Sealed: these three are all there are.
+pub trait Domain: sealed::Sealed + 'static {}
 
-impl Pseudonym {
+mod sealed {
+    use crate::subject::pseudonym::{Audit, Consent, Party};
+
+    pub trait Sealed {}
+    impl Sealed for Audit {}
+    impl Sealed for Consent {}
+    impl Sealed for Party {}
+}
+
+/// The `audit` domain: the only form in audit records and logs.
+#[derive(Debug)]
+pub enum Audit {}
+
+/// The `consent` domain: the consents' index.
+#[derive(Debug)]
+pub enum Consent {}
+
+/// A party's own domain (named by its party id): what a recipient gets.
+#[derive(Debug)]
+pub enum Party {}
+
+impl Domain for Audit {}
+impl Domain for Consent {}
+impl Domain for Party {}
+
+/// A pseudonym in a domain of kind `D`: `ps1_` + 26 lowercase base32
+/// characters (module docs). One domain's form is not another's:
+///
+/// ```compile_fail
+/// use samgate::subject::pseudonym::{Audit, Party, Pseudonym};
+/// let recipients: Pseudonym<Party> = "ps1_viiwwgqgxpseunetbirl6dzhga".parse().unwrap();
+/// let audit: Pseudonym<Audit> = recipients; // refused: another domain
+/// ```
+pub struct Pseudonym<D: Domain> {
+    text: String,
+    domain: PhantomData<fn() -> D>,
+}
+
+impl<D: Domain> Pseudonym<D> {
+    fn new(text: String) -> Pseudonym<D> {
+        Pseudonym {
+            text,
+            domain: PhantomData,
+        }
+    }
+
     /// Checks the shape of a pseudonym received from outside (it cannot check
-    /// that some key produced it). Refuses uppercase and non-canonical
-    /// trailing bits, so equal pseudonyms are equal strings.
-    pub fn parse(s: &str) -> Result<Pseudonym, PseudonymError> {
+    /// that some key produced it, nor in which domain). Refuses uppercase and
+    /// non-canonical trailing bits, so equal pseudonyms are equal strings.
+    pub fn parse(s: &str) -> Result<Pseudonym<D>, PseudonymError> {
         let body = s.strip_prefix(PREFIX).ok_or(PseudonymError::Format)?;
         let canonical_case = body
             .bytes()
@@ -199,31 +254,77 @@ impl Pseudonym {
         }
         // BASE32_NOPAD checks that the unused trailing bits are zero.
         match BASE32_NOPAD.decode(body.to_ascii_uppercase().as_bytes()) {
-            Ok(bytes) if bytes.len() == PSEUDONYM_BYTES => Ok(Pseudonym(s.to_owned())),
+            Ok(bytes) if bytes.len() == PSEUDONYM_BYTES => Ok(Pseudonym::new(s.to_owned())),
             _ => Err(PseudonymError::Format),
         }
     }
 
     /// The pseudonym as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
-impl fmt::Display for Pseudonym {
+// By hand rather than derived: a derive would ask the marker `D` for the
+// trait too.
+impl<D: Domain> Clone for Pseudonym<D> {
+    fn clone(&self) -> Self {
+        Pseudonym::new(self.text.clone())
+    }
+}
+
+impl<D: Domain> PartialEq for Pseudonym<D> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<D: Domain> Eq for Pseudonym<D> {}
+
+impl<D: Domain> std::hash::Hash for Pseudonym<D> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl<D: Domain> PartialOrd for Pseudonym<D> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<D: Domain> Ord for Pseudonym<D> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl<D: Domain> fmt::Debug for Pseudonym<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.debug_tuple("Pseudonym").field(&self.text).finish()
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Pseudonym {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+impl<D: Domain> fmt::Display for Pseudonym<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<D: Domain> serde::Serialize for Pseudonym<D> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de, D: Domain> serde::Deserialize<'de> for Pseudonym<D> {
+    fn deserialize<De: serde::Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
         let s = String::deserialize(deserializer)?;
         Pseudonym::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
-impl std::str::FromStr for Pseudonym {
+impl<D: Domain> std::str::FromStr for Pseudonym<D> {
     type Err = PseudonymError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -248,7 +349,9 @@ mod tests {
         Personnummer::parse_at("200203149828", date!(2026 - 06 - 15)).expect("valid")
     }
 
-    /// Published in `docs/test-vectors/pseudonyms.json`; cross-checked with
+    /// Published in `docs/test-vectors/pseudonyms.json`. The text of a
+    /// pseudonym does not depend on its type, so the tests derive every
+    /// domain's as `Pseudonym<Party>`; cross-checked with
     /// an independent Python implementation (hmac/hashlib, RFC 5869 HKDF).
     const VECTORS: [(&str, &str); 6] = [
         ("audit", "ps1_viiwwgqgxpseunetbirl6dzhga"),
@@ -264,11 +367,13 @@ mod tests {
         let m = master();
         for (domain, expected) in VECTORS {
             assert_eq!(
-                m.pseudonymise(domain, &alva()).expect("derive").as_str(),
+                m.pseudonymise::<Party>(domain, &alva())
+                    .expect("derive")
+                    .as_str(),
                 expected
             );
             let key = m.domain(domain).expect("derive");
-            assert_eq!(key.pseudonymise(&alva()).as_str(), expected);
+            assert_eq!(key.pseudonymise::<Party>(&alva()).as_str(), expected);
         }
         assert_eq!(DOMAIN_AUDIT, VECTORS[0].0);
         assert_eq!(DOMAIN_CONSENT, VECTORS[1].0);
@@ -292,7 +397,9 @@ mod tests {
         for (domain, expected) in VECTORS {
             assert_eq!(vectors[domain], expected);
             assert_eq!(
-                m.pseudonymise(domain, &p).expect("derive").as_str(),
+                m.pseudonymise::<Party>(domain, &p)
+                    .expect("derive")
+                    .as_str(),
                 expected
             );
             // The intermediate K_d, for implementers debugging their HKDF.
@@ -318,13 +425,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for domain in ["audit", "consent", "fk", "af"] {
             for p in &people {
-                assert!(seen.insert(m.pseudonymise(domain, p).expect("derive")));
+                assert!(seen.insert(m.pseudonymise::<Party>(domain, p).expect("derive")));
             }
         }
         // Equal input spellings give one pseudonym.
         let short = Personnummer::parse_at("020314-9828", today).expect("valid");
         assert_eq!(
-            m.pseudonymise("fk", &short).expect("derive"),
+            m.pseudonymise::<Party>("fk", &short).expect("derive"),
             m.pseudonymise("fk", &alva()).expect("derive")
         );
     }
@@ -332,7 +439,10 @@ mod tests {
     #[test]
     fn pseudonyms_parse_only_in_canonical_shape() {
         let good = "ps1_viiwwgqgxpseunetbirl6dzhga";
-        assert_eq!(Pseudonym::parse(good).expect("valid").as_str(), good);
+        assert_eq!(
+            Pseudonym::<Audit>::parse(good).expect("valid").as_str(),
+            good
+        );
         for bad in [
             "",
             "ps1_",
@@ -346,16 +456,17 @@ mod tests {
             " ps1_viiwwgqgxpseunetbirl6dzhga",
         ] {
             assert_eq!(
-                Pseudonym::parse(bad),
+                Pseudonym::<Audit>::parse(bad),
                 Err(PseudonymError::Format),
                 "{bad:?}"
             );
         }
-        let json = serde_json::to_string(&Pseudonym::parse(good).expect("valid")).expect("json");
+        let json =
+            serde_json::to_string(&Pseudonym::<Audit>::parse(good).expect("valid")).expect("json");
         assert_eq!(json, format!("\"{good}\""));
-        let back: Pseudonym = serde_json::from_str(&json).expect("json");
+        let back: Pseudonym<Audit> = serde_json::from_str(&json).expect("json");
         assert_eq!(back.to_string(), good);
-        assert!(serde_json::from_str::<Pseudonym>("\"ps1_x\"").is_err());
+        assert!(serde_json::from_str::<Pseudonym<Audit>>("\"ps1_x\"").is_err());
     }
 
     #[test]

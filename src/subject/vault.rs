@@ -24,6 +24,9 @@
 //!   open. [`VaultKey::seal_bytes`] lets the caller choose the associated
 //!   data for other uses.
 //! - The plaintext of a personnummer is its canonical 12 ASCII digits.
+//! - A row is named by a [`Row`]: the audit or consent form, or a party's
+//!   pseudonym with that party's id, so the domain a row is filed under is
+//!   the domain its pseudonym's type says.
 //! - [`Sealed`] carries the key id; opening with another key fails with
 //!   [`VaultError::WrongKey`] before any decryption, which lets a caller
 //!   holding several keys during rotation pick the right one.
@@ -34,12 +37,13 @@ use std::fmt;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
+use time::Date;
 use zeroize::Zeroizing;
 
 use crate::keys::Secret32;
 use crate::store::Stmt;
 use crate::subject::personnummer::Personnummer;
-use crate::subject::pseudonym::Pseudonym;
+use crate::subject::pseudonym::{Audit, Consent, Party, Pseudonym, DOMAIN_AUDIT, DOMAIN_CONSENT};
 
 /// Errors of the vault crypto. Never contain plaintext or key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,58 +129,54 @@ impl VaultKey {
         &self.key_id
     }
 
-    /// Encrypts `p` for the vault row `(domain, pseudonym)`.
-    pub fn seal(
-        &self,
-        domain: &str,
-        pseudonym: &Pseudonym,
-        p: &Personnummer,
-    ) -> Result<Sealed, VaultError> {
-        self.seal_bytes(&row_aad(domain, pseudonym), p.expose().as_bytes())
+    /// Encrypts `p` for the vault row `row`.
+    pub fn seal(&self, row: Row<'_>, p: &Personnummer) -> Result<Sealed, VaultError> {
+        self.seal_bytes(&row_aad(row), p.expose().as_bytes())
     }
 
-    /// Decrypts the personnummer of the vault row `(domain, pseudonym)`.
+    /// Decrypts the personnummer of the vault row `row`, checked as a
+    /// number on `today` (the gateway clock's date).
     /// Only the audited re-identification path may call this (module docs).
     pub fn open(
         &self,
-        domain: &str,
-        pseudonym: &Pseudonym,
+        row: Row<'_>,
         sealed: &Sealed,
+        today: Date,
     ) -> Result<Personnummer, VaultError> {
-        let plain = self.open_bytes(&row_aad(domain, pseudonym), sealed)?;
+        let plain = self.open_bytes(&row_aad(row), sealed)?;
         let text = std::str::from_utf8(&plain).map_err(|_| VaultError::Plaintext)?;
         // Only the canonical form is ever sealed; anything else is refused.
         if text.len() != 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(VaultError::Plaintext);
         }
-        Personnummer::parse(text).map_err(|_| VaultError::Plaintext)
+        Personnummer::parse_at(text, today).map_err(|_| VaultError::Plaintext)
     }
 
-    /// The `vault` rows of `p` under each `(domain, pseudonym)`: one
-    /// idempotent insert per row not `known` to be stored, and the cache
-    /// keys (`domain\0pseudonym`) of the rows written. The only writer of
-    /// the `vault` table.
+    /// The `vault` rows of `p` under each of `rows`: one idempotent insert
+    /// per row not `known` to be stored, and the cache keys
+    /// (`domain\0pseudonym`) of the rows written. The only writer of the
+    /// `vault` table.
     pub fn rows(
         &self,
         p: &Personnummer,
-        rows: &[(&str, &Pseudonym)],
+        rows: &[Row<'_>],
         known: &dyn Fn(&str) -> bool,
     ) -> Result<(Vec<Stmt>, Vec<String>), VaultError> {
         let mut out = Vec::new();
         let mut keys = Vec::new();
-        for (domain, ps) in rows {
-            let key = format!("{domain}\0{}", ps.as_str());
+        for &row in rows {
+            let key = format!("{}\0{}", row.domain(), row.pseudonym());
             if known(&key) {
                 continue;
             }
-            let sealed = self.seal(domain, ps, p)?;
+            let sealed = self.seal(row, p)?;
             out.push(
                 Stmt::new(
                     "INSERT INTO vault (domain, pseudonym, key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (domain, pseudonym) DO NOTHING",
                 )
-                .text(*domain)
-                .text(ps.as_str())
+                .text(row.domain())
+                .text(row.pseudonym())
                 .text(sealed.key_id)
                 .blob(sealed.nonce.to_vec())
                 .blob(sealed.ciphertext),
@@ -242,12 +242,45 @@ impl fmt::Debug for VaultKey {
     }
 }
 
+/// A `vault` row's key `(domain, pseudonym)`; the domain follows from the
+/// pseudonym's type (module docs).
+#[derive(Debug, Clone, Copy)]
+pub enum Row<'a> {
+    /// The `audit`-domain row.
+    Audit(&'a Pseudonym<Audit>),
+    /// The `consent`-domain row.
+    Consent(&'a Pseudonym<Consent>),
+    /// The row of a party's pseudonym, in the domain of that party (its id).
+    Party(&'a str, &'a Pseudonym<Party>),
+}
+
+impl Row<'_> {
+    /// The domain the row is filed under.
+    pub fn domain(&self) -> &str {
+        match self {
+            Row::Audit(_) => DOMAIN_AUDIT,
+            Row::Consent(_) => DOMAIN_CONSENT,
+            Row::Party(party, _) => party,
+        }
+    }
+
+    /// The pseudonym the row is filed under.
+    pub fn pseudonym(&self) -> &str {
+        match self {
+            Row::Audit(ps) => ps.as_str(),
+            Row::Consent(ps) => ps.as_str(),
+            Row::Party(_, ps) => ps.as_str(),
+        }
+    }
+}
+
 /// `domain || 0x00 || pseudonym`: binds a sealed personnummer to its row.
-fn row_aad(domain: &str, pseudonym: &Pseudonym) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(domain.len() + 1 + pseudonym.as_str().len());
+fn row_aad(row: Row<'_>) -> Vec<u8> {
+    let (domain, pseudonym) = (row.domain(), row.pseudonym());
+    let mut aad = Vec::with_capacity(domain.len() + 1 + pseudonym.len());
     aad.extend_from_slice(domain.as_bytes());
     aad.push(0);
-    aad.extend_from_slice(pseudonym.as_str().as_bytes());
+    aad.extend_from_slice(pseudonym.as_bytes());
     aad
 }
 
@@ -280,38 +313,47 @@ mod tests {
     use crate::subject::pseudonym::PseudonymMaster;
     use time::macros::date;
 
+    const TODAY: Date = date!(2026 - 06 - 15);
+
     fn key(byte: u8) -> VaultKey {
         VaultKey::new(Secret32::new([byte; 32])).expect("key")
     }
 
     fn alva() -> Personnummer {
-        Personnummer::parse_at("200203149828", date!(2026 - 06 - 15)).expect("valid")
+        Personnummer::parse_at("200203149828", TODAY).expect("valid")
     }
 
-    fn pseudonym(domain: &str, p: &Personnummer) -> Pseudonym {
+    fn pseudonym(domain: &str, p: &Personnummer) -> Pseudonym<Party> {
         PseudonymMaster::new(Secret32::new([9; 32]))
             .pseudonymise(domain, p)
             .expect("derive")
     }
 
+    /// Alva, her `fk` pseudonym, and her number sealed by `k` in that row.
+    fn alva_sealed_for_fk(k: &VaultKey) -> (Personnummer, Pseudonym<Party>, Sealed) {
+        let p = alva();
+        let ps = pseudonym("fk", &p);
+        let sealed = k.seal(Row::Party("fk", &ps), &p).expect("seal");
+        (p, ps, sealed)
+    }
+
     #[test]
     fn a_sealed_personnummer_opens_in_its_own_row() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let sealed = k.seal("fk", &ps, &p).expect("seal");
+        let (p, ps, sealed) = alva_sealed_for_fk(&k);
         assert_eq!(sealed.key_id, k.key_id());
         assert_eq!(sealed.ciphertext.len(), 12 + 16);
-        assert_eq!(k.open("fk", &ps, &sealed).expect("open"), p);
+        assert_eq!(
+            k.open(Row::Party("fk", &ps), &sealed, TODAY).expect("open"),
+            p
+        );
     }
 
     #[test]
     fn each_seal_uses_a_fresh_nonce() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let a = k.seal("fk", &ps, &p).expect("seal");
-        let b = k.seal("fk", &ps, &p).expect("seal");
+        let (p, ps, a) = alva_sealed_for_fk(&k);
+        let b = k.seal(Row::Party("fk", &ps), &p).expect("seal");
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -319,13 +361,14 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_row_does_not_open() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let sealed = k.seal("fk", &ps, &p).expect("seal");
-        let other = Personnummer::parse_at("198209239865", date!(2026 - 06 - 15)).expect("valid");
-        assert_eq!(k.open("af", &ps, &sealed), Err(VaultError::Authentication));
+        let (_, ps, sealed) = alva_sealed_for_fk(&k);
+        let other = Personnummer::parse_at("198209239865", TODAY).expect("valid");
         assert_eq!(
-            k.open("fk", &pseudonym("fk", &other), &sealed),
+            k.open(Row::Party("af", &ps), &sealed, TODAY),
+            Err(VaultError::Authentication)
+        );
+        assert_eq!(
+            k.open(Row::Party("fk", &pseudonym("fk", &other)), &sealed, TODAY),
             Err(VaultError::Authentication)
         );
     }
@@ -333,27 +376,34 @@ mod tests {
     #[test]
     fn tampering_and_wrong_keys_are_detected() {
         let k = key(1);
-        let p = alva();
-        let ps = pseudonym("fk", &p);
-        let sealed = k.seal("fk", &ps, &p).expect("seal");
+        let (_, ps, sealed) = alva_sealed_for_fk(&k);
         for i in 0..sealed.ciphertext.len() {
             let mut t = sealed.clone();
             t.ciphertext[i] ^= 1;
-            assert_eq!(k.open("fk", &ps, &t), Err(VaultError::Authentication));
+            assert_eq!(
+                k.open(Row::Party("fk", &ps), &t, TODAY),
+                Err(VaultError::Authentication)
+            );
         }
         let mut t = sealed.clone();
         t.nonce[0] ^= 1;
-        assert_eq!(k.open("fk", &ps, &t), Err(VaultError::Authentication));
+        assert_eq!(
+            k.open(Row::Party("fk", &ps), &t, TODAY),
+            Err(VaultError::Authentication)
+        );
 
         let other = key(2);
         assert!(matches!(
-            other.open("fk", &ps, &sealed),
+            other.open(Row::Party("fk", &ps), &sealed, TODAY),
             Err(VaultError::WrongKey { .. })
         ));
         // A different key that claims the same id still fails authentication.
         let mut t = sealed.clone();
         t.key_id = other.key_id().to_owned();
-        assert_eq!(other.open("fk", &ps, &t), Err(VaultError::Authentication));
+        assert_eq!(
+            other.open(Row::Party("fk", &ps), &t, TODAY),
+            Err(VaultError::Authentication)
+        );
     }
 
     #[test]
@@ -373,7 +423,10 @@ mod tests {
         let mut aad = b"fk\0".to_vec();
         aad.extend_from_slice(ps.as_str().as_bytes());
         let junk = k.seal_bytes(&aad, b"0203149828  ").expect("seal");
-        assert_eq!(k.open("fk", &ps, &junk), Err(VaultError::Plaintext));
+        assert_eq!(
+            k.open(Row::Party("fk", &ps), &junk, TODAY),
+            Err(VaultError::Plaintext)
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use base64::Engine;
 use samgate::audit::merkle::Hash;
 use samgate::audit::record::AuditRecord;
-use samgate::subject::personnummer::Personnummer;
 use serde_json::{json, Value};
 
 use crate::both_backends;
@@ -13,14 +12,6 @@ use crate::harness::{consent_args, pnr_forms, record_signed, Client, Db, TestGat
 
 pub const PNR_A: &str = crate::harness::ALVA;
 pub const PNR_B: &str = crate::harness::BERIT;
-
-/// The audit pseudonym of a test number.
-pub fn pseudonym(gw: &TestGateway, pnr: &str) -> String {
-    gw.state()
-        .crypto
-        .audit_pseudonym(&Personnummer::parse(pnr).unwrap())
-        .unwrap()
-}
 
 /// A record as the exchange code would write it.
 pub fn rec(
@@ -53,9 +44,21 @@ pub fn rec(
     }
 }
 
+/// A gateway with `n` seeded records, and its auditor's client.
+pub async fn seeded(db: Db, n: usize) -> (TestGateway, Client) {
+    let gw = TestGateway::spawn(db).await;
+    seed(&gw, n).await;
+    let auditor = gw.auditor();
+    (gw, auditor)
+}
+
 /// Appends `n` varied records: parties, actions, decisions and subjects cycle.
 pub async fn seed(gw: &TestGateway, n: usize) {
-    let subjects = [Some(pseudonym(gw, PNR_A)), Some(pseudonym(gw, PNR_B)), None];
+    let subjects = [
+        Some(gw.audit_pseudonym(PNR_A)),
+        Some(gw.audit_pseudonym(PNR_B)),
+        None,
+    ];
     for i in 0..n {
         let (action, decision) = match i % 3 {
             0 => ("exchange-forwarded", "permit"),
@@ -118,9 +121,7 @@ pub fn hash_hex(s: &str) -> Hash {
 both_backends!(
     records_filter_and_page_without_gaps_or_repeats,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        seed(&gw, 40).await;
-        let c = gw.auditor();
+        let (gw, c) = seeded(db, 40).await;
         let all = walk(&c, "/v1/audit/records?limit=7").await;
         assert_eq!(
             seqs(&all),
@@ -174,7 +175,7 @@ both_backends!(
             let got = walk(&c, &format!("/v1/audit/records?limit=3&{q}")).await;
             assert_eq!(seqs(&got), want, "{q}");
         }
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         let got = walk(&c, &format!("/v1/audit/records?subject={a}")).await;
         assert_eq!(seqs(&got), expect(&|r| r["subject"] == a.as_str()));
         // Time range: [from, to) on the record time.
@@ -231,7 +232,7 @@ both_backends!(
         seed(&gw, 12).await;
         record_consent(&gw, PNR_A).await;
         let c = gw.auditor();
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         let all = walk(&c, "/v1/audit/records?limit=1000").await;
         let want: Vec<u64> = seqs(
             &all.iter()
@@ -313,9 +314,8 @@ pub async fn record_consent(gw: &TestGateway, pnr: &str) {
 both_backends!(
     every_auditor_query_is_logged_with_its_user,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        seed(&gw, 5).await;
-        let c = gw.auditor();
+        // The gateway lives to the end of the test.
+        let (_gw, c) = seeded(db, 5).await;
         let paths = [
             "/v1/audit/records?party=fk",
             "/v1/audit/tree-head",

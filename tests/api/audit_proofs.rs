@@ -4,9 +4,7 @@ use samgate::audit::merkle::{self, Hash};
 use samgate::audit::proof;
 use serde_json::Value;
 
-use crate::audit::{
-    assert_no_pnr, hash_hex, leaf_of, pseudonym, record_consent, seed, walk, PNR_A,
-};
+use crate::audit::{assert_no_pnr, hash_hex, leaf_of, record_consent, seed, seeded, walk, PNR_A};
 use crate::both_backends;
 use crate::harness::{Rsp, TestGateway};
 
@@ -23,9 +21,7 @@ fn hashes_of(proof: &Value) -> Vec<Hash> {
 both_backends!(
     proofs_from_the_api_verify_against_the_signed_head,
     |db| async move {
-        let gw = TestGateway::spawn(db).await;
-        seed(&gw, 9).await;
-        let c = gw.auditor();
+        let (gw, c) = seeded(db, 9).await;
         let head1 = c.get("/v1/audit/tree-head").await.json();
         let size1 = head1["tree_size"].as_u64().unwrap();
         assert_eq!(size1, 10, "the head covers the query's own record");
@@ -102,7 +98,7 @@ both_backends!(
     disclosures_list_the_exchanges_about_a_person_newest_first,
     |db| async move {
         let gw = TestGateway::spawn(db).await;
-        let a = pseudonym(&gw, PNR_A);
+        let a = gw.audit_pseudonym(PNR_A);
         record_consent(&gw, PNR_A).await;
         seed(&gw, 9).await;
         let intake = gw.client("sfk-kalmar");

@@ -9,7 +9,7 @@ use samgate::audit::record::AuditRecord;
 use samgate::audit::verify::{Failure, Summary, VerifyError};
 use sqlx::Connection;
 
-use crate::audit::{pseudonym, rec, seed, PNR_A};
+use crate::audit::{rec, seed, PNR_A};
 use crate::both_backends;
 use crate::harness::{Db, TestGateway};
 
@@ -251,7 +251,7 @@ both_backends!(a_full_export_verifies_offline, |db| async move {
 
 both_backends!(concurrent_appends_make_one_gap_free_tree, |db| async move {
     let gw = TestGateway::spawn(db).await;
-    let subject = Some(pseudonym(&gw, PNR_A));
+    let subject = Some(gw.audit_pseudonym(PNR_A));
     let mut tasks = Vec::new();
     for t in 0..16 {
         let state = gw.state().clone();

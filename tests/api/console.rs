@@ -60,6 +60,12 @@ fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
+/// The CSRF token Anna's next intake form posts, from her intake page.
+async fn intake_csrf(gw: &TestGateway) -> String {
+    let page = get(&user(gw, "anna.lind"), "/console/intake").await;
+    csrf_of(&page.text)
+}
+
 async fn records(gw: &TestGateway, action: &str) -> Vec<Value> {
     let r = gw
         .auditor()
@@ -136,13 +142,7 @@ both_backends!(
             too_long.text
         );
         assert!(!too_long.text.contains("8512241236") && !too_long.text.contains("851224-1236"));
-        let until = gw
-            .state()
-            .clock
-            .now()
-            .date()
-            .saturating_add(time::Duration::days(30))
-            .to_string();
+        let until = thirty_days_on(&gw);
         let mut good = form(token.clone().leak());
         good.retain(|(k, _)| *k != "valid_until");
         good.push(("valid_until", until.leak()));
@@ -280,9 +280,7 @@ both_backends!(
     the_intake_consent_search_is_an_audited_query,
     |db| async move {
         let gw = TestGateway::spawn(db).await;
-        let anna = user(&gw, "anna.lind");
-        let page = get(&anna, "/console/intake").await;
-        let token = csrf_of(&page.text);
+        let token = intake_csrf(&gw).await;
         let before = records(&gw, "audit-query").await;
         let found = post_form(
             &gw,
@@ -304,18 +302,17 @@ both_backends!(
     }
 );
 
+/// The date 30 days after the gateway clock's today (a `valid_until`).
+fn thirty_days_on(gw: &TestGateway) -> String {
+    gw.today()
+        .saturating_add(time::Duration::days(30))
+        .to_string()
+}
+
 /// Records a consent through the console form as Anna, returning its id.
 async fn record_in_console(gw: &TestGateway, extra: &[(&str, &str)]) -> String {
-    let anna = user(gw, "anna.lind");
-    let page = get(&anna, "/console/intake").await;
-    let token = csrf_of(&page.text);
-    let until = gw
-        .state()
-        .clock
-        .now()
-        .date()
-        .saturating_add(time::Duration::days(30))
-        .to_string();
+    let token = intake_csrf(gw).await;
+    let until = thirty_days_on(gw);
     let mut form: Vec<(&str, &str)> = vec![
         ("csrf", &token),
         ("personnummer", PNR),

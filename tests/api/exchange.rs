@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::harness::{
     assert_free_of, assert_logs_clean, attendance, consent_args, consent_to_all, count, envelope,
-    example, fast_retries, now, record_consent, record_signed, Db, Reply, TestGateway,
-    ALL_CATEGORIES, ALL_PARTIES, ALVA, NILS,
+    example, fast_retries, now, record_consent, record_signed, valid_number, Db, Reply,
+    TestGateway, ALL_CATEGORIES, ALL_PARTIES, ALVA, NILS,
 };
 
 both_backends!(
@@ -106,7 +106,7 @@ both_backends!(
         let text = String::from_utf8_lossy(&got[0].body).to_string();
         assert_free_of(&text, &[ALVA], "what the recipient saw");
         // The same person in another recipient's domain is a different pseudonym.
-        let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
+        let p = gw.personnummer(ALVA);
         let other = gw.state().crypto.pseudonym("fk", &p).unwrap();
         assert_ne!(other.as_str(), ps);
         assert_eq!(
@@ -425,6 +425,34 @@ both_backends!(an_expired_consent_gives_consent_expired, |db| async move {
 });
 
 both_backends!(
+    a_subject_is_judged_on_the_gateway_clocks_date,
+    |db| async move {
+        // The gateway's clock runs 30 days behind the wall clock.
+        let clock = samgate::clock::OffsetClock::new();
+        clock.advance_secs(-30 * 86_400);
+        let gw = TestGateway::spawn_clocked(db, clock.clone()).await;
+        // Born 10 days ago by the wall clock: not yet born by the gateway's.
+        let born = time::OffsetDateTime::from_unix_timestamp(now() - 10 * 86_400)
+            .unwrap()
+            .date();
+        let number = valid_number(
+            born.year(),
+            u32::from(u8::from(born.month())),
+            u32::from(born.day()),
+            123,
+            false,
+        );
+        let rsp = gw.client("af").post_exchange(&attendance(&number)).await;
+        assert_eq!(rsp.problem_code(), (422, "invalid_personnummer"));
+        // Once the gateway's clock has reached that birth date the number is
+        // valid, and the exchange goes on to the consent check.
+        clock.advance_secs(30 * 86_400);
+        let rsp = gw.client("af").post_exchange(&attendance(&number)).await;
+        assert_eq!(rsp.problem_code(), (403, "consent_missing"));
+    }
+);
+
+both_backends!(
     a_consent_starting_beyond_the_leeway_is_refused,
     |db| async move {
         let clock = samgate::clock::OffsetClock::new();
@@ -459,11 +487,7 @@ both_backends!(
         assert_free_of(&rsp.text, &[ALVA, NILS], "the extract");
         let body = rsp.json();
         let list = body["disclosures"].as_array().unwrap();
-        let alva_audit = gw
-            .state()
-            .crypto
-            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap())
-            .unwrap();
+        let alva_audit = gw.audit_pseudonym(ALVA);
         assert_eq!(body["subject"], json!(alva_audit));
         // One item per exchange (DESIGN §10): the delivered attendance
         // report and the denial.
@@ -482,11 +506,7 @@ both_backends!(
         sorted.sort_by(|a, b| b.cmp(a));
         assert_eq!(times, sorted, "not newest first");
         // Nils's exchange is not in Alva's extract.
-        let nils_audit = gw
-            .state()
-            .crypto
-            .audit_pseudonym(&samgate::subject::personnummer::Personnummer::parse(NILS).unwrap())
-            .unwrap();
+        let nils_audit = gw.audit_pseudonym(NILS);
         let nils_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM exchanges WHERE subject = $1")
                 .bind(nils_audit)

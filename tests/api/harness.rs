@@ -26,6 +26,7 @@ use samgate::audit::record::AuditRecord;
 use samgate::config::Config;
 use samgate::http::server::Gateway;
 use samgate::state::AppState;
+use samgate::subject::personnummer::Personnummer;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -59,6 +60,21 @@ pub fn now() -> i64 {
         reason = "test tokens are valid from the real time the gateway clock starts at"
     )]
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A valid personnummer (12 digits) from a date and a serial.
+pub fn valid_number(year: i32, month: u32, day: u32, serial: u32, samordning: bool) -> String {
+    let day = if samordning { day + 60 } else { day };
+    let nine = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
+    let sum: u32 = nine
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0') * if i % 2 == 0 { 2 } else { 1 };
+            d / 10 + d % 10
+        })
+        .sum();
+    format!("{}{nine}{}", year / 100, (10 - sum % 10) % 10)
 }
 
 /// The built-in example payload of a message type.
@@ -613,6 +629,36 @@ impl TestGateway {
 
     pub fn pool(&self) -> &sqlx::AnyPool {
         self.state().store.pool()
+    }
+
+    /// The date the gateway judges numbers on: its clock's.
+    pub fn today(&self) -> time::Date {
+        self.state().clock.now().date()
+    }
+
+    /// A test number parsed as the gateway parses it, on [`Self::today`].
+    pub fn personnummer(&self, number: &str) -> Personnummer {
+        Personnummer::parse_at(number, self.today()).unwrap()
+    }
+
+    /// A second instance on this gateway's configuration: its own pool,
+    /// audit writer and outbox worker, the same database.
+    pub async fn second_instance(&self) -> Gateway {
+        let state = AppState::build(self.config.clone()).await.unwrap();
+        Gateway::start(state).await.unwrap()
+    }
+
+    /// A client of `party` (with this working set's certificates) to another
+    /// instance, e.g. [`Self::second_instance`].
+    pub fn client_of(&self, instance: &Gateway, party: &str) -> Client {
+        Client::of(instance.addr, self.dir.path(), party)
+    }
+
+    /// The audit pseudonym of a test number, as it is stored.
+    pub fn audit_pseudonym(&self, number: &str) -> String {
+        let crypto = &self.state().crypto;
+        let ps = crypto.audit_pseudonym(&self.personnummer(number)).unwrap();
+        ps.as_str().to_owned()
     }
 
     pub fn recipient(&self, party: &str) -> &Recipient {

@@ -26,7 +26,7 @@ both_backends!(
         args.purposes = purposes;
         args.categories = categories;
         record_signed(&gw, &args, now()).await;
-        let pnr = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
+        let pnr = gw.personnummer(ALVA);
 
         let routes = gw.config.routes.clone();
         let mut checked = 0;

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use samgate::http::server::Gateway;
 use serde_json::json;
 
 use crate::harness::{
-    backend_available, count, now, record_consent, via_proxy, ChaosProxy, Client, Db, TestGateway,
+    backend_available, count, now, record_consent, via_proxy, ChaosProxy, Db, TestGateway,
     ALL_PARTIES, ALVA,
 };
 
@@ -70,20 +71,23 @@ async fn a_database_outage_gives_503_forwards_nothing_and_recovers() {
     assert_eq!(delivered as usize, gw.recipient("fk").received().len());
 }
 
+/// Two instances on one database, and Alva's consent (its id) recorded
+/// through the first.
+async fn two_instances(db: Db) -> (TestGateway, Gateway, String) {
+    let gw = TestGateway::spawn(db).await;
+    let gw2 = gw.second_instance().await;
+    let id = record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+    (gw, gw2, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_share_one_gap_free_log() {
     if !backend_available(Db::Postgres).await {
         return;
     }
-    let gw = TestGateway::spawn(Db::Postgres).await;
-    // A second instance: its own pool, audit writer and outbox worker, same database.
-    let state2 = samgate::state::AppState::build(gw.config.clone())
-        .await
-        .unwrap();
-    let gw2 = samgate::http::server::Gateway::start(state2).await.unwrap();
-    record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
+    let (gw, gw2, _) = two_instances(Db::Postgres).await;
 
-    let clients = [gw.client("af"), Client::of(gw2.addr, gw.dir.path(), "af")];
+    let clients = [gw.client("af"), gw.client_of(&gw2, "af")];
     let total = 2000usize;
     let per_task = total / 16;
     let mut tasks = Vec::new();
@@ -189,17 +193,9 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
     if !backend_available(Db::Postgres).await {
         return;
     }
-    let gw = TestGateway::spawn(Db::Postgres).await;
-    let gw2 = samgate::http::server::Gateway::start(
-        samgate::state::AppState::build(gw.config.clone())
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let id = record_consent(&gw, ALVA, ALL_PARTIES, CATEGORIES).await;
-    let af2 = Client::of(gw2.addr, gw.dir.path(), "af");
-    let intake2 = Client::of(gw2.addr, gw.dir.path(), "sfk-kalmar");
+    let (gw, gw2, id) = two_instances(Db::Postgres).await;
+    let af2 = gw.client_of(&gw2, "af");
+    let intake2 = gw.client_of(&gw2, "sfk-kalmar");
     // Idempotency: the same key on both instances sends once.
     let a = gw
         .client("af")
@@ -234,16 +230,8 @@ async fn revocation_and_idempotency_are_visible_to_the_other_instance_at_once() 
 crate::both_backends!(
     a_revocation_on_one_instance_refuses_the_next_exchange_on_another,
     |db: Db| async move {
-        let a = TestGateway::spawn(db).await;
-        let b = samgate::http::server::Gateway::start(
-            samgate::state::AppState::build(a.config.clone())
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-        let id = record_consent(&a, ALVA, ALL_PARTIES, CATEGORIES).await;
-        let af_b = Client::of(b.addr, a.dir.path(), "af");
+        let (a, b, id) = two_instances(db).await;
+        let af_b = a.client_of(&b, "af");
         // B decides twice (the second time from its cache, if it has one).
         for _ in 0..2 {
             let rsp = af_b.post_exchange(&attendance()).await;
@@ -339,7 +327,8 @@ async fn secrets_can_come_from_the_environment() {
     file_cfg.keys.pseudonym_master =
         samgate::config::SecretSource::File(dir.path().join("keys/pseudonym.key"));
     let from_file = samgate::crypto::Crypto::load(&file_cfg).unwrap();
-    let p = samgate::subject::personnummer::Personnummer::parse(ALVA).unwrap();
+    let today = samgate::clock::Clock::now(&samgate::clock::SystemClock).date();
+    let p = samgate::subject::personnummer::Personnummer::parse_at(ALVA, today).unwrap();
     assert_eq!(from_env.audit_pseudonym(&p), from_file.audit_pseudonym(&p));
     // An unset variable is a configuration error naming the key.
     std::env::remove_var(&var);
