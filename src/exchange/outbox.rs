@@ -30,6 +30,10 @@ use crate::state::AppState;
 use crate::store::{Backend, Stmt};
 use crate::subject::vault::Sealed;
 
+/// Associated data of a sealed outbox body (written in [`super::store`],
+/// also used by `keys rotate-vault` and the tests).
+pub use super::store::outbox_aad as aad;
+
 /// How long a claim lasts beyond the delivery timeout before another
 /// worker may retry the row: the lease must outlive one attempt and the
 /// commit of its outcome (which may wait for SQLite's busy timeout).
