@@ -602,6 +602,21 @@ impl Validator {
         });
     }
 
+    /// An SPKI SHA-256 pin written as 64 hex characters; an issue at `key`
+    /// (naming `what` was hashed) when it is not.
+    fn spki_pin(&mut self, key: String, hex: &str, what: &str) -> Option<[u8; 32]> {
+        let pin = hex::decode(hex.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok());
+        if pin.is_none() {
+            self.issue(
+                key,
+                format!("must be 64 hex characters (SHA-256 of the {what}'s SubjectPublicKeyInfo)"),
+            );
+        }
+        pin
+    }
+
     /// Resolves a path against the config directory and checks the file exists.
     fn file(&mut self, key: &str, p: &Path) -> PathBuf {
         let full = if p.is_absolute() {
@@ -840,14 +855,13 @@ impl Validator {
                     }
                 }
             }
-            let mut pin = [0u8; 32];
-            match hex::decode(u.certificate_sha256.trim()) {
-                Ok(bytes) if bytes.len() == 32 => pin.copy_from_slice(&bytes),
-                _ => self.issue(
+            let pin = self
+                .spki_pin(
                     format!("{key}.certificate_sha256"),
-                    "must be 64 hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
-                ),
-            }
+                    &u.certificate_sha256,
+                    "certificate",
+                )
+                .unwrap_or_default();
             if let Some(p) = parties.iter().find(|p| p.certificate_sha256 == pin) {
                 self.issue(
                     format!("{key}.certificate_sha256"),
@@ -1041,14 +1055,13 @@ impl Validator {
             if p.roles.is_empty() {
                 self.issue(format!("{key}.roles"), "a party needs at least one role");
             }
-            let mut pin = [0u8; 32];
-            match hex::decode(p.certificate_sha256.trim()) {
-                Ok(bytes) if bytes.len() == 32 => pin.copy_from_slice(&bytes),
-                _ => self.issue(
+            let pin = self
+                .spki_pin(
                     format!("{key}.certificate_sha256"),
-                    "must be 64 hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
-                ),
-            }
+                    &p.certificate_sha256,
+                    "certificate",
+                )
+                .unwrap_or_default();
             if let Some(other) = pins.insert(pin, p.id.clone()) {
                 self.issue(
                     format!("{key}.certificate_sha256"),
@@ -1064,19 +1077,7 @@ impl Validator {
             }
             let endpoint_pin = p.endpoint_certificate_sha256.as_deref().and_then(|h| {
                 let key = format!("{key}.endpoint_certificate_sha256");
-                match hex::decode(h.trim()) {
-                    Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
-                        Ok(pin) => Some(pin),
-                        Err(_) => {
-                            self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
-                            None
-                        }
-                    },
-                    Err(_) => {
-                        self.issue(key, "must be 64 hex characters (SHA-256 of the endpoint certificate's SubjectPublicKeyInfo)");
-                        None
-                    }
-                }
+                self.spki_pin(key, h, "endpoint certificate")
             });
             if endpoint_pin.is_some() && p.endpoint.is_none() {
                 self.issue(

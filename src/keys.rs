@@ -247,20 +247,34 @@ pub fn load_ed25519_private(path: &Path) -> Result<Ed25519Signer, KeyError> {
         path: path.to_owned(),
         reason,
     };
-    let mut rest = pem.as_slice();
+    let mut der = pem_section(&pem, "no PRIVATE KEY (PKCS#8) section", |item| match item {
+        rustls_pemfile::Item::Pkcs8Key(der) => Some(der),
+        _ => None,
+    })
+    .map_err(pem_err)?;
+    let key_pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der());
+    der.zeroize();
+    let key_pair = key_pair.map_err(|_| pem_err("not a valid Ed25519 PKCS#8 key"))?;
+    let key_id = hex_prefix(digest(&SHA256, key_pair.public_key().as_ref()).as_ref(), 16);
+    Ok(Ed25519Signer { key_pair, key_id })
+}
+
+/// The first PEM section of `pem` that `pick` takes; `missing` when there
+/// is none.
+fn pem_section<T>(
+    pem: &[u8],
+    missing: &'static str,
+    pick: impl Fn(rustls_pemfile::Item) -> Option<T>,
+) -> Result<T, &'static str> {
+    let mut rest = pem;
     loop {
         match rustls_pemfile::read_one_from_slice(rest) {
-            Ok(Some((rustls_pemfile::Item::Pkcs8Key(mut der), _))) => {
-                let key_pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der());
-                der.zeroize();
-                let key_pair = key_pair.map_err(|_| pem_err("not a valid Ed25519 PKCS#8 key"))?;
-                let key_id =
-                    hex_prefix(digest(&SHA256, key_pair.public_key().as_ref()).as_ref(), 16);
-                return Ok(Ed25519Signer { key_pair, key_id });
-            }
-            Ok(Some((_, tail))) => rest = tail,
-            Ok(None) => return Err(pem_err("no PRIVATE KEY (PKCS#8) section")),
-            Err(_) => return Err(pem_err("malformed PEM")),
+            Ok(Some((item, tail))) => match pick(item) {
+                Some(found) => return Ok(found),
+                None => rest = tail,
+            },
+            Ok(None) => return Err(missing),
+            Err(_) => return Err("malformed PEM"),
         }
     }
 }
@@ -315,17 +329,11 @@ pub fn load_public_key_pem(path: &Path) -> Result<PublicKey, KeyError> {
         path: path.to_owned(),
         reason,
     };
-    let mut rest = pem.as_slice();
-    let spki_der = loop {
-        match rustls_pemfile::read_one_from_slice(rest) {
-            Ok(Some((rustls_pemfile::Item::SubjectPublicKeyInfo(der), _))) => {
-                break der.as_ref().to_vec()
-            }
-            Ok(Some((_, tail))) => rest = tail,
-            Ok(None) => return Err(pem_err("no PUBLIC KEY (SPKI) section")),
-            Err(_) => return Err(pem_err("malformed PEM")),
-        }
-    };
+    let spki_der = pem_section(&pem, "no PUBLIC KEY (SPKI) section", |item| match item {
+        rustls_pemfile::Item::SubjectPublicKeyInfo(der) => Some(der.as_ref().to_vec()),
+        _ => None,
+    })
+    .map_err(pem_err)?;
     let (_, spki) = SubjectPublicKeyInfo::from_der(&spki_der)
         .map_err(|_| pem_err("not a valid SubjectPublicKeyInfo"))?;
     let oid = &spki.algorithm.algorithm;

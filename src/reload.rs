@@ -115,60 +115,50 @@ fn try_reload(state: &AppState, path: &Path) -> Result<Reloaded, Refused> {
     })
 }
 
+/// Whether any of the named fields differ between `$a` and `$b`.
+macro_rules! differ {
+    ($a:expr, $b:expr; $($field:ident),+ $(,)?) => {
+        $($a.$field != $b.$field)||+
+    };
+}
+
 /// The sections that differ but are not reloaded.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
     let (a, b) = (&old.server, &new.server);
-    if a.listen != b.listen || a.metrics_listen != b.metrics_listen {
-        out.push("server.listen");
-    }
-    if a.certificate != b.certificate
-        || a.private_key != b.private_key
-        || a.client_ca != b.client_ca
-        || a.outbound_ca != b.outbound_ca
-        || a.outbound_certificate != b.outbound_certificate
-        || a.outbound_private_key != b.outbound_private_key
-    {
-        out.push("server (TLS files)");
-    }
-    if a.deployment_id != b.deployment_id
-        || a.rate_limit_per_party != b.rate_limit_per_party
-        || a.shutdown_grace != b.shutdown_grace
-        || a.max_body_bytes != b.max_body_bytes
-    {
-        out.push("server");
-    }
-    if old.storage.url != new.storage.url
-        || old.storage.max_connections != new.storage.max_connections
-        || old.storage.acquire_timeout != new.storage.acquire_timeout
-    {
-        out.push("storage");
-    }
-    let (k, l) = (&old.keys, &new.keys);
-    if k.pseudonym_master != l.pseudonym_master
-        || k.vault != l.vault
-        || k.vault_previous != l.vault_previous
-        || k.audit_signing != l.audit_signing
-        || k.delivery_signing != l.delivery_signing
-    {
-        out.push("keys");
-    }
-    if old.audit.checkpoint_interval != new.audit.checkpoint_interval
-        || old.audit.max_batch != new.audit.max_batch
-    {
-        out.push("audit");
-    }
-    let (d, e) = (&old.delivery, &new.delivery);
-    if d.timeout != e.timeout
-        || d.connect_timeout != e.connect_timeout
-        || d.expire_after != e.expire_after
-        || d.backoff_initial != e.backoff_initial
-        || d.backoff_max != e.backoff_max
-        || d.workers != e.workers
-    {
-        out.push("delivery");
-    }
-    out
+    let sections = [
+        ("server.listen", differ!(a, b; listen, metrics_listen)),
+        (
+            "server (TLS files)",
+            differ!(a, b; certificate, private_key, client_ca, outbound_ca,
+                outbound_certificate, outbound_private_key),
+        ),
+        (
+            "server",
+            differ!(a, b; deployment_id, rate_limit_per_party, shutdown_grace, max_body_bytes),
+        ),
+        (
+            "storage",
+            differ!(old.storage, new.storage; url, max_connections, acquire_timeout),
+        ),
+        (
+            "keys",
+            differ!(old.keys, new.keys; pseudonym_master, vault, vault_previous, audit_signing,
+                delivery_signing),
+        ),
+        (
+            "audit",
+            differ!(old.audit, new.audit; checkpoint_interval, max_batch),
+        ),
+        (
+            "delivery",
+            differ!(old.delivery, new.delivery; timeout, connect_timeout, expire_after,
+                backoff_initial, backoff_max, workers),
+        ),
+    ];
+    sections
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
 }
 
 /// Reloads on every SIGHUP until the process ends (tokio's signal

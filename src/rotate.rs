@@ -29,7 +29,7 @@ use sqlx::Row;
 use crate::config::Config;
 use crate::crypto::Crypto;
 use crate::party::PartyId;
-use crate::store::Store;
+use crate::store::{bind, Arg, Store};
 use crate::subject::vault::Sealed;
 
 /// Counts for one kind of sealed value.
@@ -144,174 +144,178 @@ pub async fn rotate_config(config: &Config) -> Result<Rotation, RotateError> {
     r
 }
 
-/// Where a value sealed in binary columns lives: the table, the columns
-/// that find its row, and its key id, nonce and ciphertext columns.
-struct BinaryColumns {
+/// Where a sealed value lives: the table, the columns that find its row,
+/// and the value's own columns.
+struct Location {
     table: &'static str,
     keys: &'static [&'static str],
-    key_id: &'static str,
-    nonce: &'static str,
-    sealed: &'static str,
+    value: Form,
 }
 
-/// Where a value sealed in its text form (`key_id:nonce:ciphertext`) lives.
-struct TextColumn {
-    table: &'static str,
-    keys: &'static [&'static str],
-    column: &'static str,
+/// How a sealed value is stored.
+enum Form {
+    /// In three columns: key id, nonce and ciphertext.
+    Binary {
+        key_id: &'static str,
+        nonce: &'static str,
+        sealed: &'static str,
+    },
+    /// In one column, in its text form (`key_id:nonce:ciphertext`). Empty or
+    /// NULL values hold nothing sealed (an idempotency key still in
+    /// progress, a revocation without a reason) and are passed over.
+    Text(&'static str),
 }
 
-const VAULT: BinaryColumns = BinaryColumns {
+impl Form {
+    /// The columns read and rewritten, and those of them the update
+    /// compares with what was read: the key id and nonce, or the text.
+    fn columns(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        match self {
+            Form::Binary {
+                key_id,
+                nonce,
+                sealed,
+            } => (vec![key_id, nonce, sealed], vec![key_id, nonce]),
+            Form::Text(column) => (vec![column], vec![column]),
+        }
+    }
+
+    /// The row's value (after its `n` key columns) re-sealed with `first`,
+    /// counted in `counts`; `None` when there is nothing to write.
+    fn reseal(
+        &self,
+        crypto: &Crypto,
+        first: &str,
+        aad: &[u8],
+        row: &AnyRow,
+        n: usize,
+        counts: &mut Counts,
+    ) -> Result<Option<Resealed>, sqlx::Error> {
+        Ok(match self {
+            Form::Binary { .. } => {
+                let kid: String = row.try_get(n)?;
+                let nonce: Vec<u8> = row.try_get(n + 1)?;
+                let ct: Vec<u8> = row.try_get(n + 2)?;
+                reseal(crypto, first, aad, kid.clone(), nonce.clone(), ct, counts).map(|next| {
+                    let new = vec![
+                        Arg::Text(Some(next.key_id)),
+                        Arg::Blob(Some(next.nonce.to_vec())),
+                        Arg::Blob(Some(next.ciphertext)),
+                    ];
+                    let read = vec![Arg::Text(Some(kid)), Arg::Blob(Some(nonce))];
+                    Resealed { new, read }
+                })
+            }
+            Form::Text(_) => {
+                let Some(stored) = row
+                    .try_get::<Option<String>, _>(n)?
+                    .filter(|v| !v.is_empty())
+                else {
+                    return Ok(None);
+                };
+                reseal_text(crypto, first, aad, &stored, counts).map(|next| Resealed {
+                    new: vec![Arg::Text(Some(next))],
+                    read: vec![Arg::Text(Some(stored))],
+                })
+            }
+        })
+    }
+}
+
+/// A value re-sealed: the new values of the columns [`Form::columns`]
+/// rewrites, and the compared ones as they were read.
+struct Resealed {
+    new: Vec<Arg>,
+    read: Vec<Arg>,
+}
+
+const VAULT: Location = Location {
     table: "vault",
     keys: &["domain", "pseudonym"],
-    key_id: "key_id",
-    nonce: "nonce",
-    sealed: "ciphertext",
+    value: Form::Binary {
+        key_id: "key_id",
+        nonce: "nonce",
+        sealed: "ciphertext",
+    },
 };
-const CONSENT_TOKENS: BinaryColumns = BinaryColumns {
+const CONSENT_TOKENS: Location = Location {
     table: "consents",
     keys: &["id"],
-    key_id: "token_key_id",
-    nonce: "token_nonce",
-    sealed: "token_sealed",
+    value: Form::Binary {
+        key_id: "token_key_id",
+        nonce: "token_nonce",
+        sealed: "token_sealed",
+    },
 };
-const OUTBOX_BODIES: BinaryColumns = BinaryColumns {
+const OUTBOX_BODIES: Location = Location {
     table: "outbox",
     keys: &["exchange_id"],
-    key_id: "body_key_id",
-    nonce: "body_nonce",
-    sealed: "body_sealed",
+    value: Form::Binary {
+        key_id: "body_key_id",
+        nonce: "body_nonce",
+        sealed: "body_sealed",
+    },
 };
-const REVOCATION_REASONS: TextColumn = TextColumn {
+const REVOCATION_REASONS: Location = Location {
     table: "consents",
     keys: &["id"],
-    column: "revocation_reason",
+    value: Form::Text("revocation_reason"),
 };
-const IDEMPOTENT_RESPONSES: TextColumn = TextColumn {
+const IDEMPOTENT_RESPONSES: Location = Location {
     table: "idempotency_keys",
     keys: &["party", "key"],
-    column: "response",
+    value: Form::Text("response"),
 };
 
-/// `k1 = $from AND k2 = $from+1 …` for these columns.
-fn matching(columns: &[&str], from: usize) -> String {
+/// `k1 = $from <sep> k2 = $from+1 …` for these columns.
+fn assign(columns: &[&str], from: usize, sep: &str) -> String {
     columns
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{c} = ${}", from + i))
         .collect::<Vec<_>>()
-        .join(" AND ")
+        .join(sep)
 }
 
-/// The row's key columns, as text.
-fn key_values(row: &AnyRow, n: usize) -> Result<Vec<String>, sqlx::Error> {
-    (0..n).map(|i| row.try_get::<String, _>(i)).collect()
-}
-
-/// Re-seals every value of `at` with the first key; `aad` gives a row's
+/// Re-seals every value at `at` with the first key; `aad` gives a row's
 /// associated data from its key values (module docs).
-async fn reseal_binary_column(
+async fn reseal_column(
     crypto: &Crypto,
     first: &str,
     pool: &AnyPool,
-    at: &BinaryColumns,
+    at: &Location,
     aad: impl Fn(&[String]) -> Vec<u8>,
 ) -> Result<Counts, RotateError> {
     let mut counts = Counts::default();
+    let (columns, compared) = at.value.columns();
     let select = format!(
-        "SELECT {}, {}, {}, {} FROM {}",
+        "SELECT {}, {} FROM {}",
         at.keys.join(", "),
-        at.key_id,
-        at.nonce,
-        at.sealed,
+        columns.join(", "),
         at.table
     );
     // Only a row that still holds what was read is updated (module docs).
     let n = at.keys.len();
     let update = format!(
-        "UPDATE {} SET {} = $1, {} = $2, {} = $3 WHERE {} AND {} = ${} AND {} = ${}",
+        "UPDATE {} SET {} WHERE {} AND {}",
         at.table,
-        at.key_id,
-        at.nonce,
-        at.sealed,
-        matching(at.keys, 4),
-        at.key_id,
-        n + 4,
-        at.nonce,
-        n + 5
+        assign(&columns, 1, ", "),
+        assign(at.keys, columns.len() + 1, " AND "),
+        assign(&compared, columns.len() + n + 1, " AND "),
     );
     for row in sqlx::query(&select).fetch_all(pool).await? {
-        let keys = key_values(&row, n)?;
-        let kid: String = row.try_get(n)?;
-        let nonce: Vec<u8> = row.try_get(n + 1)?;
-        let ct: Vec<u8> = row.try_get(n + 2)?;
+        let keys = (0..n)
+            .map(|i| row.try_get::<String, _>(i))
+            .collect::<Result<Vec<_>, _>>()?;
         let aad = aad(&keys);
-        let Some(next) = reseal(
-            crypto,
-            first,
-            &aad,
-            kid.clone(),
-            nonce.clone(),
-            ct,
-            &mut counts,
-        ) else {
-            continue;
-        };
-        let mut q = sqlx::query(&update)
-            .bind(next.key_id)
-            .bind(next.nonce.to_vec())
-            .bind(next.ciphertext);
-        for k in keys {
-            q = q.bind(k);
-        }
-        let done = q.bind(kid).bind(nonce).execute(pool).await?;
-        count_update(done.rows_affected(), &mut counts);
-    }
-    Ok(counts)
-}
-
-/// [`reseal_binary_column`] for a value in text form. Empty or NULL values
-/// hold nothing sealed (an idempotency key still in progress, a revocation
-/// without a reason) and are passed over.
-async fn reseal_text_column(
-    crypto: &Crypto,
-    first: &str,
-    pool: &AnyPool,
-    at: &TextColumn,
-    aad: impl Fn(&[String]) -> Vec<u8>,
-) -> Result<Counts, RotateError> {
-    let mut counts = Counts::default();
-    let select = format!(
-        "SELECT {}, {} FROM {}",
-        at.keys.join(", "),
-        at.column,
-        at.table
-    );
-    let n = at.keys.len();
-    let update = format!(
-        "UPDATE {} SET {} = $1 WHERE {} AND {} = ${}",
-        at.table,
-        at.column,
-        matching(at.keys, 2),
-        at.column,
-        n + 2
-    );
-    for row in sqlx::query(&select).fetch_all(pool).await? {
-        let keys = key_values(&row, n)?;
-        let Some(stored) = row
-            .try_get::<Option<String>, _>(n)?
-            .filter(|v| !v.is_empty())
+        let Some(Resealed { new, read }) =
+            at.value.reseal(crypto, first, &aad, &row, n, &mut counts)?
         else {
             continue;
         };
-        let Some(next) = reseal_text(crypto, first, &aad(&keys), &stored, &mut counts) else {
-            continue;
-        };
-        let mut q = sqlx::query(&update).bind(next);
-        for k in keys {
-            q = q.bind(k);
-        }
-        let done = q.bind(stored).execute(pool).await?;
+        let keys: Vec<Arg> = keys.into_iter().map(|k| Arg::Text(Some(k))).collect();
+        let q = bind(bind(bind(sqlx::query(&update), &new), &keys), &read);
+        let done = q.execute(pool).await?;
         count_update(done.rows_affected(), &mut counts);
     }
     Ok(counts)
@@ -334,29 +338,28 @@ fn id(keys: &[String]) -> &str {
 pub async fn rotate(crypto: &Crypto, store: &Store) -> Result<Rotation, RotateError> {
     let first = crypto.vault.key_id().to_owned();
     let pool = store.pool();
-    let vault = reseal_binary_column(crypto, &first, pool, &VAULT, |k| {
+    let vault = reseal_column(crypto, &first, pool, &VAULT, |k| {
         let pseudonym = k.get(1).map_or("", String::as_str);
         [id(k).as_bytes(), b"\0", pseudonym.as_bytes()].concat()
     })
     .await?;
-    let consent_tokens = reseal_binary_column(crypto, &first, pool, &CONSENT_TOKENS, |k| {
+    let consent_tokens = reseal_column(crypto, &first, pool, &CONSENT_TOKENS, |k| {
         crate::consent::api::token_aad(id(k))
     })
     .await?;
-    let revocation_reasons = reseal_text_column(crypto, &first, pool, &REVOCATION_REASONS, |k| {
+    let revocation_reasons = reseal_column(crypto, &first, pool, &REVOCATION_REASONS, |k| {
         [b"revocation-reason\0".as_slice(), id(k).as_bytes()].concat()
     })
     .await?;
-    let outbox_bodies = reseal_binary_column(crypto, &first, pool, &OUTBOX_BODIES, |k| {
+    let outbox_bodies = reseal_column(crypto, &first, pool, &OUTBOX_BODIES, |k| {
         crate::exchange::store::outbox_aad(id(k))
     })
     .await?;
-    let idempotency_responses =
-        reseal_text_column(crypto, &first, pool, &IDEMPOTENT_RESPONSES, |k| {
-            let key = k.get(1).map_or("", String::as_str);
-            crate::exchange::idempotency::aad(&PartyId::new(id(k)), key)
-        })
-        .await?;
+    let idempotency_responses = reseal_column(crypto, &first, pool, &IDEMPOTENT_RESPONSES, |k| {
+        let key = k.get(1).map_or("", String::as_str);
+        crate::exchange::idempotency::aad(&PartyId::new(id(k)), key)
+    })
+    .await?;
     Ok(Rotation {
         key_id: first,
         vault,

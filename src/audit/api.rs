@@ -3,6 +3,8 @@
 //! NDJSON export is in `export.rs`). Role `auditor` with a named user; every query is itself
 //! an `audit-query` record, committed before the answer leaves.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -10,8 +12,10 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::access::log_query;
+use super::access::{log_query, Auditor};
 use super::error::AuditRequestError;
+use super::merkle::{Hash, NodeId};
+use super::proof::{self, ProofError};
 use super::query::{self, Cursor, Page, RecordFilter, DEFAULT_LIMIT, MAX_LIMIT};
 use super::record::Action;
 use crate::auth::Principal;
@@ -166,12 +170,9 @@ fn page_json(page: &Page) -> Value {
 
 /// `GET /v1/audit/records`.
 pub async fn records(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
+    auditor: Auditor,
     q: Result<Query<RecordsParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
     let p = params(q)?;
     let subject = match p.subject {
         None => None,
@@ -190,7 +191,7 @@ pub async fn records(
     };
     let limit = limit(number("limit", p.limit.as_deref())?)?;
     let cursor = cursor(p.cursor.as_deref())?;
-    let page = query::records_page(&state.store, &filter, cursor, limit).await?;
+    let page = query::records_page(&auditor.state.store, &filter, cursor, limit).await?;
     let mut reason = String::from("records");
     for (k, v) in [
         ("from", &p.from),
@@ -204,15 +205,7 @@ pub async fn records(
             reason.push_str(&format!(" {k}={v}"));
         }
     }
-    log_query(
-        &state,
-        &principal,
-        rid,
-        Action::AuditQuery,
-        reason,
-        subject.as_ref(),
-    )
-    .await?;
+    auditor.log(reason, subject.as_ref()).await?;
     Ok(Json(page_json(&page)).into_response())
 }
 
@@ -294,21 +287,9 @@ pub(crate) async fn fresh_head(state: &AppState) -> ApiResult<query::StoredHead>
 
 /// `GET /v1/audit/tree-head`. The query's own record is appended first, so
 /// the head returned covers it too (and is never the empty tree).
-pub async fn tree_head(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
-) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
-    log_query(
-        &state,
-        &principal,
-        rid,
-        Action::AuditQuery,
-        "tree-head".into(),
-        None,
-    )
-    .await?;
+pub async fn tree_head(auditor: Auditor) -> ApiResult<Response> {
+    auditor.log("tree-head".into(), None).await?;
+    let state = auditor.state;
     let head = fresh_head(&state).await?;
     state
         .witnesses
@@ -317,76 +298,73 @@ pub async fn tree_head(
     Ok(Json(state.witnesses.head_json(&state.store, &head).await).into_response())
 }
 
-fn hex_list(hashes: &[super::merkle::Hash]) -> Vec<String> {
-    hashes.iter().map(hex::encode).collect()
-}
-
-/// Logs the request as an `audit-query` with `reason`, then answers `body`.
-async fn logged_answer(
-    state: &AppState,
-    principal: &Principal,
-    rid: Option<Extension<RequestId>>,
+/// Answers a proof query: `build` assembles the proof from the stored
+/// nodes that `ids` names (fetched in one query), the query is logged as an
+/// `audit-query` with `reason`, and the answer is `fields` with the proof's
+/// `hashes` in hex.
+async fn proof_answer(
+    auditor: &Auditor,
     reason: String,
-    body: serde_json::Value,
+    mut fields: serde_json::Map<String, Value>,
+    ids: Result<Vec<NodeId>, ProofError>,
+    build: impl FnOnce(&HashMap<NodeId, Hash>) -> Result<Vec<Hash>, ProofError>,
 ) -> ApiResult<Response> {
-    log_query(state, principal, rid, Action::AuditQuery, reason, None).await?;
-    Ok(Json(body).into_response())
+    let ids = ids.map_err(ApiError::internal)?;
+    let nodes = query::nodes(&auditor.state.store, &ids).await?;
+    let hashes = build(&nodes).map_err(ApiError::internal)?;
+    let hashes: Vec<Value> = hashes.iter().map(|h| Value::from(hex::encode(h))).collect();
+    fields.insert("hashes".into(), Value::Array(hashes));
+    auditor.log(reason, None).await?;
+    Ok(Json(fields).into_response())
 }
 
 /// `GET /v1/audit/proof/inclusion?seq=&tree_size=`.
 pub async fn inclusion(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
+    auditor: Auditor,
     q: Result<Query<ProofParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
     let (seq, size) = params(q)?.inclusion()?;
     if seq == 0 {
         return Err(AuditRequestError::SeqZero.into());
     }
-    let current = query::tree_size(&state.store).await?;
+    let current = query::tree_size(&auditor.state.store).await?;
     if seq > size || size > current {
         return Err(AuditRequestError::NoRecord { seq, size, current }.into());
     }
     let index = seq - 1;
-    let ids = super::proof::inclusion_proof_nodes(index, size).map_err(ApiError::internal)?;
-    let nodes = query::nodes(&state.store, &ids).await?;
-    let hashes = super::proof::inclusion_proof(index, size, &nodes).map_err(ApiError::internal)?;
     let reason = format!("inclusion seq={seq} tree_size={size}");
-    let body = serde_json::json!({
-        "leaf_index": index,
-        "tree_size": size,
-        "hashes": hex_list(&hashes),
-    });
-    logged_answer(&state, &principal, rid, reason, body).await
+    let fields = serde_json::Map::from_iter([
+        ("leaf_index".into(), Value::from(index)),
+        ("tree_size".into(), Value::from(size)),
+    ]);
+    let ids = proof::inclusion_proof_nodes(index, size);
+    proof_answer(&auditor, reason, fields, ids, |nodes| {
+        proof::inclusion_proof(index, size, nodes)
+    })
+    .await
 }
 
 /// `GET /v1/audit/proof/consistency?first=&second=`.
 pub async fn consistency(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
+    auditor: Auditor,
     q: Result<Query<ProofParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
     let (first, second) = params(q)?.consistency()?;
     if first > second {
         return Err(AuditRequestError::FirstAfterSecond.into());
     }
-    let current = query::tree_size(&state.store).await?;
+    let current = query::tree_size(&auditor.state.store).await?;
     if second > current {
         return Err(AuditRequestError::NoTree { second, current }.into());
     }
-    let ids = super::proof::consistency_proof_nodes(first, second).map_err(ApiError::internal)?;
-    let nodes = query::nodes(&state.store, &ids).await?;
-    let hashes =
-        super::proof::consistency_proof(first, second, &nodes).map_err(ApiError::internal)?;
     let reason = format!("consistency first={first} second={second}");
-    let body = serde_json::json!({
-        "first": first,
-        "second": second,
-        "hashes": hex_list(&hashes),
-    });
-    logged_answer(&state, &principal, rid, reason, body).await
+    let fields = serde_json::Map::from_iter([
+        ("first".into(), Value::from(first)),
+        ("second".into(), Value::from(second)),
+    ]);
+    let ids = proof::consistency_proof_nodes(first, second);
+    proof_answer(&auditor, reason, fields, ids, |nodes| {
+        proof::consistency_proof(first, second, nodes)
+    })
+    .await
 }

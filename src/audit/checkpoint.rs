@@ -210,10 +210,22 @@ impl Checkpoint {
 /// The signed-note key hash of an Ed25519 key:
 /// the first 4 bytes of `SHA-256(name || 0x0A || 0x01 || public key)`.
 pub fn key_hash(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    typed_key_hash(name, ALG_ED25519, public_key)
+}
+
+/// The note verifier key string `<name>+<8 hex digits of key hash>+<base64(0x01 || key)>`,
+/// as read by Go's `note.NewVerifier` and other signed-note verifiers.
+pub fn verifier_key_string(name: &str, public_key: &[u8; 32]) -> String {
+    typed_vkey(name, ALG_ED25519, public_key)
+}
+
+/// The key hash of a signed-note key of type `alg` (`0x01` note signer, `0x04`
+/// cosignature/v1): the first 4 bytes of `SHA-256(name || 0x0A || alg || key)`.
+pub(crate) fn typed_key_hash(name: &str, alg: u8, public_key: &[u8; 32]) -> [u8; 4] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(name.as_bytes());
     ctx.update(b"\n");
-    ctx.update(&[ALG_ED25519]);
+    ctx.update(&[alg]);
     ctx.update(public_key);
     let mut out = [0u8; 4];
     if let Some((first, _)) = ctx.finish().as_ref().split_first_chunk::<4>() {
@@ -222,15 +234,15 @@ pub fn key_hash(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
     out
 }
 
-/// The note verifier key string `<name>+<8 hex digits of key hash>+<base64(0x01 || key)>`,
-/// as read by Go's `note.NewVerifier` and other signed-note verifiers.
-pub fn verifier_key_string(name: &str, public_key: &[u8; 32]) -> String {
+/// The vkey string of a key of type `alg`:
+/// `<name>+<8 hex digits of its key hash>+<base64(alg || key)>`.
+pub(crate) fn typed_vkey(name: &str, alg: u8, public_key: &[u8; 32]) -> String {
     let mut typed = Vec::with_capacity(33);
-    typed.push(ALG_ED25519);
+    typed.push(alg);
     typed.extend_from_slice(public_key);
     format!(
         "{name}+{}+{}",
-        hex::encode(key_hash(name, public_key)),
+        hex::encode(typed_key_hash(name, alg, public_key)),
         STANDARD.encode(typed)
     )
 }

@@ -20,10 +20,9 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ring::digest;
 use ring::signature::{UnparsedPublicKey, ED25519};
 
-use super::checkpoint::{Checkpoint, CheckpointError};
+use super::checkpoint::{typed_key_hash, typed_vkey, Checkpoint, CheckpointError};
 
 /// The signed-note signature type of a timestamped Ed25519 cosignature (cosignature/v1).
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
@@ -95,15 +94,7 @@ impl WitnessKey {
 
     /// The vkey string `<name>+<hex key id>+<base64(0x04 || key)>`.
     pub fn to_vkey(&self) -> String {
-        let mut typed = Vec::with_capacity(33);
-        typed.push(ALG_COSIGNATURE_V1);
-        typed.extend_from_slice(&self.public_key);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id()),
-            STANDARD.encode(typed)
-        )
+        typed_vkey(&self.name, ALG_COSIGNATURE_V1, &self.public_key)
     }
 
     /// Parses a vkey string (surrounding whitespace is ignored), checking the key id.
@@ -177,16 +168,7 @@ impl WitnessKey {
 
 /// The cosignature/v1 key id of an Ed25519 key.
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(name.as_bytes());
-    ctx.update(b"\n");
-    ctx.update(&[ALG_COSIGNATURE_V1]);
-    ctx.update(public_key);
-    let mut out = [0u8; 4];
-    if let Some((first, _)) = ctx.finish().as_ref().split_first_chunk::<4>() {
-        out = *first;
-    }
-    out
+    typed_key_hash(name, ALG_COSIGNATURE_V1, public_key)
 }
 
 /// The message a cosigner signs: `cosignature/v1\ntime <timestamp>\n` and the note text.

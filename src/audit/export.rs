@@ -3,21 +3,15 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::Deserialize;
 
-use super::access::log_query;
+use super::access::Auditor;
 use super::api::{fresh_head, number, params};
 use super::error::AuditRequestError;
 use super::query;
-use super::record::Action;
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::RequestId;
-use crate::party::Role;
-use crate::state::AppState;
 
 /// Records per database read.
 const EXPORT_PAGE: u64 = 1000;
@@ -40,12 +34,9 @@ enum Phase {
 /// first; the export stops at that head, so a full export (from seq 1)
 /// verifies completely with `samgate audit verify --export`.
 pub async fn export(
-    State(state): State<AppState>,
-    principal: Principal,
-    rid: Option<Extension<RequestId>>,
+    auditor: Auditor,
     q: Result<Query<ExportParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    principal.require(Role::Auditor)?;
     let p = params(q)?;
     let from = number("from_seq", p.from_seq.as_deref())?
         .unwrap_or(1)
@@ -58,7 +49,8 @@ pub async fn export(
     if to != u64::MAX {
         reason.push_str(&format!(" to_seq={to}"));
     }
-    log_query(&state, &principal, rid, Action::AuditQuery, reason, None).await?;
+    auditor.log(reason, None).await?;
+    let state = auditor.state;
     let head = fresh_head(&state).await?;
     let end = to.min(head.tree_size);
     state

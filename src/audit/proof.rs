@@ -8,8 +8,8 @@
 //! is not itself a perfect aligned subtree is split at the largest power of two smaller than
 //! its size until it is, which takes O(log n) lookups per element.
 //!
-//! Verification implements the RFC algorithms literally and first checks the proof length,
-//! so that a wrong-length proof gets its own error.
+//! Verification implements the RFC algorithms (their shared walk up the tree is `Walk`) and
+//! first checks the proof length, so that a wrong-length proof gets its own error.
 
 use super::merkle::{empty_root, node_hash, split_point, Hash, NodeId, NodeSource};
 
@@ -121,36 +121,24 @@ pub fn verify_inclusion(
     root: &Hash,
 ) -> Result<(), ProofError> {
     let expected = inclusion_ranges(leaf_index, tree_size)?.len();
+    let wrong_length = || ProofError::WrongProofLength {
+        expected,
+        actual: proof.len(),
+    };
     if proof.len() != expected {
-        return Err(ProofError::WrongProofLength {
-            expected,
-            actual: proof.len(),
-        });
+        return Err(wrong_length());
     }
-    let mut f_n = leaf_index;
-    let mut s_n = tree_size - 1; // tree_size > leaf_index >= 0, checked above
+    // tree_size > leaf_index >= 0, checked above
+    let mut walk = Walk::new(leaf_index, tree_size - 1);
     let mut r = *leaf_hash;
     for p in proof {
-        if s_n == 0 {
-            return Err(ProofError::WrongProofLength {
-                expected,
-                actual: proof.len(),
-            });
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
-            // Skip the levels where the path runs along the right edge without a sibling.
-            while f_n & 1 == 0 && f_n != 0 {
-                f_n >>= 1;
-                s_n >>= 1;
-            }
+        r = if walk.step().ok_or_else(wrong_length)? {
+            node_hash(p, &r)
         } else {
-            r = node_hash(&r, p);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
+            node_hash(&r, p)
+        };
     }
-    if s_n != 0 || r != *root {
+    if walk.s_n != 0 || r != *root {
         return Err(ProofError::RootMismatch);
     }
     Ok(())
@@ -170,11 +158,12 @@ pub fn verify_consistency(
     proof: &[Hash],
 ) -> Result<(), ProofError> {
     let expected = consistency_ranges(first, second)?.len();
+    let wrong_length = || ProofError::WrongProofLength {
+        expected,
+        actual: proof.len(),
+    };
     if proof.len() != expected {
-        return Err(ProofError::WrongProofLength {
-            expected,
-            actual: proof.len(),
-        });
+        return Err(wrong_length());
     }
     if first == 0 {
         return if *first_root == empty_root() {
@@ -197,49 +186,65 @@ pub fn verify_consistency(
         path.push(*first_root);
     }
     path.extend_from_slice(proof);
-    let Some((start, rest)) = path.split_first() else {
-        return Err(ProofError::WrongProofLength {
-            expected,
-            actual: proof.len(),
-        });
-    };
+    let (start, rest) = path.split_first().ok_or_else(wrong_length)?;
 
-    let mut f_n = first - 1;
-    let mut s_n = second - 1;
-    while f_n & 1 == 1 {
-        f_n >>= 1;
-        s_n >>= 1;
+    let mut walk = Walk::new(first - 1, second - 1);
+    while walk.f_n & 1 == 1 {
+        walk.up();
     }
     let mut f_r = *start;
     let mut s_r = *start;
     for c in rest {
-        if s_n == 0 {
-            return Err(ProofError::WrongProofLength {
-                expected,
-                actual: proof.len(),
-            });
-        }
-        if f_n & 1 == 1 || f_n == s_n {
+        if walk.step().ok_or_else(wrong_length)? {
             f_r = node_hash(c, &f_r);
             s_r = node_hash(c, &s_r);
-            // Skip the levels where the path runs along the right edge without a sibling.
-            while f_n & 1 == 0 && f_n != 0 {
-                f_n >>= 1;
-                s_n >>= 1;
-            }
         } else {
             s_r = node_hash(&s_r, c);
         }
-        f_n >>= 1;
-        s_n >>= 1;
     }
     if f_r != *first_root {
         return Err(ProofError::FirstRootMismatch);
     }
-    if s_n != 0 || s_r != *second_root {
+    if walk.s_n != 0 || s_r != *second_root {
         return Err(ProofError::RootMismatch);
     }
     Ok(())
+}
+
+/// The position of both RFC 9162 verification walks (§2.1.3.2, §2.1.4.2):
+/// `fn` and `sn`, moved up one level per proof hash.
+struct Walk {
+    f_n: u64,
+    s_n: u64,
+}
+
+impl Walk {
+    fn new(f_n: u64, s_n: u64) -> Self {
+        Self { f_n, s_n }
+    }
+
+    fn up(&mut self) {
+        self.f_n >>= 1;
+        self.s_n >>= 1;
+    }
+
+    /// Takes the next proof hash: `Some(true)` when it is a left sibling
+    /// (`LSB(fn)` set or `fn == sn`), `Some(false)` for a right one, `None`
+    /// when the walk has already reached the root (the proof is too long).
+    fn step(&mut self) -> Option<bool> {
+        if self.s_n == 0 {
+            return None;
+        }
+        let left = self.f_n & 1 == 1 || self.f_n == self.s_n;
+        if left {
+            // Skip the levels where the path runs along the right edge without a sibling.
+            while self.f_n & 1 == 0 && self.f_n != 0 {
+                self.up();
+            }
+        }
+        self.up();
+        Some(left)
+    }
 }
 
 /// The leaf ranges of the audit path, bottom-up (RFC 9162 §2.1.3.1 `PATH(m, D_n)`).

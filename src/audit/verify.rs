@@ -43,11 +43,13 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn fail<T>(seq: u64, reason: impl Into<String>) -> Result<T, Failure> {
+/// `Err` of the [`Failure`] at `seq` (as a `Failure` or a [`VerifyError`]).
+fn fail<T, E: From<Failure>>(seq: u64, reason: impl Into<String>) -> Result<T, E> {
     Err(Failure {
         seq,
         reason: reason.into(),
-    })
+    }
+    .into())
 }
 
 /// Why verification did not succeed.

@@ -19,6 +19,7 @@ use super::{
     api_body, array_at, csrf, first, json_of, labels, party_name, user_name, when, AsAuditor,
     PageError, Posted, Staff, Viewer,
 };
+use crate::audit::access::Auditor;
 use crate::audit::api::has_long_number;
 use crate::audit::query::Cursor;
 use crate::audit::record::{Action, Decision};
@@ -73,9 +74,8 @@ async fn fetch_records(
 ) -> Result<Value, crate::error::ApiError> {
     let p: crate::audit::api::RecordsParams = serde_json::from_value(json!(params))
         .map_err(|_| crate::audit::error::AuditRequestError::UnknownFilter)?;
-    let rsp =
-        crate::audit::api::records(State(state.clone()), v.principal.clone(), rid, Ok(Query(p)))
-            .await?;
+    let auditor = Auditor::new(state.clone(), v.principal.clone(), rid)?;
+    let rsp = crate::audit::api::records(auditor, Ok(Query(p))).await?;
     json_of(rsp)
         .await
         .map_err(|_| crate::error::ApiError::internal("records answer"))
@@ -461,9 +461,11 @@ pub(crate) async fn export(
     rid: Rid,
     q: Result<Query<crate::audit::export::ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let mut rsp = crate::audit::export::export(State(state.clone()), v.principal.clone(), rid, q)
+    let page_error = |e: crate::error::ApiError| PageError::from_api(&e);
+    let auditor = Auditor::new(state.clone(), v.principal.clone(), rid).map_err(page_error)?;
+    let mut rsp = crate::audit::export::export(auditor, q)
         .await
-        .map_err(|e| PageError::from_api(&e))?;
+        .map_err(page_error)?;
     let name = format!(
         "attachment; filename=\"samgate-{}-{}.ndjson\"",
         state.config.server.deployment_id,

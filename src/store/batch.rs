@@ -168,15 +168,7 @@ fn merge(members: &[&Stmt]) -> Owned {
 impl Owned {
     /// Runs it; returns the number of affected rows.
     pub async fn execute(&self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
-        let mut q = sqlx::query(&self.sql);
-        for a in &self.args {
-            q = match a {
-                Arg::I64(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Blob(v) => q.bind(v.clone()),
-            };
-        }
-        Ok(q.execute(conn).await?.rows_affected())
+        super::execute_sqlx(&self.sql, &self.args, conn).await
     }
 }
 

@@ -71,59 +71,20 @@ impl Store {
     /// Connects (creating the SQLite file if needed) without migrating.
     pub async fn connect(cfg: &StorageConfig) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let mut sqlite_path = None;
-        let (backend, url) = if cfg.url.starts_with("sqlite:") {
-            let mut url = cfg.url.clone();
-            if !url.contains("mode=") && !url.contains(":memory:") {
-                url.push_str(if url.contains('?') {
-                    "&mode=rwc"
-                } else {
-                    "?mode=rwc"
-                });
+        let backend = Backend::of(&cfg.url)?;
+        let (url, sqlite_path, session) = match backend {
+            Backend::Sqlite => {
+                let (url, path) = sqlite_rwc(&cfg.url)?;
+                // WAL: readers never block the writer. synchronous=FULL: a
+                // committed audit record survives power loss, not only a
+                // process crash (DESIGN §6: durable before delivery).
+                let pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                               PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+                (url, path, Some(pragmas))
             }
-            if let Some(path) = url
-                .strip_prefix("sqlite://")
-                .and_then(|r| r.split('?').next())
-                .map(std::path::Path::new)
-            {
-                if let Some(dir) = path.parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir)
-                            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
-                    }
-                }
-                if !url.contains(":memory:") {
-                    sqlite_path = Some(path.to_path_buf());
-                }
-            }
-            (Backend::Sqlite, url)
-        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
-            (Backend::Postgres, cfg.url.clone())
-        } else {
-            return Err(StoreError::UnsupportedUrl);
+            Backend::Postgres => (cfg.url.clone(), None, None),
         };
-        let opts = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(cfg.max_connections)
-            .acquire_timeout(cfg.acquire_timeout)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer. synchronous=FULL:
-                        // a committed audit record survives power loss, not only
-                        // a process crash (DESIGN §6: durable before delivery).
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(StoreError::Connect)?;
+        let pool = pool(&url, cfg.max_connections, cfg.acquire_timeout, session).await?;
         Ok(Store {
             pool,
             backend,
@@ -138,51 +99,19 @@ impl Store {
     /// path must not leave an empty database behind.
     pub async fn connect_read_only(cfg: &StorageConfig) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(rest) = cfg.url.strip_prefix("sqlite://") {
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if !path.starts_with(':') && !std::path::Path::new(path).is_file() {
-                return Err(StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("database file {path} does not exist"),
-                ))));
-            }
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|q| !q.is_empty() && !q.starts_with("mode="))
-                .collect();
-            let mut url = format!("sqlite://{path}?mode=ro");
-            for q in kept {
-                url.push('&');
-                url.push_str(q);
-            }
-            (Backend::Sqlite, url)
-        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
-            (Backend::Postgres, cfg.url.clone())
-        } else {
-            return Err(StoreError::UnsupportedUrl);
+        let backend = Backend::of(&cfg.url)?;
+        let (url, session) = match backend {
+            Backend::Sqlite => (
+                sqlite_read_only(&cfg.url)?,
+                "PRAGMA busy_timeout=10000; PRAGMA query_only=ON;",
+            ),
+            Backend::Postgres => (
+                cfg.url.clone(),
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            ),
         };
-        let opts = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(cfg.max_connections.min(2))
-            .acquire_timeout(cfg.acquire_timeout)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    match backend {
-                        Backend::Sqlite => {
-                            conn.execute("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
-                                .await?;
-                        }
-                        Backend::Postgres => {
-                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                                .await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(StoreError::Connect)?;
+        let max = cfg.max_connections.min(2);
+        let pool = pool(&url, max, cfg.acquire_timeout, Some(session)).await?;
         // Read-only: no audit writer runs on it, so no own connection either.
         Ok(Store {
             pool,
@@ -194,23 +123,35 @@ impl Store {
     /// The migration level of the database against this binary's:
     /// `(applied, known)` versions (applied 0 = no migrations table).
     pub async fn migration_level(&self) -> Result<(i64, i64), StoreError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> = match sqlx::query_scalar::<_, i64>(
-            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        {
+        let applied = match self.applied_version().await {
             Ok(v) => v,
             // No migrations table: a database samgate never set up.
             Err(sqlx::Error::Database(_)) => None,
             Err(e) => return Err(StoreError::Db(e)),
         };
-        Ok((applied.unwrap_or(0), known))
+        Ok((applied.unwrap_or(0), self.known_version()))
+    }
+
+    /// This backend's migrations.
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The newest migration this binary carries for the backend.
+    fn known_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest migration applied to the database (`None`: none yet).
+    async fn applied_version(&self) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Connects and applies the migrations of this backend.
@@ -222,24 +163,16 @@ impl Store {
 
     /// Applies pending migrations; refuses a database newer than the binary.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> = sqlx::query_scalar::<_, i64>(
-            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .ok()
-        .flatten();
-        if let Some(found) = applied {
+        let known = self.known_version();
+        if let Ok(Some(found)) = self.applied_version().await {
             if found > known {
                 return Err(StoreError::TooNew { found, known });
             }
         }
-        migrator.run(&self.pool).await.map_err(StoreError::Migrate)
+        self.migrator()
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
     }
 
     /// The pool.
@@ -269,6 +202,126 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+impl Backend {
+    /// The backend a `[storage] url` names.
+    fn of(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+/// A SQLite `url` that creates a missing file (`mode=rwc` unless a mode is
+/// given), with its directory created, and the database file (`None` for
+/// `:memory:`).
+fn sqlite_rwc(url: &str) -> Result<(String, Option<std::path::PathBuf>), StoreError> {
+    let mut url = url.to_owned();
+    if !url.contains("mode=") && !url.contains(":memory:") {
+        url.push_str(if url.contains('?') {
+            "&mode=rwc"
+        } else {
+            "?mode=rwc"
+        });
+    }
+    let mut sqlite_path = None;
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .and_then(|r| r.split('?').next())
+        .map(std::path::Path::new)
+    {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
+            }
+        }
+        if !url.contains(":memory:") {
+            sqlite_path = Some(path.to_path_buf());
+        }
+    }
+    Ok((url, sqlite_path))
+}
+
+/// A `sqlite://` `url` opened read-only (`mode=ro`, any other mode dropped);
+/// the file must exist.
+fn sqlite_read_only(url: &str) -> Result<String, StoreError> {
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return Err(StoreError::UnsupportedUrl);
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.starts_with(':') && !std::path::Path::new(path).is_file() {
+        return Err(StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("database file {path} does not exist"),
+        ))));
+    }
+    let mut url = format!("sqlite://{path}?mode=ro");
+    for q in query
+        .split('&')
+        .filter(|q| !q.is_empty() && !q.starts_with("mode="))
+    {
+        url.push('&');
+        url.push_str(q);
+    }
+    Ok(url)
+}
+
+/// A pool on `url` that runs `session` (if any) on every new connection.
+async fn pool(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    session: Option<&'static str>,
+) -> Result<AnyPool, StoreError> {
+    let opts = AnyConnectOptions::from_str(url).map_err(StoreError::Connect)?;
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if let Some(sql) = session {
+                    conn.execute(sql).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
+        .map_err(StoreError::Connect)
+}
+
+/// A sqlx query with its arguments.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `q` with `args` bound after its arguments, in order.
+pub fn bind<'q>(mut q: AnyQuery<'q>, args: &[Arg]) -> AnyQuery<'q> {
+    for a in args {
+        q = match a {
+            Arg::I64(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Blob(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+/// Binds `args` to `sql` in order and runs it on a sqlx connection; returns
+/// the number of affected rows.
+async fn execute_sqlx(
+    sql: &str,
+    args: &[Arg],
+    conn: &mut sqlx::AnyConnection,
+) -> Result<u64, sqlx::Error> {
+    Ok(bind(sqlx::query(sql), args)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// `$1` ... `$24`, so that binding a statement's usual arguments formats
@@ -342,15 +395,7 @@ impl Stmt {
     }
     /// Runs it; returns the number of affected rows.
     pub async fn execute(&self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
-        let mut q = sqlx::query(self.sql);
-        for a in &self.args {
-            q = match a {
-                Arg::I64(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Blob(v) => q.bind(v.clone()),
-            };
-        }
-        Ok(q.execute(conn).await?.rows_affected())
+        execute_sqlx(self.sql, &self.args, conn).await
     }
 
     /// Runs it on a rusqlite connection (the SQLite audit writer's own, see

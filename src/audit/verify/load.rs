@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
-use super::{Columns, Entry, Failure, SignedHead, Source, Summary, Verifier, VerifyError};
+use super::{fail, Columns, Entry, Failure, SignedHead, Source, Summary, Verifier, VerifyError};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::cosign::{self, WitnessKey};
 use crate::audit::merkle::{Frontier, Hash};
@@ -55,10 +55,10 @@ impl KeptCheckpoint {
             .unwrap_or(0);
         let first = self.note.split('\n').next().unwrap_or("");
         if first != origin {
-            return Err(Failure {
-                seq: claimed,
-                reason: format!("the kept checkpoint is of the log `{first}`, not `{origin}`"),
-            });
+            return fail(
+                claimed,
+                format!("the kept checkpoint is of the log `{first}`, not `{origin}`"),
+            );
         }
         cosign::open_cosigned(&self.note, origin, public_key, &self.witnesses, self.quorum)
             .map(|(cp, _)| cp)
@@ -96,11 +96,10 @@ pub async fn verify_store_kept(
     for (size, root, checkpoint) in rows {
         let tree_size = u64::try_from(size).unwrap_or(0);
         let Ok(root_hash) = Hash::try_from(root) else {
-            return Err(Failure {
-                seq: tree_size,
-                reason: format!("signed tree head of size {tree_size}: the root is not 32 bytes"),
-            }
-            .into());
+            return fail(
+                tree_size,
+                format!("signed tree head of size {tree_size}: the root is not 32 bytes"),
+            );
         };
         heads.push(SignedHead {
             tree_size,
@@ -164,23 +163,23 @@ pub async fn verify_store_kept(
         let size = u64::try_from(size).unwrap_or(0);
         let n = summary.records;
         if size > n {
-            return Err(VerifyError::Failed(Failure {
-                seq: n + 1,
-                reason: format!("missing (the log state says {size} records)"),
-            }));
+            return fail(
+                n + 1,
+                format!("missing (the log state says {size} records)"),
+            );
         }
         if size < n {
-            return Err(VerifyError::Failed(Failure {
-                seq: size + 1,
-                reason: format!("not part of the tree (the log state says {size} records)"),
-            }));
+            return fail(
+                size + 1,
+                format!("not part of the tree (the log state says {size} records)"),
+            );
         }
         let root = Frontier::from_bytes(&frontier).map(|f| f.root()).ok();
         if root != Some(summary.root) {
-            return Err(VerifyError::Failed(Failure {
-                seq: first_unsigned.min(n.max(1)),
-                reason: "the log state's root differs from the root over the records".into(),
-            }));
+            return fail(
+                first_unsigned.min(n.max(1)),
+                "the log state's root differs from the root over the records",
+            );
         }
     }
     Ok(summary)
@@ -214,11 +213,7 @@ pub fn verify_export_kept(
         }
         if let Some(prev) = last.replace(line) {
             if prev.starts_with("{\"tree_head\"") {
-                return Err(Failure {
-                    seq: count + 1,
-                    reason: "a tree head line before the end of the export".into(),
-                }
-                .into());
+                return fail(count + 1, "a tree head line before the end of the export");
             }
             count += 1;
         }
@@ -230,14 +225,13 @@ pub fn verify_export_kept(
     })?;
     // An export ends exactly at its head: records after it are covered by no signature.
     if count > head.tree_size {
-        return Err(Failure {
-            seq: head.tree_size + 1,
-            reason: format!(
+        return fail(
+            head.tree_size + 1,
+            format!(
                 "not covered by the export's tree head of size {} (an export must end at its head)",
                 head.tree_size
             ),
-        }
-        .into());
+        );
     }
     let origin = head.checkpoint.split('\n').next().unwrap_or("").to_owned();
     let mut v = Verifier::new(None, public_key, vec![head])?;
@@ -260,21 +254,13 @@ pub fn verify_export_kept(
         seen += 1;
         let pos = v.size() + 1;
         let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(&line) else {
-            return Err(Failure {
-                seq: pos,
-                reason: "the line is not a JSON object".into(),
-            }
-            .into());
+            return fail(pos, "the line is not a JSON object");
         };
         let leaf = obj
             .remove("leaf")
             .and_then(|l| l.as_str().and_then(|s| STANDARD.decode(s).ok()));
         let Some(leaf) = leaf else {
-            return Err(Failure {
-                seq: pos,
-                reason: "the record has no base64 `leaf`".into(),
-            }
-            .into());
+            return fail(pos, "the record has no base64 `leaf`");
         };
         let leaf_hash = obj
             .remove("leaf_hash")

@@ -39,6 +39,12 @@ pub struct Row {
     pub audit_batch: Option<f64>,
 }
 
+/// The five latency percentiles with `decimals` digits, joined by `sep`
+/// (the same columns in the CSV and the Markdown table).
+fn percentiles(p: &[f64; 5], decimals: usize, sep: &str) -> String {
+    p.map(|v| format!("{v:.decimals$}")).join(sep)
+}
+
 /// Writes the CSV.
 pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let mut s = String::from(
@@ -47,7 +53,7 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.1},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.4},{:.2},{},{},{}",
+            "{},{},{},{},{:.1},{},{},{},{:.4},{:.2},{},{},{}",
             r.contender,
             r.mode,
             r.target_rps.map(|t| format!("{t:.0}")).unwrap_or_default(),
@@ -55,11 +61,7 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
             r.rps,
             r.ok,
             r.errors,
-            r.p[0],
-            r.p[1],
-            r.p[2],
-            r.p[3],
-            r.p[4],
+            percentiles(&r.p, 3, ","),
             r.cpu_per_1k,
             r.cores,
             r.lag_p99.map(|t| format!("{t:.3}")).unwrap_or_default(),
@@ -79,22 +81,21 @@ pub fn markdown_table(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.3} | {:.2} | {} | {} |",
             r.contender,
             r.mode,
-            r.target_rps.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
+            r.target_rps
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_else(|| "-".into()),
             r.conns,
             r.rps,
             r.errors,
-            r.p[0],
-            r.p[1],
-            r.p[2],
-            r.p[3],
-            r.p[4],
+            percentiles(&r.p, 2, " | "),
             r.cpu_per_1k,
             r.cores,
             r.audit,
-            r.audit_batch.map_or_else(|| "-".to_owned(), |b| format!("{b:.1}")),
+            r.audit_batch
+                .map_or_else(|| "-".to_owned(), |b| format!("{b:.1}")),
         );
     }
     s
