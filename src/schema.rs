@@ -330,7 +330,10 @@ impl MessageSchema {
         }
         let mut pointers = BTreeSet::new();
         for error in self.validator.iter_errors(payload) {
-            let base = error.instance_path.as_str();
+            // Payload keys are the client's: each segment is named only
+            // when it looks like a field name (never a personnummer).
+            let base = shown_pointer(error.instance_path.as_str());
+            let base = base.as_str();
             match &error.kind {
                 ValidationErrorKind::Required { property } => {
                     pointers.insert(match property.as_str() {
@@ -340,7 +343,11 @@ impl MessageSchema {
                 }
                 ValidationErrorKind::AdditionalProperties { unexpected }
                 | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                    pointers.extend(unexpected.iter().map(|name| child_pointer(base, name)));
+                    pointers.extend(
+                        unexpected
+                            .iter()
+                            .map(|name| child_pointer(base, crate::http::error::shown_key(name))),
+                    );
                 }
                 _ => {
                     pointers.insert(base.to_owned());
@@ -368,6 +375,17 @@ pub fn field_pointer(name: &str) -> String {
 }
 
 /// Appends one escaped reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
+/// A JSON Pointer with each segment passed through
+/// [`crate::http::error::shown_key`] (escaped segments are not shown).
+fn shown_pointer(pointer: &str) -> String {
+    let mut out = String::with_capacity(pointer.len());
+    for segment in pointer.split('/').skip(1) {
+        out.push('/');
+        out.push_str(crate::http::error::shown_key(segment));
+    }
+    out
+}
+
 fn child_pointer(base: &str, name: &str) -> String {
     let mut pointer = String::with_capacity(base.len() + name.len() + 1);
     pointer.push_str(base);

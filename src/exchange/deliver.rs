@@ -9,7 +9,7 @@
 //! `{"alg":"EdDSA","kid":<delivery key id>,"typ":"samgate-delivery"}`. A
 //! recipient verifies by base64url-encoding the exact bytes it received.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -40,22 +40,25 @@ pub struct Clients {
     unpinned: reqwest::Client,
     /// Party id → (its endpoint pin, its pinned client).
     by_party: HashMap<String, ([u8; 32], reqwest::Client)>,
-    by_endpoint: HashMap<String, String>,
+    /// Parties configured with an endpoint and no pin (chain-only).
+    chain_only: HashSet<String>,
 }
 
 impl Clients {
-    /// The client for a delivery to `recipient` (party id, when known) at
-    /// `endpoint`: the recipient's pinned client; else the pinned client of
-    /// the party configured with this endpoint; else the chain-only one.
-    pub fn for_delivery(&self, recipient: Option<&str>, endpoint: &str) -> &reqwest::Client {
-        recipient
-            .and_then(|r| self.by_party.get(r))
-            .or_else(|| {
-                self.by_endpoint
-                    .get(endpoint)
-                    .and_then(|p| self.by_party.get(p))
-            })
-            .map_or(&self.unpinned, |(_, client)| client)
+    /// The client for a delivery to `recipient` under this snapshot: its
+    /// pinned client, or the chain-only one when the party is configured
+    /// with an endpoint and no pin. A party this snapshot does not know (a
+    /// reload removed it while a message or a notice waited) has no client:
+    /// the delivery fails rather than leave with a weaker check, or with
+    /// the pin of whichever party now has its old URL.
+    pub fn for_delivery(&self, recipient: &str) -> Result<&reqwest::Client, DeliveryError> {
+        if let Some((_, client)) = self.by_party.get(recipient) {
+            return Ok(client);
+        }
+        if self.chain_only.contains(recipient) {
+            return Ok(&self.unpinned);
+        }
+        Err(DeliveryError::NotConfigured)
     }
 
     /// The clients for the parties of `live` (a configuration snapshot),
@@ -80,11 +83,12 @@ impl Clients {
             }
         };
         let mut by_party = HashMap::new();
-        let mut by_endpoint = HashMap::new();
+        let mut chain_only = HashSet::new();
         for p in &live.parties {
-            let (Some(endpoint), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
+            let (Some(_), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
                 if p.endpoint.is_some() {
                     tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
+                    chain_only.insert(p.id.to_string());
                 }
                 continue;
             };
@@ -105,12 +109,11 @@ impl Clients {
                 }
             };
             by_party.insert(p.id.to_string(), (pin, client));
-            by_endpoint.insert(endpoint.clone(), p.id.to_string());
         }
         Ok(Clients {
             unpinned,
             by_party,
-            by_endpoint,
+            chain_only,
         })
     }
 }
@@ -180,6 +183,10 @@ pub enum DeliveryError {
     /// Non-2xx answer.
     #[error("recipient answered HTTP {0}")]
     Status(u16),
+    /// The recipient is not a party of the configuration in force (a
+    /// reload removed it): nothing is sent.
+    #[error("recipient is not configured")]
+    NotConfigured,
 }
 
 const CONNECT_FAILED: &str = "connection failed";

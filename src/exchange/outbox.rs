@@ -316,10 +316,13 @@ async fn attempt(state: &AppState, row: Claimed) {
     }
     let record = base_record(state, &id).await;
     // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
+    // A row whose party the configuration no longer has gets no client:
+    // the attempt fails (and is retried until the party is back or the
+    // message expires), never sent with a weaker check.
     let live = state.current_live();
     let client = live
         .delivery_clients
-        .for_delivery(record.to.as_deref(), &row.endpoint);
+        .for_delivery(record.to.as_deref().unwrap_or_default());
     if state.is_halted() {
         // The instance was stopped at once (a crash, in tests): an attempt
         // spawned before that sends nothing afterwards.
@@ -354,10 +357,11 @@ async fn attempt(state: &AppState, row: Claimed) {
 /// endpoint. The error says whether the message may have arrived anyway.
 async fn send(
     state: &AppState,
-    client: &reqwest::Client,
+    client: Result<&reqwest::Client, deliver::DeliveryError>,
     row: &Claimed,
     id: &str,
 ) -> Result<deliver::Delivered, (bool, String)> {
+    let client = client.map_err(|e| (false, e.to_string()))?;
     match state
         .crypto
         .vault

@@ -97,19 +97,24 @@ impl SyncTail {
         metrics::counter!("samgate_exchanges_total", "outcome" => "forwarded", "reason" => "none")
             .increment(1);
         let live = state.live_arc();
-        let client = live
-            .delivery_clients
-            .for_delivery(Some(self.recipient_id.as_str()), &d.endpoint);
         let signature = deliver::sign_detached(&state.crypto.delivery_signer, &d.body);
         let started = std::time::Instant::now();
-        let delivered = deliver::post(
-            client,
-            &d.endpoint,
-            &exchange_id,
-            &signature,
-            d.body.clone(),
-        )
-        .await;
+        let delivered = match live
+            .delivery_clients
+            .for_delivery(self.recipient_id.as_str())
+        {
+            Ok(client) => {
+                deliver::post(
+                    client,
+                    &d.endpoint,
+                    &exchange_id,
+                    &signature,
+                    d.body.clone(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         crate::observe::delivery(
             Some(self.recipient_id.as_str()),
             "sync",

@@ -68,3 +68,46 @@ fn place(path: &str) -> String {
         format!("`{path}`")
     }
 }
+
+/// How an error names a key or a path segment the client chose (an unknown
+/// field, a payload property, an array index): as it is when it looks like a
+/// field name (at most 64 of `A-Z a-z 0-9 _ -`, at most four digits), else
+/// `(not shown)`. A key can be anything, also a personnummer, and no problem
+/// answer may hold one (DESIGN §5); no field name of the contract has more
+/// than four digits, and a personnummer has ten.
+pub fn shown_key(key: &str) -> &str {
+    let field_like = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && key.chars().filter(char::is_ascii_digit).count() <= 4;
+    if field_like {
+        key
+    } else {
+        "(not shown)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_key;
+
+    #[test]
+    fn keys_that_could_hold_a_personnummer_are_not_shown() {
+        for key in ["goal", "sub_goals", "plan-version", "12", "x2026"] {
+            assert_eq!(shown_key(key), key);
+        }
+        for key in [
+            "200203149828",
+            "020314-9828",
+            "a20020314x9828",
+            "",
+            "two words",
+            "a.b",
+            &"k".repeat(65),
+        ] {
+            assert_eq!(shown_key(key), "(not shown)", "{key}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use super::error::RequestError;
+use super::error::{shown_key, RequestError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -91,21 +91,54 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, RequestError> {
             column: e.column(),
         })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
+        let path = shown_path(e.path());
         let inner = e.inner().to_string();
-        // serde's "missing field `x`" / "unknown field `x`" name only keys;
-        // other messages can quote the offending value, so they are dropped.
-        let what = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+        // serde's "missing field `x`" / "unknown field `x`" name only keys
+        // (an unknown one is the client's, so it is shown only when it looks
+        // like a field name); other messages can quote the offending value,
+        // so they are dropped.
+        let what = if inner.starts_with("missing field") {
             inner
                 .split(", expected")
                 .next()
                 .unwrap_or("invalid field")
                 .to_owned()
+        } else if inner.starts_with("unknown field") {
+            let key = inner.split('`').nth(1).unwrap_or_default();
+            format!("unknown field `{}`", shown_key(key))
         } else {
             "has the wrong type or value".to_owned()
         };
         RequestError::Shape { path, what }
     })
+}
+
+/// serde_path_to_error's path (`a.b[0].c`) with every key the client could
+/// have chosen passed through [`shown_key`].
+fn shown_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(shown_key(key));
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
 }
 
 /// Status helper for handlers that answer `201 Created`.

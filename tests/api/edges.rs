@@ -696,3 +696,57 @@ fn planted_numbers_never_reach_a_pseudonymise_recipient_sqlite() {
 fn planted_numbers_never_reach_a_pseudonymise_recipient_postgres() {
     planted_numbers_never_reach_the_recipient(Db::Postgres);
 }
+
+// Review of session 4 (helper attack): serde's "unknown field `x`" and its
+// path named the client's key as sent, and the payload schema named an
+// unexpected property by its pointer, so a key that is a personnummer came
+// back in the problem answer (DESIGN §5: never a personnummer).
+both_backends!(
+    a_body_key_that_is_a_personnummer_is_not_echoed_in_the_problem,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        consent_to_all(&gw, ALVA).await;
+        let af = gw.client("af");
+        // An unknown envelope key.
+        let mut m = message("fk", "attendance-report", example("attendance-report"));
+        m[NILS] = json!(true);
+        let rsp = af.post_exchange(&m).await;
+        assert_eq!(rsp.status, 400, "{}", rsp.text);
+        assert_eq!(rsp.problem(), "invalid_envelope");
+        assert_free_of(&rsp.text, &[NILS], "the envelope problem");
+        assert!(
+            rsp.text.contains("unknown field `(not shown)`"),
+            "{}",
+            rsp.text
+        );
+        // An unknown payload property.
+        let mut payload = example("attendance-report");
+        payload[NILS] = json!(1);
+        let rsp = af
+            .post_exchange(&message("fk", "attendance-report", payload))
+            .await;
+        assert_eq!(rsp.status, 422, "{}", rsp.text);
+        assert_eq!(rsp.problem(), "schema_violation");
+        assert_free_of(&rsp.text, &[NILS], "the schema problem");
+        // A known key is still named.
+        let mut m = message("fk", "attendance-report", example("attendance-report"));
+        m["surprise"] = json!(true);
+        let rsp = af.post_exchange(&m).await;
+        assert!(
+            rsp.text.contains("unknown field `surprise`"),
+            "{}",
+            rsp.text
+        );
+        // The auditor's subject search refuses its extra key the same way.
+        let rsp = gw
+            .auditor()
+            .post(
+                "/v1/audit/subject-search",
+                &json!({"personnummer": ALVA, NILS: 1, "reason": "review"}),
+            )
+            .await;
+        assert_eq!(rsp.status, 400, "{}", rsp.text);
+        assert_free_of(&rsp.text, &[ALVA, NILS], "the subject-search problem");
+        assert_logs_clean(&[NILS]);
+    }
+);

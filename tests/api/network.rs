@@ -539,6 +539,114 @@ both_backends!(
     }
 );
 
+/// `t` without the `[[party]]` `party`, its users, and the routes that name
+/// it on a side (an operator ending the cooperation with it).
+fn without_party(t: &mut toml::Table, party: &str) {
+    t["party"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["id"].as_str() != Some(party));
+    if let Some(routes) = t.get_mut("route").and_then(|r| r.as_array_mut()) {
+        routes.retain_mut(|r| {
+            for side in ["from", "to"] {
+                match r.get_mut(side) {
+                    Some(toml::Value::Array(a)) => {
+                        a.retain(|v| v.as_str() != Some(party));
+                        if a.is_empty() {
+                            return false;
+                        }
+                    }
+                    Some(toml::Value::String(s)) if s == party => return false,
+                    _ => {}
+                }
+            }
+            true
+        });
+    }
+    if let Some(users) = t.get_mut("user").and_then(|u| u.as_array_mut()) {
+        users.retain(|u| u["party"].as_str() != Some(party));
+    }
+}
+
+// Review of b7ddd91 (helper attack): with the pinned clients in the
+// snapshot, a notice queued for a party that a reload then removed found
+// no pinned client and left on the chain-only one, so any certificate of
+// the same CA at the party's old URL received the participant's notice.
+// A party the configuration does not know gets no client: nothing leaves.
+both_backends!(
+    a_queued_notice_to_a_party_a_reload_removed_is_not_sent_with_a_weaker_check,
+    |db| async move {
+        let gw = TestGateway::spawn_with(db, crate::harness::fast_retries).await;
+        let consent = record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        let rsp = gw.client("af").post_exchange(&attendance("fk")).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        // An impostor with kommun-kalmar's server certificate (same CA,
+        // valid for 127.0.0.1) answers at fk's URL.
+        let impostor = crate::harness::Recipient::start(
+            gw.dir.path(),
+            "kommun-kalmar",
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await;
+        let url = format!("https://127.0.0.1:{}/inbox", impostor.addr.port());
+        let hijacked = gw.write_config("hijacked.toml", |t| {
+            let fk = t["party"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|p| p["id"].as_str() == Some("fk"))
+                .unwrap();
+            fk["endpoint"] = toml::Value::String(url.clone());
+        });
+        samgate::reload::reload(gw.state(), &hijacked).unwrap();
+        let rsp = gw.revoke(&consent, &json!({})).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let attempts = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE(MAX(attempts), 0) FROM exchanges \
+                 WHERE msg_type = 'consent-revoked' AND recipient = 'fk'",
+            )
+            .fetch_one(gw.pool())
+            .await
+            .unwrap()
+        };
+        for _ in 0..400 {
+            if attempts().await >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(attempts().await >= 2, "the notice to fk was attempted");
+        assert!(impostor.received().is_empty(), "the pin holds");
+        // The operator ends the cooperation with fk.
+        let removed = gw.write_config("removed.toml", |t| without_party(t, "fk"));
+        samgate::reload::reload(gw.state(), &removed).unwrap();
+        let before = attempts().await;
+        for _ in 0..400 {
+            if attempts().await >= before + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            attempts().await >= before + 2,
+            "attempts went on after the reload"
+        );
+        let got: Vec<Value> = impostor.received().iter().map(|r| r.json()).collect();
+        assert!(
+            got.is_empty(),
+            "fk's notice went to a host that is not fk: {got:?}"
+        );
+        let last_error: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM exchanges WHERE msg_type = 'consent-revoked' AND recipient = 'fk'",
+        )
+        .fetch_one(gw.pool())
+        .await
+        .unwrap();
+        assert_eq!(last_error.as_deref(), Some("recipient is not configured"));
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
