@@ -509,14 +509,16 @@ pub fn storage_down(e: &sqlx::Error) -> bool {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A client-supplied name for an error detail, quoted back only when it
-/// looks like an id (lowercase letters, digits, `-`); anything else could be
-/// personal data and is shown as `(not shown)`.
+/// looks like an id (lowercase letters, digits, `-`, at most four digits, as
+/// [`crate::http::error::shown_key`]: a personnummer has ten); anything else
+/// could be personal data and is shown as `(not shown)`.
 pub fn quote_id(s: &str) -> String {
     let id_like = !s.is_empty()
         && s.len() <= 40
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && crate::http::error::shown_key(s) == s;
     if id_like {
         format!("`{s}`")
     } else {

@@ -69,6 +69,8 @@ pub fn delivery<T, E: std::fmt::Display>(
             "status"
         } else if text.contains("sealed") {
             "unsealable"
+        } else if text.contains("not configured") {
+            "not_configured"
         } else {
             "transport"
         };

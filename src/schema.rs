@@ -374,7 +374,6 @@ pub fn field_pointer(name: &str) -> String {
     child_pointer("", name)
 }
 
-/// Appends one escaped reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
 /// A JSON Pointer with each segment passed through
 /// [`crate::http::error::shown_key`] (escaped segments are not shown).
 fn shown_pointer(pointer: &str) -> String {
@@ -386,6 +385,7 @@ fn shown_pointer(pointer: &str) -> String {
     out
 }
 
+/// Appends one escaped reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
 fn child_pointer(base: &str, name: &str) -> String {
     let mut pointer = String::with_capacity(base.len() + name.len() + 1);
     pointer.push_str(base);

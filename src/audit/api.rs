@@ -129,8 +129,9 @@ fn time_us(name: &'static str, v: Option<&str>) -> Result<Option<i64>, AuditRequ
 }
 
 /// An id-like filter value: a lowercase letter, then letters, digits, `-`,
-/// `_` or `.`, at most 64. (A personnummer never passes: it starts with a
-/// digit, so no number reaches the log through a filter.)
+/// `_` or `.`, at most 64, with at most four digits. (A personnummer never
+/// passes, also not behind a letter, so no number reaches the log through
+/// a filter.)
 fn ident(name: &'static str, v: Option<String>) -> Result<Option<String>, AuditRequestError> {
     match v {
         None => Ok(None),
@@ -139,7 +140,8 @@ fn ident(name: &'static str, v: Option<String>) -> Result<Option<String>, AuditR
                 && s.starts_with(|c: char| c.is_ascii_lowercase())
                 && s.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)
-                }) =>
+                })
+                && s.bytes().filter(u8::is_ascii_digit).count() <= 4 =>
         {
             Ok(Some(s))
         }
@@ -192,10 +194,14 @@ pub async fn records(
     let limit = limit(number("limit", p.limit.as_deref())?)?;
     let cursor = cursor(p.cursor.as_deref())?;
     let page = query::records_page(&auditor.state.store, &filter, cursor, limit).await?;
+    // The times as parsed and rendered again, never as sent (an RFC 3339
+    // fraction can hold any digits, a personnummer too).
+    let from = filter.from_us.map(crate::clock::rfc3339_us);
+    let to = filter.to_us.map(crate::clock::rfc3339_us);
     let mut reason = String::from("records");
     for (k, v) in [
-        ("from", &p.from),
-        ("to", &p.to),
+        ("from", &from),
+        ("to", &to),
         ("party", &filter.party),
         ("type", &filter.msg_type),
         ("action", &filter.actions.first().cloned()),

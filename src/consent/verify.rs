@@ -303,7 +303,7 @@ impl ConsentVerifier {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|_| ClaimsError::NotJson)?;
         let c: ConsentClaims = serde_path_to_error::deserialize(value)
-            .map_err(|e| ClaimsError::Shape(e.path().to_string()))?;
+            .map_err(|e| ClaimsError::Shape(crate::http::error::shown_path(e.path())))?;
         let subject =
             Personnummer::parse_at(&c.sub, now.date()).map_err(ConsentTokenError::Subject)?;
         let id = uuid::Uuid::parse_str(&c.jti).map_err(|_| ClaimsError::Jti)?;

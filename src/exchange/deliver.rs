@@ -9,7 +9,7 @@
 //! `{"alg":"EdDSA","kid":<delivery key id>,"typ":"samgate-delivery"}`. A
 //! recipient verifies by base64url-encoding the exact bytes it received.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -37,28 +37,31 @@ pub const EXCHANGE_ID_HEADER: &str = "samgate-exchange-id";
 /// connections).
 #[derive(Clone)]
 pub struct Clients {
-    unpinned: reqwest::Client,
-    /// Party id → (its endpoint pin, its pinned client).
-    by_party: HashMap<String, ([u8; 32], reqwest::Client)>,
-    /// Parties configured with an endpoint and no pin (chain-only).
-    chain_only: HashSet<String>,
+    /// Party id → where and how its deliveries go.
+    by_party: HashMap<String, Target>,
+}
+
+/// A recipient's endpoint in one snapshot, its pin and its client.
+#[derive(Clone)]
+struct Target {
+    endpoint: String,
+    pin: Option<[u8; 32]>,
+    client: reqwest::Client,
 }
 
 impl Clients {
-    /// The client for a delivery to `recipient` under this snapshot: its
-    /// pinned client, or the chain-only one when the party is configured
-    /// with an endpoint and no pin. A party this snapshot does not know (a
-    /// reload removed it while a message or a notice waited) has no client:
-    /// the delivery fails rather than leave with a weaker check, or with
-    /// the pin of whichever party now has its old URL.
-    pub fn for_delivery(&self, recipient: &str) -> Result<&reqwest::Client, DeliveryError> {
-        if let Some((_, client)) = self.by_party.get(recipient) {
-            return Ok(client);
-        }
-        if self.chain_only.contains(recipient) {
-            return Ok(&self.unpinned);
-        }
-        Err(DeliveryError::NotConfigured)
+    /// Where and how a delivery to `recipient` goes under this snapshot: the
+    /// party's endpoint as configured now, with its pinned client (or the
+    /// chain-only one when the party has no pin). A party this snapshot does
+    /// not know, or knows without an endpoint (a reload removed it while a
+    /// message or a notice waited), has none: the delivery fails rather
+    /// than leave with a weaker check, to a URL the configuration no longer
+    /// names, or under the pin of whichever party now has its old URL.
+    pub fn for_delivery(&self, recipient: &str) -> Result<(&reqwest::Client, &str), DeliveryError> {
+        self.by_party
+            .get(recipient)
+            .map(|t| (&t.client, t.endpoint.as_str()))
+            .ok_or(DeliveryError::NotConfigured)
     }
 
     /// The clients for the parties of `live` (a configuration snapshot),
@@ -71,34 +74,25 @@ impl Clients {
         previous: Option<&Clients>,
     ) -> Result<Clients, StartError> {
         let s = &running.server;
-        let unpinned = match previous {
-            Some(p) => p.unpinned.clone(),
-            None => {
-                let tls = crate::tls::client_config(
-                    &s.outbound_ca,
-                    &s.outbound_certificate,
-                    &s.outbound_private_key,
-                )?;
-                build(running, tls)?
-            }
-        };
+        let mut unpinned: Option<reqwest::Client> = previous.and_then(|p| {
+            p.by_party
+                .values()
+                .find(|t| t.pin.is_none())
+                .map(|t| t.client.clone())
+        });
         let mut by_party = HashMap::new();
-        let mut chain_only = HashSet::new();
         for p in &live.parties {
-            let (Some(_), Some(pin)) = (&p.endpoint, p.endpoint_certificate_sha256) else {
-                if p.endpoint.is_some() {
-                    tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
-                    chain_only.insert(p.id.to_string());
-                }
+            let Some(endpoint) = &p.endpoint else {
                 continue;
             };
+            let pin = p.endpoint_certificate_sha256;
             let kept = previous
                 .and_then(|c| c.by_party.get(p.id.as_str()))
-                .filter(|(old_pin, _)| *old_pin == pin)
-                .map(|(_, client)| client.clone());
-            let client = match kept {
-                Some(client) => client,
-                None => {
+                .filter(|t| t.pin == pin)
+                .map(|t| t.client.clone());
+            let client = match (kept, pin) {
+                (Some(client), _) => client,
+                (None, Some(pin)) => {
                     let tls = crate::tls::pinned_client_config(
                         &s.outbound_ca,
                         &s.outbound_certificate,
@@ -107,14 +101,33 @@ impl Clients {
                     )?;
                     build(running, tls)?
                 }
+                (None, None) => {
+                    tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
+                    match &unpinned {
+                        Some(client) => client.clone(),
+                        None => {
+                            let tls = crate::tls::client_config(
+                                &s.outbound_ca,
+                                &s.outbound_certificate,
+                                &s.outbound_private_key,
+                            )?;
+                            let client = build(running, tls)?;
+                            unpinned = Some(client.clone());
+                            client
+                        }
+                    }
+                }
             };
-            by_party.insert(p.id.to_string(), (pin, client));
+            by_party.insert(
+                p.id.to_string(),
+                Target {
+                    endpoint: endpoint.clone(),
+                    pin,
+                    client,
+                },
+            );
         }
-        Ok(Clients {
-            unpinned,
-            by_party,
-            chain_only,
-        })
+        Ok(Clients { by_party })
     }
 }
 

@@ -316,11 +316,13 @@ async fn attempt(state: &AppState, row: Claimed) {
     }
     let record = base_record(state, &id).await;
     // The recipient's pinned client (DESIGN §10 "Recipients are pinned too").
-    // A row whose party the configuration no longer has gets no client:
-    // the attempt fails (and is retried until the party is back or the
-    // message expires), never sent with a weaker check.
+    // The party's endpoint and client in the configuration in force now
+    // (DESIGN §10 "Recipients are pinned too"): a party that moved gets its
+    // queued messages at its new endpoint; one the configuration no longer
+    // has gets no client, and the attempt fails (retried until the party is
+    // back or the message expires), never sent with a weaker check.
     let live = state.current_live();
-    let client = live
+    let target = live
         .delivery_clients
         .for_delivery(record.to.as_deref().unwrap_or_default());
     if state.is_halted() {
@@ -329,7 +331,7 @@ async fn attempt(state: &AppState, row: Claimed) {
         return;
     }
     let started = std::time::Instant::now();
-    let result = send(state, client, &row, &id).await;
+    let result = send(state, target, &row, &id).await;
     let may_have_arrived = matches!(&result, Err((true, _)));
     let result = result.map_err(|(_, e)| e);
     crate::observe::delivery(record.to.as_deref(), "async", started.elapsed(), &result);
@@ -357,11 +359,11 @@ async fn attempt(state: &AppState, row: Claimed) {
 /// endpoint. The error says whether the message may have arrived anyway.
 async fn send(
     state: &AppState,
-    client: Result<&reqwest::Client, deliver::DeliveryError>,
+    target: Result<(&reqwest::Client, &str), deliver::DeliveryError>,
     row: &Claimed,
     id: &str,
 ) -> Result<deliver::Delivered, (bool, String)> {
-    let client = client.map_err(|e| (false, e.to_string()))?;
+    let (client, endpoint) = target.map_err(|e| (false, e.to_string()))?;
     match state
         .crypto
         .vault
@@ -369,15 +371,9 @@ async fn send(
     {
         Ok(body) => {
             let signature = deliver::sign_detached(&state.crypto.delivery_signer, &body);
-            deliver::post(
-                client,
-                &row.endpoint,
-                id,
-                &signature,
-                Bytes::from(body.to_vec()),
-            )
-            .await
-            .map_err(|e| (e.may_have_arrived(), e.to_string()))
+            deliver::post(client, endpoint, id, &signature, Bytes::from(body.to_vec()))
+                .await
+                .map_err(|e| (e.may_have_arrived(), e.to_string()))
         }
         Err(e) => Err((false, format!("cannot open the sealed message: {e}"))),
     }

@@ -103,7 +103,9 @@ impl SyncTail {
             .delivery_clients
             .for_delivery(self.recipient_id.as_str())
         {
-            Ok(client) => {
+            // The endpoint is the one the decision named, from this same
+            // snapshot.
+            Ok((client, _)) => {
                 deliver::post(
                     client,
                     &d.endpoint,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use super::error::{shown_key, RequestError};
+use super::error::{shown_key, shown_path, RequestError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -111,34 +111,6 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, RequestError> {
         };
         RequestError::Shape { path, what }
     })
-}
-
-/// serde_path_to_error's path (`a.b[0].c`) with every key the client could
-/// have chosen passed through [`shown_key`].
-fn shown_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(shown_key(key));
-            }
-            Segment::Unknown => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push('?');
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-    out
 }
 
 /// Status helper for handlers that answer `201 Created`.

@@ -750,3 +750,68 @@ both_backends!(
         assert_logs_clean(&[NILS]);
     }
 );
+
+// Second review (helper attack): `quote_id` passed any lowercase-first id
+// with digits, so a `to`, `type` or `purpose` of `x` plus a personnummer
+// came back in the problem; the auditor's filters put one into the
+// permanent `audit-query` record (an RFC 3339 fraction holds any digits).
+both_backends!(
+    a_personnummer_behind_a_letter_is_not_echoed_nor_logged,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        consent_to_all(&gw, ALVA).await;
+        let af = gw.client("af");
+        let hidden = format!("x{}", &NILS[..8]) + "-" + &NILS[8..];
+        for field in ["to", "type", "purpose"] {
+            let mut m = message("fk", "attendance-report", example("attendance-report"));
+            m[field] = json!(hidden);
+            let rsp = af.post_exchange(&m).await;
+            assert!(rsp.status >= 400, "{field}: {}", rsp.text);
+            assert_free_of(&rsp.text, &[NILS], field);
+        }
+        let a = gw.auditor();
+        let fraction = format!("/v1/audit/records?from=2024-01-01T00:00:00.{NILS}Z");
+        let rsp = a.get(&fraction).await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text);
+        let rsp = a.get(&format!("/v1/audit/records?party={hidden}")).await;
+        assert_eq!(rsp.status, 400, "{}", rsp.text);
+        assert_free_of(&rsp.text, &[NILS], "the filter problem");
+        let all = a.get("/v1/audit/records?limit=1000").await;
+        assert_eq!(all.status, 200);
+        assert_free_of(&all.text, &[NILS], "the audit-query records");
+        assert_logs_clean(&[NILS]);
+    }
+);
+
+// Second review (helper attack): the consent claims' shape error kept
+// serde's raw path, so an unknown `given_by` key came back as sent.
+both_backends!(
+    a_consent_claims_key_that_is_a_personnummer_is_not_echoed,
+    |db| async move {
+        let gw = TestGateway::spawn(db).await;
+        let key = samgate::consent::token::SigningKeyFile::load(
+            &gw.path("keys/issuer-sfk-kalmar-intake.pem"),
+        )
+        .unwrap();
+        let t = now();
+        let claims = json!({
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "iss": "sfk-kalmar-intake",
+            "sub": ALVA,
+            "nbf": t,
+            "exp": t + 86_400,
+            "parties": ["fk", "af"],
+            "purposes": ["samordnad-rehabilitering"],
+            "categories": ["case"],
+            "method": "written",
+            "recorded_by": "handlaggare.eva",
+            "given_by": {"role": "guardian", "name": "Karin", NILS: 1},
+        });
+        let token = key.sign("2026-1", &claims).unwrap();
+        let rsp = gw.submit_consent(&token).await;
+        assert_eq!(rsp.status, 422, "{}", rsp.text);
+        assert_eq!(rsp.problem(), "invalid_consent_claims");
+        assert_free_of(&rsp.text, &[NILS, ALVA], "the claims problem");
+        assert!(rsp.text.contains("given_by.(not shown)"), "{}", rsp.text);
+    }
+);

@@ -647,6 +647,86 @@ both_backends!(
     }
 );
 
+// Second review of the pin fix (helper attack): a queued row kept the URL
+// it was queued for, and the client was picked by party, so after a reload
+// that moved a party and dropped its pin the message left for the old URL
+// with the chain check only (any certificate of the CA there got it). A
+// queued message now goes to the party's endpoint in force at the attempt.
+both_backends!(
+    a_queued_message_goes_to_the_endpoint_in_force_not_the_one_it_was_queued_for,
+    |db| async move {
+        let gw = TestGateway::spawn_with(db, crate::harness::fast_retries).await;
+        record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
+        let impostor = crate::harness::Recipient::start(
+            gw.dir.path(),
+            "kommun-kalmar",
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await;
+        let url = format!("https://127.0.0.1:{}/inbox", impostor.addr.port());
+        // fk's URL is, by mistake, the impostor's; fk stays pinned.
+        let wrong = gw.write_config("wrong.toml", |t| {
+            let fk = t["party"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|p| p["id"].as_str() == Some("fk"))
+                .unwrap();
+            fk["endpoint"] = toml::Value::String(url.clone());
+        });
+        samgate::reload::reload(gw.state(), &wrong).unwrap();
+        let mut m = attendance("fk");
+        m["delivery"] = json!("async");
+        let rsp = gw.client("af").post_exchange(&m).await;
+        assert_eq!(rsp.status, 202, "{}", rsp.text);
+        let id = rsp.exchange_id();
+        let af = gw.client("af");
+        for _ in 0..400 {
+            if af.exchange_status(&id).await["attempts"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 2
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(impostor.received().is_empty(), "the pin holds");
+        // The operator corrects fk's URL and drops its pin (chain-only).
+        let corrected = gw.write_config("corrected.toml", |t| {
+            let fk = t["party"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|p| p["id"].as_str() == Some("fk"))
+                .unwrap()
+                .as_table_mut()
+                .unwrap();
+            fk.remove("endpoint_certificate_sha256");
+        });
+        samgate::reload::reload(gw.state(), &corrected).unwrap();
+        let mut status = Value::Null;
+        for _ in 0..400 {
+            status = af.exchange_status(&id).await;
+            if status["status"] == "delivered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(status["status"], "delivered", "{status}");
+        assert_eq!(
+            gw.recipient("fk").received().len(),
+            1,
+            "fk's own endpoint got it"
+        );
+        let got: Vec<Value> = impostor.received().iter().map(|r| r.json()).collect();
+        assert!(
+            got.is_empty(),
+            "a URL the configuration no longer names got it: {got:?}"
+        );
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_within_body_timeout_gets_408() {
     let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
