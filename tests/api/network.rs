@@ -539,6 +539,29 @@ both_backends!(
     }
 );
 
+/// The `[[party]]` entry `id` of a configuration file being written.
+fn party_mut<'a>(t: &'a mut toml::Table, id: &str) -> &'a mut toml::Value {
+    t["party"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["id"].as_str() == Some(id))
+        .unwrap()
+}
+
+/// A recipient server with kommun-kalmar's certificate (same CA, valid for
+/// 127.0.0.1) at a new address, and its inbox URL: a host that is not fk.
+async fn impostor(gw: &TestGateway) -> (crate::harness::Recipient, String) {
+    let r = crate::harness::Recipient::start(
+        gw.dir.path(),
+        "kommun-kalmar",
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}/inbox", r.addr.port());
+    (r, url)
+}
+
 /// `t` without the `[[party]]` `party`, its users, and the routes that name
 /// it on a side (an operator ending the cooperation with it).
 fn without_party(t: &mut toml::Table, party: &str) {
@@ -582,20 +605,9 @@ both_backends!(
         assert_eq!(rsp.status, 200, "{}", rsp.text);
         // An impostor with kommun-kalmar's server certificate (same CA,
         // valid for 127.0.0.1) answers at fk's URL.
-        let impostor = crate::harness::Recipient::start(
-            gw.dir.path(),
-            "kommun-kalmar",
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await;
-        let url = format!("https://127.0.0.1:{}/inbox", impostor.addr.port());
+        let (impostor, url) = impostor(&gw).await;
         let hijacked = gw.write_config("hijacked.toml", |t| {
-            let fk = t["party"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|p| p["id"].as_str() == Some("fk"))
-                .unwrap();
+            let fk = party_mut(t, "fk");
             fk["endpoint"] = toml::Value::String(url.clone());
         });
         samgate::reload::reload(gw.state(), &hijacked).unwrap();
@@ -657,21 +669,10 @@ both_backends!(
     |db| async move {
         let gw = TestGateway::spawn_with(db, crate::harness::fast_retries).await;
         record_consent(&gw, ALVA, PARTIES, CATEGORIES).await;
-        let impostor = crate::harness::Recipient::start(
-            gw.dir.path(),
-            "kommun-kalmar",
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await;
-        let url = format!("https://127.0.0.1:{}/inbox", impostor.addr.port());
+        let (impostor, url) = impostor(&gw).await;
         // fk's URL is, by mistake, the impostor's; fk stays pinned.
         let wrong = gw.write_config("wrong.toml", |t| {
-            let fk = t["party"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|p| p["id"].as_str() == Some("fk"))
-                .unwrap();
+            let fk = party_mut(t, "fk");
             fk["endpoint"] = toml::Value::String(url.clone());
         });
         samgate::reload::reload(gw.state(), &wrong).unwrap();
@@ -694,14 +695,7 @@ both_backends!(
         assert!(impostor.received().is_empty(), "the pin holds");
         // The operator corrects fk's URL and drops its pin (chain-only).
         let corrected = gw.write_config("corrected.toml", |t| {
-            let fk = t["party"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|p| p["id"].as_str() == Some("fk"))
-                .unwrap()
-                .as_table_mut()
-                .unwrap();
+            let fk = party_mut(t, "fk").as_table_mut().unwrap();
             fk.remove("endpoint_certificate_sha256");
         });
         samgate::reload::reload(gw.state(), &corrected).unwrap();
