@@ -101,23 +101,23 @@ impl Clients {
                     )?;
                     build(running, tls)?
                 }
-                (None, None) => {
-                    tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
-                    match &unpinned {
-                        Some(client) => client.clone(),
-                        None => {
-                            let tls = crate::tls::client_config(
-                                &s.outbound_ca,
-                                &s.outbound_certificate,
-                                &s.outbound_private_key,
-                            )?;
-                            let client = build(running, tls)?;
-                            unpinned = Some(client.clone());
-                            client
-                        }
+                (None, None) => match &unpinned {
+                    Some(client) => client.clone(),
+                    None => {
+                        let tls = crate::tls::client_config(
+                            &s.outbound_ca,
+                            &s.outbound_certificate,
+                            &s.outbound_private_key,
+                        )?;
+                        let client = build(running, tls)?;
+                        unpinned = Some(client.clone());
+                        client
                     }
-                }
+                },
             };
+            if pin.is_none() {
+                tracing::warn!(party = %p.id, "recipient without endpoint_certificate_sha256: its endpoint is checked against outbound_ca only");
+            }
             by_party.insert(
                 p.id.to_string(),
                 Target {

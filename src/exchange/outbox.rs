@@ -132,7 +132,9 @@ async fn dispatch(
         unclaim(state, &row.exchange_id).await;
         return;
     };
-    let st = state.clone();
+    // Unpinned: each attempt reads the configuration in force when its
+    // recheck runs, and delivers on that same snapshot.
+    let st = state.unpinned();
     let busy = busy.clone();
     tokio::spawn(async move {
         let endpoint = row.endpoint.clone();
@@ -185,6 +187,22 @@ async fn renew(state: &AppState, exchange_id: &str, lease: Duration) {
     .await;
     if let Err(e) = r {
         tracing::warn!(exchange.id = %exchange_id, error = %e, "could not renew an outbox lease");
+    }
+}
+
+/// Points a claimed row at its party's current endpoint and gives the
+/// claim back (no attempt was made): it is due again at once.
+async fn readdress(state: &AppState, exchange_id: &str, endpoint: &str) {
+    let r = sqlx::query(
+        "UPDATE outbox SET endpoint = $1, claimed_until_us = 0 WHERE exchange_id = $2 AND claimed_by = $3",
+    )
+    .bind(endpoint.to_owned())
+    .bind(exchange_id.to_owned())
+    .bind(state.instance_id.clone())
+    .execute(state.store.pool())
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(exchange.id = %exchange_id, error = %e, "could not point an outbox row at its party's new endpoint; retried when the claim runs out");
     }
 }
 
@@ -321,10 +339,20 @@ async fn attempt(state: &AppState, row: Claimed) {
     // queued messages at its new endpoint; one the configuration no longer
     // has gets no client, and the attempt fails (retried until the party is
     // back or the message expires), never sent with a weaker check.
-    let live = state.current_live();
+    // The same snapshot the recheck above decided on.
+    let live = state.live_arc();
     let target = live
         .delivery_clients
         .for_delivery(record.to.as_deref().unwrap_or_default());
+    if let Ok((_, endpoint)) = &target {
+        if *endpoint != row.endpoint {
+            // The party moved since the row was queued: the row takes the
+            // new endpoint and is claimed again, so the per-endpoint slot it
+            // counts against is always the one it goes to.
+            readdress(state, &id, endpoint).await;
+            return;
+        }
+    }
     if state.is_halted() {
         // The instance was stopped at once (a crash, in tests): an attempt
         // spawned before that sends nothing afterwards.

@@ -378,3 +378,52 @@ async fn the_auditor_api_needs_the_auditor_role_and_a_user_token() {
     let rsp = gw.auditor().disclosures(PNR_A).await;
     assert_eq!(rsp.problem(), "forbidden_role");
 }
+
+// Third review (helper attack): the auditor's filters refuse more than four
+// digits (so no personnummer reaches the audit-query record behind a
+// letter), but a party id is the operator's: a configured one with more
+// digits must still filter, and the record names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_party_id_with_many_digits_is_a_valid_filter() {
+    let gw = TestGateway::spawn_with(Db::Sqlite, |c| {
+        let mut p = c
+            .parties
+            .iter()
+            .find(|p| p.id.as_str() == "kommun-kalmar")
+            .unwrap()
+            .clone();
+        p.id = samgate::party::PartyId::new("kommun-088012");
+        p.certificate_sha256 = [7; 32];
+        p.endpoint = None;
+        p.endpoint_certificate_sha256 = None;
+        c.parties.push(p);
+    })
+    .await;
+    let a = gw.auditor();
+    let rsp = a.get("/v1/audit/records?party=kommun-088012").await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text);
+    let rsp = a.get("/v1/audit/records?party=kommun-088013").await;
+    assert_eq!(rsp.status, 400, "{}", rsp.text);
+    let rsp = a
+        .get("/v1/audit/records?from=2024-01-01T00:00:00.123456789Z")
+        .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text);
+    let all = a.get("/v1/audit/records?limit=100").await;
+    let reasons: Vec<String> = all.json()["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "records party=kommun-088012"),
+        "{reasons:?}"
+    );
+    // The time as parsed, to the microsecond the filter uses.
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "records from=2024-01-01T00:00:00.123456Z"),
+        "{reasons:?}"
+    );
+}
